@@ -1,0 +1,35 @@
+//! payrules: payment rules for commercetools, run beside its Subscriptions.
+//!
+//! It consumes commercetools notifications about Payments and Orders (and Checkout events)
+//! from Google Cloud Pub/Sub or AWS SQS and runs two rules on them: *release for
+//! fulfillment* (an order whose payments are authorized is handed to the fulfillment team)
+//! and *cancel orphaned authorization* (an authorization no order claims after a grace period
+//! is cancelled). Messages arrive late, twice and out of order; each side effect still
+//! happens once.
+//!
+//! # Layout: the flow of a notification
+//! - [`source`]: where notifications come from ([`source::Source`], [`source::Delivery`]
+//!   with its own ack/nack).
+//! - [`message`]: bytes → typed [`message::Message`].
+//! - [`view`]: what the rules read (current payments and orders).
+//! - [`rules`]: the level-based rules, deciding [`action::Action`]s.
+//! - [`store`]: the ledger (each action once, ever) and the grace-period timers.
+//! - [`process`]: decide → claim → execute → record.
+//! - [`effects`]: executors that carry actions out.
+//! - [`replay`]: the offline, deterministic replay (the library form of `payrules replay`).
+//! - [`worker`]: the long-running `payrules run`.
+//! - [`config`]: the TOML file and environment variables.
+//! - [`model`]: the commercetools resources.
+
+pub mod action;
+pub mod config;
+pub mod effects;
+pub mod message;
+pub mod model;
+pub mod process;
+pub mod replay;
+pub mod rules;
+pub mod source;
+pub mod store;
+pub mod view;
+pub mod worker;

@@ -1,0 +1,248 @@
+//! The `payrules` command: argument parsing and wiring only.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use tracing::{error, info};
+use tracing_subscriber::EnvFilter;
+
+use payrules::config::{self, Settings, SourceSettings};
+use payrules::effects::{DryRun, Executor};
+use payrules::process::Processor;
+use payrules::replay::Replay;
+use payrules::rules::Engine;
+use payrules::source::{FileInput, FileSource, InputReader, Source};
+use payrules::store::MemoryStore;
+use payrules::view::StreamView;
+use payrules::worker::Worker;
+
+#[derive(Parser)]
+#[command(
+    name = "payrules",
+    version,
+    about = "Payment rules for commercetools: release authorized orders, cancel orphaned authorizations"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Replays notifications offline and prints the planned actions, one JSON object per line.
+    Replay {
+        /// TOML configuration (only the rules are used).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Snapshots: DIR/payments/*.json and DIR/orders/*.json.
+        #[arg(long)]
+        state: Option<PathBuf>,
+        /// .json files, .jsonl files, directories, or - for stdin.
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+    },
+    /// Runs the worker.
+    Run {
+        /// TOML configuration; environment variables override it.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Validates a configuration, lists every problem, prints the effective configuration.
+    CheckConfig {
+        /// TOML configuration; environment variables override it.
+        file: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            EnvFilter::try_from_env("PAYRULES_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("payrules: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match cli.command {
+        Command::Replay {
+            config,
+            state,
+            inputs,
+        } => runtime.block_on(replay(config.as_deref(), state.as_deref(), &inputs)),
+        Command::Run { config } => runtime.block_on(run(config.as_deref())),
+        Command::CheckConfig { file } => check_config(file.as_deref()),
+    }
+}
+
+async fn replay(config: Option<&Path>, state: Option<&Path>, inputs: &[PathBuf]) -> ExitCode {
+    let rules = match config::merge_with(config, |k| std::env::var(k).ok()).and_then(|c| c.rules())
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("payrules replay: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut replay = Replay::new(rules);
+    if let Some(dir) = state
+        && let Err(errors) = replay.load_state(dir)
+    {
+        for e in errors {
+            eprintln!("payrules replay: {e}");
+        }
+        return ExitCode::from(2);
+    }
+    let inputs = match FileInput::resolve(inputs) {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("payrules replay: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut write = |actions: Vec<payrules::action::Action>| -> std::io::Result<()> {
+        for a in actions {
+            writeln!(out, "{}", a.to_json_line())?;
+        }
+        Ok(())
+    };
+    let mut reported = 0;
+    for line in InputReader::new(inputs) {
+        let line = match line {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("payrules replay: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        let actions = replay.feed(&line.origin(), &line.bytes).await;
+        for s in &replay.summary().skipped[reported..] {
+            eprintln!("{}: skipped: {}", s.origin, s.error);
+        }
+        reported = replay.summary().skipped.len();
+        if write(actions).is_err() {
+            return ExitCode::FAILURE;
+        }
+    }
+    let actions = replay.finish().await;
+    for s in &replay.summary().skipped[reported..] {
+        eprintln!("{}: skipped: {}", s.origin, s.error);
+    }
+    if write(actions).is_err() || out.flush().is_err() {
+        return ExitCode::FAILURE;
+    }
+    let summary = replay.summary();
+    eprintln!(
+        "payrules replay: {} messages, {} actions, {} subscription test notifications, {} skipped",
+        summary.messages,
+        summary.actions,
+        summary.subscription_tests,
+        summary.skipped.len()
+    );
+    if summary.skipped.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn check_config(file: Option<&Path>) -> ExitCode {
+    match config::load(file) {
+        Ok(loaded) => {
+            print!("{}", loaded.file.to_masked_toml());
+            eprintln!("payrules check-config: configuration is valid");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("payrules check-config: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(config: Option<&Path>) -> ExitCode {
+    let settings = match config::load(config) {
+        Ok(l) => l.settings,
+        Err(e) => {
+            eprintln!("payrules run: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match start(settings).await {
+        Ok(code) => code,
+        Err(e) => {
+            error!("{e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn start(settings: Settings) -> Result<ExitCode, String> {
+    let source: Box<dyn Source> = match &settings.source {
+        SourceSettings::File { path } => {
+            let inputs =
+                FileInput::resolve(std::slice::from_ref(path)).map_err(|e| e.to_string())?;
+            Box::new(FileSource::new(inputs, Duration::from_secs(30)))
+        }
+        SourceSettings::Pubsub { .. } | SourceSettings::Sqs { .. } => {
+            return Err("the pubsub and sqs sources are not built yet (issue #4)".into());
+        }
+    };
+    if settings.commercetools.is_some() {
+        return Err("live commercetools reads are not built yet (issue #3); unset CTP_* to use the view built from the stream".into());
+    }
+    if !settings.dry_run {
+        return Err("no executor is configured: set PAYRULES_DRY_RUN=true (live executors come with issue #3)".into());
+    }
+    let executor: Arc<dyn Executor> = Arc::new(DryRun::new(Box::new(std::io::stdout())));
+    let view = Arc::new(StreamView::new());
+    let store = Arc::new(MemoryStore::new());
+    let engine = Engine::new(view, store.clone(), settings.rules.clone());
+    let processor = Arc::new(Processor::new(engine, store, executor));
+    let worker = Worker::new(processor, settings.worker.clone());
+    info!(source = ?settings.source, dry_run = settings.dry_run, "payrules worker starting");
+    let summary = worker.run(source, shutdown_signal()).await;
+    Ok(if summary.parked > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => info!("SIGINT received"),
+        () = term => info!("SIGTERM received"),
+    }
+}

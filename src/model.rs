@@ -1,0 +1,271 @@
+//! The commercetools resources the rules read: Payments, their Transactions, Orders.
+//!
+//! These are the commercetools representations (camelCase JSON), reduced to the fields a
+//! payment rule needs. Unknown fields are ignored, so a full Payment or Order from the API,
+//! from a `PaymentCreated`/`OrderCreated` message or from a `--state` snapshot all decode.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// A reference to another resource, e.g. `{"typeId":"payment","id":"…"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Reference {
+    /// The resource type: `payment`, `order`, `cart`, `subscription`, …
+    pub type_id: String,
+    /// The resource id.
+    pub id: String,
+}
+
+/// An amount of money in cents; `fractionDigits` is kept so that amounts can be echoed back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Money {
+    /// ISO 4217 currency code; amounts in different currencies never add up.
+    pub currency_code: String,
+    /// Amount in the smallest unit of the currency.
+    pub cent_amount: i64,
+    /// Decimal places of the currency, when the payload carries them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fraction_digits: Option<u32>,
+}
+
+/// Declares an enum of commercetools names that decodes leniently: surrounding whitespace is
+/// ignored (a connector has been seen writing `"Failure "`) and an unknown name becomes
+/// `Unknown` instead of failing the whole message.
+macro_rules! lenient_enum {
+    ($(#[$meta:meta])* $name:ident { $($variant:ident),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $(
+                #[doc = concat!("`", stringify!($variant), "`")]
+                $variant,
+            )+
+            /// A value this version of payrules does not know.
+            Unknown,
+        }
+
+        impl $name {
+            /// The commercetools spelling.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => stringify!($variant),)+
+                    Self::Unknown => "Unknown",
+                }
+            }
+
+            /// Parses a commercetools name, trimming whitespace; unknown names give `Unknown`.
+            pub fn parse(s: &str) -> Self {
+                match s.trim() {
+                    $(stringify!($variant) => Self::$variant,)+
+                    _ => Self::Unknown,
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = Cow::<'de, str>::deserialize(d)?;
+                Ok(Self::parse(&s))
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+    };
+}
+
+lenient_enum!(
+    /// The kind of a payment transaction.
+    TransactionType {
+        Authorization,
+        CancelAuthorization,
+        Charge,
+        Refund,
+        Chargeback,
+    }
+);
+
+lenient_enum!(
+    /// Where a transaction stands at the payment service provider.
+    TransactionState {
+        Initial,
+        Pending,
+        Success,
+        Failure,
+    }
+);
+
+lenient_enum!(
+    /// The order's own lifecycle state.
+    OrderState {
+        Open,
+        Confirmed,
+        Complete,
+        Cancelled,
+    }
+);
+
+/// One transaction of a Payment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Transaction {
+    /// Unique within the payment; `PaymentTransactionStateChanged` refers to it.
+    pub id: String,
+    /// Authorization, Charge, CancelAuthorization, …
+    #[serde(rename = "type")]
+    pub kind: TransactionType,
+    /// The amount this transaction is about.
+    pub amount: Money,
+    /// Current state at the PSP.
+    pub state: TransactionState,
+}
+
+/// A Payment, as far as the rules are concerned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Payment {
+    /// The payment id.
+    pub id: String,
+    /// Resource version: snapshots and messages are ordered by it.
+    pub version: u64,
+    /// What the shop asked to be paid; used when a cancel needs an amount to report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amount_planned: Option<Money>,
+    /// All transactions, in the order commercetools lists them.
+    #[serde(default)]
+    pub transactions: Vec<Transaction>,
+}
+
+/// The `paymentInfo` of an Order.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentInfo {
+    /// The payments the order is paid with.
+    #[serde(default)]
+    pub payments: Vec<Reference>,
+}
+
+/// An Order, as far as the rules are concerned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Order {
+    /// The order id.
+    pub id: String,
+    /// Resource version: snapshots and messages are ordered by it.
+    pub version: u64,
+    /// The shop's order number, passed on to the fulfillment team.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order_number: Option<String>,
+    /// What the payments must cover before the order is released.
+    pub total_price: Money,
+    /// Open, Confirmed, Complete or Cancelled; a cancelled order is never released.
+    #[serde(default = "default_order_state")]
+    pub order_state: OrderState,
+    /// The payments that pay for this order.
+    #[serde(default)]
+    pub payment_info: Option<PaymentInfo>,
+}
+
+fn default_order_state() -> OrderState {
+    OrderState::Open
+}
+
+impl Order {
+    /// Ids of the payments referenced by `paymentInfo`, in order.
+    pub fn payment_ids(&self) -> impl Iterator<Item = &str> {
+        self.payment_info
+            .iter()
+            .flat_map(|info| info.payments.iter())
+            .map(|r| r.id.as_str())
+    }
+
+    /// Whether `paymentInfo` references the payment.
+    pub fn references_payment(&self, payment_id: &str) -> bool {
+        self.payment_ids().any(|id| id == payment_id)
+    }
+}
+
+impl Payment {
+    /// Transactions of one type in one state.
+    pub fn transactions_in(
+        &self,
+        kind: TransactionType,
+        state: TransactionState,
+    ) -> impl Iterator<Item = &Transaction> {
+        self.transactions
+            .iter()
+            .filter(move |t| t.kind == kind && t.state == state)
+    }
+
+    /// An Authorization in Success.
+    pub fn has_successful_authorization(&self) -> bool {
+        self.transactions_in(TransactionType::Authorization, TransactionState::Success)
+            .next()
+            .is_some()
+    }
+
+    /// A CancelAuthorization that has not failed: the authorization is (being) cancelled.
+    pub fn has_live_cancel_authorization(&self) -> bool {
+        self.transactions.iter().any(|t| {
+            t.kind == TransactionType::CancelAuthorization && t.state != TransactionState::Failure
+        })
+    }
+
+    /// A Charge in Pending or Success: the money is (being) captured, too late to cancel.
+    pub fn has_pending_or_successful_charge(&self) -> bool {
+        self.transactions.iter().any(|t| {
+            t.kind == TransactionType::Charge
+                && matches!(
+                    t.state,
+                    TransactionState::Pending | TransactionState::Success
+                )
+        })
+    }
+
+    /// Sum of the successful transactions of one type in `currency`.
+    pub fn successful_amount(&self, kind: TransactionType, currency: &str) -> i64 {
+        self.transactions_in(kind, TransactionState::Success)
+            .filter(|t| t.amount.currency_code == currency)
+            .map(|t| t.amount.cent_amount)
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lenient_enums_trim_and_tolerate_unknown_values() {
+        let s: TransactionState = serde_json::from_str("\"Failure \"").unwrap();
+        assert_eq!(s, TransactionState::Failure);
+        let t: TransactionType = serde_json::from_str("\"Payout\"").unwrap();
+        assert_eq!(t, TransactionType::Unknown);
+        assert_eq!(
+            serde_json::to_string(&TransactionType::Charge).unwrap(),
+            "\"Charge\""
+        );
+    }
+
+    #[test]
+    fn order_decodes_without_payment_info() {
+        let o: Order = serde_json::from_str(
+            r#"{"id":"o1","version":3,"totalPrice":{"currencyCode":"EUR","centAmount":100},"extra":1}"#,
+        )
+        .unwrap();
+        assert_eq!(o.order_state, OrderState::Open);
+        assert_eq!(o.payment_ids().count(), 0);
+    }
+}

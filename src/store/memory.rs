@@ -1,0 +1,115 @@
+//! The in-memory [`Store`]: replay, tests, and `run` without a durable store.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::{Mutex, MutexGuard};
+
+use async_trait::async_trait;
+
+use super::{Claim, LedgerStatus, Store, StoreError, Timer};
+use crate::message::Timestamp;
+
+#[derive(Debug, Default)]
+struct Inner {
+    ledger: HashMap<String, LedgerStatus>,
+    /// Payments that ever had a timer: "first seen authorized" happens once.
+    scheduled: HashSet<String>,
+    /// Pending timers ordered by (due, payment id): deterministic firing order.
+    pending: BTreeSet<(Timestamp, String)>,
+    /// Taken but not yet done.
+    taken: HashSet<String>,
+}
+
+/// A [`Store`] in memory.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    inner: Mutex<Inner>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Timers pending or taken.
+    pub fn timers_outstanding(&self) -> usize {
+        let g = self.lock();
+        g.pending.len() + g.taken.len()
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn ledger_status(&self, key: &str) -> Result<Option<LedgerStatus>, StoreError> {
+        Ok(self.lock().ledger.get(key).copied())
+    }
+
+    async fn claim(&self, key: &str) -> Result<Claim, StoreError> {
+        let mut g = self.lock();
+        if let Some(status) = g.ledger.get(key) {
+            return Ok(Claim::Exists(*status));
+        }
+        g.ledger.insert(key.to_string(), LedgerStatus::Claimed);
+        Ok(Claim::Acquired)
+    }
+
+    async fn settle(&self, key: &str, status: LedgerStatus) -> Result<(), StoreError> {
+        self.lock().ledger.insert(key.to_string(), status);
+        Ok(())
+    }
+
+    async fn release(&self, key: &str) -> Result<(), StoreError> {
+        let mut g = self.lock();
+        if g.ledger.get(key) == Some(&LedgerStatus::Claimed) {
+            g.ledger.remove(key);
+        }
+        Ok(())
+    }
+
+    async fn schedule(&self, timer: Timer) -> Result<bool, StoreError> {
+        let mut g = self.lock();
+        if !g.scheduled.insert(timer.payment_id.clone()) {
+            return Ok(false);
+        }
+        g.pending.insert((timer.due, timer.payment_id));
+        Ok(true)
+    }
+
+    async fn take_due(&self, now: Timestamp, limit: usize) -> Result<Vec<Timer>, StoreError> {
+        let mut g = self.lock();
+        let mut out = Vec::new();
+        while out.len() < limit {
+            let Some(first) = g.pending.first() else {
+                break;
+            };
+            if first.0 > now {
+                break;
+            }
+            if let Some((due, payment_id)) = g.pending.pop_first() {
+                g.taken.insert(payment_id.clone());
+                out.push(Timer { payment_id, due });
+            }
+        }
+        Ok(out)
+    }
+
+    async fn timer_done(&self, timer: &Timer) -> Result<(), StoreError> {
+        self.lock().taken.remove(&timer.payment_id);
+        Ok(())
+    }
+
+    async fn retry_timer(&self, timer: &Timer, due: Timestamp) -> Result<(), StoreError> {
+        let mut g = self.lock();
+        g.taken.remove(&timer.payment_id);
+        g.pending.insert((due, timer.payment_id.clone()));
+        Ok(())
+    }
+
+    async fn next_due(&self) -> Result<Option<Timestamp>, StoreError> {
+        Ok(self.lock().pending.first().map(|(due, _)| *due))
+    }
+}

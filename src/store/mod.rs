@@ -1,0 +1,88 @@
+//! What the worker must remember: the action ledger (each idempotency key runs once, ever)
+//! and the grace-period timers.
+//!
+//! The [`Store`] trait is the boundary; [`MemoryStore`] keeps it in memory for replay and
+//! tests. A durable store survives restarts and is shared by replicas.
+
+use async_trait::async_trait;
+
+use crate::message::Timestamp;
+
+pub mod memory;
+
+pub use memory::MemoryStore;
+
+/// A scheduled re-check of one payment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Timer {
+    /// The payment to re-check.
+    pub payment_id: String,
+    /// When the check is due.
+    pub due: Timestamp,
+}
+
+impl Timer {
+    /// The timer's identity: one per payment, ever.
+    pub fn key(&self) -> String {
+        format!("check:{}", self.payment_id)
+    }
+}
+
+/// Where an idempotency key stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LedgerStatus {
+    /// Someone is executing it (or crashed doing so).
+    Claimed,
+    /// Executed.
+    Done,
+    /// Failed for good; reported, not retried.
+    Failed,
+}
+
+/// The answer to a claim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// The caller owns the key now and must settle it.
+    Acquired,
+    /// The key was already in the ledger.
+    Exists(LedgerStatus),
+}
+
+/// A store failure.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("state store: {0}")]
+pub struct StoreError(pub String);
+
+/// The ledger and the timers.
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// Where `key` stands, if it was ever claimed.
+    async fn ledger_status(&self, key: &str) -> Result<Option<LedgerStatus>, StoreError>;
+
+    /// Claims `key` for execution unless it already is in the ledger.
+    async fn claim(&self, key: &str) -> Result<Claim, StoreError>;
+
+    /// Records how a claimed key ended.
+    async fn settle(&self, key: &str, status: LedgerStatus) -> Result<(), StoreError>;
+
+    /// Gives a claimed key back (the action failed transiently and will be decided again).
+    async fn release(&self, key: &str) -> Result<(), StoreError>;
+
+    /// Schedules `timer` unless a timer for that payment was ever scheduled; says whether it
+    /// was new.
+    async fn schedule(&self, timer: Timer) -> Result<bool, StoreError>;
+
+    /// Takes the timers due at or before `now`, earliest first (ties by payment id), at most
+    /// `limit`. Taken timers are not handed out again unless given back with
+    /// [`Store::retry_timer`].
+    async fn take_due(&self, now: Timestamp, limit: usize) -> Result<Vec<Timer>, StoreError>;
+
+    /// Marks a taken timer as handled.
+    async fn timer_done(&self, timer: &Timer) -> Result<(), StoreError>;
+
+    /// Gives a taken timer back, due again at `due`.
+    async fn retry_timer(&self, timer: &Timer, due: Timestamp) -> Result<(), StoreError>;
+
+    /// The earliest pending timer, if any.
+    async fn next_due(&self) -> Result<Option<Timestamp>, StoreError>;
+}

@@ -1,0 +1,52 @@
+//! What the rules read: the current state of payments and orders.
+//!
+//! Rules never trust a single message: a `PaymentTransactionStateChanged` carries only a
+//! transaction id and a state, and "no order exists" is a query. So every decision re-reads
+//! through a [`CommerceView`]. The live implementation asks commercetools; the
+//! [`StreamView`] builds the state from the messages themselves (plus optional snapshots),
+//! for replay and for tests.
+
+use async_trait::async_trait;
+
+use crate::message::Message;
+use crate::model::{Order, Payment};
+
+pub mod stream;
+
+pub use stream::StreamView;
+
+/// A failed read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ViewError {
+    /// Worth retrying later: the API was unreachable, slow or overloaded.
+    #[error("commercetools temporarily unavailable: {0}")]
+    Unavailable(String),
+    /// Retrying the same request will not help (bad credentials, missing scope, bad request).
+    #[error("commercetools refused the read: {0}")]
+    Refused(String),
+}
+
+impl ViewError {
+    /// Whether the read may succeed if retried.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, ViewError::Unavailable(_))
+    }
+}
+
+/// Reads of current state.
+#[async_trait]
+pub trait CommerceView: Send + Sync {
+    /// The payment with this id, if it exists.
+    async fn payment(&self, id: &str) -> Result<Option<Payment>, ViewError>;
+
+    /// The order with this id, if it exists.
+    async fn order(&self, id: &str) -> Result<Option<Order>, ViewError>;
+
+    /// The order whose `paymentInfo` references the payment, as the query
+    /// `paymentInfo(payments(id=:pid))` finds it.
+    async fn order_for_payment(&self, payment_id: &str) -> Result<Option<Order>, ViewError>;
+
+    /// Sees every decoded message before the rules run. A view built from the stream learns
+    /// from it; a live view has nothing to learn and ignores it.
+    fn observe(&self, _message: &Message) {}
+}

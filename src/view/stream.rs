@@ -1,0 +1,474 @@
+//! A [`CommerceView`] built from the message stream itself, plus optional snapshots.
+//!
+//! Messages arrive late, twice and out of order, and the view must converge to the same state
+//! whatever the order. Each field remembers the version that last set it, as the pair
+//! (resourceVersion, sequenceNumber) — several messages can share one resourceVersion when one
+//! update carried several actions, and the sequence number orders those. A change applies only
+//! when it is newer than what the field has. A snapshot (a full Payment or Order, from
+//! `PaymentCreated`/`OrderCreated` or a `--state` directory) counts as of its version and
+//! includes everything of that version. Transactions and payment references are added by id
+//! when absent, so a duplicate never adds twice.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+use async_trait::async_trait;
+
+use super::{CommerceView, ViewError};
+use crate::message::{Body, Message};
+use crate::model::{
+    Money, Order, OrderState, Payment, PaymentInfo, Reference, Transaction, TransactionState,
+    TransactionType,
+};
+
+/// (resourceVersion, sequenceNumber): what set a field. Snapshots use `u64::MAX` as the
+/// sequence number, since they include every change of their version.
+type Stamp = (u64, u64);
+
+fn snapshot_stamp(version: u64) -> Stamp {
+    (version, u64::MAX)
+}
+
+fn message_stamp(m: &Message) -> Stamp {
+    (
+        m.resource_version.unwrap_or(0),
+        m.sequence_number.unwrap_or(0),
+    )
+}
+
+/// A value together with the stamp that set it.
+#[derive(Debug, Clone)]
+struct Versioned<T> {
+    value: T,
+    stamp: Stamp,
+}
+
+impl<T> Versioned<T> {
+    fn new(value: T, stamp: Stamp) -> Self {
+        Self { value, stamp }
+    }
+
+    /// Sets the value if `stamp` is newer; duplicates and stale messages change nothing.
+    fn offer(&mut self, value: T, stamp: Stamp) {
+        if stamp > self.stamp {
+            self.value = value;
+            self.stamp = stamp;
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct TxEntry {
+    /// Known once a snapshot or `PaymentTransactionAdded` described the transaction; a state
+    /// change can arrive before that.
+    kind: Option<(TransactionType, Money)>,
+    state: Option<Versioned<TransactionState>>,
+}
+
+#[derive(Debug, Default)]
+struct PaymentEntry {
+    version: u64,
+    amount_planned: Option<Versioned<Money>>,
+    /// Transactions by id, in the order first seen (commercetools' order for snapshots).
+    tx_order: Vec<String>,
+    txs: HashMap<String, TxEntry>,
+}
+
+impl PaymentEntry {
+    fn tx(&mut self, id: &str) -> &mut TxEntry {
+        if !self.txs.contains_key(id) {
+            self.tx_order.push(id.to_string());
+        }
+        self.txs.entry(id.to_string()).or_default()
+    }
+
+    fn add_transaction(&mut self, t: &Transaction, stamp: Stamp) {
+        let entry = self.tx(&t.id);
+        if entry.kind.is_none() {
+            entry.kind = Some((t.kind, t.amount.clone()));
+        }
+        match &mut entry.state {
+            Some(s) => s.offer(t.state, stamp),
+            None => entry.state = Some(Versioned::new(t.state, stamp)),
+        }
+    }
+
+    fn set_state(&mut self, tx_id: &str, state: TransactionState, stamp: Stamp) {
+        let entry = self.tx(tx_id);
+        match &mut entry.state {
+            Some(s) => s.offer(state, stamp),
+            None => entry.state = Some(Versioned::new(state, stamp)),
+        }
+    }
+
+    fn apply_snapshot(&mut self, p: &Payment) {
+        let stamp = snapshot_stamp(p.version);
+        self.version = self.version.max(p.version);
+        if let Some(m) = &p.amount_planned {
+            match &mut self.amount_planned {
+                Some(v) => v.offer(m.clone(), stamp),
+                None => self.amount_planned = Some(Versioned::new(m.clone(), stamp)),
+            }
+        }
+        for t in &p.transactions {
+            self.add_transaction(t, stamp);
+        }
+    }
+
+    fn to_payment(&self, id: &str) -> Payment {
+        let transactions = self
+            .tx_order
+            .iter()
+            .filter_map(|tx_id| {
+                let e = self.txs.get(tx_id)?;
+                let (kind, amount) = e.kind.clone()?;
+                let state = e.state.as_ref()?.value;
+                Some(Transaction {
+                    id: tx_id.clone(),
+                    kind,
+                    amount,
+                    state,
+                })
+            })
+            .collect();
+        Payment {
+            id: id.to_string(),
+            version: self.version,
+            amount_planned: self.amount_planned.as_ref().map(|v| v.value.clone()),
+            transactions,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct OrderEntry {
+    /// The newest snapshot: number, total and the fields no message updates.
+    base: Option<Versioned<Order>>,
+    state: Option<Versioned<OrderState>>,
+    /// Every payment reference ever seen for the order, in first-seen order.
+    payments: Vec<Reference>,
+    version: u64,
+}
+
+impl OrderEntry {
+    fn add_payment(&mut self, r: &Reference) {
+        if !self.payments.iter().any(|p| p.id == r.id) {
+            self.payments.push(r.clone());
+        }
+    }
+
+    fn to_order(&self) -> Option<Order> {
+        let base = &self.base.as_ref()?.value;
+        let mut order = base.clone();
+        order.version = self.version;
+        if let Some(s) = &self.state {
+            order.order_state = s.value;
+        }
+        order.payment_info = Some(PaymentInfo {
+            payments: self.payments.clone(),
+        });
+        Some(order)
+    }
+}
+
+#[derive(Debug, Default)]
+struct State {
+    payments: HashMap<String, PaymentEntry>,
+    orders: HashMap<String, OrderEntry>,
+    /// payment id → ids of the orders referencing it, sorted so the answer does not depend
+    /// on arrival order.
+    orders_by_payment: HashMap<String, Vec<String>>,
+}
+
+impl State {
+    fn index(&mut self, payment_id: &str, order_id: &str) {
+        let ids = self
+            .orders_by_payment
+            .entry(payment_id.to_string())
+            .or_default();
+        if let Err(at) = ids.binary_search_by(|id| id.as_str().cmp(order_id)) {
+            ids.insert(at, order_id.to_string());
+        }
+    }
+
+    fn apply_order_snapshot(&mut self, o: &Order) {
+        let stamp = snapshot_stamp(o.version);
+        let entry = self.orders.entry(o.id.clone()).or_default();
+        entry.version = entry.version.max(o.version);
+        match &mut entry.base {
+            Some(b) => b.offer(o.clone(), stamp),
+            None => entry.base = Some(Versioned::new(o.clone(), stamp)),
+        }
+        match &mut entry.state {
+            Some(s) => s.offer(o.order_state, stamp),
+            None => entry.state = Some(Versioned::new(o.order_state, stamp)),
+        }
+        for r in o.payment_info.iter().flat_map(|i| i.payments.iter()) {
+            entry.add_payment(r);
+        }
+        let refs: Vec<String> = o.payment_ids().map(str::to_string).collect();
+        for pid in refs {
+            self.index(&pid, &o.id);
+        }
+    }
+
+    fn apply(&mut self, m: &Message) {
+        let stamp = message_stamp(m);
+        match &m.body {
+            Body::PaymentCreated(p) => self
+                .payments
+                .entry(p.id.clone())
+                .or_default()
+                .apply_snapshot(p),
+            Body::TransactionAdded(t) => {
+                if let Some(pid) = m.payment_id() {
+                    let e = self.payments.entry(pid.to_string()).or_default();
+                    e.version = e.version.max(stamp.0);
+                    e.add_transaction(t, stamp);
+                }
+            }
+            Body::TransactionStateChanged {
+                transaction_id,
+                state,
+            } => {
+                if let Some(pid) = m.payment_id() {
+                    let e = self.payments.entry(pid.to_string()).or_default();
+                    e.version = e.version.max(stamp.0);
+                    e.set_state(transaction_id, *state, stamp);
+                }
+            }
+            Body::OrderCreated(o) => self.apply_order_snapshot(o),
+            Body::OrderPaymentAdded(r) => {
+                if let Some(oid) = m.order_id() {
+                    let oid = oid.to_string();
+                    let e = self.orders.entry(oid.clone()).or_default();
+                    e.version = e.version.max(stamp.0);
+                    e.add_payment(r);
+                    self.index(&r.id, &oid);
+                }
+            }
+            Body::OrderStateChanged(s) => {
+                if let Some(oid) = m.order_id() {
+                    let e = self.orders.entry(oid.to_string()).or_default();
+                    e.version = e.version.max(stamp.0);
+                    match &mut e.state {
+                        Some(v) => v.offer(*s, stamp),
+                        None => e.state = Some(Versioned::new(*s, stamp)),
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The view built from messages and snapshots; see the module docs.
+#[derive(Debug, Default)]
+pub struct StreamView {
+    state: Mutex<State>,
+}
+
+/// A snapshot file that could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[error("state snapshot {path}: {detail}")]
+pub struct SnapshotError {
+    /// The file.
+    pub path: String,
+    /// What was wrong.
+    pub detail: String,
+}
+
+impl StreamView {
+    /// An empty view.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds a Payment snapshot (the commercetools representation, with its version).
+    pub fn add_payment_snapshot(&self, p: &Payment) {
+        self.lock()
+            .payments
+            .entry(p.id.clone())
+            .or_default()
+            .apply_snapshot(p);
+    }
+
+    /// Adds an Order snapshot (the commercetools representation, with its version).
+    pub fn add_order_snapshot(&self, o: &Order) {
+        self.lock().apply_order_snapshot(o);
+    }
+
+    /// Loads `DIR/payments/*.json` and `DIR/orders/*.json`; either folder may be absent.
+    ///
+    /// # Errors
+    /// Every file that cannot be read or decoded, all at once.
+    pub fn load_snapshots(&self, dir: &Path) -> Result<usize, Vec<SnapshotError>> {
+        let mut errors = Vec::new();
+        let mut loaded = 0;
+        if !dir.is_dir() {
+            return Err(vec![SnapshotError {
+                path: dir.display().to_string(),
+                detail: "not a directory".into(),
+            }]);
+        }
+        for (sub, is_payment) in [("payments", true), ("orders", false)] {
+            let folder = dir.join(sub);
+            let Ok(entries) = std::fs::read_dir(&folder) else {
+                continue;
+            };
+            let mut files: Vec<_> = entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|e| e == "json"))
+                .collect();
+            files.sort();
+            for file in files {
+                let fail = |detail: String| SnapshotError {
+                    path: file.display().to_string(),
+                    detail,
+                };
+                let bytes = match std::fs::read(&file) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        errors.push(fail(e.to_string()));
+                        continue;
+                    }
+                };
+                let result = if is_payment {
+                    serde_json::from_slice::<Payment>(&bytes).map(|p| self.add_payment_snapshot(&p))
+                } else {
+                    serde_json::from_slice::<Order>(&bytes).map(|o| self.add_order_snapshot(&o))
+                };
+                match result {
+                    Ok(()) => loaded += 1,
+                    Err(e) => errors.push(fail(e.to_string())),
+                }
+            }
+        }
+        if errors.is_empty() {
+            Ok(loaded)
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+#[async_trait]
+impl CommerceView for StreamView {
+    async fn payment(&self, id: &str) -> Result<Option<Payment>, ViewError> {
+        Ok(self.lock().payments.get(id).map(|e| e.to_payment(id)))
+    }
+
+    async fn order(&self, id: &str) -> Result<Option<Order>, ViewError> {
+        Ok(self.lock().orders.get(id).and_then(OrderEntry::to_order))
+    }
+
+    async fn order_for_payment(&self, payment_id: &str) -> Result<Option<Order>, ViewError> {
+        let state = self.lock();
+        let found = state
+            .orders_by_payment
+            .get(payment_id)
+            .into_iter()
+            .flatten()
+            .find_map(|oid| state.orders.get(oid).and_then(OrderEntry::to_order));
+        Ok(found)
+    }
+
+    fn observe(&self, message: &Message) {
+        self.lock().apply(message);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::decode;
+
+    fn msg(seq: u64, version: u64, body: &str) -> Message {
+        let json = format!(
+            r#"{{"notificationType":"Message","id":"m{seq}","resource":{{"typeId":"payment","id":"p"}},
+            "resourceVersion":{version},"sequenceNumber":{seq},"createdAt":"2026-01-01T00:00:0{seq}.000Z",{body}}}"#
+        );
+        decode(json.as_bytes()).unwrap()
+    }
+
+    fn created() -> Message {
+        msg(
+            1,
+            1,
+            r#""type":"PaymentCreated","payment":{"id":"p","version":1,
+            "amountPlanned":{"currencyCode":"EUR","centAmount":500},"transactions":[]}"#,
+        )
+    }
+
+    fn added() -> Message {
+        msg(
+            2,
+            2,
+            r#""type":"PaymentTransactionAdded","transaction":{"id":"t","type":"Authorization",
+            "amount":{"currencyCode":"EUR","centAmount":500},"state":"Pending"}"#,
+        )
+    }
+
+    fn succeeded() -> Message {
+        msg(
+            3,
+            3,
+            r#""type":"PaymentTransactionStateChanged","transactionId":"t","state":"Success""#,
+        )
+    }
+
+    async fn state_after(messages: &[&Message]) -> Payment {
+        let view = StreamView::new();
+        for m in messages {
+            view.observe(m);
+        }
+        view.payment("p").await.unwrap().unwrap()
+    }
+
+    #[tokio::test]
+    async fn every_delivery_order_converges_to_the_same_payment() {
+        let (c, a, s) = (created(), added(), succeeded());
+        let expected = state_after(&[&c, &a, &s]).await;
+        assert!(expected.has_successful_authorization());
+        for order in [
+            vec![&s, &a, &c],
+            vec![&a, &s, &c],
+            vec![&c, &s, &a],
+            vec![&s, &c, &a, &a, &s],
+            vec![&c, &a, &s, &a, &c],
+        ] {
+            assert_eq!(state_after(&order).await, expected);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_state_change_sharing_a_version_with_the_add_wins_by_sequence_number() {
+        // One update with addTransaction + changeTransactionState: same resourceVersion.
+        let add = msg(
+            2,
+            2,
+            r#""type":"PaymentTransactionAdded","transaction":{"id":"t","type":"Authorization",
+            "amount":{"currencyCode":"EUR","centAmount":500},"state":"Initial"}"#,
+        );
+        let change = msg(
+            3,
+            2,
+            r#""type":"PaymentTransactionStateChanged","transactionId":"t","state":"Success""#,
+        );
+        assert!(
+            state_after(&[&add, &change])
+                .await
+                .has_successful_authorization()
+        );
+        assert!(
+            state_after(&[&change, &add])
+                .await
+                .has_successful_authorization()
+        );
+    }
+}

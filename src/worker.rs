@@ -1,0 +1,369 @@
+//! The long-running worker behind `payrules run`.
+//!
+//! One receive loop takes a permit from a semaphore *before* it receives, so a full pipeline
+//! stops pulling (backpressure reaches the broker). Each delivery is handled in its own task:
+//! decode, decide and execute, then ack — only once every action is done or recorded. A
+//! transient failure nacks with a growing delay; a message that cannot be decoded, that failed
+//! permanently, or that failed `max_deliveries` times is parked with its reason. A timer task
+//! fires due grace-period checks on the real clock. The shutdown signal is passed in: on it
+//! the loop stops pulling and in-flight work gets `shutdown_timeout` to finish; whatever is
+//! still unsettled then is simply not acked, so the broker redelivers it.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use crate::config::WorkerSettings;
+use crate::message::decode;
+use crate::process::Processor;
+use crate::source::{Delivery, Source};
+use crate::store::Store;
+
+/// Counters of a run, for the exit status and the final log line.
+#[derive(Debug, Default)]
+pub struct RunStats {
+    /// Messages handled and acked.
+    pub acked: AtomicUsize,
+    /// Messages nacked for a retry.
+    pub retried: AtomicUsize,
+    /// Messages parked as poison.
+    pub parked: AtomicUsize,
+    /// Subscription test notifications skipped.
+    pub subscription_tests: AtomicUsize,
+    /// Actions executed (or, in a dry run, logged).
+    pub actions: AtomicUsize,
+}
+
+/// A summary of [`RunStats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunSummary {
+    /// See [`RunStats::acked`].
+    pub acked: usize,
+    /// See [`RunStats::retried`].
+    pub retried: usize,
+    /// See [`RunStats::parked`].
+    pub parked: usize,
+    /// See [`RunStats::subscription_tests`].
+    pub subscription_tests: usize,
+    /// See [`RunStats::actions`].
+    pub actions: usize,
+}
+
+impl RunStats {
+    fn summary(&self) -> RunSummary {
+        RunSummary {
+            acked: self.acked.load(Ordering::Relaxed),
+            retried: self.retried.load(Ordering::Relaxed),
+            parked: self.parked.load(Ordering::Relaxed),
+            subscription_tests: self.subscription_tests.load(Ordering::Relaxed),
+            actions: self.actions.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// The worker.
+pub struct Worker {
+    /// Decides and executes.
+    processor: Arc<Processor>,
+    /// The timers live here.
+    store: Arc<dyn Store>,
+    /// Concurrency, retries, shutdown deadline.
+    settings: WorkerSettings,
+    /// Counters, shared with the tasks.
+    stats: Arc<RunStats>,
+}
+
+impl Worker {
+    /// A worker over a processor; `store` must be the processor's store.
+    pub fn new(processor: Arc<Processor>, settings: WorkerSettings) -> Self {
+        let store = processor.store().clone();
+        Self {
+            processor,
+            store,
+            settings,
+            stats: Arc::new(RunStats::default()),
+        }
+    }
+
+    /// Runs until `shutdown` resolves, or — for a source that finishes (files) — until the
+    /// input is done, every delivery settled and no timer pending.
+    pub async fn run(
+        &self,
+        mut source: Box<dyn Source>,
+        shutdown: impl Future<Output = ()>,
+    ) -> RunSummary {
+        tokio::pin!(shutdown);
+        let permits = Arc::new(Semaphore::new(self.settings.concurrency));
+        let mut tasks = JoinSet::new();
+        let stop_timers = CancellationToken::new();
+        let draining = CancellationToken::new();
+        let timers = tokio::spawn(run_timers(
+            self.processor.clone(),
+            self.store.clone(),
+            self.settings.retry_delay,
+            self.stats.clone(),
+            stop_timers.clone(),
+            draining.clone(),
+        ));
+        let mut receive_failures: u32 = 0;
+        let mut finished = false;
+
+        loop {
+            // Reap finished tasks so the set does not grow without bound.
+            while let Some(res) = tasks.try_join_next() {
+                report_panic(res);
+            }
+            let permit = tokio::select! {
+                biased;
+                () = &mut shutdown => break,
+                p = permits.clone().acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => break,
+                },
+            };
+            let next = tokio::select! {
+                biased;
+                () = &mut shutdown => break,
+                n = source.next() => n,
+            };
+            match next {
+                Ok(Some(delivery)) => {
+                    receive_failures = 0;
+                    let processor = self.processor.clone();
+                    let settings = self.settings.clone();
+                    let stats = self.stats.clone();
+                    tasks.spawn(async move {
+                        handle(delivery, &processor, &settings, &stats).await;
+                        drop(permit);
+                    });
+                }
+                Ok(None) => {
+                    finished = true;
+                    break;
+                }
+                Err(e) => {
+                    receive_failures = receive_failures.saturating_add(1);
+                    let delay = backoff(
+                        self.settings.retry_delay,
+                        receive_failures,
+                        Duration::from_secs(60),
+                    );
+                    warn!(error = %e, retry_in = ?delay, "receive failed");
+                    tokio::select! {
+                        () = &mut shutdown => break,
+                        () = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+
+        if finished {
+            // The input is done: wait for in-flight work, then for the pending timers.
+            while let Some(res) = tasks.join_next().await {
+                report_panic(res);
+            }
+            draining.cancel();
+            tokio::select! {
+                _ = timers => {}
+                () = &mut shutdown => stop_timers.cancel(),
+            }
+        } else {
+            info!(in_flight = tasks.len(), deadline = ?self.settings.shutdown_timeout, "shutting down: no longer receiving");
+            stop_timers.cancel();
+            let drain = async {
+                while let Some(res) = tasks.join_next().await {
+                    report_panic(res);
+                }
+            };
+            if tokio::time::timeout(self.settings.shutdown_timeout, drain)
+                .await
+                .is_err()
+            {
+                warn!(
+                    abandoned = tasks.len(),
+                    "shutdown deadline passed; unsettled messages will be redelivered"
+                );
+                tasks.abort_all();
+                while tasks.join_next().await.is_some() {}
+            }
+            let _ = timers.await;
+        }
+        let summary = self.stats.summary();
+        info!(?summary, "worker stopped");
+        summary
+    }
+}
+
+fn report_panic(res: Result<(), tokio::task::JoinError>) {
+    if let Err(e) = res
+        && e.is_panic()
+    {
+        error!(error = %e, "a message task panicked; its delivery was not acked and will be redelivered");
+    }
+}
+
+/// `base × 2^(attempt-1)`, capped.
+fn backoff(base: Duration, attempt: u32, cap: Duration) -> Duration {
+    let factor = 2u32.saturating_pow(attempt.saturating_sub(1).min(16));
+    base.saturating_mul(factor).min(cap)
+}
+
+/// Handles one delivery to the end: it is acked, nacked or parked (or, if settling fails,
+/// left to the transport's redelivery).
+async fn handle(
+    delivery: Delivery,
+    processor: &Processor,
+    settings: &WorkerSettings,
+    stats: &RunStats,
+) {
+    let message = match decode(&delivery.payload) {
+        Ok(m) => m,
+        Err(e) => {
+            park(delivery, &format!("undecodable message: {e}"), stats).await;
+            return;
+        }
+    };
+    if message.is_subscription_test() {
+        stats.subscription_tests.fetch_add(1, Ordering::Relaxed);
+        info!(origin = %delivery.origin, "subscription test notification skipped");
+        ack(delivery, stats).await;
+        return;
+    }
+    let id = message.id.as_deref().unwrap_or("-");
+    debug!(message_id = id, kind = %message.kind, origin = %delivery.origin, "processing");
+    match processor.message(&message, Utc::now()).await {
+        Ok(actions) => {
+            stats.actions.fetch_add(actions.len(), Ordering::Relaxed);
+            ack(delivery, stats).await;
+        }
+        Err(e) if e.is_retryable() => {
+            let attempt = delivery.delivery_count.unwrap_or(1);
+            if attempt >= settings.max_deliveries {
+                let reason = format!("failed {attempt} deliveries, last error: {e}");
+                park(delivery, &reason, stats).await;
+            } else {
+                let delay = e.retry_after().unwrap_or_else(|| {
+                    backoff(settings.retry_delay, attempt, Duration::from_secs(600))
+                });
+                warn!(message_id = id, origin = %delivery.origin, error = %e, retry_in = ?delay, "message failed; retrying");
+                stats.retried.fetch_add(1, Ordering::Relaxed);
+                if let Err((err, _)) = delivery.nack(delay).await {
+                    warn!(error = %err, "nack failed; the transport will redeliver after its timeout");
+                }
+            }
+        }
+        Err(e) => park(delivery, &e.to_string(), stats).await,
+    }
+}
+
+async fn ack(delivery: Delivery, stats: &RunStats) {
+    match delivery.ack().await {
+        Ok(()) => {
+            stats.acked.fetch_add(1, Ordering::Relaxed);
+        }
+        Err((e, d)) => {
+            warn!(origin = %d.origin, error = %e, "ack failed; the message will be redelivered and deduplicated by the ledger");
+        }
+    }
+}
+
+async fn park(delivery: Delivery, reason: &str, stats: &RunStats) {
+    error!(origin = %delivery.origin, reason, "message parked");
+    stats.parked.fetch_add(1, Ordering::Relaxed);
+    if let Err((e, d)) = delivery.park(reason).await {
+        error!(origin = %d.origin, error = %e, "parking failed; the message will be redelivered");
+    }
+}
+
+/// Fires due grace-period checks on the real clock. Polls at least once a second, so a timer
+/// scheduled by a message task is seen promptly. Exits on `stop`, or once `draining` and no
+/// timer is left.
+async fn run_timers(
+    processor: Arc<Processor>,
+    store: Arc<dyn Store>,
+    retry_delay: Duration,
+    stats: Arc<RunStats>,
+    stop: CancellationToken,
+    draining: CancellationToken,
+) {
+    const POLL: Duration = Duration::from_secs(1);
+    let mut failures: u32 = 0;
+    loop {
+        let now = Utc::now();
+        let step = async {
+            let due = store.take_due(now, 64).await?;
+            let fired = due.len();
+            for timer in due {
+                match processor.timer(&timer, now).await {
+                    Ok(actions) => {
+                        stats.actions.fetch_add(actions.len(), Ordering::Relaxed);
+                    }
+                    Err(e) if e.is_retryable() => {
+                        let again = now
+                            + chrono::Duration::from_std(retry_delay)
+                                .unwrap_or(chrono::Duration::seconds(1));
+                        warn!(timer = %timer.key(), error = %e, "grace-period check failed; retrying");
+                        store.retry_timer(&timer, again).await?;
+                    }
+                    Err(e) => {
+                        error!(timer = %timer.key(), error = %e, "grace-period check failed permanently");
+                    }
+                }
+            }
+            let next = store.next_due().await?;
+            Ok::<_, crate::store::StoreError>((fired, next))
+        };
+        let wait = match step.await {
+            Ok((fired, _)) if fired > 0 => {
+                failures = 0;
+                continue;
+            }
+            Ok((_, None)) if draining.is_cancelled() => return,
+            Ok((_, next)) => {
+                failures = 0;
+                next.and_then(|n| (n - Utc::now()).to_std().ok())
+                    .unwrap_or(POLL)
+                    .min(POLL)
+            }
+            Err(e) => {
+                failures = failures.saturating_add(1);
+                let delay = backoff(retry_delay, failures, Duration::from_secs(60));
+                warn!(error = %e, retry_in = ?delay, "timer store unavailable");
+                delay
+            }
+        };
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        let base = Duration::from_secs(1);
+        assert_eq!(
+            backoff(base, 1, Duration::from_secs(60)),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            backoff(base, 3, Duration::from_secs(60)),
+            Duration::from_secs(4)
+        );
+        assert_eq!(
+            backoff(base, 30, Duration::from_secs(60)),
+            Duration::from_secs(60)
+        );
+    }
+}

@@ -405,6 +405,23 @@ pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
     let text = std::str::from_utf8(bytes).map_err(|e| DecodeError::NotUtf8 {
         offset: e.valid_up_to(),
     })?;
+    match text.trim_start().as_bytes().first() {
+        Some(b'{') => {}
+        Some(b'[') => {
+            return Err(DecodeError::WrongShape {
+                detail: "the top level is an array; a notification is a JSON object".into(),
+            });
+        }
+        _ => {
+            // Not an object: let serde_json say whether it is JSON at all.
+            if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(text) {
+                return Err(DecodeError::from_json(e));
+            }
+            return Err(DecodeError::WrongShape {
+                detail: "the top level is not a JSON object".into(),
+            });
+        }
+    }
     let raw: Raw<'_> = serde_json::from_str(text).map_err(DecodeError::from_json)?;
     if raw.specversion.is_some() {
         return decode_cloud_event(raw);
@@ -651,7 +668,9 @@ mod tests {
                 .unwrap_err();
         assert!(matches!(err, DecodeError::WrongShape { .. }), "{err:?}");
         let err = decode(b"[1,2]").unwrap_err();
-        assert!(matches!(err, DecodeError::WrongShape { .. }), "{err:?}");
+        assert!(err.to_string().contains("array"), "{err}");
+        let err = decode(b"42").unwrap_err();
+        assert!(err.to_string().contains("not a JSON object"), "{err}");
     }
 
     #[test]

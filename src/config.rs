@@ -116,6 +116,11 @@ pub const OPTIONS: &[OptionSpec] = &[
     opt!(["commercetools", "api_url"], "CTP_API_URL", Str),
     opt!(["commercetools", "scopes"], "CTP_SCOPES", Str),
     opt!(["commercetools", "checkout_url"], "CTP_CHECKOUT_URL", Str),
+    opt!(
+        ["commercetools", "timeout"],
+        "PAYRULES_HTTP_TIMEOUT",
+        Duration
+    ),
     opt!(["worker", "concurrency"], "PAYRULES_CONCURRENCY", Int),
     opt!(["worker", "max_deliveries"], "PAYRULES_MAX_DELIVERIES", Int),
     opt!(
@@ -189,6 +194,9 @@ pub struct FileConfig {
     /// Where releases go.
     #[serde(default)]
     pub release: ReleaseSection,
+    /// How authorizations are cancelled.
+    #[serde(default)]
+    pub cancel: CancelSection,
     /// The commercetools API client.
     #[serde(default)]
     pub commercetools: CommercetoolsSection,
@@ -210,19 +218,83 @@ pub struct FileSection {
 }
 
 /// `[pubsub]`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PubsubSection {
     /// `projects/P/subscriptions/S`.
     pub subscription: Option<String>,
+    /// Streaming pulls open at once (each is capped at about 10 MB/s by Pub/Sub).
+    #[serde(default = "default_streams")]
+    pub streams: u32,
+    /// Server-side flow control: messages leased at once, per stream.
+    #[serde(default = "default_max_outstanding_messages")]
+    pub max_outstanding_messages: u32,
+    /// Server-side flow control: bytes leased at once, per stream.
+    #[serde(default = "default_max_outstanding_bytes")]
+    pub max_outstanding_bytes: u32,
+    /// `projects/P/topics/T`: poison messages are published here and acked. Unset: they are
+    /// nacked and left to the subscription's dead-letter policy.
+    pub dead_letter_topic: Option<String>,
+}
+
+impl Default for PubsubSection {
+    fn default() -> Self {
+        Self {
+            subscription: None,
+            streams: default_streams(),
+            max_outstanding_messages: default_max_outstanding_messages(),
+            max_outstanding_bytes: default_max_outstanding_bytes(),
+            dead_letter_topic: None,
+        }
+    }
+}
+
+fn default_streams() -> u32 {
+    1
+}
+
+fn default_max_outstanding_messages() -> u32 {
+    1000
+}
+
+fn default_max_outstanding_bytes() -> u32 {
+    100 * 1024 * 1024
 }
 
 /// `[sqs]`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SqsSection {
     /// The queue URL.
     pub queue_url: Option<String>,
+    /// Concurrent long-poll receivers.
+    #[serde(default = "default_pollers")]
+    pub pollers: u32,
+    /// How long a received message stays invisible; extended while it is worked on.
+    #[serde(default = "default_visibility_timeout")]
+    pub visibility_timeout: String,
+    /// Poison messages are sent here and deleted. Unset: they are left to the queue's
+    /// redrive policy.
+    pub dead_letter_queue_url: Option<String>,
+}
+
+impl Default for SqsSection {
+    fn default() -> Self {
+        Self {
+            queue_url: None,
+            pollers: default_pollers(),
+            visibility_timeout: default_visibility_timeout(),
+            dead_letter_queue_url: None,
+        }
+    }
+}
+
+fn default_pollers() -> u32 {
+    4
+}
+
+fn default_visibility_timeout() -> String {
+    "60s".into()
 }
 
 /// `[state]`.
@@ -320,10 +392,44 @@ pub struct ReleaseSection {
     pub webhook_url: Option<String>,
     /// The HMAC-SHA256 signing secret for the webhook.
     pub webhook_secret: Option<Secret>,
+    /// Also update the order in commercetools: `transitionState`, `changeOrderState`,
+    /// `changeShipmentState` or `setCustomField`.
+    pub order_update: Option<String>,
+    /// For `transitionState`: the key of the State to move to.
+    pub state_key: Option<String>,
+    /// For `changeOrderState`: e.g. `Confirmed`.
+    pub order_state: Option<String>,
+    /// For `changeShipmentState`: e.g. `Ready`.
+    pub shipment_state: Option<String>,
+    /// For `setCustomField`: the field name.
+    pub custom_field_name: Option<String>,
+    /// For `setCustomField`: the value, as JSON (`true`, `"released"`); plain text is a string.
+    pub custom_field_value: Option<String>,
+}
+
+/// `[cancel]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CancelSection {
+    /// The Payment Intents action: `cancelPayment` (default) or `reversePayment`.
+    #[serde(default = "default_payment_intent_action")]
+    pub payment_intent_action: String,
+}
+
+impl Default for CancelSection {
+    fn default() -> Self {
+        Self {
+            payment_intent_action: default_payment_intent_action(),
+        }
+    }
+}
+
+fn default_payment_intent_action() -> String {
+    "cancelPayment".into()
 }
 
 /// `[commercetools]`, named after commercetools' own `CTP_*` convention.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CommercetoolsSection {
     /// The project key.
@@ -340,6 +446,28 @@ pub struct CommercetoolsSection {
     pub scopes: Option<String>,
     /// The Checkout API; derived from `api_url` when absent.
     pub checkout_url: Option<String>,
+    /// Timeout of every HTTP request.
+    #[serde(default = "default_http_timeout")]
+    pub timeout: String,
+}
+
+impl Default for CommercetoolsSection {
+    fn default() -> Self {
+        Self {
+            project_key: None,
+            client_id: None,
+            client_secret: None,
+            auth_url: None,
+            api_url: None,
+            scopes: None,
+            checkout_url: None,
+            timeout: default_http_timeout(),
+        }
+    }
+}
+
+fn default_http_timeout() -> String {
+    "10s".into()
 }
 
 /// `[worker]`.
@@ -417,14 +545,63 @@ pub enum SourceSettings {
         path: PathBuf,
     },
     /// A Pub/Sub subscription.
-    Pubsub {
-        /// `projects/P/subscriptions/S`.
-        subscription: String,
-    },
+    Pubsub(PubsubSettings),
     /// An SQS queue.
-    Sqs {
-        /// The queue URL.
-        queue_url: String,
+    Sqs(SqsSettings),
+}
+
+/// The Pub/Sub source, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PubsubSettings {
+    /// `projects/P/subscriptions/S`.
+    pub subscription: String,
+    /// Streaming pulls open at once (≥ 1).
+    pub streams: usize,
+    /// Flow control: messages leased at once, per stream.
+    pub max_outstanding_messages: i64,
+    /// Flow control: bytes leased at once, per stream.
+    pub max_outstanding_bytes: i64,
+    /// `projects/P/topics/T` for poison messages, if configured.
+    pub dead_letter_topic: Option<String>,
+}
+
+/// The SQS source, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SqsSettings {
+    /// The queue URL.
+    pub queue_url: String,
+    /// Concurrent long-poll receivers (≥ 1).
+    pub pollers: usize,
+    /// Visibility timeout given to received messages and renewed while they are worked on.
+    pub visibility_timeout: Duration,
+    /// Where poison messages go, if configured.
+    pub dead_letter_queue_url: Option<String>,
+}
+
+/// How the order is updated on release.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OrderUpdate {
+    /// `transitionState` to the State with this key.
+    TransitionState {
+        /// The State's key.
+        state_key: String,
+    },
+    /// `changeOrderState`.
+    ChangeOrderState {
+        /// e.g. `Confirmed`.
+        order_state: String,
+    },
+    /// `changeShipmentState`.
+    ChangeShipmentState {
+        /// e.g. `Ready`.
+        shipment_state: String,
+    },
+    /// `setCustomField`.
+    SetCustomField {
+        /// The field name.
+        name: String,
+        /// The value.
+        value: serde_json::Value,
     },
 }
 
@@ -454,6 +631,8 @@ pub struct CommercetoolsSettings {
     pub scopes: Option<String>,
     /// The Checkout host, without a trailing slash.
     pub checkout_url: String,
+    /// Timeout of every request.
+    pub timeout: Duration,
 }
 
 /// Worker tuning, validated.
@@ -482,6 +661,10 @@ pub struct Settings {
     pub rules: Rules,
     /// The fulfillment webhook, if configured.
     pub webhook: Option<WebhookSettings>,
+    /// The order update on release, if configured.
+    pub order_update: Option<OrderUpdate>,
+    /// The Payment Intents action used to cancel: `cancelPayment` or `reversePayment`.
+    pub payment_intent_action: String,
     /// The commercetools client, if configured.
     pub commercetools: Option<CommercetoolsSettings>,
     /// Worker tuning.
@@ -720,9 +903,19 @@ impl FileConfig {
                 }
             },
             "pubsub" => match &self.pubsub.subscription {
-                Some(s) if is_subscription_name(s) => Some(SourceSettings::Pubsub {
-                    subscription: s.clone(),
-                }),
+                Some(s) if is_subscription_name(s) => {
+                    Some(SourceSettings::Pubsub(PubsubSettings {
+                        subscription: s.clone(),
+                        streams: self.pubsub.streams.max(1) as usize,
+                        max_outstanding_messages: i64::from(self.pubsub.max_outstanding_messages),
+                        max_outstanding_bytes: i64::from(self.pubsub.max_outstanding_bytes),
+                        dead_letter_topic: self
+                            .pubsub
+                            .dead_letter_topic
+                            .clone()
+                            .filter(|t| !t.trim().is_empty()),
+                    }))
+                }
                 Some(s) => {
                     problems.push(Problem {
                         place: place(&["pubsub", "subscription"]),
@@ -739,9 +932,21 @@ impl FileConfig {
                 }
             },
             "sqs" => match &self.sqs.queue_url {
-                Some(u) => Some(SourceSettings::Sqs {
+                Some(u) => Some(SourceSettings::Sqs(SqsSettings {
                     queue_url: http_url(u, &["sqs", "queue_url"], &mut problems),
-                }),
+                    pollers: self.sqs.pollers.max(1) as usize,
+                    visibility_timeout: self.duration(
+                        &self.sqs.visibility_timeout,
+                        &["sqs", "visibility_timeout"],
+                        &mut problems,
+                    ),
+                    dead_letter_queue_url: self
+                        .sqs
+                        .dead_letter_queue_url
+                        .as_deref()
+                        .filter(|u| !u.trim().is_empty())
+                        .map(|u| http_url(u, &["sqs", "dead_letter_queue_url"], &mut problems)),
+                })),
                 None => {
                     problems.push(Problem {
                         place: place(&["sqs", "queue_url"]),
@@ -814,6 +1019,20 @@ impl FileConfig {
         };
 
         let commercetools = self.commercetools_settings(&mut problems);
+        let order_update = self.order_update(&mut problems);
+        if order_update.is_some() && commercetools.is_none() {
+            problems.push(Problem {
+                place: place(&["release", "order_update"]),
+                message: "needs the commercetools client (CTP_PROJECT_KEY, CTP_CLIENT_ID, CTP_CLIENT_SECRET, CTP_AUTH_URL, CTP_API_URL)".into(),
+            });
+        }
+        let intent = self.cancel.payment_intent_action.trim().to_string();
+        if intent != "cancelPayment" && intent != "reversePayment" {
+            problems.push(Problem {
+                place: place(&["cancel", "payment_intent_action"]),
+                message: format!("{intent:?} is not cancelPayment or reversePayment"),
+            });
+        }
 
         if self.worker.concurrency == 0 {
             problems.push(Problem {
@@ -835,6 +1054,8 @@ impl FileConfig {
                 state_url: self.state.url.clone(),
                 rules: self.rules_with(grace_period),
                 webhook,
+                order_update,
+                payment_intent_action: intent,
                 commercetools,
                 worker: WorkerSettings {
                     concurrency: self.worker.concurrency as usize,
@@ -887,6 +1108,50 @@ impl FileConfig {
             });
             Duration::ZERO
         })
+    }
+
+    fn order_update(&self, problems: &mut Vec<Problem>) -> Option<OrderUpdate> {
+        let r = &self.release;
+        let kind = r.order_update.as_deref()?.trim();
+        let mut need = |v: &Option<String>, name: &'static str| -> Option<String> {
+            match v.as_deref().map(str::trim) {
+                Some(s) if !s.is_empty() => Some(s.to_string()),
+                _ => {
+                    problems.push(Problem {
+                        place: place(&["release", name]),
+                        message: format!("required when release.order_update is {kind}"),
+                    });
+                    None
+                }
+            }
+        };
+        match kind {
+            "transitionState" => need(&r.state_key, "state_key")
+                .map(|state_key| OrderUpdate::TransitionState { state_key }),
+            "changeOrderState" => need(&r.order_state, "order_state")
+                .map(|order_state| OrderUpdate::ChangeOrderState { order_state }),
+            "changeShipmentState" => need(&r.shipment_state, "shipment_state")
+                .map(|shipment_state| OrderUpdate::ChangeShipmentState { shipment_state }),
+            "setCustomField" => {
+                let name = need(&r.custom_field_name, "custom_field_name");
+                let value = need(&r.custom_field_value, "custom_field_value");
+                Some(OrderUpdate::SetCustomField {
+                    name: name?,
+                    value: value.map(|v| {
+                        serde_json::from_str(&v).unwrap_or(serde_json::Value::String(v))
+                    })?,
+                })
+            }
+            other => {
+                problems.push(Problem {
+                    place: place(&["release", "order_update"]),
+                    message: format!(
+                        "{other:?} is not one of transitionState, changeOrderState, changeShipmentState, setCustomField"
+                    ),
+                });
+                None
+            }
+        }
     }
 
     fn commercetools_settings(&self, problems: &mut Vec<Problem>) -> Option<CommercetoolsSettings> {
@@ -952,7 +1217,9 @@ impl FileConfig {
                 }
             },
         };
+        let timeout = self.duration(&c.timeout, &["commercetools", "timeout"], problems);
         Some(CommercetoolsSettings {
+            timeout,
             project_key,
             client_id,
             client_secret,

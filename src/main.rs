@@ -198,7 +198,7 @@ async fn start(settings: Settings) -> Result<ExitCode, String> {
                 FileInput::resolve(std::slice::from_ref(path)).map_err(|e| e.to_string())?;
             Box::new(FileSource::new(inputs, Duration::from_secs(30)))
         }
-        SourceSettings::Pubsub { .. } | SourceSettings::Sqs { .. } => {
+        SourceSettings::Pubsub(_) | SourceSettings::Sqs(_) => {
             return Err("the pubsub and sqs sources are not built yet (issue #4)".into());
         }
     };

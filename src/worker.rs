@@ -195,6 +195,7 @@ impl Worker {
             }
             let _ = timers.await;
         }
+        source.close().await;
         let summary = self.stats.summary();
         info!(?summary, "worker stopped");
         summary

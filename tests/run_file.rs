@@ -82,7 +82,11 @@ fn with_concurrency_one_the_file_is_processed_in_order() {
     // that the cancel itself caused, which would block a later cancel.
     let name = "11-checkout-order-creation-failed.jsonl";
     let out = run_with(&scenario(name), "1s", "1");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let expected = std::fs::read(scenario(&name.replace(".jsonl", ".expected.jsonl"))).unwrap();
     assert_eq!(decisions(&out.stdout), decisions(&expected));
 }

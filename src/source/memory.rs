@@ -57,6 +57,11 @@ impl Source for MemorySource {
     }
 }
 
+/// A handle on a queue owned by another source (the file source's counters).
+pub(crate) fn handle_for(queue: Queue) -> MemoryHandle {
+    MemoryHandle { queue }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,9 +97,4 @@ mod tests {
         assert_eq!(stats.parked.len(), 1);
         assert_eq!(stats.parked[0].reason, "poison");
     }
-}
-
-/// A handle on a queue owned by another source (the file source's counters).
-pub(crate) fn handle_for(queue: Queue) -> MemoryHandle {
-    MemoryHandle { queue }
 }

@@ -148,4 +148,9 @@ pub trait Source: Send {
     /// The next delivery. `Ok(None)` means the source is finished for good (a file source
     /// after its input and every redelivery); broker sources never finish on their own.
     async fn next(&mut self) -> Result<Option<Delivery>, SourceError>;
+
+    /// Stops receiving and gives back what was received but never handed out (nack, or
+    /// visibility reset), flushing pending acks. Called once, after in-flight work is done or
+    /// the shutdown deadline passed.
+    async fn close(&mut self) {}
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use tracing::{error, info};
+use tracing::{error, info, warn};
 use tracing_subscriber::EnvFilter;
 
 use payrules::config::{self, Settings, SourceSettings};
@@ -207,6 +207,9 @@ async fn start(settings: Settings) -> Result<ExitCode, String> {
     }
     if !settings.dry_run {
         return Err("no executor is configured: set PAYRULES_DRY_RUN=true (live executors come with issue #3)".into());
+    }
+    if settings.state_url != "memory:" {
+        warn!(state_url = %settings.state_url, "the durable state store is not built yet (issue #5): the ledger and timers are kept in memory");
     }
     let executor: Arc<dyn Executor> = Arc::new(DryRun::new(Box::new(std::io::stdout())));
     let view = Arc::new(StreamView::new());

@@ -22,6 +22,8 @@
 //! - [`model`]: the commercetools resources.
 
 pub mod action;
+pub mod app;
+pub mod commerce;
 pub mod config;
 pub mod effects;
 pub mod message;

@@ -3,21 +3,16 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use tracing::{error, info, warn};
+use tracing::{error, info};
 use tracing_subscriber::EnvFilter;
 
+use payrules::app::build_processor;
 use payrules::config::{self, Settings, SourceSettings};
-use payrules::effects::{DryRun, Executor};
-use payrules::process::Processor;
 use payrules::replay::Replay;
-use payrules::rules::Engine;
 use payrules::source::{FileInput, FileSource, InputReader, Source};
-use payrules::store::MemoryStore;
-use payrules::view::StreamView;
 use payrules::worker::Worker;
 
 #[derive(Parser)]
@@ -202,20 +197,7 @@ async fn start(settings: Settings) -> Result<ExitCode, String> {
             return Err("the pubsub and sqs sources are not built yet (issue #4)".into());
         }
     };
-    if settings.commercetools.is_some() {
-        return Err("live commercetools reads are not built yet (issue #3); unset CTP_* to use the view built from the stream".into());
-    }
-    if !settings.dry_run {
-        return Err("no executor is configured: set PAYRULES_DRY_RUN=true (live executors come with issue #3)".into());
-    }
-    if settings.state_url != "memory:" {
-        warn!(state_url = %settings.state_url, "the durable state store is not built yet (issue #5): the ledger and timers are kept in memory");
-    }
-    let executor: Arc<dyn Executor> = Arc::new(DryRun::new(Box::new(std::io::stdout())));
-    let view = Arc::new(StreamView::new());
-    let store = Arc::new(MemoryStore::new());
-    let engine = Engine::new(view, store.clone(), settings.rules.clone());
-    let processor = Arc::new(Processor::new(engine, store, executor));
+    let processor = build_processor(&settings, Box::new(std::io::stdout()))?;
     let worker = Worker::new(processor, settings.worker.clone());
     info!(source = ?settings.source, dry_run = settings.dry_run, "payrules worker starting");
     let summary = worker.run(source, shutdown_signal()).await;

@@ -134,6 +134,11 @@ impl Processor {
             Claim::Acquired => {}
         }
         match self.executor.execute(&action).await {
+            Ok(effect) if !effect.applied => {
+                self.store.release(&action.key).await?;
+                info!(key = %action.key, effect = %effect.summary, "action no longer applies; nothing done");
+                Ok(None)
+            }
             Ok(effect) => {
                 self.store.settle(&action.key, LedgerStatus::Done).await?;
                 info!(key = %action.key, effect = %effect.summary, "action done");

@@ -9,6 +9,16 @@ use async_trait::async_trait;
 
 use crate::action::Action;
 
+pub mod cancel;
+pub mod live;
+pub mod order_update;
+pub mod webhook;
+
+pub use cancel::Canceller;
+pub use live::LiveExecutor;
+pub use order_update::OrderUpdater;
+pub use webhook::Webhook;
+
 /// Why an action did not take effect.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EffectError {
@@ -33,6 +43,28 @@ pub enum EffectError {
 pub struct Effect {
     /// A short description: `planned`, `webhook 204`, `cancel approved`, …
     pub summary: String,
+    /// `false` when the executor found the action no longer applies and did nothing (e.g. a
+    /// Charge appeared before the cancel): the key is not recorded as done, so the rules may
+    /// decide again when things change.
+    pub applied: bool,
+}
+
+impl Effect {
+    /// The action took effect (or already had).
+    pub fn applied(summary: impl Into<String>) -> Self {
+        Self {
+            summary: summary.into(),
+            applied: true,
+        }
+    }
+
+    /// The action no longer applies; nothing was done.
+    pub fn skipped(summary: impl Into<String>) -> Self {
+        Self {
+            summary: summary.into(),
+            applied: false,
+        }
+    }
 }
 
 /// Runs actions.
@@ -50,9 +82,7 @@ pub struct PlanOnly;
 #[async_trait]
 impl Executor for PlanOnly {
     async fn execute(&self, _action: &Action) -> Result<Effect, EffectError> {
-        Ok(Effect {
-            summary: "planned".into(),
-        })
+        Ok(Effect::applied("planned"))
     }
 }
 
@@ -81,8 +111,6 @@ impl Executor for DryRun {
                 detail: format!("writing the dry-run line: {e}"),
                 retry_after: None,
             })?;
-        Ok(Effect {
-            summary: "dry run".into(),
-        })
+        Ok(Effect::applied("dry run"))
     }
 }

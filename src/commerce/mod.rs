@@ -1,0 +1,569 @@
+//! The commercetools HTTP API and Checkout API client: OAuth2 client credentials with a shared,
+//! single-flight token cache, the reads the rules need, and the writes the executors need.
+//!
+//! Every failure is a [`CtpError`] that says whether retrying may help. Reads retry transient
+//! failures a few times with exponential backoff and jitter before giving up (the worker then
+//! nacks the message); writes are never blindly retried here — the executors re-read first,
+//! because a write that failed with a 500 or a timeout may have happened.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use tokio::sync::Mutex;
+use tracing::{debug, warn};
+
+use crate::config::{CommercetoolsSettings, Secret};
+use crate::model::{Order, Payment};
+
+pub mod view;
+
+pub use view::LiveView;
+
+/// What kind of failure, for the retry decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// Connection error, timeout, 502, 503, 504: retry with backoff.
+    Backoff,
+    /// 429: retry after the given delay.
+    After(Duration),
+    /// 500: the request may have taken effect; re-read before retrying a write.
+    Verify,
+    /// 409 ConcurrentModification: re-read, re-decide, retry.
+    Conflict,
+    /// 400, 401 (after a token refresh), 403, 404: retrying the same request will not help.
+    Never,
+}
+
+/// A failed commercetools request. Carries commercetools' error codes; never a token or secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CtpError {
+    /// What to do about it.
+    pub retry: Retry,
+    /// The HTTP status, when there was a response.
+    pub status: Option<u16>,
+    /// commercetools' error codes (`errors[].code`), e.g. `InvalidOperation`.
+    pub codes: Vec<String>,
+    /// What happened, with the request's method and path.
+    pub message: String,
+}
+
+impl fmt::Display for CtpError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.message)?;
+        if let Some(s) = self.status {
+            write!(f, " (HTTP {s}")?;
+            if !self.codes.is_empty() {
+                write!(f, ", {}", self.codes.join(", "))?;
+            }
+            write!(f, ")")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for CtpError {}
+
+impl CtpError {
+    /// Whether a later attempt may succeed.
+    pub fn is_retryable(&self) -> bool {
+        self.retry != Retry::Never
+    }
+
+    /// The delay the server asked for.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self.retry {
+            Retry::After(d) => Some(d),
+            _ => None,
+        }
+    }
+
+    fn transport(what: &str, e: &reqwest::Error) -> Self {
+        // reqwest's Display names the URL; ours carry no credentials (they go in headers).
+        let kind = if e.is_timeout() {
+            "timed out"
+        } else if e.is_connect() {
+            "could not connect"
+        } else {
+            "failed"
+        };
+        CtpError {
+            retry: Retry::Backoff,
+            status: None,
+            codes: Vec::new(),
+            message: format!("{what} {kind}: {e}"),
+        }
+    }
+
+    /// The `currentVersion` a 409 reported, when present.
+    pub fn is_conflict(&self) -> bool {
+        self.retry == Retry::Conflict
+    }
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    #[serde(default)]
+    message: Option<String>,
+    #[serde(default)]
+    errors: Vec<ErrorItem>,
+}
+
+#[derive(Deserialize)]
+struct ErrorItem {
+    #[serde(default)]
+    code: Option<String>,
+}
+
+/// Classifies a non-success response.
+async fn error_from(what: &str, resp: Response) -> CtpError {
+    let status = resp.status();
+    let retry_after = resp
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
+    let body = resp.text().await.unwrap_or_default();
+    let parsed: Option<ErrorBody> = serde_json::from_str(&body).ok();
+    let codes: Vec<String> = parsed
+        .as_ref()
+        .map(|b| b.errors.iter().filter_map(|e| e.code.clone()).collect())
+        .unwrap_or_default();
+    let detail = parsed.and_then(|b| b.message).unwrap_or_default();
+    let retry = match status.as_u16() {
+        409 => Retry::Conflict,
+        429 => Retry::After(retry_after.unwrap_or(Duration::from_secs(1))),
+        500 => Retry::Verify,
+        502..=504 => Retry::Backoff,
+        _ => Retry::Never,
+    };
+    CtpError {
+        retry,
+        status: Some(status.as_u16()),
+        codes,
+        message: if detail.is_empty() {
+            format!("{what} failed")
+        } else {
+            format!("{what} failed: {detail}")
+        },
+    }
+}
+
+/// A cached access token.
+struct Token {
+    value: Secret,
+    /// Refresh once this has passed (ahead of the real expiry).
+    refresh_at: Instant,
+}
+
+#[derive(Deserialize)]
+struct TokenResponse {
+    access_token: String,
+    #[serde(default)]
+    expires_in: Option<u64>,
+}
+
+/// The client; cheap to clone (one shared connection pool and token cache).
+#[derive(Clone)]
+pub struct CtpClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// One connection pool for every request.
+    http: reqwest::Client,
+    /// Project, hosts, credentials.
+    settings: CommercetoolsSettings,
+    /// The current token; the mutex makes concurrent callers wait for one refresh.
+    token: Mutex<Option<Token>>,
+    /// Bounded retries for reads.
+    read_attempts: u32,
+    /// First backoff delay for reads.
+    backoff: Duration,
+}
+
+impl fmt::Debug for CtpClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CtpClient")
+            .field("project_key", &self.inner.settings.project_key)
+            .field("api_url", &self.inner.settings.api_url)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `base × 2^(attempt-1)` with ±50 % jitter, capped at 30 s.
+pub fn backoff_with_jitter(base: Duration, attempt: u32) -> Duration {
+    let exp = base.saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1).min(10)));
+    let capped = exp.min(Duration::from_secs(30));
+    capped.mul_f64(0.5 + fastrand::f64())
+}
+
+impl CtpClient {
+    /// A client for `settings`.
+    ///
+    /// # Errors
+    /// The HTTP client could not be built (TLS setup).
+    pub fn new(settings: CommercetoolsSettings) -> Result<Self, CtpError> {
+        Self::with_retry(settings, 4, Duration::from_millis(200))
+    }
+
+    /// A client whose reads make at most `read_attempts` attempts, the first retry after
+    /// about `backoff` (tests use short delays).
+    ///
+    /// # Errors
+    /// The HTTP client could not be built (TLS setup).
+    pub fn with_retry(
+        settings: CommercetoolsSettings,
+        read_attempts: u32,
+        backoff: Duration,
+    ) -> Result<Self, CtpError> {
+        let http = reqwest::Client::builder()
+            .timeout(settings.timeout)
+            .connect_timeout(settings.timeout.min(Duration::from_secs(5)))
+            .user_agent(concat!("payrules/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| CtpError::transport("building the HTTP client", &e))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                http,
+                settings,
+                token: Mutex::new(None),
+                read_attempts: read_attempts.max(1),
+                backoff,
+            }),
+        })
+    }
+
+    /// The project key.
+    pub fn project_key(&self) -> &str {
+        &self.inner.settings.project_key
+    }
+
+    /// A valid token: cached, refreshed ahead of expiry by exactly one request.
+    async fn token(&self, stale: Option<&str>) -> Result<Secret, CtpError> {
+        let mut guard = self.inner.token.lock().await;
+        if let Some(t) = guard.as_ref() {
+            let is_stale = stale.is_some_and(|s| s == t.value.expose());
+            if !is_stale && Instant::now() < t.refresh_at {
+                return Ok(t.value.clone());
+            }
+        }
+        let s = &self.inner.settings;
+        let mut form = vec![("grant_type", "client_credentials")];
+        if let Some(scopes) = &s.scopes {
+            form.push(("scope", scopes.as_str()));
+        }
+        let resp = self
+            .inner
+            .http
+            .post(format!("{}/oauth/token", s.auth_url))
+            .basic_auth(&s.client_id, Some(s.client_secret.expose()))
+            .form(&form)
+            .send()
+            .await
+            .map_err(|e| CtpError::transport("requesting an access token", &e))?;
+        if !resp.status().is_success() {
+            let mut e = error_from("requesting an access token", resp).await;
+            if e.status == Some(401) || e.status == Some(400) {
+                e.message
+                    .push_str(" — check CTP_CLIENT_ID, CTP_CLIENT_SECRET and CTP_SCOPES");
+            }
+            return Err(e);
+        }
+        let body: TokenResponse = resp.json().await.map_err(|e| CtpError {
+            retry: Retry::Backoff,
+            status: None,
+            codes: Vec::new(),
+            message: format!("the token response is not valid JSON: {e}"),
+        })?;
+        let lifetime = Duration::from_secs(body.expires_in.unwrap_or(3600));
+        // Refresh ahead: at 90 % of the lifetime, at least a minute early.
+        let ahead = (lifetime / 10)
+            .max(Duration::from_secs(60))
+            .min(lifetime / 2);
+        let token = Token {
+            value: Secret::new(body.access_token),
+            refresh_at: Instant::now() + lifetime - ahead,
+        };
+        let value = token.value.clone();
+        *guard = Some(token);
+        debug!(expires_in = ?lifetime, "access token refreshed");
+        Ok(value)
+    }
+
+    /// Sends an authorized request; a 401 refreshes the token once and retries.
+    async fn send(
+        &self,
+        what: &str,
+        build: impl Fn(&reqwest::Client) -> RequestBuilder,
+    ) -> Result<Response, CtpError> {
+        let mut token = self.token(None).await?;
+        for attempt in 0..2 {
+            let resp = build(&self.inner.http)
+                .bearer_auth(token.expose())
+                .send()
+                .await
+                .map_err(|e| CtpError::transport(what, &e))?;
+            if resp.status() == StatusCode::UNAUTHORIZED && attempt == 0 {
+                warn!(what, "access token rejected; refreshing it once");
+                token = self.token(Some(token.expose())).await?;
+                continue;
+            }
+            return Ok(resp);
+        }
+        Err(CtpError {
+            retry: Retry::Never,
+            status: Some(401),
+            codes: vec!["invalid_token".into()],
+            message: format!(
+                "{what} failed: the API rejects fresh tokens — check the API client's scopes"
+            ),
+        })
+    }
+
+    /// A GET returning `None` on 404, retried with backoff on transient failures.
+    async fn get_optional<T: DeserializeOwned>(
+        &self,
+        what: &str,
+        path: &str,
+        query: &[(&str, &str)],
+    ) -> Result<Option<T>, CtpError> {
+        let url = format!(
+            "{}/{}/{}",
+            self.inner.settings.api_url,
+            self.project_key(),
+            path
+        );
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let result = async {
+                let resp = self
+                    .send(what, |http| http.request(Method::GET, &url).query(query))
+                    .await?;
+                match resp.status() {
+                    s if s.is_success() => resp.json::<T>().await.map(Some).map_err(|e| CtpError {
+                        retry: Retry::Never,
+                        status: Some(s.as_u16()),
+                        codes: Vec::new(),
+                        message: format!("{what}: unexpected response body: {e}"),
+                    }),
+                    StatusCode::NOT_FOUND => Ok(None),
+                    _ => Err(error_from(what, resp).await),
+                }
+            }
+            .await;
+            match result {
+                Err(e)
+                    if e.is_retryable()
+                        && !e.is_conflict()
+                        && attempt < self.inner.read_attempts =>
+                {
+                    let delay = e
+                        .retry_after()
+                        .unwrap_or_else(|| backoff_with_jitter(self.inner.backoff, attempt));
+                    warn!(what, error = %e, retry_in = ?delay, "read failed; retrying");
+                    tokio::time::sleep(delay).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// The payment, or `None` if it does not exist.
+    ///
+    /// # Errors
+    /// See [`CtpError`].
+    pub async fn payment(&self, id: &str) -> Result<Option<Payment>, CtpError> {
+        self.get_optional("reading the payment", &format!("payments/{}", enc(id)), &[])
+            .await
+    }
+
+    /// The order, or `None` if it does not exist.
+    ///
+    /// # Errors
+    /// See [`CtpError`].
+    pub async fn order(&self, id: &str) -> Result<Option<Order>, CtpError> {
+        self.get_optional("reading the order", &format!("orders/{}", enc(id)), &[])
+            .await
+    }
+
+    /// The order referencing the payment, found with `paymentInfo(payments(id=:pid))` and a
+    /// query variable (never a predicate built by concatenation).
+    ///
+    /// # Errors
+    /// See [`CtpError`].
+    pub async fn order_for_payment(&self, payment_id: &str) -> Result<Option<Order>, CtpError> {
+        #[derive(Deserialize)]
+        struct Page {
+            results: Vec<Order>,
+        }
+        let page: Option<Page> = self
+            .get_optional(
+                "finding the order of a payment",
+                "orders",
+                &[
+                    ("where", "paymentInfo(payments(id=:pid))"),
+                    ("var.pid", payment_id),
+                    ("sort", "createdAt asc"),
+                    ("limit", "1"),
+                    ("withTotal", "false"),
+                ],
+            )
+            .await?;
+        Ok(page.and_then(|p| p.results.into_iter().next()))
+    }
+
+    /// The raw order JSON (the executors check fields the rules do not model).
+    ///
+    /// # Errors
+    /// See [`CtpError`].
+    pub async fn order_json(&self, id: &str) -> Result<Option<Value>, CtpError> {
+        self.get_optional("reading the order", &format!("orders/{}", enc(id)), &[])
+            .await
+    }
+
+    /// The id of the State with this key, or `None`.
+    ///
+    /// # Errors
+    /// See [`CtpError`].
+    pub async fn state_id(&self, key: &str) -> Result<Option<String>, CtpError> {
+        #[derive(Deserialize)]
+        struct State {
+            id: String,
+        }
+        let s: Option<State> = self
+            .get_optional(
+                "reading the State",
+                &format!("states/key={}", enc(key)),
+                &[],
+            )
+            .await?;
+        Ok(s.map(|s| s.id))
+    }
+
+    /// `POST /orders/{id}` with `version` and `actions`; one attempt (the caller re-reads and
+    /// re-decides on a conflict or a 500).
+    ///
+    /// # Errors
+    /// See [`CtpError`].
+    pub async fn update_order(
+        &self,
+        id: &str,
+        version: u64,
+        actions: &[Value],
+    ) -> Result<Value, CtpError> {
+        let url = format!(
+            "{}/{}/orders/{}",
+            self.inner.settings.api_url,
+            self.project_key(),
+            enc(id)
+        );
+        let body = serde_json::json!({ "version": version, "actions": actions });
+        let what = "updating the order";
+        let resp = self.send(what, |http| http.post(&url).json(&body)).await?;
+        if resp.status().is_success() {
+            return resp.json().await.map_err(|e| CtpError {
+                retry: Retry::Verify,
+                status: None,
+                codes: Vec::new(),
+                message: format!("{what}: unexpected response body: {e}"),
+            });
+        }
+        Err(error_from(what, resp).await)
+    }
+
+    /// `POST {checkout}/{projectKey}/payment-intents/{paymentId}` with one action; returns the
+    /// `outcome`. One attempt (the caller re-reads the payment before any retry).
+    ///
+    /// # Errors
+    /// See [`CtpError`].
+    pub async fn payment_intent(
+        &self,
+        payment_id: &str,
+        action: &Value,
+    ) -> Result<String, CtpError> {
+        #[derive(Deserialize)]
+        struct IntentResponse {
+            outcome: Option<String>,
+        }
+        let url = format!(
+            "{}/{}/payment-intents/{}",
+            self.inner.settings.checkout_url,
+            self.project_key(),
+            enc(payment_id)
+        );
+        let body = serde_json::json!({ "actions": [action] });
+        let what = "calling the Checkout Payment Intents API";
+        let resp = self.send(what, |http| http.post(&url).json(&body)).await?;
+        if resp.status().is_success() {
+            let r: IntentResponse = resp.json().await.map_err(|e| CtpError {
+                retry: Retry::Verify,
+                status: None,
+                codes: Vec::new(),
+                message: format!("{what}: unexpected response body: {e}"),
+            })?;
+            return Ok(r.outcome.unwrap_or_else(|| "unknown".into()));
+        }
+        Err(error_from(what, resp).await)
+    }
+}
+
+/// Percent-encodes one path segment.
+fn enc(segment: &str) -> String {
+    url_escape(segment)
+}
+
+fn url_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_segments_are_escaped() {
+        assert_eq!(url_escape("ab-12_x.~"), "ab-12_x.~");
+        assert_eq!(url_escape("a/b?c=d"), "a%2Fb%3Fc%3Dd");
+    }
+
+    #[test]
+    fn backoff_grows_with_jitter_and_caps() {
+        for attempt in 1..20 {
+            let d = backoff_with_jitter(Duration::from_millis(100), attempt);
+            assert!(d <= Duration::from_secs(45), "{d:?}");
+        }
+        let first = backoff_with_jitter(Duration::from_millis(100), 1);
+        assert!(first >= Duration::from_millis(50) && first <= Duration::from_millis(150));
+    }
+
+    #[test]
+    fn errors_show_codes_but_no_secrets() {
+        let e = CtpError {
+            retry: Retry::Never,
+            status: Some(400),
+            codes: vec!["InvalidOperation".into()],
+            message: "updating the order failed: nope".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "updating the order failed: nope (HTTP 400, InvalidOperation)"
+        );
+        assert!(!e.is_retryable());
+    }
+}

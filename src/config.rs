@@ -66,7 +66,34 @@ pub const OPTIONS: &[OptionSpec] = &[
         "PAYRULES_PUBSUB_SUBSCRIPTION",
         Str
     ),
+    opt!(["pubsub", "streams"], "PAYRULES_PUBSUB_STREAMS", Int),
+    opt!(
+        ["pubsub", "max_outstanding_messages"],
+        "PAYRULES_PUBSUB_MAX_OUTSTANDING_MESSAGES",
+        Int
+    ),
+    opt!(
+        ["pubsub", "max_outstanding_bytes"],
+        "PAYRULES_PUBSUB_MAX_OUTSTANDING_BYTES",
+        Int
+    ),
+    opt!(
+        ["pubsub", "dead_letter_topic"],
+        "PAYRULES_PUBSUB_DEAD_LETTER_TOPIC",
+        Str
+    ),
     opt!(["sqs", "queue_url"], "PAYRULES_SQS_QUEUE_URL", Str),
+    opt!(["sqs", "pollers"], "PAYRULES_SQS_POLLERS", Int),
+    opt!(
+        ["sqs", "visibility_timeout"],
+        "PAYRULES_SQS_VISIBILITY_TIMEOUT",
+        Duration
+    ),
+    opt!(
+        ["sqs", "dead_letter_queue_url"],
+        "PAYRULES_SQS_DEAD_LETTER_QUEUE_URL",
+        Str
+    ),
     opt!(["state", "url"], "PAYRULES_STATE_URL", Str),
     opt!(
         ["rules", "release_for_fulfillment", "enabled"],
@@ -103,6 +130,37 @@ pub const OPTIONS: &[OptionSpec] = &[
         "PAYRULES_RELEASE_WEBHOOK_SECRET",
         Str,
         secret
+    ),
+    opt!(
+        ["release", "order_update"],
+        "PAYRULES_RELEASE_ORDER_UPDATE",
+        Str
+    ),
+    opt!(["release", "state_key"], "PAYRULES_RELEASE_STATE_KEY", Str),
+    opt!(
+        ["release", "order_state"],
+        "PAYRULES_RELEASE_ORDER_STATE",
+        Str
+    ),
+    opt!(
+        ["release", "shipment_state"],
+        "PAYRULES_RELEASE_SHIPMENT_STATE",
+        Str
+    ),
+    opt!(
+        ["release", "custom_field_name"],
+        "PAYRULES_RELEASE_CUSTOM_FIELD_NAME",
+        Str
+    ),
+    opt!(
+        ["release", "custom_field_value"],
+        "PAYRULES_RELEASE_CUSTOM_FIELD_VALUE",
+        Str
+    ),
+    opt!(
+        ["cancel", "payment_intent_action"],
+        "PAYRULES_CANCEL_PAYMENT_INTENT_ACTION",
+        Str
     ),
     opt!(["commercetools", "project_key"], "CTP_PROJECT_KEY", Str),
     opt!(["commercetools", "client_id"], "CTP_CLIENT_ID", Str),
@@ -1325,6 +1383,82 @@ mod tests {
         ] {
             assert!(text.contains(needle), "missing {needle} in:\n{text}");
         }
+    }
+
+    fn leaves(v: &toml::Value, prefix: &mut Vec<String>, out: &mut Vec<String>) {
+        match v {
+            toml::Value::Table(t) => {
+                for (k, v) in t {
+                    prefix.push(k.clone());
+                    leaves(v, prefix, out);
+                    prefix.pop();
+                }
+            }
+            _ => out.push(prefix.join(".")),
+        }
+    }
+
+    #[test]
+    fn every_option_has_an_env_var_and_every_field_is_an_option() {
+        // Every field of a fully populated configuration is in OPTIONS (so it can be set by
+        // env, is type-checked and printed), and every OPTIONS entry is settable by env.
+        let mut pairs: Vec<(&str, String)> = Vec::new();
+        for o in OPTIONS {
+            let v = match o.kind {
+                Kind::Bool => "true".to_string(),
+                Kind::Int => "3".to_string(),
+                Kind::Duration => "2s".to_string(),
+                Kind::Str => format!("https://example.com/{}", o.env),
+            };
+            pairs.push((o.env, v));
+        }
+        let env_map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
+        let config = merge_with(None, |k| env_map.get(k).cloned()).unwrap();
+        let table = toml::Value::try_from(&config).unwrap();
+        let mut found = Vec::new();
+        leaves(&table, &mut Vec::new(), &mut found);
+        let known: Vec<String> = OPTIONS.iter().map(OptionSpec::dotted).collect();
+        for leaf in &found {
+            assert!(known.contains(leaf), "{leaf} has no OPTIONS entry");
+        }
+        for k in &known {
+            assert!(found.contains(k), "{k} is in OPTIONS but not in FileConfig");
+        }
+    }
+
+    #[test]
+    fn the_release_order_update_builds_from_env() {
+        let loaded = load_with(
+            None,
+            env(&[
+                ("PAYRULES_FILE_PATH", "-"),
+                ("PAYRULES_RELEASE_ORDER_UPDATE", "setCustomField"),
+                ("PAYRULES_RELEASE_CUSTOM_FIELD_NAME", "released"),
+                ("PAYRULES_RELEASE_CUSTOM_FIELD_VALUE", "true"),
+                ("CTP_PROJECT_KEY", "shop"),
+                ("CTP_CLIENT_ID", "id"),
+                ("CTP_CLIENT_SECRET", "s"),
+                (
+                    "CTP_AUTH_URL",
+                    "https://auth.europe-west1.gcp.commercetools.com",
+                ),
+                (
+                    "CTP_API_URL",
+                    "https://api.europe-west1.gcp.commercetools.com",
+                ),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            loaded.settings.order_update,
+            Some(OrderUpdate::SetCustomField {
+                name: "released".into(),
+                value: serde_json::Value::Bool(true)
+            })
+        );
     }
 
     #[test]

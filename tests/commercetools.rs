@@ -778,3 +778,139 @@ async fn a_401_refreshes_the_token_once_and_one_refresh_serves_many_callers() {
         "one initial token and one refresh for ten callers"
     );
 }
+
+fn message(
+    id: &str,
+    resource: (&str, &str),
+    version: u64,
+    kind: &str,
+    field: &str,
+    body: &Value,
+) -> String {
+    json!({
+        "notificationType": "Message",
+        "projectKey": PROJECT,
+        "id": id,
+        "version": 1,
+        "sequenceNumber": version,
+        "resource": {"typeId": resource.0, "id": resource.1},
+        "resourceVersion": version,
+        "type": kind,
+        field: body,
+        "createdAt": Utc::now().to_rfc3339(),
+        "lastModifiedAt": Utc::now().to_rfc3339(),
+    })
+    .to_string()
+}
+
+#[tokio::test]
+async fn run_over_a_file_with_live_targets_releases_and_cancels_exactly_once() {
+    let mock = peers::shared_commercetools_mock().await;
+    let admin = Admin::new(mock).await;
+    let checkout = MockServer::start().await;
+    let receiver = MockServer::start().await;
+    let secret = Secret::new("whsec_e2e");
+    let deliveries = Arc::new(Mutex::new(Vec::new()));
+    let bad = Arc::new(AtomicUsize::new(0));
+    Mock::given(method("POST"))
+        .and(path("/release"))
+        .respond_with(Receiver {
+            secret: secret.clone(),
+            deliveries: deliveries.clone(),
+            bad_signatures: bad.clone(),
+            fail_first: Arc::new(AtomicUsize::new(1)),
+        })
+        .mount(&receiver)
+        .await;
+
+    let paid = admin.payment(2500, &[("Authorization", "Success")]).await;
+    let order = admin.order_for(&paid, &peers::unique_name("ORD")).await;
+    let oid = order["id"].as_str().unwrap().to_string();
+    let orphan = admin.payment(900, &[("Authorization", "Success")]).await;
+    Mock::given(method("POST"))
+        .and(path(intent_path(&orphan)))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"outcome": "approved"})))
+        .expect(1)
+        .mount(&checkout)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(intent_path(&paid)))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"outcome": "approved"})))
+        .expect(0)
+        .mount(&checkout)
+        .await;
+
+    let paid_json = admin.get(&format!("payments/{paid}")).await;
+    let orphan_json = admin.get(&format!("payments/{orphan}")).await;
+    let lines = [
+        message(
+            "m-1",
+            ("payment", &paid),
+            1,
+            "PaymentCreated",
+            "payment",
+            &paid_json,
+        ),
+        message("m-2", ("order", &oid), 1, "OrderCreated", "order", &order),
+        message(
+            "m-3",
+            ("payment", &orphan),
+            1,
+            "PaymentCreated",
+            "payment",
+            &orphan_json,
+        ),
+    ];
+    // Every message twice: duplicates must not duplicate effects.
+    let mut stream = lines.join("\n");
+    stream.push('\n');
+    stream.push_str(&lines.join("\n"));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("stream.jsonl");
+    std::fs::write(&file, stream).unwrap();
+
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_payrules"))
+        .arg("run")
+        .env_clear()
+        .env("PAYRULES_SOURCE", "file")
+        .env("PAYRULES_FILE_PATH", &file)
+        .env("PAYRULES_STATE_URL", "memory:")
+        .env("PAYRULES_GRACE_PERIOD", "1s")
+        .env("PAYRULES_RETRY_DELAY", "100ms")
+        .env("CTP_PROJECT_KEY", PROJECT)
+        .env("CTP_CLIENT_ID", "payrules-e2e")
+        .env("CTP_CLIENT_SECRET", "e2e-client-secret")
+        .env("CTP_AUTH_URL", &mock.endpoint)
+        .env("CTP_API_URL", &mock.endpoint)
+        .env("CTP_SCOPES", format!("manage_project:{PROJECT}"))
+        .env("CTP_CHECKOUT_URL", checkout.uri())
+        .env(
+            "PAYRULES_RELEASE_WEBHOOK_URL",
+            format!("{}/release", receiver.uri()),
+        )
+        .env("PAYRULES_RELEASE_WEBHOOK_SECRET", secret.expose())
+        .env("PAYRULES_RELEASE_ORDER_UPDATE", "changeOrderState")
+        .env("PAYRULES_RELEASE_ORDER_STATE", "Confirmed")
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        !stderr.contains("e2e-client-secret") && !stderr.contains("whsec_e2e"),
+        "secrets leaked:\n{stderr}"
+    );
+
+    let got = deliveries.lock().unwrap().clone();
+    assert_eq!(got.len(), 1, "one release delivered: {got:?}\n{stderr}");
+    assert_eq!(got[0].0, format!("release:{oid}"));
+    assert_eq!(bad.load(Ordering::SeqCst), 0);
+    let after = admin.get(&format!("orders/{oid}")).await;
+    assert_eq!(after["orderState"], "Confirmed", "{after}\n{stderr}");
+    assert_eq!(
+        after["version"].as_u64(),
+        order["version"].as_u64().map(|v| v + 1),
+        "one order update"
+    );
+    checkout.verify().await;
+}

@@ -3,14 +3,17 @@
 use std::io::Write;
 use std::sync::Arc;
 
-use tracing::warn;
+use std::future::Future;
+use std::time::Duration;
+
+use tracing::{info, warn};
 
 use crate::commerce::{CtpClient, LiveView};
 use crate::config::Settings;
 use crate::effects::{Canceller, DryRun, Executor, LiveExecutor, OrderUpdater, Webhook};
 use crate::process::Processor;
 use crate::rules::Engine;
-use crate::store::MemoryStore;
+use crate::store::{MemoryStore, SqlStore, Store, StoreError};
 use crate::view::{CommerceView, StreamView};
 
 /// Builds the processor for `settings`. With the commercetools client configured the rules read
@@ -21,6 +24,7 @@ use crate::view::{CommerceView, StreamView};
 /// A configuration that cannot run: nothing to execute releases or cancels with.
 pub fn build_processor(
     settings: &Settings,
+    store: Arc<dyn Store>,
     dry_run_out: Box<dyn Write + Send>,
 ) -> Result<Arc<Processor>, String> {
     let client = settings
@@ -65,10 +69,42 @@ pub fn build_processor(
             cancel,
         })
     };
-    if settings.state_url != "memory:" {
-        warn!(state_url = %settings.state_url, "the durable state store is not built yet: the ledger and timers are kept in memory");
-    }
-    let store = Arc::new(MemoryStore::new());
     let engine = Engine::new(view, store.clone(), settings.rules.clone());
     Ok(Arc::new(Processor::new(engine, store, executor)))
+}
+
+/// How long a claim or a taken timer stays with one worker before another may take it over.
+pub const CLAIM_LEASE: Duration = Duration::from_secs(120);
+
+/// Opens the state store at `url` (`memory:`, `sqlite://…`, `postgres://…`), retrying with
+/// backoff while it is unavailable (PostgreSQL down, a locked or unreadable file) until
+/// `shutdown` resolves. Each failure is logged with what is wrong.
+///
+/// # Errors
+/// Shutdown came before the store could be opened; the last error.
+pub async fn open_store(url: &str, shutdown: impl Future<Output = ()>) -> Result<Arc<dyn Store>, StoreError> {
+    if url == "memory:" {
+        return Ok(Arc::new(MemoryStore::new()));
+    }
+    tokio::pin!(shutdown);
+    let mut attempt: u32 = 0;
+    loop {
+        attempt += 1;
+        match SqlStore::connect(url, CLAIM_LEASE).await {
+            Ok(store) => {
+                let store = Arc::new(store);
+                store.spawn_flusher(Duration::from_millis(200));
+                info!("state store ready");
+                return Ok(store);
+            }
+            Err(e) => {
+                let delay = Duration::from_secs(1u64 << attempt.min(5));
+                warn!(error = %e, retry_in = ?delay, "cannot open the state store; retrying");
+                tokio::select! {
+                    () = &mut shutdown => return Err(e),
+                    () = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
 }

@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 use tracing::{error, info};
 use tracing_subscriber::EnvFilter;
 
-use payrules::app::build_processor;
+use payrules::app::{build_processor, open_store};
 use payrules::config::{self, Settings, SourceSettings};
 use payrules::replay::Replay;
 use payrules::source::{FileInput, FileSource, InputReader, Source};
@@ -197,10 +197,15 @@ async fn start(settings: Settings) -> Result<ExitCode, String> {
             return Err("the pubsub and sqs sources are not built yet (issue #4)".into());
         }
     };
-    let processor = build_processor(&settings, Box::new(std::io::stdout()))?;
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    let store = open_store(&settings.state_url, &mut shutdown)
+        .await
+        .map_err(|e| e.to_string())?;
+    let processor = build_processor(&settings, store, Box::new(std::io::stdout()))?;
     let worker = Worker::new(processor, settings.worker.clone());
     info!(source = ?settings.source, dry_run = settings.dry_run, "payrules worker starting");
-    let summary = worker.run(source, shutdown_signal()).await;
+    let summary = worker.run(source, shutdown).await;
     Ok(if summary.parked > 0 {
         ExitCode::FAILURE
     } else {

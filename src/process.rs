@@ -127,6 +127,16 @@ impl Processor {
 
     async fn execute(&self, action: Action) -> Result<Option<Action>, ProcessError> {
         match self.store.claim(&action.key).await? {
+            Claim::Exists(LedgerStatus::Claimed) => {
+                // Another worker is running it (or died doing so; its lease will run out).
+                return Err(ProcessError::Transient {
+                    key: action.key,
+                    error: EffectError::Transient {
+                        detail: "claimed by another worker".into(),
+                        retry_after: None,
+                    },
+                });
+            }
             Claim::Exists(status) => {
                 info!(key = %action.key, ?status, "action already in the ledger; not run again");
                 return Ok(None);

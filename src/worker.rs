@@ -37,6 +37,8 @@ pub struct RunStats {
     pub parked: AtomicUsize,
     /// Subscription test notifications skipped.
     pub subscription_tests: AtomicUsize,
+    /// Redeliveries of messages already processed, acked without work.
+    pub duplicates: AtomicUsize,
     /// Actions executed (or, in a dry run, logged).
     pub actions: AtomicUsize,
 }
@@ -52,6 +54,8 @@ pub struct RunSummary {
     pub parked: usize,
     /// See [`RunStats::subscription_tests`].
     pub subscription_tests: usize,
+    /// See [`RunStats::duplicates`].
+    pub duplicates: usize,
     /// See [`RunStats::actions`].
     pub actions: usize,
 }
@@ -63,6 +67,7 @@ impl RunStats {
             retried: self.retried.load(Ordering::Relaxed),
             parked: self.parked.load(Ordering::Relaxed),
             subscription_tests: self.subscription_tests.load(Ordering::Relaxed),
+            duplicates: self.duplicates.load(Ordering::Relaxed),
             actions: self.actions.load(Ordering::Relaxed),
         }
     }
@@ -137,10 +142,11 @@ impl Worker {
                 Ok(Some(delivery)) => {
                     receive_failures = 0;
                     let processor = self.processor.clone();
+                    let store = self.store.clone();
                     let settings = self.settings.clone();
                     let stats = self.stats.clone();
                     tasks.spawn(async move {
-                        handle(delivery, &processor, &settings, &stats).await;
+                        handle(delivery, &processor, store.as_ref(), &settings, &stats).await;
                         drop(permit);
                     });
                 }
@@ -196,6 +202,9 @@ impl Worker {
             let _ = timers.await;
         }
         source.close().await;
+        if let Err(e) = self.store.flush().await {
+            warn!(error = %e, "flushing the state store at exit failed; some redeliveries will be re-checked");
+        }
         let summary = self.stats.summary();
         info!(?summary, "worker stopped");
         summary
@@ -221,6 +230,7 @@ fn backoff(base: Duration, attempt: u32, cap: Duration) -> Duration {
 async fn handle(
     delivery: Delivery,
     processor: &Processor,
+    store: &dyn Store,
     settings: &WorkerSettings,
     stats: &RunStats,
 ) {
@@ -238,29 +248,65 @@ async fn handle(
         return;
     }
     let id = message.id.as_deref().unwrap_or("-");
+    if let Some(mid) = &message.id {
+        match store.is_processed(mid).await {
+            Ok(true) => {
+                stats.duplicates.fetch_add(1, Ordering::Relaxed);
+                debug!(message_id = id, "already processed; acking the redelivery");
+                ack(delivery, stats).await;
+                return;
+            }
+            Ok(false) => {}
+            Err(e) => {
+                retry_or_park(delivery, &e.to_string(), None, settings, stats).await;
+                return;
+            }
+        }
+    }
     debug!(message_id = id, kind = %message.kind, origin = %delivery.origin, "processing");
     match processor.message(&message, Utc::now()).await {
         Ok(actions) => {
             stats.actions.fetch_add(actions.len(), Ordering::Relaxed);
+            // Effects are recorded in the ledger; these only save work on a redelivery.
+            if let Some(mid) = &message.id
+                && let Err(e) = store.mark_processed(mid).await
+            {
+                warn!(message_id = id, error = %e, "could not remember the message as processed");
+            }
+            if let (Some(r), Some(seq)) = (&message.resource, message.sequence_number)
+                && let Err(e) = store.record_sequence(&r.id, seq).await
+            {
+                warn!(error = %e, "could not record the sequence number");
+            }
             ack(delivery, stats).await;
         }
         Err(e) if e.is_retryable() => {
-            let attempt = delivery.delivery_count.unwrap_or(1);
-            if attempt >= settings.max_deliveries {
-                let reason = format!("failed {attempt} deliveries, last error: {e}");
-                park(delivery, &reason, stats).await;
-            } else {
-                let delay = e.retry_after().unwrap_or_else(|| {
-                    backoff(settings.retry_delay, attempt, Duration::from_secs(600))
-                });
-                warn!(message_id = id, origin = %delivery.origin, error = %e, retry_in = ?delay, "message failed; retrying");
-                stats.retried.fetch_add(1, Ordering::Relaxed);
-                if let Err((err, _)) = delivery.nack(delay).await {
-                    warn!(error = %err, "nack failed; the transport will redeliver after its timeout");
-                }
-            }
+            retry_or_park(delivery, &e.to_string(), e.retry_after(), settings, stats).await;
         }
         Err(e) => park(delivery, &e.to_string(), stats).await,
+    }
+}
+
+/// Nacks with a growing delay, or parks once `max_deliveries` is reached.
+async fn retry_or_park(
+    delivery: Delivery,
+    error: &str,
+    retry_after: Option<Duration>,
+    settings: &WorkerSettings,
+    stats: &RunStats,
+) {
+    let attempt = delivery.delivery_count.unwrap_or(1);
+    if attempt >= settings.max_deliveries {
+        let reason = format!("failed {attempt} deliveries, last error: {error}");
+        park(delivery, &reason, stats).await;
+        return;
+    }
+    let delay = retry_after
+        .unwrap_or_else(|| backoff(settings.retry_delay, attempt, Duration::from_secs(600)));
+    warn!(origin = %delivery.origin, error, retry_in = ?delay, "message failed; retrying");
+    stats.retried.fetch_add(1, Ordering::Relaxed);
+    if let Err((err, _)) = delivery.nack(delay).await {
+        warn!(error = %err, "nack failed; the transport will redeliver after its timeout");
     }
 }
 

@@ -191,6 +191,15 @@ impl Engine {
         Ok(())
     }
 
+    /// Done or failed for good. A claim is not settled: its holder may have died, so the
+    /// action is decided again and the claim resolves who runs it.
+    async fn settled(&self, key: &str) -> Result<bool, StoreError> {
+        Ok(matches!(
+            self.store.ledger_status(key).await?,
+            Some(LedgerStatus::Done | LedgerStatus::Failed)
+        ))
+    }
+
     async fn cancelled_by_us(&self, payment_id: &str) -> Result<bool, StoreError> {
         Ok(matches!(
             self.store
@@ -207,7 +216,7 @@ impl Engine {
         cause: &Cause<'_>,
     ) -> Result<Option<Action>, EngineError> {
         let key = Action::release_key(&order.id);
-        if self.store.ledger_status(&key).await?.is_some() {
+        if self.settled(&key).await? {
             return Ok(None);
         }
         let mut payments = Vec::new();
@@ -249,7 +258,7 @@ impl Engine {
         cause: &Cause<'_>,
     ) -> Result<Option<Action>, EngineError> {
         let key = Action::cancel_key(pid);
-        if self.store.ledger_status(&key).await?.is_some() {
+        if self.settled(&key).await? {
             return Ok(None);
         }
         let Some(payment) = self.view.payment(pid).await? else {

@@ -17,6 +17,8 @@ struct Inner {
     pending: BTreeSet<(Timestamp, String)>,
     /// Taken but not yet done.
     taken: HashSet<String>,
+    processed: HashSet<String>,
+    sequences: HashMap<String, u64>,
 }
 
 /// A [`Store`] in memory.
@@ -111,5 +113,25 @@ impl Store for MemoryStore {
 
     async fn next_due(&self) -> Result<Option<Timestamp>, StoreError> {
         Ok(self.lock().pending.first().map(|(due, _)| *due))
+    }
+
+    async fn is_processed(&self, message_id: &str) -> Result<bool, StoreError> {
+        Ok(self.lock().processed.contains(message_id))
+    }
+
+    async fn mark_processed(&self, message_id: &str) -> Result<(), StoreError> {
+        self.lock().processed.insert(message_id.to_string());
+        Ok(())
+    }
+
+    async fn record_sequence(&self, resource_id: &str, sequence: u64) -> Result<(), StoreError> {
+        let mut g = self.lock();
+        let e = g.sequences.entry(resource_id.to_string()).or_insert(sequence);
+        *e = (*e).max(sequence);
+        Ok(())
+    }
+
+    async fn latest_sequence(&self, resource_id: &str) -> Result<Option<u64>, StoreError> {
+        Ok(self.lock().sequences.get(resource_id).copied())
     }
 }

@@ -9,8 +9,10 @@ use async_trait::async_trait;
 use crate::message::Timestamp;
 
 pub mod memory;
+pub mod sql;
 
 pub use memory::MemoryStore;
+pub use sql::SqlStore;
 
 /// A scheduled re-check of one payment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,7 +61,9 @@ pub trait Store: Send + Sync {
     /// Where `key` stands, if it was ever claimed.
     async fn ledger_status(&self, key: &str) -> Result<Option<LedgerStatus>, StoreError>;
 
-    /// Claims `key` for execution unless it already is in the ledger.
+    /// Claims `key` for execution unless it already is in the ledger. A claim whose lease has
+    /// passed (its holder died) is taken over and answers [`Claim::Acquired`]; a live claim of
+    /// another worker answers `Exists(Claimed)`.
     async fn claim(&self, key: &str) -> Result<Claim, StoreError>;
 
     /// Records how a claimed key ended.
@@ -85,4 +89,21 @@ pub trait Store: Send + Sync {
 
     /// The earliest pending timer, if any.
     async fn next_due(&self) -> Result<Option<Timestamp>, StoreError>;
+
+    /// Whether the message was already processed (dedupe of redeliveries).
+    async fn is_processed(&self, message_id: &str) -> Result<bool, StoreError>;
+
+    /// Remembers a processed message id (may be buffered: losing it only costs a re-run).
+    async fn mark_processed(&self, message_id: &str) -> Result<(), StoreError>;
+
+    /// Records the sequenceNumber seen for a resource (kept as the maximum; diagnostics).
+    async fn record_sequence(&self, resource_id: &str, sequence: u64) -> Result<(), StoreError>;
+
+    /// The latest sequenceNumber seen for a resource.
+    async fn latest_sequence(&self, resource_id: &str) -> Result<Option<u64>, StoreError>;
+
+    /// Writes anything buffered.
+    async fn flush(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }

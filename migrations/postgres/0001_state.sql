@@ -28,3 +28,10 @@ CREATE TABLE IF NOT EXISTS sequences (
     resource_id TEXT PRIMARY KEY,
     sequence    BIGINT NOT NULL
 );
+
+-- Facts about the store itself, e.g. which worker started last (written at every start, which
+-- also proves the store is writable before any message is taken).
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);

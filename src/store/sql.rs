@@ -157,7 +157,16 @@ impl SqlStore {
             buffer: Arc::new(Mutex::new(Buffer::default())),
             display,
         };
-        // A quick write proves the file is writable now, not at the first message.
+        // A write proves the store is writable now, not at the first message.
+        let started = format!("{} at {}", store.owner, Utc::now().to_rfc3339());
+        on_pool!(&store.pool, |p| sqlx::query(
+            "INSERT INTO meta (key, value) VALUES ('last_start', $1) ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+        )
+        .bind(&started)
+        .execute(p)
+        .await
+        .map(|_| ()))
+        .map_err(|e| store.fail("writing to the state store", e))?;
         store.purge_expired().await?;
         Ok(store)
     }
@@ -238,7 +247,7 @@ impl SqlStore {
                     warn!(error = %e, "flushing the state store buffer failed; will retry");
                 }
                 ticks += 1;
-                if ticks % 3000 == 0
+                if ticks.is_multiple_of(3000)
                     && let Err(e) = store.purge_expired().await
                 {
                     warn!(error = %e, "purging expired message ids failed");

@@ -73,16 +73,17 @@ pub fn build_processor(
     Ok(Arc::new(Processor::new(engine, store, executor)))
 }
 
-/// How long a claim or a taken timer stays with one worker before another may take it over.
-pub const CLAIM_LEASE: Duration = Duration::from_secs(120);
-
 /// Opens the state store at `url` (`memory:`, `sqlite://…`, `postgres://…`), retrying with
 /// backoff while it is unavailable (PostgreSQL down, a locked or unreadable file) until
 /// `shutdown` resolves. Each failure is logged with what is wrong.
 ///
 /// # Errors
 /// Shutdown came before the store could be opened; the last error.
-pub async fn open_store(url: &str, shutdown: impl Future<Output = ()>) -> Result<Arc<dyn Store>, StoreError> {
+pub async fn open_store(
+    url: &str,
+    claim_lease: Duration,
+    shutdown: impl Future<Output = ()>,
+) -> Result<Arc<dyn Store>, StoreError> {
     if url == "memory:" {
         return Ok(Arc::new(MemoryStore::new()));
     }
@@ -90,7 +91,7 @@ pub async fn open_store(url: &str, shutdown: impl Future<Output = ()>) -> Result
     let mut attempt: u32 = 0;
     loop {
         attempt += 1;
-        match SqlStore::connect(url, CLAIM_LEASE).await {
+        match SqlStore::connect(url, claim_lease).await {
             Ok(store) => {
                 let store = Arc::new(store);
                 store.spawn_flusher(Duration::from_millis(200));

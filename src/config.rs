@@ -95,6 +95,7 @@ pub const OPTIONS: &[OptionSpec] = &[
         Str
     ),
     opt!(["state", "url"], "PAYRULES_STATE_URL", Str),
+    opt!(["state", "claim_lease"], "PAYRULES_CLAIM_LEASE", Duration),
     opt!(
         ["rules", "release_for_fulfillment", "enabled"],
         "PAYRULES_RELEASE_ENABLED",
@@ -362,14 +363,23 @@ pub struct StateSection {
     /// `sqlite://path` or `postgres://…`.
     #[serde(default = "default_state_url")]
     pub url: String,
+    /// How long a claimed action or a taken timer stays with one worker; after that, another
+    /// worker takes it over (its holder is presumed dead). Longer than any single execution.
+    #[serde(default = "default_claim_lease")]
+    pub claim_lease: String,
 }
 
 impl Default for StateSection {
     fn default() -> Self {
         Self {
             url: default_state_url(),
+            claim_lease: default_claim_lease(),
         }
     }
+}
+
+fn default_claim_lease() -> String {
+    "2m".into()
 }
 
 fn default_state_url() -> String {
@@ -715,6 +725,8 @@ pub struct Settings {
     pub dry_run: bool,
     /// The state store URL.
     pub state_url: String,
+    /// How long a claim or a taken timer stays with one worker.
+    pub claim_lease: Duration,
     /// Rule settings.
     pub rules: Rules,
     /// The fulfillment webhook, if configured.
@@ -1033,6 +1045,11 @@ impl FileConfig {
             &["worker", "shutdown_timeout"],
             &mut problems,
         );
+        let claim_lease = self.duration(
+            &self.state.claim_lease,
+            &["state", "claim_lease"],
+            &mut problems,
+        );
         let retry_delay = self.duration(
             &self.worker.retry_delay,
             &["worker", "retry_delay"],
@@ -1110,6 +1127,7 @@ impl FileConfig {
                 source,
                 dry_run: self.dry_run,
                 state_url: self.state.url.clone(),
+                claim_lease,
                 rules: self.rules_with(grace_period),
                 webhook,
                 order_update,

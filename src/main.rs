@@ -199,7 +199,7 @@ async fn start(settings: Settings) -> Result<ExitCode, String> {
     };
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
-    let store = open_store(&settings.state_url, &mut shutdown)
+    let store = open_store(&settings.state_url, settings.claim_lease, &mut shutdown)
         .await
         .map_err(|e| e.to_string())?;
     let processor = build_processor(&settings, store, Box::new(std::io::stdout()))?;

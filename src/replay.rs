@@ -61,7 +61,7 @@ pub struct ReplaySummary {
 pub struct Replay {
     processor: Processor,
     view: Arc<StreamView>,
-    store: Arc<MemoryStore>,
+    store: Arc<dyn Store>,
     clock: Option<Timestamp>,
     summary: ReplaySummary,
 }
@@ -69,8 +69,13 @@ pub struct Replay {
 impl Replay {
     /// A replay with the given rule settings and an empty view.
     pub fn new(rules: Rules) -> Self {
+        Self::with_store(rules, Arc::new(MemoryStore::new()))
+    }
+
+    /// A replay whose ledger and timers live in `store` (e.g. the durable store, to measure
+    /// it); `store` should start empty.
+    pub fn with_store(rules: Rules, store: Arc<dyn Store>) -> Self {
         let view = Arc::new(StreamView::new());
-        let store = Arc::new(MemoryStore::new());
         let engine = Engine::new(view.clone(), store.clone(), rules);
         let processor = Processor::new(engine, store.clone(), Arc::new(PlanOnly));
         Self {

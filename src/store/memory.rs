@@ -74,9 +74,10 @@ impl Store for MemoryStore {
 
     async fn schedule(&self, timer: Timer) -> Result<bool, StoreError> {
         let mut g = self.lock();
-        if !g.scheduled.insert(timer.payment_id.clone()) {
+        if g.scheduled.contains(&timer.payment_id) {
             return Ok(false);
         }
+        g.scheduled.insert(timer.payment_id.clone());
         g.pending.insert((timer.due, timer.payment_id));
         Ok(true)
     }
@@ -126,7 +127,10 @@ impl Store for MemoryStore {
 
     async fn record_sequence(&self, resource_id: &str, sequence: u64) -> Result<(), StoreError> {
         let mut g = self.lock();
-        let e = g.sequences.entry(resource_id.to_string()).or_insert(sequence);
+        let e = g
+            .sequences
+            .entry(resource_id.to_string())
+            .or_insert(sequence);
         *e = (*e).max(sequence);
         Ok(())
     }

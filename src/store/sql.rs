@@ -19,9 +19,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::Row;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 use tracing::{debug, warn};
 
 use super::{Claim, LedgerStatus, Store, StoreError, Timer};
@@ -31,6 +33,10 @@ use crate::message::Timestamp;
 const PROCESSED_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Buffered writes are flushed at this size, or by the background flusher.
 const BATCH: usize = 512;
+/// Rows per multi-row INSERT when a batch is written (2 parameters each).
+const ROWS_PER_STATEMENT: usize = 500;
+/// Entries remembered per [`Known`] set before it is cleared.
+const KNOWN_MAX: usize = 100_000;
 
 enum Pool {
     Sqlite(SqlitePool),
@@ -53,6 +59,42 @@ struct Buffer {
     sequences: HashMap<String, u64>,
 }
 
+/// Facts that never change once they are in the database, remembered so that they are not read
+/// again on every message: keys settled for good (`done`, `failed` rows are never updated or
+/// deleted) and payments that have had a timer (timer rows are never deleted). Every replica
+/// may keep its own copy. Bounded: a full set is cleared, which only costs a read.
+#[derive(Default)]
+struct Known {
+    settled: HashMap<String, LedgerStatus>,
+    scheduled: HashSet<String>,
+}
+
+impl Known {
+    fn settle(&mut self, key: &str, status: LedgerStatus) {
+        if matches!(status, LedgerStatus::Done | LedgerStatus::Failed) {
+            if self.settled.len() >= KNOWN_MAX {
+                self.settled.clear();
+            }
+            self.settled.insert(key.to_string(), status);
+        }
+    }
+
+    fn scheduled(&mut self, payment_id: &str) {
+        if self.scheduled.len() >= KNOWN_MAX {
+            self.scheduled.clear();
+        }
+        self.scheduled.insert(payment_id.to_string());
+    }
+}
+
+/// `($1, $2), ($3, $4), …` for `rows` rows of two parameters.
+fn pairs(rows: usize) -> String {
+    (0..rows)
+        .map(|i| format!("(${}, ${})", 2 * i + 1, 2 * i + 2))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The durable store.
 pub struct SqlStore {
     /// The connection pool.
@@ -63,6 +105,8 @@ pub struct SqlStore {
     lease: Duration,
     /// Writes that may be batched.
     buffer: Arc<Mutex<Buffer>>,
+    /// Settled keys and scheduled payments already seen.
+    known: Mutex<Known>,
     /// Where the store lives, for messages (never the password).
     display: String,
 }
@@ -131,7 +175,8 @@ impl SqlStore {
                 .map_err(|e| err("migrating the SQLite state store", &display, e))?;
             Pool::Sqlite(pool)
         } else {
-            let opts = PgConnectOptions::from_str(url).map_err(|e| err("invalid PostgreSQL URL", &display, e))?;
+            let opts = PgConnectOptions::from_str(url)
+                .map_err(|e| err("invalid PostgreSQL URL", &display, e))?;
             let pool = PgPoolOptions::new()
                 .max_connections(8)
                 .acquire_timeout(Duration::from_secs(10))
@@ -155,6 +200,7 @@ impl SqlStore {
             owner,
             lease,
             buffer: Arc::new(Mutex::new(Buffer::default())),
+            known: Mutex::new(Known::default()),
             display,
         };
         // A write proves the store is writable now, not at the first message.
@@ -175,6 +221,10 @@ impl SqlStore {
         self.buffer.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn known(&self) -> MutexGuard<'_, Known> {
+        self.known.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn fail(&self, what: &str, e: sqlx::Error) -> StoreError {
         err(what, &self.display, e)
     }
@@ -185,34 +235,46 @@ impl SqlStore {
     /// A database failure.
     pub async fn purge_expired(&self) -> Result<(), StoreError> {
         let now = now_ms();
-        on_pool!(&self.pool, |p| sqlx::query("DELETE FROM processed WHERE expires_at < $1")
-            .bind(now)
-            .execute(p)
-            .await
-            .map(|_| ()))
+        on_pool!(&self.pool, |p| sqlx::query(
+            "DELETE FROM processed WHERE expires_at < $1"
+        )
+        .bind(now)
+        .execute(p)
+        .await
+        .map(|_| ()))
         .map_err(|e| self.fail("purging processed message ids", e))
     }
 
     /// Writes buffered processed ids and sequence numbers in one transaction per table.
-    async fn write_batch(&self, processed: Vec<String>, sequences: Vec<(String, u64)>) -> Result<(), StoreError> {
+    async fn write_batch(
+        &self,
+        processed: Vec<String>,
+        sequences: Vec<(String, u64)>,
+    ) -> Result<(), StoreError> {
         let expires = now_ms() + PROCESSED_TTL.as_millis() as i64;
         macro_rules! batch {
             ($p:ident) => {
                 async {
                 let mut tx = $p.begin().await?;
-                for id in &processed {
-                    sqlx::query("INSERT INTO processed (message_id, expires_at) VALUES ($1, $2) ON CONFLICT (message_id) DO NOTHING")
-                        .bind(id)
-                        .bind(expires)
-                        .execute(&mut *tx)
-                        .await?;
+                // Multi-row statements: one round trip per few hundred rows, not per row. The
+                // keys of one batch are distinct (they come from a set and a map).
+                for chunk in processed.chunks(ROWS_PER_STATEMENT) {
+                    let sql = format!("INSERT INTO processed (message_id, expires_at) VALUES {} ON CONFLICT (message_id) DO NOTHING", pairs(chunk.len()));
+                    // Only placeholders are generated; the values are bound.
+                    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
+                    for id in chunk {
+                        q = q.bind(id).bind(expires);
+                    }
+                    q.execute(&mut *tx).await?;
                 }
-                for (rid, seq) in &sequences {
-                    sqlx::query("INSERT INTO sequences (resource_id, sequence) VALUES ($1, $2) ON CONFLICT (resource_id) DO UPDATE SET sequence = excluded.sequence WHERE sequences.sequence < excluded.sequence")
-                        .bind(rid)
-                        .bind(*seq as i64)
-                        .execute(&mut *tx)
-                        .await?;
+                for chunk in sequences.chunks(ROWS_PER_STATEMENT) {
+                    let sql = format!("INSERT INTO sequences (resource_id, sequence) VALUES {} ON CONFLICT (resource_id) DO UPDATE SET sequence = excluded.sequence WHERE sequences.sequence < excluded.sequence", pairs(chunk.len()));
+                    // Only placeholders are generated; the values are bound.
+                    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
+                    for (rid, seq) in chunk {
+                        q = q.bind(rid).bind(*seq as i64);
+                    }
+                    q.execute(&mut *tx).await?;
                 }
                 tx.commit().await
                 }
@@ -260,15 +322,27 @@ impl SqlStore {
 #[async_trait]
 impl Store for SqlStore {
     async fn ledger_status(&self, key: &str) -> Result<Option<LedgerStatus>, StoreError> {
-        let row: Option<String> = on_pool!(&self.pool, |p| sqlx::query_scalar("SELECT status FROM ledger WHERE key = $1")
-            .bind(key)
-            .fetch_optional(p)
-            .await)
+        if let Some(status) = self.known().settled.get(key) {
+            return Ok(Some(*status));
+        }
+        let row: Option<String> = on_pool!(&self.pool, |p| sqlx::query_scalar(
+            "SELECT status FROM ledger WHERE key = $1"
+        )
+        .bind(key)
+        .fetch_optional(p)
+        .await)
         .map_err(|e| self.fail("reading the ledger", e))?;
-        Ok(row.as_deref().map(status_of))
+        let status = row.as_deref().map(status_of);
+        if let Some(s) = status {
+            self.known().settle(key, s);
+        }
+        Ok(status)
     }
 
     async fn claim(&self, key: &str) -> Result<Claim, StoreError> {
+        if let Some(status) = self.known().settled.get(key) {
+            return Ok(Claim::Exists(*status));
+        }
         let now = now_ms();
         let until = now + self.lease.as_millis() as i64;
         // One statement: insert the claim, or take over a claim whose lease has passed.
@@ -313,20 +387,27 @@ impl Store for SqlStore {
         .execute(p)
         .await
         .map(|_| ()))
-        .map_err(|e| self.fail("recording an action's outcome", e))
+        .map_err(|e| self.fail("recording an action's outcome", e))?;
+        self.known().settle(key, status);
+        Ok(())
     }
 
     async fn release(&self, key: &str) -> Result<(), StoreError> {
-        on_pool!(&self.pool, |p| sqlx::query("DELETE FROM ledger WHERE key = $1 AND status = 'claimed' AND owner = $2")
-            .bind(key)
-            .bind(&self.owner)
-            .execute(p)
-            .await
-            .map(|_| ()))
+        on_pool!(&self.pool, |p| sqlx::query(
+            "DELETE FROM ledger WHERE key = $1 AND status = 'claimed' AND owner = $2"
+        )
+        .bind(key)
+        .bind(&self.owner)
+        .execute(p)
+        .await
+        .map(|_| ()))
         .map_err(|e| self.fail("releasing a claim", e))
     }
 
     async fn schedule(&self, timer: Timer) -> Result<bool, StoreError> {
+        if self.known().scheduled.contains(&timer.payment_id) {
+            return Ok(false);
+        }
         let due = ms(timer.due);
         let done = on_pool!(&self.pool, |p| sqlx::query(
             "INSERT INTO timers (payment_id, due, state, taken_until) VALUES ($1, $2, 'pending', 0) ON CONFLICT (payment_id) DO NOTHING"
@@ -340,6 +421,7 @@ impl Store for SqlStore {
         if done > 0 {
             debug!(payment_id = %timer.payment_id, "timer stored");
         }
+        self.known().scheduled(&timer.payment_id);
         Ok(done > 0)
     }
 
@@ -393,21 +475,25 @@ impl Store for SqlStore {
     }
 
     async fn timer_done(&self, timer: &Timer) -> Result<(), StoreError> {
-        on_pool!(&self.pool, |p| sqlx::query("UPDATE timers SET state = 'done' WHERE payment_id = $1")
-            .bind(&timer.payment_id)
-            .execute(p)
-            .await
-            .map(|_| ()))
+        on_pool!(&self.pool, |p| sqlx::query(
+            "UPDATE timers SET state = 'done' WHERE payment_id = $1"
+        )
+        .bind(&timer.payment_id)
+        .execute(p)
+        .await
+        .map(|_| ()))
         .map_err(|e| self.fail("completing a grace-period check", e))
     }
 
     async fn retry_timer(&self, timer: &Timer, due: Timestamp) -> Result<(), StoreError> {
-        on_pool!(&self.pool, |p| sqlx::query("UPDATE timers SET state = 'pending', due = $2, taken_until = 0 WHERE payment_id = $1")
-            .bind(&timer.payment_id)
-            .bind(ms(due))
-            .execute(p)
-            .await
-            .map(|_| ()))
+        on_pool!(&self.pool, |p| sqlx::query(
+            "UPDATE timers SET state = 'pending', due = $2, taken_until = 0 WHERE payment_id = $1"
+        )
+        .bind(&timer.payment_id)
+        .bind(ms(due))
+        .execute(p)
+        .await
+        .map(|_| ()))
         .map_err(|e| self.fail("rescheduling a grace-period check", e))
     }
 
@@ -444,7 +530,10 @@ impl Store for SqlStore {
     async fn record_sequence(&self, resource_id: &str, sequence: u64) -> Result<(), StoreError> {
         {
             let mut b = self.buffer();
-            let e = b.sequences.entry(resource_id.to_string()).or_insert(sequence);
+            let e = b
+                .sequences
+                .entry(resource_id.to_string())
+                .or_insert(sequence);
             *e = (*e).max(sequence);
         }
         self.flush_if_full().await
@@ -467,13 +556,17 @@ impl Store for SqlStore {
             let b = self.buffer();
             (
                 b.processed.iter().cloned().collect::<Vec<_>>(),
-                b.sequences.iter().map(|(k, v)| (k.clone(), *v)).collect::<Vec<_>>(),
+                b.sequences
+                    .iter()
+                    .map(|(k, v)| (k.clone(), *v))
+                    .collect::<Vec<_>>(),
             )
         };
         if processed.is_empty() && sequences.is_empty() {
             return Ok(());
         }
-        self.write_batch(processed.clone(), sequences.clone()).await?;
+        self.write_batch(processed.clone(), sequences.clone())
+            .await?;
         // Only what was written leaves the buffer; newer entries stay.
         let mut b = self.buffer();
         for id in &processed {

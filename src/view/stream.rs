@@ -77,10 +77,12 @@ struct PaymentEntry {
 
 impl PaymentEntry {
     fn tx(&mut self, id: &str) -> &mut TxEntry {
+        // Allocate the key only for a new transaction.
         if !self.txs.contains_key(id) {
             self.tx_order.push(id.to_string());
+            self.txs.insert(id.to_string(), TxEntry::default());
         }
-        self.txs.entry(id.to_string()).or_default()
+        self.txs.get_mut(id).expect("inserted above")
     }
 
     fn add_transaction(&mut self, t: &Transaction, stamp: Stamp) {
@@ -181,12 +183,17 @@ struct State {
     orders_by_payment: HashMap<String, Vec<String>>,
 }
 
+/// `map[key]`, inserting a default entry first if absent; allocates the key only then.
+fn entry_mut<'m, V: Default>(map: &'m mut HashMap<String, V>, key: &str) -> &'m mut V {
+    if !map.contains_key(key) {
+        map.insert(key.to_string(), V::default());
+    }
+    map.get_mut(key).expect("inserted above")
+}
+
 impl State {
     fn index(&mut self, payment_id: &str, order_id: &str) {
-        let ids = self
-            .orders_by_payment
-            .entry(payment_id.to_string())
-            .or_default();
+        let ids = entry_mut(&mut self.orders_by_payment, payment_id);
         if let Err(at) = ids.binary_search_by(|id| id.as_str().cmp(order_id)) {
             ids.insert(at, order_id.to_string());
         }
@@ -194,10 +201,12 @@ impl State {
 
     fn apply_order_snapshot(&mut self, o: &Order) {
         let stamp = snapshot_stamp(o.version);
-        let entry = self.orders.entry(o.id.clone()).or_default();
+        let entry = entry_mut(&mut self.orders, &o.id);
         entry.version = entry.version.max(o.version);
         match &mut entry.base {
-            Some(b) => b.offer(o.clone(), stamp),
+            // `offer`, without cloning an order that is not newer.
+            Some(b) if stamp > b.stamp => *b = Versioned::new(o.clone(), stamp),
+            Some(_) => {}
             None => entry.base = Some(Versioned::new(o.clone(), stamp)),
         }
         match &mut entry.state {
@@ -216,14 +225,10 @@ impl State {
     fn apply(&mut self, m: &Message) {
         let stamp = message_stamp(m);
         match &m.body {
-            Body::PaymentCreated(p) => self
-                .payments
-                .entry(p.id.clone())
-                .or_default()
-                .apply_snapshot(p),
+            Body::PaymentCreated(p) => entry_mut(&mut self.payments, &p.id).apply_snapshot(p),
             Body::TransactionAdded(t) => {
                 if let Some(pid) = m.payment_id() {
-                    let e = self.payments.entry(pid.to_string()).or_default();
+                    let e = entry_mut(&mut self.payments, pid);
                     e.version = e.version.max(stamp.0);
                     e.add_transaction(t, stamp);
                 }
@@ -233,7 +238,7 @@ impl State {
                 state,
             } => {
                 if let Some(pid) = m.payment_id() {
-                    let e = self.payments.entry(pid.to_string()).or_default();
+                    let e = entry_mut(&mut self.payments, pid);
                     e.version = e.version.max(stamp.0);
                     e.set_state(transaction_id, *state, stamp);
                 }
@@ -241,16 +246,15 @@ impl State {
             Body::OrderCreated(o) => self.apply_order_snapshot(o),
             Body::OrderPaymentAdded(r) => {
                 if let Some(oid) = m.order_id() {
-                    let oid = oid.to_string();
-                    let e = self.orders.entry(oid.clone()).or_default();
+                    let e = entry_mut(&mut self.orders, oid);
                     e.version = e.version.max(stamp.0);
                     e.add_payment(r);
-                    self.index(&r.id, &oid);
+                    self.index(&r.id, oid);
                 }
             }
             Body::OrderStateChanged(s) => {
                 if let Some(oid) = m.order_id() {
-                    let e = self.orders.entry(oid.to_string()).or_default();
+                    let e = entry_mut(&mut self.orders, oid);
                     e.version = e.version.max(stamp.0);
                     match &mut e.state {
                         Some(v) => v.offer(*s, stamp),

@@ -12,7 +12,7 @@ use tracing_subscriber::EnvFilter;
 use payrules::app::{build_processor, open_store};
 use payrules::config::{self, Settings, SourceSettings};
 use payrules::replay::Replay;
-use payrules::source::{FileInput, FileSource, InputReader, Source};
+use payrules::source::{FileInput, FileSource, InputReader, PubsubSource, Source, SqsSource};
 use payrules::worker::Worker;
 
 #[derive(Parser)]
@@ -193,9 +193,16 @@ async fn start(settings: Settings) -> Result<ExitCode, String> {
                 FileInput::resolve(std::slice::from_ref(path)).map_err(|e| e.to_string())?;
             Box::new(FileSource::new(inputs, Duration::from_secs(30)))
         }
-        SourceSettings::Pubsub(_) | SourceSettings::Sqs(_) => {
-            return Err("the pubsub and sqs sources are not built yet (issue #4)".into());
-        }
+        SourceSettings::Pubsub(pubsub) => Box::new(
+            PubsubSource::connect(pubsub)
+                .await
+                .map_err(|e| format!("Pub/Sub source: {e}"))?,
+        ),
+        SourceSettings::Sqs(sqs) => Box::new(
+            SqsSource::connect(sqs)
+                .await
+                .map_err(|e| format!("SQS source: {e}"))?,
+        ),
     };
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);

@@ -19,10 +19,14 @@ use bytes::Bytes;
 
 pub mod file;
 pub mod memory;
+pub mod pubsub;
 mod queue;
+pub mod sqs;
 
 pub use file::{FileInput, FileSource, InputLine, InputReader};
 pub use memory::{MemoryHandle, MemorySource};
+pub use pubsub::{PubsubEndpoint, PubsubOptions, PubsubSource};
+pub use sqs::SqsSource;
 
 /// A failure to receive from a transport.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +42,10 @@ pub enum SourceError {
     /// The broker could not be reached or refused the receive; retried with backoff.
     #[error("receive failed: {0}")]
     Receive(String),
+    /// A broker source cannot start: its client cannot be built (no credentials) or the
+    /// broker says the subscription or queue does not exist. Not retried: fix the configuration.
+    #[error("cannot connect: {0}")]
+    Connect(String),
 }
 
 /// A failure to settle (ack, nack, park) a delivery.

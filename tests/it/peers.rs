@@ -744,6 +744,39 @@ pub async fn pubsub_pull(
     msgs
 }
 
+/// Ends stale streaming pulls on a subscription (`projects/P/subscriptions/S`).
+///
+/// The emulator (0.8.20) does not notice when a client cancels a StreamingPull without first
+/// half-closing it — which is how the official Rust client ends its streams (RST_STREAM, then
+/// GOAWAY): the stream's server-side pusher keeps taking whatever becomes available on the
+/// subscription, for ever, and sends it nowhere; those messages only come back after the
+/// stream's ack deadline, and are then taken again. The pusher ends when it sees that the
+/// subscription has become a push subscription, so this switches it to push (to an unreachable
+/// endpoint) for a moment, and back to pull. Call it after a streaming consumer closed and
+/// before reading the subscription with another consumer.
+pub async fn pubsub_end_stale_streams(peer: &Peer, subscription: &str) {
+    let url = format!("{}/v1/{subscription}:modifyPushConfig", peer.endpoint);
+    for config in [
+        json!({ "pushConfig": { "pushEndpoint": "http://127.0.0.1:9/payrules-unreachable" } }),
+        json!({ "pushConfig": {} }),
+    ] {
+        let resp = http()
+            .post(&url)
+            .json(&config)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("POST {url}: {e}"));
+        let status = resp.status();
+        assert!(
+            status.is_success(),
+            "POST {url} {config} -> {status}: {}",
+            resp.text().await.unwrap_or_default()
+        );
+        // The pushers poll every 50 ms.
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
 /// Standard base64 with padding (what Pub/Sub REST uses for `data`).

@@ -1,0 +1,378 @@
+//! Integration tests against real local peers, in one test binary (compiled once): the
+//! Pub/Sub and SQS sources (and, later, the commercetools client). Peers are started by
+//! [`peers`]; run with `bash scripts/test.sh --test it`, which installs them first.
+//!
+//! This file also holds the harness the broker tests share: scenario fixtures, the replay
+//! baseline, a worker with a dry-run executor, and a [`Recording`] source wrapper that notes
+//! how each delivery was settled.
+
+mod peers;
+mod pubsub;
+mod sqs;
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use payrules::action::Action;
+use payrules::config::{self, WorkerSettings};
+use payrules::effects::{DryRun, Effect, EffectError, Executor};
+use payrules::process::Processor;
+use payrules::rules::{Engine, Rules};
+use payrules::source::{AckError, Acker, Delivery, Source, SourceError};
+use payrules::store::MemoryStore;
+use payrules::view::StreamView;
+use payrules::worker::Worker;
+
+/// `fixtures/scenarios/NAME`.
+pub fn scenario(name: &str) -> PathBuf {
+    peers::repo_root().join("fixtures/scenarios").join(name)
+}
+
+/// The messages of a scenario: its non-empty lines, trimmed.
+pub fn scenario_lines(name: &str) -> Vec<Vec<u8>> {
+    let path = scenario(name);
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(|l| l.as_bytes().to_vec())
+        .collect()
+}
+
+/// `lines` with every UUID changed in its last four digits to `copy`: an independent copy of
+/// a scenario (other payments, orders and message ids), consistent within itself.
+pub fn scenario_copy(lines: &[Vec<u8>], copy: u16) -> Vec<Vec<u8>> {
+    fn is_uuid(b: &[u8]) -> bool {
+        b.len() == 36
+            && b.iter().enumerate().all(|(i, c)| match i {
+                8 | 13 | 18 | 23 => *c == b'-',
+                _ => c.is_ascii_hexdigit(),
+            })
+    }
+    let suffix = format!("{copy:04x}");
+    lines
+        .iter()
+        .map(|line| {
+            let mut out = line.clone();
+            let mut i = 0;
+            while i + 36 <= out.len() {
+                if is_uuid(&out[i..i + 36]) {
+                    out[i + 32..i + 36].copy_from_slice(suffix.as_bytes());
+                    i += 36;
+                } else {
+                    i += 1;
+                }
+            }
+            out
+        })
+        .collect()
+}
+
+/// The rules `payrules run` uses without a configuration file.
+pub fn default_rules() -> Rules {
+    config::merge_with(None, |_| None)
+        .and_then(|c| c.rules())
+        .expect("the default rules")
+}
+
+/// The action keys `payrules replay` plans for a scenario, sorted.
+pub async fn replay_keys(name: &str) -> Vec<String> {
+    let out = payrules::replay::replay_files(&[scenario(name)], default_rules(), None)
+        .await
+        .expect("replay");
+    let mut keys: Vec<String> = out.actions.into_iter().map(|a| a.key).collect();
+    keys.sort();
+    keys
+}
+
+/// The `key` of every JSON line of a dry run, sorted.
+pub fn action_keys(dry_run_output: &[u8]) -> Vec<String> {
+    let mut keys: Vec<String> = String::from_utf8_lossy(dry_run_output)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let v: serde_json::Value =
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}"));
+            v["key"].as_str().unwrap_or_default().to_string()
+        })
+        .collect();
+    keys.sort();
+    keys
+}
+
+/// A `Write` into shared memory, for the dry-run executor.
+#[derive(Clone, Default)]
+pub struct SharedBuf(pub Arc<Mutex<Vec<u8>>>);
+
+impl SharedBuf {
+    /// What was written so far.
+    pub fn contents(&self) -> Vec<u8> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+impl Write for SharedBuf {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A dry-run executor writing into a fresh buffer.
+pub fn dry_run() -> (Arc<dyn Executor>, SharedBuf) {
+    let buf = SharedBuf::default();
+    (Arc::new(DryRun::new(Box::new(buf.clone()))), buf)
+}
+
+/// An executor whose every call blocks forever: messages that lead to an action stay in flight.
+#[derive(Default)]
+pub struct Blocking {
+    /// Calls entered so far.
+    pub calls: AtomicUsize,
+}
+
+#[async_trait]
+impl Executor for Blocking {
+    async fn execute(&self, _action: &Action) -> Result<Effect, EffectError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        std::future::pending::<()>().await;
+        unreachable!("pending never resolves")
+    }
+}
+
+/// A worker over the stream view and a memory store, with the default rules.
+pub fn worker(
+    executor: Arc<dyn Executor>,
+    concurrency: usize,
+    shutdown_timeout: Duration,
+) -> Worker {
+    let store = Arc::new(MemoryStore::new());
+    let engine = Engine::new(Arc::new(StreamView::new()), store.clone(), default_rules());
+    let processor = Arc::new(Processor::new(engine, store, executor));
+    Worker::new(
+        processor,
+        WorkerSettings {
+            concurrency,
+            max_deliveries: 5,
+            shutdown_timeout,
+            retry_delay: Duration::from_millis(500),
+        },
+    )
+}
+
+/// Waits until `done()` or `limit`; returns whether `done()` held.
+pub async fn until(mut done: impl FnMut() -> bool, limit: Duration) -> bool {
+    let start = Instant::now();
+    while !done() {
+        if start.elapsed() > limit {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    true
+}
+
+/// A shutdown signal for [`Worker::run`]: resolves once `done()` holds, or after `limit`.
+pub async fn shutdown_when(done: impl FnMut() -> bool, limit: Duration) {
+    until(done, limit).await;
+}
+
+/// How the deliveries of a [`Recording`] source were settled, by origin.
+#[derive(Debug, Clone, Default)]
+pub struct Settlements {
+    /// Every delivery handed out: origin and delivery count.
+    pub delivered: Vec<(String, Option<u32>)>,
+    /// Acked.
+    pub acked: Vec<String>,
+    /// Nacked.
+    pub nacked: Vec<String>,
+    /// Parked, with the reason.
+    pub parked: Vec<(String, String)>,
+}
+
+/// Wraps a source and records every settlement (only successful ones).
+pub struct Recording {
+    inner: Box<dyn Source>,
+    log: Arc<Mutex<Settlements>>,
+}
+
+impl Recording {
+    /// Wraps `inner`; read the log through the returned handle.
+    pub fn new(inner: Box<dyn Source>) -> (Self, Arc<Mutex<Settlements>>) {
+        let log = Arc::new(Mutex::new(Settlements::default()));
+        (
+            Self {
+                inner,
+                log: log.clone(),
+            },
+            log,
+        )
+    }
+}
+
+#[async_trait]
+impl Source for Recording {
+    async fn next(&mut self) -> Result<Option<Delivery>, SourceError> {
+        let Some(d) = self.inner.next().await? else {
+            return Ok(None);
+        };
+        let origin = d.origin.clone();
+        self.log
+            .lock()
+            .unwrap()
+            .delivered
+            .push((origin.clone(), d.delivery_count));
+        Ok(Some(Delivery::new(
+            d.payload.clone(),
+            origin.clone(),
+            d.delivery_count,
+            d.attributes.clone(),
+            Box::new(RecordingAcker {
+                inner: Some(d),
+                origin,
+                log: self.log.clone(),
+            }),
+        )))
+    }
+
+    async fn close(&mut self) {
+        self.inner.close().await;
+    }
+}
+
+struct RecordingAcker {
+    inner: Option<Delivery>,
+    origin: String,
+    log: Arc<Mutex<Settlements>>,
+}
+
+impl RecordingAcker {
+    fn take(&mut self, op: &'static str) -> Result<Delivery, AckError> {
+        self.inner.take().ok_or(AckError {
+            op,
+            detail: "settled twice".into(),
+        })
+    }
+}
+
+#[async_trait]
+impl Acker for RecordingAcker {
+    async fn ack(&mut self) -> Result<(), AckError> {
+        match self.take("ack")?.ack().await {
+            Ok(()) => {
+                self.log.lock().unwrap().acked.push(self.origin.clone());
+                Ok(())
+            }
+            Err((e, d)) => {
+                self.inner = Some(d);
+                Err(e)
+            }
+        }
+    }
+
+    async fn nack(&mut self, retry_after: Duration) -> Result<(), AckError> {
+        match self.take("nack")?.nack(retry_after).await {
+            Ok(()) => {
+                self.log.lock().unwrap().nacked.push(self.origin.clone());
+                Ok(())
+            }
+            Err((e, d)) => {
+                self.inner = Some(d);
+                Err(e)
+            }
+        }
+    }
+
+    async fn park(&mut self, reason: &str) -> Result<(), AckError> {
+        match self.take("park")?.park(reason).await {
+            Ok(()) => {
+                self.log
+                    .lock()
+                    .unwrap()
+                    .parked
+                    .push((self.origin.clone(), reason.to_string()));
+                Ok(())
+            }
+            Err((e, d)) => {
+                self.inner = Some(d);
+                Err(e)
+            }
+        }
+    }
+}
+
+/// The set of the strings.
+pub fn set<'a>(items: impl IntoIterator<Item = &'a String>) -> BTreeSet<String> {
+    items.into_iter().cloned().collect()
+}
+
+/// Sends SIGTERM to a child process.
+pub fn sigterm(pid: u32) {
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -TERM {pid}");
+}
+
+/// Runs `payrules run` with exactly `env` (plus PATH), reads its stdout until `want_lines`
+/// non-empty lines arrived (or 30 s), sends SIGTERM and returns (stdout lines, stderr, exit
+/// code).
+pub async fn run_binary_until_lines(
+    env: &[(&str, String)],
+    want_lines: usize,
+) -> (Vec<String>, String, Option<i32>) {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_payrules"));
+    cmd.arg("run")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("PAYRULES_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("spawn payrules");
+    let pid = child.id().expect("pid");
+    let mut stderr = child.stderr.take().expect("stderr");
+    let stderr_task = tokio::spawn(async move {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s).await;
+        s
+    });
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut got = Vec::new();
+    let read = async {
+        while got.len() < want_lines {
+            match lines.next_line().await {
+                Ok(Some(l)) if !l.trim().is_empty() => got.push(l),
+                Ok(Some(_)) => {}
+                _ => break,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(30), read).await;
+    sigterm(pid);
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("payrules exits within 30 s of SIGTERM")
+        .expect("wait");
+    while let Ok(Some(l)) = lines.next_line().await {
+        if !l.trim().is_empty() {
+            got.push(l);
+        }
+    }
+    let stderr = stderr_task.await.unwrap_or_default();
+    (got, stderr, status.code())
+}

@@ -25,6 +25,13 @@
 //! deliveries never handed out, messages read while stopping): a nack sent while a stream is
 //! open is redelivered onto that stream, and would be lost with it until its ack deadline.
 //!
+//! # The emulator
+//! The emulator (0.8.20) does not notice a StreamingPull cancelled without a half-close, which
+//! is how this client ends its streams: the closed stream keeps taking messages from the
+//! subscription on the emulator's side and sends them nowhere, until the subscription is
+//! switched to push and back (see `tests/it/peers.rs`, `pubsub_end_stale_streams`). Production
+//! Pub/Sub is not affected.
+//!
 //! # Endpoint and credentials
 //! The official crate does not read `PUBSUB_EMULATOR_HOST`; [`PubsubEndpoint::from_env`] does:
 //! when it is set, the clients talk plain HTTP/2 to `http://$PUBSUB_EMULATOR_HOST` with
@@ -590,7 +597,8 @@ impl Acker for PubsubAcker {
     /// the library keeps extending the lease, so the message is neither redelivered early nor
     /// lost. Costs: a held message counts against the stream's flow control
     /// (`max_outstanding_messages`), and delays are capped at 50 minutes (inside the 60-minute
-    /// maximum lease). On close, held nacks are sent at once. Modifying the ack deadline to the
+    /// maximum lease). On close, held nacks are sent by the shutdown, after the streams are
+    /// closed (see the module docs). Modifying the ack deadline to the
     /// delay instead is not possible with this client (the ack id is private and the lease
     /// loop would extend it again), and a subscription retry policy cannot vary per message;
     /// configure one anyway as a floor for redeliveries after crashes.

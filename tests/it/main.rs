@@ -108,7 +108,10 @@ pub fn action_keys(dry_run_output: &[u8]) -> Vec<String> {
 
 /// A `Write` into shared memory, for the dry-run executor.
 #[derive(Clone, Default)]
-pub struct SharedBuf(pub Arc<Mutex<Vec<u8>>>);
+pub struct SharedBuf(
+    /// The bytes written so far; shared by the executor's writer and the test.
+    pub Arc<Mutex<Vec<u8>>>,
+);
 
 impl SharedBuf {
     /// What was written so far.
@@ -201,7 +204,9 @@ pub struct Settlements {
 
 /// Wraps a source and records every settlement (only successful ones).
 pub struct Recording {
+    /// The source under test.
     inner: Box<dyn Source>,
+    /// Where settlements are noted; the test holds another handle on it.
     log: Arc<Mutex<Settlements>>,
 }
 
@@ -249,9 +254,13 @@ impl Source for Recording {
     }
 }
 
+/// Settles the wrapped delivery and notes it when that succeeded.
 struct RecordingAcker {
+    /// The source's own delivery; `None` once settled (a failed settlement puts it back).
     inner: Option<Delivery>,
+    /// Its origin, for the log.
     origin: String,
+    /// Shared with [`Recording`].
     log: Arc<Mutex<Settlements>>,
 }
 

@@ -5,6 +5,9 @@
 #[path = "it/peers.rs"]
 mod peers;
 
+#[path = "it/ctadmin.rs"]
+mod ctadmin;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -18,6 +21,8 @@ use payrules::effects::{Canceller, EffectError, OrderUpdater, Webhook};
 use serde_json::{Value, json};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+
+use ctadmin::Admin;
 
 const PROJECT: &str = "payrules-test";
 
@@ -36,90 +41,6 @@ fn settings(mock: &peers::Peer, checkout: &str) -> CommercetoolsSettings {
 
 fn client(mock: &peers::Peer, checkout: &str) -> CtpClient {
     CtpClient::with_retry(settings(mock, checkout), 3, Duration::from_millis(20)).unwrap()
-}
-
-/// Direct calls to the mock, to set up resources.
-struct Admin {
-    http: reqwest::Client,
-    base: String,
-    token: String,
-}
-
-impl Admin {
-    async fn new(mock: &peers::Peer) -> Self {
-        let token = peers::ctmock_token(
-            mock,
-            "admin",
-            "admin-secret",
-            &format!("manage_project:{PROJECT}"),
-        )
-        .await;
-        Self {
-            http: reqwest::Client::new(),
-            base: format!("{}/{PROJECT}", mock.endpoint),
-            token,
-        }
-    }
-
-    async fn post(&self, path: &str, body: Value) -> Value {
-        let resp = self
-            .http
-            .post(format!("{}/{path}", self.base))
-            .bearer_auth(&self.token)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        let status = resp.status();
-        let v: Value = resp.json().await.unwrap();
-        assert!(status.is_success(), "POST {path}: {status} {v}");
-        v
-    }
-
-    async fn get(&self, path: &str) -> Value {
-        self.http
-            .get(format!("{}/{path}", self.base))
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    }
-
-    /// A payment with one transaction per (type, state).
-    async fn payment(&self, cents: i64, txs: &[(&str, &str)]) -> String {
-        let transactions: Vec<Value> = txs
-            .iter()
-            .map(|(t, s)| json!({"type": t, "state": s, "amount": {"currencyCode": "EUR", "centAmount": cents}}))
-            .collect();
-        let p = self
-            .post(
-                "payments",
-                json!({"amountPlanned": {"currencyCode": "EUR", "centAmount": cents}, "transactions": transactions}),
-            )
-            .await;
-        p["id"].as_str().unwrap().to_string()
-    }
-
-    /// An order (from an empty cart) referencing the payment.
-    async fn order_for(&self, payment_id: &str, number: &str) -> Value {
-        let cart = self
-            .post("carts", json!({"currency": "EUR", "country": "DE"}))
-            .await;
-        let cart_id = cart["id"].as_str().unwrap();
-        self.post(
-            &format!("carts/{cart_id}"),
-            json!({"version": cart["version"], "actions": [{"action": "addPayment", "payment": {"typeId": "payment", "id": payment_id}}]}),
-        )
-        .await;
-        self.post(
-            "orders",
-            json!({"cart": {"typeId": "cart", "id": cart_id}, "version": 2, "orderNumber": number}),
-        )
-        .await
-    }
 }
 
 fn release(order: &Value, payment_id: &str) -> Action {
@@ -157,7 +78,7 @@ fn cancel(payment_id: &str) -> Action {
 #[tokio::test]
 async fn lookups_find_payments_and_the_order_that_references_a_payment() {
     let mock = peers::shared_commercetools_mock().await;
-    let admin = Admin::new(mock).await;
+    let admin = Admin::new(mock, PROJECT).await;
     let paid = admin.payment(1999, &[("Authorization", "Success")]).await;
     let orphan = admin.payment(500, &[("Authorization", "Success")]).await;
     let order = admin.order_for(&paid, "ORD-LOOKUP").await;
@@ -193,7 +114,7 @@ async fn lookups_find_payments_and_the_order_that_references_a_payment() {
 #[tokio::test]
 async fn every_order_update_variant_is_applied_once() {
     let mock = peers::shared_commercetools_mock().await;
-    let admin = Admin::new(mock).await;
+    let admin = Admin::new(mock, PROJECT).await;
     let c = client(mock, "http://127.0.0.1:9");
     let state_key = peers::unique_name("released");
     admin
@@ -250,7 +171,7 @@ async fn every_order_update_variant_is_applied_once() {
 #[tokio::test]
 async fn a_missing_state_key_or_a_cancelled_order_is_a_permanent_failure() {
     let mock = peers::shared_commercetools_mock().await;
-    let admin = Admin::new(mock).await;
+    let admin = Admin::new(mock, PROJECT).await;
     let c = client(mock, "http://127.0.0.1:9");
     let pid = admin.payment(1000, &[("Authorization", "Success")]).await;
     let order = admin.order_for(&pid, &peers::unique_name("ORD")).await;
@@ -286,7 +207,7 @@ async fn a_missing_state_key_or_a_cancelled_order_is_a_permanent_failure() {
 #[tokio::test]
 async fn concurrent_releases_conflict_reread_and_write_exactly_once() {
     let mock = peers::shared_commercetools_mock().await;
-    let admin = Admin::new(mock).await;
+    let admin = Admin::new(mock, PROJECT).await;
     let c = client(mock, "http://127.0.0.1:9");
     let pid = admin.payment(1000, &[("Authorization", "Success")]).await;
     let order = admin.order_for(&pid, &peers::unique_name("ORD")).await;
@@ -418,7 +339,7 @@ fn intent_path(payment_id: &str) -> String {
 #[tokio::test]
 async fn cancel_retries_503_then_succeeds_with_the_cancel_action() {
     let mock = peers::shared_commercetools_mock().await;
-    let admin = Admin::new(mock).await;
+    let admin = Admin::new(mock, PROJECT).await;
     let stub = checkout_stub().await;
     let pid = admin.payment(700, &[("Authorization", "Success")]).await;
     Mock::given(method("POST"))
@@ -451,7 +372,7 @@ async fn cancel_retries_503_then_succeeds_with_the_cancel_action() {
 #[tokio::test]
 async fn cancel_after_a_500_rereads_the_payment_and_does_not_call_twice() {
     let mock = peers::shared_commercetools_mock().await;
-    let admin = Admin::new(mock).await;
+    let admin = Admin::new(mock, PROJECT).await;
     let stub = checkout_stub().await;
     let pid = admin.payment(700, &[("Authorization", "Success")]).await;
     // The cancel "happened" although Checkout answered 500: the CancelAuthorization appears.
@@ -495,7 +416,7 @@ async fn cancel_after_a_500_rereads_the_payment_and_does_not_call_twice() {
 #[tokio::test]
 async fn cancel_honours_429_retry_after_and_times_out_slow_responses() {
     let mock = peers::shared_commercetools_mock().await;
-    let admin = Admin::new(mock).await;
+    let admin = Admin::new(mock, PROJECT).await;
     let stub = checkout_stub().await;
     let limited = admin.payment(700, &[("Authorization", "Success")]).await;
     let slow = admin.payment(700, &[("Authorization", "Success")]).await;
@@ -531,7 +452,7 @@ async fn cancel_honours_429_retry_after_and_times_out_slow_responses() {
 #[tokio::test]
 async fn a_rejected_cancel_is_final_and_an_existing_cancel_or_charge_makes_no_call() {
     let mock = peers::shared_commercetools_mock().await;
-    let admin = Admin::new(mock).await;
+    let admin = Admin::new(mock, PROJECT).await;
     let stub = checkout_stub().await;
     let rejected = admin.payment(700, &[("Authorization", "Success")]).await;
     let already = admin
@@ -806,7 +727,7 @@ fn message(
 #[tokio::test]
 async fn run_over_a_file_with_live_targets_releases_and_cancels_exactly_once() {
     let mock = peers::shared_commercetools_mock().await;
-    let admin = Admin::new(mock).await;
+    let admin = Admin::new(mock, PROJECT).await;
     let checkout = MockServer::start().await;
     let receiver = MockServer::start().await;
     let secret = Secret::new("whsec_e2e");

@@ -1,0 +1,99 @@
+//! Direct calls to commercetools-mock, to set up the payments, carts and orders a test needs.
+#![allow(dead_code)]
+
+use serde_json::{Value, json};
+
+use super::peers;
+
+/// A project in the mock, with an admin token.
+pub struct Admin {
+    http: reqwest::Client,
+    /// `{endpoint}/{projectKey}`.
+    pub base: String,
+    /// The admin's bearer token.
+    pub token: String,
+}
+
+impl Admin {
+    /// An admin of `project` on `mock`.
+    pub async fn new(mock: &peers::Peer, project: &str) -> Self {
+        let token = peers::ctmock_token(
+            mock,
+            "admin",
+            "admin-secret",
+            &format!("manage_project:{project}"),
+        )
+        .await;
+        Self {
+            http: reqwest::Client::new(),
+            base: format!("{}/{project}", mock.endpoint),
+            token,
+        }
+    }
+
+    /// POSTs `body` to `path`, asserting success.
+    pub async fn post(&self, path: &str, body: Value) -> Value {
+        let resp = self
+            .http
+            .post(format!("{}/{path}", self.base))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status();
+        let v: Value = resp.json().await.unwrap();
+        assert!(status.is_success(), "POST {path}: {status} {v}");
+        v
+    }
+
+    /// GETs `path`.
+    pub async fn get(&self, path: &str) -> Value {
+        self.http
+            .get(format!("{}/{path}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// A payment of `cents` EUR with one transaction per (type, state); the whole payment.
+    pub async fn payment_json(&self, cents: i64, txs: &[(&str, &str)]) -> Value {
+        let transactions: Vec<Value> = txs
+            .iter()
+            .map(|(t, s)| json!({"type": t, "state": s, "amount": {"currencyCode": "EUR", "centAmount": cents}}))
+            .collect();
+        self.post(
+            "payments",
+            json!({"amountPlanned": {"currencyCode": "EUR", "centAmount": cents}, "transactions": transactions}),
+        )
+        .await
+    }
+
+    /// Like [`Admin::payment_json`], returning the id.
+    pub async fn payment(&self, cents: i64, txs: &[(&str, &str)]) -> String {
+        let p = self.payment_json(cents, txs).await;
+        p["id"].as_str().unwrap().to_string()
+    }
+
+    /// An order (from an empty cart) referencing the payment.
+    pub async fn order_for(&self, payment_id: &str, number: &str) -> Value {
+        let cart = self
+            .post("carts", json!({"currency": "EUR", "country": "DE"}))
+            .await;
+        let cart_id = cart["id"].as_str().unwrap();
+        self.post(
+            &format!("carts/{cart_id}"),
+            json!({"version": cart["version"], "actions": [{"action": "addPayment", "payment": {"typeId": "payment", "id": payment_id}}]}),
+        )
+        .await;
+        self.post(
+            "orders",
+            json!({"cart": {"typeId": "cart", "id": cart_id}, "version": 2, "orderNumber": number}),
+        )
+        .await
+    }
+}

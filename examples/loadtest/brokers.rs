@@ -326,11 +326,12 @@ fn stub_env(
     state_dir: &std::path::Path,
     name: &str,
     grace: &str,
+    args: &crate::Args,
 ) -> Vec<(String, String)> {
     let url = stub.url();
     vec![
         ("NO_COLOR".into(), "1".into()),
-        ("PAYRULES_LOG".into(), "info".into()),
+        ("PAYRULES_LOG".into(), args.worker_log.clone()),
         (
             "PAYRULES_STATE_URL".into(),
             format!(
@@ -447,7 +448,7 @@ pub async fn run(kind: Kind, args: &crate::Args) -> Value {
 
     eprintln!("{name}: payrules run draining {n}");
     stub.reset();
-    let mut env = stub_env(&stub, state_dir.path(), "drain", "1h");
+    let mut env = stub_env(&stub, state_dir.path(), "drain", "1h", args);
     env.extend(broker.worker_env(&readers[1], args));
     let w = Worker::start(
         &args.worker_bin,
@@ -528,7 +529,13 @@ pub async fn run(kind: Kind, args: &crate::Args) -> Value {
     let base = format!("{run_id}-latency");
     let readers = broker.create(&base, &["worker"]).await;
     stub.reset();
-    let mut env = stub_env(&stub, state_dir.path(), "latency", &args.latency_grace);
+    let mut env = stub_env(
+        &stub,
+        state_dir.path(),
+        "latency",
+        &args.latency_grace,
+        args,
+    );
     env.extend(broker.worker_env(&readers[0], args));
     let mut w = Worker::start(
         &args.worker_bin,
@@ -542,7 +549,10 @@ pub async fn run(kind: Kind, args: &crate::Args) -> Value {
         w.log.display()
     );
     let (idle_rss, idle_hwm) = w.rss_mb();
-    eprintln!("{name}: idle worker RSS {idle_rss:.1} MB (peak so far {idle_hwm:.1} MB)");
+    let (idle_anon, idle_file) = worker::rss_split_mb(w.pid());
+    eprintln!(
+        "{name}: idle worker RSS {idle_rss:.1} MB ({idle_anon:.1} MB anonymous, {idle_file:.1} MB file-backed; peak so far {idle_hwm:.1} MB)"
+    );
 
     let grace = payrules::config::parse_duration(&args.latency_grace).expect("--latency-grace");
     let mut published: HashMap<String, Instant> = HashMap::new();
@@ -661,6 +671,8 @@ pub async fn run(kind: Kind, args: &crate::Args) -> Value {
         "rss_mb": {
             "idle": idle_rss,
             "idle_peak": idle_hwm,
+            "idle_anon": idle_anon,
+            "idle_file_backed": idle_file,
             "peak_under_load": peak_mb,
             "peak_latency_phase": lat_peak,
         },

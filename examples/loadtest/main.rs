@@ -71,6 +71,9 @@ pub struct Args {
     /// SQS: concurrent pollers, for both the bare consumer and the worker.
     #[arg(long, default_value_t = 4)]
     pub sqs_pollers: usize,
+    /// `PAYRULES_LOG` of the workers.
+    #[arg(long, default_value = "info")]
+    pub worker_log: String,
     /// The `payrules` binary to run.
     #[arg(long, default_value = "target/release/payrules")]
     pub worker_bin: PathBuf,

@@ -28,6 +28,21 @@ pub fn rss_kb(pid: u32) -> Option<(u64, u64)> {
     Some((field("VmRSS:")?, field("VmHWM:")?))
 }
 
+/// (RssAnon, RssFile) of a process, in MB: heap and stacks vs. mapped binary and libraries.
+pub fn rss_split_mb(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+            / 1024.0
+    };
+    (field("RssAnon:"), field("RssFile:"))
+}
+
 impl Worker {
     /// Starts `bin run` with `env` (on top of a clean set of payrules variables).
     pub fn start(bin: &Path, env: &[(String, String)], log: std::path::PathBuf) -> Self {

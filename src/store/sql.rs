@@ -87,10 +87,18 @@ impl Known {
     }
 }
 
-/// `($1, $2), ($3, $4), …` for `rows` rows of two parameters.
-fn pairs(rows: usize) -> String {
+/// `rows` rows of two parameters: `(?, ?), (?, ?), …` for SQLite, `($1, $2), ($3, $4), …` for
+/// PostgreSQL. Numbered parameters cost SQLite a linear name lookup per bind (quadratic for a
+/// long statement), anonymous ones do not.
+fn pairs(rows: usize, numbered: bool) -> String {
     (0..rows)
-        .map(|i| format!("(${}, ${})", 2 * i + 1, 2 * i + 2))
+        .map(|i| {
+            if numbered {
+                format!("(${}, ${})", 2 * i + 1, 2 * i + 2)
+            } else {
+                "(?, ?)".to_string()
+            }
+        })
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -253,13 +261,13 @@ impl SqlStore {
     ) -> Result<(), StoreError> {
         let expires = now_ms() + PROCESSED_TTL.as_millis() as i64;
         macro_rules! batch {
-            ($p:ident) => {
+            ($p:ident, $numbered:expr) => {
                 async {
                 let mut tx = $p.begin().await?;
                 // Multi-row statements: one round trip per few hundred rows, not per row. The
                 // keys of one batch are distinct (they come from a set and a map).
                 for chunk in processed.chunks(ROWS_PER_STATEMENT) {
-                    let sql = format!("INSERT INTO processed (message_id, expires_at) VALUES {} ON CONFLICT (message_id) DO NOTHING", pairs(chunk.len()));
+                    let sql = format!("INSERT INTO processed (message_id, expires_at) VALUES {} ON CONFLICT (message_id) DO NOTHING", pairs(chunk.len(), $numbered));
                     // Only placeholders are generated; the values are bound.
                     let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
                     for id in chunk {
@@ -268,7 +276,7 @@ impl SqlStore {
                     q.execute(&mut *tx).await?;
                 }
                 for chunk in sequences.chunks(ROWS_PER_STATEMENT) {
-                    let sql = format!("INSERT INTO sequences (resource_id, sequence) VALUES {} ON CONFLICT (resource_id) DO UPDATE SET sequence = excluded.sequence WHERE sequences.sequence < excluded.sequence", pairs(chunk.len()));
+                    let sql = format!("INSERT INTO sequences (resource_id, sequence) VALUES {} ON CONFLICT (resource_id) DO UPDATE SET sequence = excluded.sequence WHERE sequences.sequence < excluded.sequence", pairs(chunk.len(), $numbered));
                     // Only placeholders are generated; the values are bound.
                     let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
                     for (rid, seq) in chunk {
@@ -282,8 +290,8 @@ impl SqlStore {
             };
         }
         let result: Result<(), sqlx::Error> = match &self.pool {
-            Pool::Sqlite(p) => batch!(p),
-            Pool::Postgres(p) => batch!(p),
+            Pool::Sqlite(p) => batch!(p, false),
+            Pool::Postgres(p) => batch!(p, true),
         };
         result.map_err(|e| self.fail("writing processed message ids", e))
     }

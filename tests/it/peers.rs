@@ -234,6 +234,10 @@ fn http() -> &'static reqwest::Client {
         reqwest::Client::builder()
             .no_proxy()
             .timeout(Duration::from_secs(30))
+            // A fresh loopback connection per request: a pooled one that the peer closed while
+            // idle fails the next request now and then ("connection closed before message
+            // completed"), seen with the Pub/Sub emulator under parallel tests.
+            .pool_max_idle_per_host(0)
             .build()
             .expect("build reqwest client")
     })

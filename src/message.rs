@@ -329,45 +329,122 @@ impl Message {
     }
 }
 
-/// Every top-level field payrules reads, of all shapes at once: one pass, borrowed.
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Raw<'a> {
+/// Declares the struct of every top-level field payrules reads, of all shapes at once, with
+/// the embedded Payment and Order either kept raw or decoded in the same pass.
+macro_rules! raw_fields {
+    ($(#[$meta:meta])* $name:ident, $(#[$embedded:meta])* $payment:ty, $order:ty) => {
+        $(#[$meta])*
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct $name<'a> {
+            #[serde(borrow)]
+            notification_type: Option<Cow<'a, str>>,
+            #[serde(borrow)]
+            id: Option<Cow<'a, str>>,
+            #[serde(rename = "type", borrow)]
+            kind: Option<Cow<'a, str>>,
+            project_key: Option<String>,
+            resource: Option<Reference>,
+            resource_version: Option<u64>,
+            sequence_number: Option<u64>,
+            #[serde(borrow)]
+            created_at: Option<Cow<'a, str>>,
+            #[serde(borrow)]
+            modified_at: Option<Cow<'a, str>>,
+            #[serde(borrow)]
+            payload_not_included: Option<RawNotIncluded<'a>>,
+            // Message-specific fields, decoded once the type is known.
+            $(#[$embedded])*
+            payment: Option<$payment>,
+            #[serde(borrow)]
+            transaction: Option<&'a RawValue>,
+            transaction_id: Option<String>,
+            #[serde(borrow)]
+            state: Option<&'a RawValue>,
+            $(#[$embedded])*
+            order: Option<$order>,
+            payment_ref: Option<Reference>,
+            order_state: Option<OrderState>,
+            payment_state: Option<String>,
+            shipment_state: Option<String>,
+            // Events and CloudEvents.
+            #[serde(borrow)]
+            data: Option<&'a RawValue>,
+            #[serde(borrow)]
+            specversion: Option<Cow<'a, str>>,
+        }
+    };
+}
+
+raw_fields!(
+    /// Every top-level field payrules reads, of all shapes at once: one pass, borrowed. The
+    /// embedded Payment and Order stay raw until the type says what they are.
+    Raw,
     #[serde(borrow)]
-    notification_type: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    id: Option<Cow<'a, str>>,
-    #[serde(rename = "type", borrow)]
-    kind: Option<Cow<'a, str>>,
-    project_key: Option<String>,
-    resource: Option<Reference>,
-    resource_version: Option<u64>,
-    sequence_number: Option<u64>,
-    #[serde(borrow)]
-    created_at: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    modified_at: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    payload_not_included: Option<RawNotIncluded<'a>>,
-    // Message-specific fields, decoded once the type is known.
-    #[serde(borrow)]
-    payment: Option<&'a RawValue>,
-    #[serde(borrow)]
-    transaction: Option<&'a RawValue>,
-    transaction_id: Option<String>,
-    #[serde(borrow)]
-    state: Option<&'a RawValue>,
-    #[serde(borrow)]
-    order: Option<&'a RawValue>,
-    payment_ref: Option<Reference>,
-    order_state: Option<OrderState>,
-    payment_state: Option<String>,
-    shipment_state: Option<String>,
-    // Events and CloudEvents.
-    #[serde(borrow)]
-    data: Option<&'a RawValue>,
-    #[serde(borrow)]
-    specversion: Option<Cow<'a, str>>,
+    &'a RawValue,
+    &'a RawValue
+);
+
+raw_fields!(
+    /// [`Raw`] with the embedded Payment and Order decoded in the same pass: the fast path for
+    /// well-formed input (a `PaymentCreated` or `OrderCreated` is read once, not twice).
+    RawTyped,
+    Box<Payment>,
+    Box<Order>
+);
+
+/// The embedded payloads [`RawTyped`] already decoded.
+#[derive(Default)]
+struct Embedded {
+    payment: Option<Box<Payment>>,
+    order: Option<Box<Order>>,
+}
+
+impl<'a> RawTyped<'a> {
+    fn split(self) -> (Raw<'a>, Embedded) {
+        let embedded = Embedded {
+            payment: self.payment,
+            order: self.order,
+        };
+        let raw = Raw {
+            notification_type: self.notification_type,
+            id: self.id,
+            kind: self.kind,
+            project_key: self.project_key,
+            resource: self.resource,
+            resource_version: self.resource_version,
+            sequence_number: self.sequence_number,
+            created_at: self.created_at,
+            modified_at: self.modified_at,
+            payload_not_included: self.payload_not_included,
+            payment: None,
+            transaction: self.transaction,
+            transaction_id: self.transaction_id,
+            state: self.state,
+            order: None,
+            payment_ref: self.payment_ref,
+            order_state: self.order_state,
+            payment_state: self.payment_state,
+            shipment_state: self.shipment_state,
+            data: self.data,
+            specversion: self.specversion,
+        };
+        (raw, embedded)
+    }
+}
+
+/// Reads the top level. Input [`RawTyped`] accepts, [`Raw`] accepts too, with the same values,
+/// so the fast path changes nothing; anything else (a malformed or unexpected `payment` or
+/// `order`, bad JSON) is read again the exact way, so errors are exactly what they were.
+fn parse_top(text: &str) -> Result<(Raw<'_>, Embedded), serde_json::Error> {
+    #[cfg(test)]
+    let fast = !tests::EXACT_ONLY.with(std::cell::Cell::get);
+    #[cfg(not(test))]
+    let fast = true;
+    if fast && let Ok(typed) = serde_json::from_str::<RawTyped<'_>>(text) {
+        return Ok(typed.split());
+    }
+    serde_json::from_str::<Raw<'_>>(text).map(|raw| (raw, Embedded::default()))
 }
 
 #[derive(Deserialize)]
@@ -422,20 +499,20 @@ pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
             });
         }
     }
-    let raw: Raw<'_> = serde_json::from_str(text).map_err(DecodeError::from_json)?;
+    let (raw, embedded) = parse_top(text).map_err(DecodeError::from_json)?;
     if raw.specversion.is_some() {
         return decode_cloud_event(raw);
     }
-    from_platform(raw, Format::Platform)
+    from_platform(raw, embedded, Format::Platform)
 }
 
 fn decode_cloud_event(envelope: Raw<'_>) -> Result<Message, DecodeError> {
     let data = envelope
         .data
         .ok_or_else(|| DecodeError::missing("data", "CloudEvents envelope"))?;
-    let inner: Raw<'_> = serde_json::from_str(data.get())
+    let (inner, embedded) = parse_top(data.get())
         .map_err(|e| DecodeError::CloudEventsData(Box::new(DecodeError::from_json(e))))?;
-    let mut message = from_platform(inner, Format::CloudEvents)
+    let mut message = from_platform(inner, embedded, Format::CloudEvents)
         .map_err(|e| DecodeError::CloudEventsData(Box::new(e)))?;
     // The CloudEvent id is the delivery's identity (it equals the Message id).
     if let Some(id) = envelope.id {
@@ -444,13 +521,13 @@ fn decode_cloud_event(envelope: Raw<'_>) -> Result<Message, DecodeError> {
     Ok(message)
 }
 
-fn from_platform(raw: Raw<'_>, format: Format) -> Result<Message, DecodeError> {
+fn from_platform(raw: Raw<'_>, embedded: Embedded, format: Format) -> Result<Message, DecodeError> {
     let notification = match raw.notification_type.as_deref() {
         Some(s) => NotificationType::parse(s)?,
         None => return Err(DecodeError::missing("notificationType", "payload")),
     };
     match notification {
-        NotificationType::Message => message(raw, format),
+        NotificationType::Message => message(raw, embedded, format),
         NotificationType::Event => event(raw, format),
         change => change_notification(raw, format, change),
     }
@@ -480,7 +557,7 @@ fn field<T: DeserializeOwned>(
     serde_json::from_str(value.get()).map_err(|e| DecodeError::in_field(name, e))
 }
 
-fn message(raw: Raw<'_>, format: Format) -> Result<Message, DecodeError> {
+fn message(raw: Raw<'_>, embedded: Embedded, format: Format) -> Result<Message, DecodeError> {
     let id = raw
         .id
         .ok_or_else(|| DecodeError::missing("id", "Message payload"))?
@@ -506,9 +583,10 @@ fn message(raw: Raw<'_>, format: Format) -> Result<Message, DecodeError> {
             .ok_or_else(|| DecodeError::missing("type", "Message payload"))?;
         let kind = MessageType::parse(&name);
         let body = match &kind {
-            MessageType::PaymentCreated => {
-                Body::PaymentCreated(Box::new(field("payment", raw.payment, &kind)?))
-            }
+            MessageType::PaymentCreated => Body::PaymentCreated(match embedded.payment {
+                Some(p) => p,
+                None => Box::new(field("payment", raw.payment, &kind)?),
+            }),
             MessageType::PaymentTransactionAdded => {
                 Body::TransactionAdded(field("transaction", raw.transaction, &kind)?)
             }
@@ -522,7 +600,10 @@ fn message(raw: Raw<'_>, format: Format) -> Result<Message, DecodeError> {
                 state: field("state", raw.state, &kind)?,
             },
             MessageType::OrderCreated | MessageType::OrderImported => {
-                Body::OrderCreated(Box::new(field("order", raw.order, &kind)?))
+                Body::OrderCreated(match embedded.order {
+                    Some(o) => o,
+                    None => Box::new(field("order", raw.order, &kind)?),
+                })
             }
             MessageType::OrderPaymentAdded => Body::OrderPaymentAdded(
                 raw.payment_ref
@@ -643,6 +724,58 @@ fn change_notification(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    thread_local! {
+        /// Turns the single-pass fast path of [`parse_top`] off.
+        pub(super) static EXACT_ONLY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+
+    fn decode_exact(bytes: &[u8]) -> Result<Message, DecodeError> {
+        EXACT_ONLY.with(|c| c.set(true));
+        let r = decode(bytes);
+        EXACT_ONLY.with(|c| c.set(false));
+        r
+    }
+
+    #[test]
+    fn the_fast_path_decodes_exactly_like_the_two_pass_path() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
+        let mut inputs: Vec<Vec<u8>> = Vec::new();
+        for dir in ["messages", "messages/bad"] {
+            for entry in std::fs::read_dir(root.join(dir)).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_file() {
+                    inputs.push(std::fs::read(path).unwrap());
+                }
+            }
+        }
+        for entry in std::fs::read_dir(root.join("scenarios")).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "jsonl") {
+                let text = std::fs::read_to_string(path).unwrap();
+                inputs.extend(text.lines().map(|l| l.as_bytes().to_vec()));
+            }
+        }
+        // Payloads that do not fit the typed fields: the fast path must fall back.
+        inputs.extend([
+            br#"{"notificationType":"Message","id":"m","resource":{"typeId":"payment","id":"p"},"type":"PaymentCreated","payment":{"version":1}}"#.to_vec(),
+            br#"{"notificationType":"Message","id":"m","resource":{"typeId":"payment","id":"p"},"type":"PaymentCreated","payment":"p"}"#.to_vec(),
+            br#"{"notificationType":"Message","id":"m","resource":{"typeId":"order","id":"o"},"type":"OrderStateChanged","orderState":"Confirmed","order":{"weird":true},"payment":[1]}"#.to_vec(),
+            br#"{"notificationType":"Message","id":"m","resource":{"typeId":"order","id":"o"},"type":"OrderCreated","order":{"id":"o","version":1}}"#.to_vec(),
+            br#"{"notificationType":"Message","id":"m","resource":{"typeId":"payment","id":"p"},"type":"PaymentCreated","payment":null}"#.to_vec(),
+            br#"{"notificationType":"Message","id":"m","resource":{"typeId":"payment","id":"p"},"type":"PaymentCreated","payment":{"id":"p","version":1},"payment":{"id":"p","version":2}}"#.to_vec(),
+            br#"{"id":"c","specversion":"1.0","data":{"notificationType":"Message","id":"m","resource":{"typeId":"payment","id":"p"},"type":"PaymentCreated","payment":{"id":"p"}}}"#.to_vec(),
+        ]);
+        assert!(inputs.len() > 100, "{} inputs", inputs.len());
+        for bytes in &inputs {
+            assert_eq!(
+                decode(bytes),
+                decode_exact(bytes),
+                "{}",
+                String::from_utf8_lossy(bytes)
+            );
+        }
+    }
 
     #[test]
     fn not_utf8_names_the_offset() {

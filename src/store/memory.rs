@@ -1,6 +1,10 @@
 //! The in-memory [`Store`]: replay, tests, and `run` without a durable store.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::BTreeSet;
+
+/// Keyed by ids and looked up per message: a fast (seeded) hasher, not SipHash.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+type HashSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 use std::sync::{Mutex, MutexGuard};
 
 use async_trait::async_trait;

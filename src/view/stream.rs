@@ -9,11 +9,15 @@
 //! includes everything of that version. Transactions and payment references are added by id
 //! when absent, so a duplicate never adds twice.
 
-use std::collections::HashMap;
+use std::collections::HashMap as StdHashMap;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
+
+/// The view's maps are keyed by commercetools ids and looked up several times per message: a
+/// fast (seeded) hasher, not SipHash.
+type HashMap<K, V> = StdHashMap<K, V, foldhash::fast::RandomState>;
 
 use super::{CommerceView, ViewError};
 use crate::message::{Body, Message};

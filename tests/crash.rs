@@ -1,0 +1,600 @@
+//! Exactly-once effects over at-least-once delivery, proven with real processes: the worker
+//! binary consumes a few hundred messages from the Pub/Sub emulator or from moto's SQS, is
+//! killed with SIGKILL at random moments and restarted, and at the end every message is acked,
+//! every cancel and order update ran exactly once, every release was delivered under one key
+//! per order, and no grace-period timer was lost. A second test runs two replicas on one
+//! subscription or queue sharing a PostgreSQL store.
+//!
+//! commercetools is @labdigital/commercetools-mock; Checkout is a stub that, like the real
+//! connector, adds a CancelAuthorization to the payment when it accepts a cancel; the
+//! fulfillment webhook is a receiver that verifies signatures and counts deliveries.
+
+#[path = "it/peers.rs"]
+mod peers;
+
+#[path = "it/ctadmin.rs"]
+mod ctadmin;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::Utc;
+use payrules::config::Secret;
+use payrules::effects::webhook::{KEY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, verify};
+use serde_json::{Value, json};
+use tokio::process::{Child, Command};
+use wiremock::matchers::method;
+use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+
+use ctadmin::Admin;
+
+const PROJECT: &str = "payrules-crash";
+const RELEASES: usize = 50;
+const ORPHANS: usize = 20;
+
+/// Checkout: counts calls per payment and, like a connector, records the CancelAuthorization
+/// on the payment before answering.
+struct Checkout {
+    calls: Arc<Mutex<BTreeMap<String, usize>>>,
+    mock_base: String,
+    token: String,
+}
+
+impl Respond for Checkout {
+    fn respond(&self, req: &Request) -> ResponseTemplate {
+        let pid = req
+            .url
+            .path()
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        *self.calls.lock().unwrap().entry(pid.clone()).or_default() += 1;
+        let (base, token) = (self.mock_base.clone(), self.token.clone());
+        std::thread::spawn(move || {
+            tokio::runtime::Runtime::new().unwrap().block_on(async move {
+                let http = reqwest::Client::new();
+                let p: Value = http.get(format!("{base}/payments/{pid}")).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+                http.post(format!("{base}/payments/{pid}"))
+                    .bearer_auth(&token)
+                    .json(&json!({"version": p["version"], "actions": [{"action": "addTransaction", "transaction": {"type": "CancelAuthorization", "state": "Success", "amount": p["amountPlanned"]}}]}))
+                    .send()
+                    .await
+                    .unwrap();
+            });
+        })
+        .join()
+        .unwrap();
+        ResponseTemplate::new(200).set_body_json(json!({"outcome": "approved"}))
+    }
+}
+
+/// The fulfillment team's receiver: verifies each signature, records keys.
+struct Receiver {
+    secret: Secret,
+    keys: Arc<Mutex<Vec<String>>>,
+    bad: Arc<Mutex<usize>>,
+}
+
+impl Respond for Receiver {
+    fn respond(&self, req: &Request) -> ResponseTemplate {
+        let h = |n: &str| {
+            req.headers
+                .get(n)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string()
+        };
+        let ts: i64 = h(TIMESTAMP_HEADER).parse().unwrap_or(0);
+        if !verify(&self.secret, ts, &req.body, &h(SIGNATURE_HEADER)) {
+            *self.bad.lock().unwrap() += 1;
+            return ResponseTemplate::new(401);
+        }
+        self.keys.lock().unwrap().push(h(KEY_HEADER));
+        ResponseTemplate::new(204)
+    }
+}
+
+fn message(id: String, resource: (&str, &str), kind: &str, field: &str, body: &Value) -> String {
+    json!({
+        "notificationType": "Message", "projectKey": PROJECT, "id": id, "version": 1,
+        "sequenceNumber": 1, "resource": {"typeId": resource.0, "id": resource.1}, "resourceVersion": 1,
+        "type": kind, field: body, "createdAt": Utc::now().to_rfc3339(), "lastModifiedAt": Utc::now().to_rfc3339(),
+    })
+    .to_string()
+}
+
+/// Everything a run needs: the resources in the mock, the stubs, the message stream.
+struct World {
+    admin: Admin,
+    mock: &'static peers::Peer,
+    checkout: MockServer,
+    receiver: MockServer,
+    secret: Secret,
+    cancels: Arc<Mutex<BTreeMap<String, usize>>>,
+    keys: Arc<Mutex<Vec<String>>>,
+    bad: Arc<Mutex<usize>>,
+    orders: Vec<(String, u64)>,
+    orphans: Vec<String>,
+    lines: Vec<String>,
+}
+
+async fn world() -> World {
+    let mock = peers::shared_commercetools_mock().await;
+    let admin = Admin::new(mock, PROJECT).await;
+    let mut lines = Vec::new();
+    let mut orders = Vec::new();
+    let mut orphans = Vec::new();
+    let tag = peers::unique_name("c");
+    for i in 0..RELEASES {
+        let p = admin
+            .payment_json(1000 + i as i64, &[("Authorization", "Success")])
+            .await;
+        let pid = p["id"].as_str().unwrap().to_string();
+        let o = admin.order_for(&pid, &format!("{tag}-{i}")).await;
+        let oid = o["id"].as_str().unwrap().to_string();
+        lines.push(message(
+            format!("{tag}-p{i}"),
+            ("payment", &pid),
+            "PaymentCreated",
+            "payment",
+            &p,
+        ));
+        lines.push(message(
+            format!("{tag}-o{i}"),
+            ("order", &oid),
+            "OrderCreated",
+            "order",
+            &o,
+        ));
+        orders.push((oid, o["version"].as_u64().unwrap()));
+    }
+    for i in 0..ORPHANS {
+        let p = admin
+            .payment_json(500 + i as i64, &[("Authorization", "Success")])
+            .await;
+        let pid = p["id"].as_str().unwrap().to_string();
+        lines.push(message(
+            format!("{tag}-x{i}"),
+            ("payment", &pid),
+            "PaymentCreated",
+            "payment",
+            &p,
+        ));
+        orphans.push(pid);
+    }
+    // Every message delivered twice (the second copy later in the stream): 280 messages.
+    let copies = lines.clone();
+    lines.extend(copies);
+
+    let checkout = MockServer::start().await;
+    let cancels = Arc::new(Mutex::new(BTreeMap::new()));
+    Mock::given(method("POST"))
+        .respond_with(Checkout {
+            calls: cancels.clone(),
+            mock_base: admin.base.clone(),
+            token: admin.token.clone(),
+        })
+        .mount(&checkout)
+        .await;
+    let receiver = MockServer::start().await;
+    let secret = Secret::new("whsec_crash");
+    let keys = Arc::new(Mutex::new(Vec::new()));
+    let bad = Arc::new(Mutex::new(0));
+    Mock::given(method("POST"))
+        .respond_with(Receiver {
+            secret: secret.clone(),
+            keys: keys.clone(),
+            bad: bad.clone(),
+        })
+        .mount(&receiver)
+        .await;
+    World {
+        admin,
+        mock,
+        checkout,
+        receiver,
+        secret,
+        cancels,
+        keys,
+        bad,
+        orders,
+        orphans,
+        lines,
+    }
+}
+
+impl World {
+    fn worker_env(&self, state_url: &str) -> Vec<(String, String)> {
+        [
+            ("PAYRULES_STATE_URL", state_url.to_string()),
+            ("PAYRULES_CLAIM_LEASE", "3s".into()),
+            ("PAYRULES_GRACE_PERIOD", "2s".into()),
+            ("PAYRULES_RETRY_DELAY", "200ms".into()),
+            ("PAYRULES_MAX_DELIVERIES", "100".into()),
+            ("PAYRULES_SHUTDOWN_TIMEOUT", "5s".into()),
+            ("CTP_PROJECT_KEY", PROJECT.into()),
+            ("CTP_CLIENT_ID", "payrules-crash".into()),
+            ("CTP_CLIENT_SECRET", "crash-secret".into()),
+            ("CTP_AUTH_URL", self.mock.endpoint.clone()),
+            ("CTP_API_URL", self.mock.endpoint.clone()),
+            ("CTP_CHECKOUT_URL", self.checkout.uri()),
+            (
+                "PAYRULES_RELEASE_WEBHOOK_URL",
+                format!("{}/release", self.receiver.uri()),
+            ),
+            (
+                "PAYRULES_RELEASE_WEBHOOK_SECRET",
+                self.secret.expose().to_string(),
+            ),
+            ("PAYRULES_RELEASE_ORDER_UPDATE", "changeOrderState".into()),
+            ("PAYRULES_RELEASE_ORDER_STATE", "Confirmed".into()),
+            ("PAYRULES_LOG", "info".into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+
+    /// Whether every effect has happened (at least once).
+    async fn effects_complete(&self) -> bool {
+        let keys: BTreeSet<String> = self.keys.lock().unwrap().iter().cloned().collect();
+        let cancelled = self.cancels.lock().unwrap().len();
+        keys.len() >= RELEASES && cancelled >= ORPHANS
+    }
+
+    /// The exactly-once assertions.
+    async fn assert_exactly_once(&self, log: &str) {
+        let keys = self.keys.lock().unwrap().clone();
+        let distinct: BTreeSet<String> = keys.iter().cloned().collect();
+        let want: BTreeSet<String> = self
+            .orders
+            .iter()
+            .map(|(o, _)| format!("release:{o}"))
+            .collect();
+        assert_eq!(distinct, want, "one release key per order\n{log}");
+        eprintln!(
+            "webhook deliveries: {} for {} orders (duplicates only after a crash between the receiver's 2xx and the ledger)",
+            keys.len(),
+            want.len()
+        );
+        assert_eq!(
+            *self.bad.lock().unwrap(),
+            0,
+            "every delivery correctly signed"
+        );
+        let cancels = self.cancels.lock().unwrap().clone();
+        let want_cancels: BTreeMap<String, usize> =
+            self.orphans.iter().map(|p| (p.clone(), 1)).collect();
+        assert_eq!(
+            cancels, want_cancels,
+            "every orphan cancelled exactly once, no timer lost\n{log}"
+        );
+        for (oid, version) in &self.orders {
+            let o = self.admin.get(&format!("orders/{oid}")).await;
+            assert_eq!(o["orderState"], "Confirmed", "order {oid} released");
+            assert_eq!(
+                o["version"].as_u64(),
+                Some(version + 1),
+                "order {oid} updated exactly once\n{log}"
+            );
+        }
+    }
+}
+
+/// Where the messages go and how to check that none is left.
+enum Broker {
+    Pubsub {
+        peer: &'static peers::Peer,
+        topic: String,
+        subscription: String,
+    },
+    Sqs {
+        peer: &'static peers::Peer,
+        queue_url: String,
+    },
+}
+
+impl Broker {
+    async fn pubsub() -> Self {
+        let peer = peers::shared_pubsub_emulator().await;
+        let topic = peers::unique_name("crash-topic");
+        let sub = peers::unique_name("crash-sub");
+        let r = peers::create_topic_and_subscription(peer, "payrules-test", &topic, &sub, 10, None)
+            .await;
+        Broker::Pubsub {
+            peer,
+            topic: r.topic,
+            subscription: r.subscription,
+        }
+    }
+
+    async fn sqs() -> Self {
+        let peer = peers::shared_moto().await;
+        let queue_url = peers::sqs_create_queue(
+            peer,
+            &peers::unique_name("crash"),
+            &[("VisibilityTimeout", "5")],
+        )
+        .await;
+        Broker::Sqs { peer, queue_url }
+    }
+
+    async fn publish(&self, lines: &[String]) {
+        match self {
+            Broker::Pubsub { peer, topic, .. } => {
+                for l in lines {
+                    peers::pubsub_publish(peer, topic, l.as_bytes(), &[]).await;
+                }
+            }
+            Broker::Sqs { peer, queue_url } => {
+                let client = peers::sqs_client(peer).await;
+                for chunk in lines.chunks(10) {
+                    let entries: Vec<_> = chunk
+                        .iter()
+                        .enumerate()
+                        .map(|(i, l)| {
+                            aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder()
+                                .id(i.to_string())
+                                .message_body(l)
+                                .build()
+                                .unwrap()
+                        })
+                        .collect();
+                    let out = client
+                        .send_message_batch()
+                        .queue_url(queue_url)
+                        .set_entries(Some(entries))
+                        .send()
+                        .await
+                        .unwrap();
+                    assert!(out.failed().is_empty(), "{:?}", out.failed());
+                }
+            }
+        }
+    }
+
+    fn env(&self) -> Vec<(String, String)> {
+        match self {
+            Broker::Pubsub {
+                peer, subscription, ..
+            } => vec![
+                ("PAYRULES_SOURCE".into(), "pubsub".into()),
+                ("PAYRULES_PUBSUB_SUBSCRIPTION".into(), subscription.clone()),
+                (
+                    "PUBSUB_EMULATOR_HOST".into(),
+                    peer.endpoint.trim_start_matches("http://").to_string(),
+                ),
+            ],
+            Broker::Sqs { peer, queue_url } => vec![
+                ("PAYRULES_SOURCE".into(), "sqs".into()),
+                ("PAYRULES_SQS_QUEUE_URL".into(), queue_url.clone()),
+                ("PAYRULES_SQS_VISIBILITY_TIMEOUT".into(), "5s".into()),
+                ("PAYRULES_SQS_POLLERS".into(), "2".into()),
+                ("AWS_ENDPOINT_URL".into(), peer.endpoint.clone()),
+                ("AWS_REGION".into(), "us-east-1".into()),
+                ("AWS_ACCESS_KEY_ID".into(), "test".into()),
+                ("AWS_SECRET_ACCESS_KEY".into(), "test".into()),
+            ],
+        }
+    }
+
+    /// Waits while the worker still runs until nothing is left to deliver: redeliveries of
+    /// messages whose action was claimed by a killed worker come back only after the claim
+    /// lease and a backoff.
+    async fn wait_until_drained(&self) {
+        match self {
+            // The emulator has no backlog count over REST: give retries time to finish.
+            Broker::Pubsub { .. } => tokio::time::sleep(Duration::from_secs(15)).await,
+            Broker::Sqs { peer, queue_url } => {
+                let client = peers::sqs_client(peer).await;
+                for _ in 0..120 {
+                    let attrs = client
+                        .get_queue_attributes()
+                        .queue_url(queue_url)
+                        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
+                        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+                        .send()
+                        .await
+                        .unwrap();
+                    let n: usize = attrs
+                        .attributes()
+                        .map(|a| a.values().filter_map(|v| v.parse::<usize>().ok()).sum())
+                        .unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+    }
+
+    /// After a consumer died or stopped: the emulator (0.8.20) keeps a cancelled streaming
+    /// pull alive and lets it swallow messages; end such streams (production Pub/Sub is not
+    /// affected). SQS needs nothing.
+    async fn end_stale_streams(&self) {
+        if let Broker::Pubsub {
+            peer, subscription, ..
+        } = self
+        {
+            peers::pubsub_end_stale_streams(peer, subscription).await;
+        }
+    }
+
+    /// Messages still on the subscription or queue once every lease has run out.
+    async fn left_over(&self) -> usize {
+        match self {
+            Broker::Pubsub {
+                peer, subscription, ..
+            } => {
+                tokio::time::sleep(Duration::from_secs(11)).await;
+                peers::pubsub_pull(peer, subscription, 1000, false)
+                    .await
+                    .len()
+            }
+            Broker::Sqs { peer, queue_url } => {
+                tokio::time::sleep(Duration::from_secs(6)).await;
+                let client = peers::sqs_client(peer).await;
+                let attrs = client
+                    .get_queue_attributes()
+                    .queue_url(queue_url)
+                    .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
+                    .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+                    .send()
+                    .await
+                    .unwrap();
+                attrs
+                    .attributes()
+                    .map(|a| a.values().filter_map(|v| v.parse::<usize>().ok()).sum())
+                    .unwrap_or(0)
+            }
+        }
+    }
+}
+
+fn spawn_worker(env: &[(String, String)], log: &std::path::Path) -> Child {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    Command::new(env!("CARGO_BIN_EXE_payrules"))
+        .arg("run")
+        .env_clear()
+        .envs(env.iter().cloned())
+        .stdout(Stdio::null())
+        .stderr(file)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}
+
+async fn stop(mut child: Child) {
+    if let Some(pid) = child.id() {
+        let _ = std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(pid.to_string())
+            .status();
+    }
+    match tokio::time::timeout(Duration::from_secs(20), child.wait()).await {
+        Ok(status) => assert!(status.unwrap().success(), "graceful shutdown exits 0"),
+        Err(_) => panic!("the worker did not stop within 20 s of SIGTERM"),
+    }
+}
+
+async fn wait_for_effects(world: &World, log: &std::path::Path) {
+    for _ in 0..240 {
+        if world.effects_complete().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    panic!(
+        "effects incomplete after 120 s: {} release keys, {} cancels\n{}",
+        world
+            .keys
+            .lock()
+            .unwrap()
+            .iter()
+            .collect::<BTreeSet<_>>()
+            .len(),
+        world.cancels.lock().unwrap().len(),
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+}
+
+async fn crash_and_restart(broker: Broker) {
+    let world = world().await;
+    broker.publish(&world.lines).await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("worker.log");
+    let mut env = world.worker_env(&format!(
+        "sqlite://{}",
+        dir.path().join("state.db").display()
+    ));
+    env.extend(broker.env());
+    for _ in 0..5 {
+        let mut child = spawn_worker(&env, &log);
+        tokio::time::sleep(Duration::from_millis(fastrand::u64(300..1500))).await;
+        child.start_kill().unwrap(); // SIGKILL
+        let _ = child.wait().await;
+        broker.end_stale_streams().await;
+    }
+    let child = spawn_worker(&env, &log);
+    wait_for_effects(&world, &log).await;
+    broker.wait_until_drained().await;
+    stop(child).await;
+    broker.end_stale_streams().await;
+    let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+    world.assert_exactly_once(&log_text).await;
+    assert_eq!(
+        broker.left_over().await,
+        0,
+        "every message acked\n{log_text}"
+    );
+}
+
+async fn two_replicas(broker: Broker) {
+    let world = world().await;
+    let url = fresh_pg().await;
+    broker.publish(&world.lines).await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("workers.log");
+    let mut env = world.worker_env(&url);
+    env.extend(broker.env());
+    let a = spawn_worker(&env, &log);
+    let b = spawn_worker(&env, &log);
+    wait_for_effects(&world, &log).await;
+    broker.wait_until_drained().await;
+    stop(a).await;
+    stop(b).await;
+    broker.end_stale_streams().await;
+    let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+    world.assert_exactly_once(&log_text).await;
+    assert_eq!(
+        world.keys.lock().unwrap().len(),
+        RELEASES,
+        "no crash, so no duplicate webhook either"
+    );
+    assert_eq!(
+        broker.left_over().await,
+        0,
+        "every message acked\n{log_text}"
+    );
+}
+
+async fn fresh_pg() -> String {
+    use sqlx::Executor;
+    let admin = sqlx::PgPool::connect("postgres://postgres@127.0.0.1:5432/test")
+        .await
+        .unwrap_or_else(|e| panic!("PostgreSQL must run on 127.0.0.1:5432: {e}"));
+    let name = format!("payrules_crash_{:016x}", fastrand::u64(..));
+    admin
+        .execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .await
+        .unwrap();
+    format!("postgres://postgres@127.0.0.1:5432/{name}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pubsub_kill_9_at_random_moments_loses_and_duplicates_nothing() {
+    crash_and_restart(Broker::pubsub().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqs_kill_9_at_random_moments_loses_and_duplicates_nothing() {
+    crash_and_restart(Broker::sqs().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_on_one_pubsub_subscription_share_the_postgres_store() {
+    two_replicas(Broker::pubsub().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_on_one_sqs_queue_share_the_postgres_store() {
+    two_replicas(Broker::sqs().await).await;
+}

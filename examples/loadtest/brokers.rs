@@ -334,10 +334,13 @@ fn stub_env(
         ("PAYRULES_LOG".into(), args.worker_log.clone()),
         (
             "PAYRULES_STATE_URL".into(),
-            format!(
-                "sqlite://{}",
-                state_dir.join(format!("{name}.db")).display()
-            ),
+            match args.worker_state.as_str() {
+                "memory" => "memory:".to_string(),
+                _ => format!(
+                    "sqlite://{}",
+                    state_dir.join(format!("{name}.db")).display()
+                ),
+            },
         ),
         ("PAYRULES_GRACE_PERIOD".into(), grace.into()),
         (

@@ -71,6 +71,10 @@ pub struct Args {
     /// SQS: concurrent pollers, for both the bare consumer and the worker.
     #[arg(long, default_value_t = 4)]
     pub sqs_pollers: usize,
+    /// The workers' state store: `sqlite` (a file in a temp dir, the default deployment) or
+    /// `memory`.
+    #[arg(long, default_value = "sqlite")]
+    pub worker_state: String,
     /// `PAYRULES_LOG` of the workers.
     #[arg(long, default_value = "info")]
     pub worker_log: String,
@@ -103,6 +107,7 @@ fn main() {
             "latency_messages": args.latency_messages,
             "latency_rate": args.latency_rate,
             "sqs_pollers": args.sqs_pollers,
+            "worker_state": args.worker_state,
         },
     });
 

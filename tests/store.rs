@@ -315,3 +315,147 @@ async fn postgres_down_is_a_clear_retryable_error_and_passwords_are_not_shown() 
     );
     assert!(!text.contains("hunter2") && text.contains("****"), "{text}");
 }
+
+/// A TCP proxy in front of PostgreSQL that can be cut: "PostgreSQL down" as the worker sees
+/// it, without stopping the server other tests use.
+struct Proxy {
+    port: u16,
+    up: Arc<std::sync::atomic::AtomicBool>,
+    conns: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl Proxy {
+    async fn start() -> Self {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let up = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let conns: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
+        let (up2, conns2) = (up.clone(), conns.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    return;
+                };
+                if !up2.load(Ordering::SeqCst) {
+                    drop(client); // refused, as a server that is down
+                    continue;
+                }
+                let task = tokio::spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect("127.0.0.1:5432").await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+                conns2.lock().unwrap().push(task.abort_handle());
+            }
+        });
+        Self { port, up, conns }
+    }
+
+    fn down(&self) {
+        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
+        for c in self.conns.lock().unwrap().drain(..) {
+            c.abort();
+        }
+    }
+
+    fn up(&self) {
+        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Counts what would have been executed.
+#[derive(Default)]
+struct Recorder(std::sync::Mutex<Vec<String>>);
+
+#[async_trait::async_trait]
+impl payrules::effects::Executor for Recorder {
+    async fn execute(
+        &self,
+        action: &payrules::action::Action,
+    ) -> Result<payrules::effects::Effect, payrules::effects::EffectError> {
+        self.0.lock().unwrap().push(action.key.clone());
+        Ok(payrules::effects::Effect::applied("recorded"))
+    }
+}
+
+#[tokio::test]
+async fn postgres_going_down_mid_run_acks_nothing_until_effects_are_recorded() {
+    use payrules::config::WorkerSettings;
+    use payrules::process::Processor;
+    use payrules::rules::{Engine, Rules};
+    use payrules::source::MemorySource;
+    use payrules::view::StreamView;
+    use payrules::worker::Worker;
+
+    let direct = fresh_pg().await;
+    let db = direct.rsplit('/').next().unwrap().to_string();
+    let proxy = Proxy::start().await;
+    let store = Arc::new(
+        SqlStore::connect(
+            &format!("postgres://postgres@127.0.0.1:{}/{db}", proxy.port),
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap(),
+    );
+    let recorder = Arc::new(Recorder::default());
+    let mut rules = Rules::default();
+    // The run ends once no timer is pending: keep the grace period short.
+    rules.cancel.grace_period = Duration::from_secs(1);
+    let engine = Engine::new(Arc::new(StreamView::new()), store.clone(), rules);
+    let processor = Arc::new(Processor::new(engine, store.clone(), recorder.clone()));
+    let worker = Worker::new(
+        processor,
+        WorkerSettings {
+            concurrency: 1,
+            max_deliveries: 1000,
+            shutdown_timeout: Duration::from_secs(5),
+            retry_delay: Duration::from_millis(100),
+        },
+    );
+    let (source, handle) = MemorySource::new(Duration::from_secs(30));
+    let scenario = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/scenarios/01-authorized-then-order.jsonl");
+    let lines: Vec<String> = std::fs::read_to_string(scenario)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+
+    proxy.down();
+    for (i, l) in lines.iter().enumerate() {
+        handle.push(l.clone().into_bytes(), format!("line {}", i + 1));
+    }
+    handle.close();
+    let run =
+        tokio::spawn(async move { worker.run(Box::new(source), std::future::pending()).await });
+
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let during = handle.stats();
+    assert_eq!(
+        during.acked, 0,
+        "nothing is acked while the store is down: {during:?}"
+    );
+    assert!(during.nacked > 0, "messages are retried: {during:?}");
+    assert!(
+        recorder.0.lock().unwrap().is_empty(),
+        "no effect runs without its claim"
+    );
+
+    proxy.up();
+    let summary = tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("the worker finishes once the store is back")
+        .unwrap();
+    let after = handle.stats();
+    assert_eq!(after.acked, lines.len(), "{after:?} {summary:?}");
+    assert!(after.parked.is_empty());
+    let executed = recorder.0.lock().unwrap().clone();
+    assert_eq!(executed.len(), 1, "the release ran once: {executed:?}");
+    assert!(executed[0].starts_with("release:"));
+    assert_eq!(
+        store.ledger_status(&executed[0]).await.unwrap(),
+        Some(LedgerStatus::Done)
+    );
+}

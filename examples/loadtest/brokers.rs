@@ -545,7 +545,10 @@ pub async fn run(kind: Kind, args: &crate::Args) -> Value {
         &env,
         logs.join(format!("worker-{name}-latency.log")),
     );
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let idle_cpu0 = w.cpu_secs();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let idle_cpu_share = (w.cpu_secs() - idle_cpu0) / 3.0;
     assert!(
         w.exited().is_none(),
         "the worker exited; see {}",
@@ -675,6 +678,7 @@ pub async fn run(kind: Kind, args: &crate::Args) -> Value {
             "idle": idle_rss,
             "idle_peak": idle_hwm,
             "idle_anon": idle_anon,
+            "idle_cpu_share_of_one_core": idle_cpu_share,
             "idle_file_backed": idle_file,
             "peak_under_load": peak_mb,
             "peak_latency_phase": lat_peak,

@@ -738,6 +738,19 @@ mod tests {
     }
 
     #[test]
+    fn every_well_formed_fixture_takes_the_single_pass() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/messages");
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_file() {
+                let text = std::fs::read_to_string(&path).unwrap();
+                let typed = serde_json::from_str::<RawTyped<'_>>(&text);
+                assert!(typed.is_ok(), "{}: {:?}", path.display(), typed.err());
+            }
+        }
+    }
+
+    #[test]
     fn the_fast_path_decodes_exactly_like_the_two_pass_path() {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
         let mut inputs: Vec<Vec<u8>> = Vec::new();

@@ -39,6 +39,20 @@ fn settings(mock: &peers::Peer, checkout: &str) -> CommercetoolsSettings {
     }
 }
 
+/// Settings pointing every host at one HTTP stub.
+fn stub_settings(stub: &MockServer, secret: &str) -> CommercetoolsSettings {
+    CommercetoolsSettings {
+        project_key: PROJECT.into(),
+        client_id: "id".into(),
+        client_secret: Secret::new(secret),
+        auth_url: stub.uri(),
+        api_url: stub.uri(),
+        scopes: None,
+        checkout_url: stub.uri(),
+        timeout: Duration::from_secs(2),
+    }
+}
+
 fn client(mock: &peers::Peer, checkout: &str) -> CtpClient {
     CtpClient::with_retry(settings(mock, checkout), 3, Duration::from_millis(20)).unwrap()
 }
@@ -290,16 +304,7 @@ async fn a_409_rereads_redecides_and_retries_with_the_fresh_version() {
         .respond_with(ResponseTemplate::new(200).set_body_json(order(3, "Confirmed")))
         .mount(&stub)
         .await;
-    let s = CommercetoolsSettings {
-        project_key: PROJECT.into(),
-        client_id: "id".into(),
-        client_secret: Secret::new("s"),
-        auth_url: stub.uri(),
-        api_url: stub.uri(),
-        scopes: None,
-        checkout_url: stub.uri(),
-        timeout: Duration::from_secs(2),
-    };
+    let s = stub_settings(&stub, "s");
     let updater = OrderUpdater::new(
         CtpClient::new(s).unwrap(),
         OrderUpdate::ChangeOrderState {
@@ -618,16 +623,7 @@ async fn bad_credentials_are_a_clear_permanent_error_without_the_secret() {
         .respond_with(ResponseTemplate::new(401).set_body_json(json!({"statusCode": 401, "message": "Please provide valid client credentials", "errors": [{"code": "invalid_client"}]})))
         .mount(&stub)
         .await;
-    let mut s = CommercetoolsSettings {
-        project_key: PROJECT.into(),
-        client_id: "id".into(),
-        client_secret: Secret::new("super-secret-value"),
-        auth_url: stub.uri(),
-        api_url: stub.uri(),
-        scopes: None,
-        checkout_url: stub.uri(),
-        timeout: Duration::from_secs(2),
-    };
+    let s = stub_settings(&stub, "super-secret-value");
     let c = CtpClient::with_retry(s.clone(), 3, Duration::from_millis(10)).unwrap();
     let err = c.payment("p").await.unwrap_err();
     assert_eq!(err.retry, Retry::Never);
@@ -637,7 +633,6 @@ async fn bad_credentials_are_a_clear_permanent_error_without_the_secret() {
         "{text}"
     );
     assert!(!text.contains("super-secret-value"), "{text}");
-    s.client_secret = Secret::new("x");
 }
 
 #[tokio::test]
@@ -674,16 +669,7 @@ async fn a_401_refreshes_the_token_once_and_one_refresh_serves_many_callers() {
         )
         .mount(&stub)
         .await;
-    let s = CommercetoolsSettings {
-        project_key: PROJECT.into(),
-        client_id: "id".into(),
-        client_secret: Secret::new("s"),
-        auth_url: stub.uri(),
-        api_url: stub.uri(),
-        scopes: None,
-        checkout_url: stub.uri(),
-        timeout: Duration::from_secs(2),
-    };
+    let s = stub_settings(&stub, "s");
     let c = CtpClient::with_retry(s, 3, Duration::from_millis(10)).unwrap();
     let mut tasks = Vec::new();
     for _ in 0..10 {

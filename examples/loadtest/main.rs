@@ -91,6 +91,8 @@ pub struct Args {
 
 fn main() {
     let args = Args::parse();
+    // The peers' logs go there too, before the report is written.
+    std::fs::create_dir_all("target/loadtest").expect("creating target/loadtest");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

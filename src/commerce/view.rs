@@ -38,6 +38,10 @@ impl CommerceView for LiveView {
         self.client.order(id).await.map_err(view_error)
     }
 
+    fn reads_are_current(&self) -> bool {
+        true
+    }
+
     async fn order_for_payment(&self, payment_id: &str) -> Result<Option<Order>, ViewError> {
         self.client
             .order_for_payment(payment_id)

@@ -9,7 +9,7 @@ use tracing::debug;
 
 use crate::action::{Action, ActionKind, CancelReason, RuleName};
 use crate::message::{Body, Message, MessageType, NotificationType, Timestamp};
-use crate::model::{Money, Order, Payment, TransactionState, TransactionType};
+use crate::model::{Money, Order, OrderState, Payment, TransactionState, TransactionType};
 use crate::store::{LedgerStatus, Store, StoreError, Timer};
 use crate::view::{CommerceView, ViewError};
 
@@ -76,6 +76,51 @@ fn concern(m: &Message) -> Concern<'_> {
     }
 }
 
+/// Message types that change nothing any rule reads (custom states, interface ids,
+/// interactions, custom fields, returns).
+const INERT_TYPES: &[&str] = &[
+    "PaymentStatusStateTransition",
+    "PaymentStatusInterfaceCodeSet",
+    "PaymentInteractionAdded",
+    "PaymentInterfaceIdSet",
+    "PaymentTransactionInterfaceIdSet",
+    "OrderPaymentStateChanged",
+    "OrderShipmentStateChanged",
+    "OrderStateTransition",
+    "OrderCustomFieldAdded",
+    "OrderCustomFieldChanged",
+    "OrderCustomFieldRemoved",
+    "ReturnInfoAdded",
+    "ReturnInfoSet",
+];
+
+/// Whether the change a message announces can make an action due: a transaction reaching
+/// Success, an order appearing or gaining a payment, a state leaving Cancelled. A message
+/// that can only keep things as they are, or block (Pending, Failure, a cancelled order,
+/// interactions), cannot. Unknown types, change notifications and messages without their
+/// payload are assumed to enable.
+///
+/// Only sound for a view whose reads are current ([`CommerceView::reads_are_current`]):
+/// there, the message that announces an enabling change is itself evaluated against a state
+/// that already contains the change, whatever order the messages arrive in.
+fn can_enable(m: &Message, rules: &Rules) -> bool {
+    let enabling = |kind: TransactionType| {
+        kind == TransactionType::Authorization
+            || (rules.release.also_on_charge && kind == TransactionType::Charge)
+    };
+    match &m.body {
+        Body::PaymentCreated(p) => p
+            .transactions
+            .iter()
+            .any(|t| t.state == TransactionState::Success && enabling(t.kind)),
+        Body::TransactionAdded(t) => t.state == TransactionState::Success && enabling(t.kind),
+        Body::TransactionStateChanged { state, .. } => *state == TransactionState::Success,
+        Body::OrderStateChanged(state) => *state != OrderState::Cancelled,
+        Body::OrderSubStateChanged(_) | Body::PaymentStatusStateTransition { .. } => false,
+        _ => !INERT_TYPES.contains(&m.kind.as_str()),
+    }
+}
+
 /// The decision context: who caused it and the clock.
 struct Cause<'a> {
     message_id: Option<&'a str>,
@@ -118,10 +163,15 @@ impl Engine {
             at: now,
         };
         let mut actions = Vec::new();
+        if self.view.reads_are_current() && !can_enable(m, &self.rules) {
+            return Ok(actions);
+        }
         match concern(m) {
             Concern::Payment(pid) => self.payment_changed(pid, &cause, &mut actions).await?,
             Concern::Order(oid) => {
+                // A settled release needs no read of the order (our own update echoes back).
                 if self.rules.release.enabled
+                    && !self.settled(&Action::release_key(oid)).await?
                     && let Some(order) = self.view.order(oid).await?
                 {
                     actions.extend(self.evaluate_release(&order, None, &cause).await?);
@@ -186,7 +236,7 @@ impl Engine {
             && self.rules.release.is_authorized(&payment)
             && let Some(order) = self.view.order_for_payment(pid).await?
         {
-            actions.extend(self.evaluate_release(&order, Some(pid), cause).await?);
+            actions.extend(self.evaluate_release(&order, Some(&payment), cause).await?);
         }
         Ok(())
     }
@@ -209,10 +259,11 @@ impl Engine {
         ))
     }
 
+    /// `trigger` is the payment whose change caused the check, as just read (not read again).
     async fn evaluate_release(
         &self,
         order: &Order,
-        trigger: Option<&str>,
+        trigger: Option<&Payment>,
         cause: &Cause<'_>,
     ) -> Result<Option<Action>, EngineError> {
         let key = Action::release_key(&order.id);
@@ -222,7 +273,11 @@ impl Engine {
         let mut payments = Vec::new();
         let mut cancelled = Vec::new();
         for pid in order.payment_ids() {
-            if let Some(p) = self.view.payment(pid).await? {
+            let read = match trigger {
+                Some(t) if t.id == pid => Some(t.clone()),
+                _ => self.view.payment(pid).await?,
+            };
+            if let Some(p) = read {
                 if self.cancelled_by_us(pid).await? {
                     cancelled.push(pid.to_string());
                 }
@@ -234,7 +289,7 @@ impl Engine {
             order,
             &payments,
             |id| cancelled.iter().any(|c| c == id),
-            trigger,
+            trigger.map(|t| t.id.as_str()),
         );
         Ok(decision.map(|r| Action {
             action: ActionKind::ReleaseOrder,
@@ -297,4 +352,148 @@ fn authorized_money(p: &Payment) -> Option<Money> {
         fraction_digits: first.amount.fraction_digits,
         currency_code: currency,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::message::decode;
+    use crate::store::MemoryStore;
+    use crate::view::StreamView;
+
+    fn fixture(name: &str) -> Message {
+        let path = format!(
+            "{}/fixtures/messages/{name}.json",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        decode(&bytes).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    /// Edits a fixture's JSON before decoding it.
+    fn edited(name: &str, edit: impl FnOnce(&mut serde_json::Value)) -> Message {
+        let path = format!(
+            "{}/fixtures/messages/{name}.json",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        let mut v: serde_json::Value = serde_json::from_slice(&bytes).expect("fixture is JSON");
+        edit(&mut v);
+        decode(&serde_json::to_vec(&v).expect("serializes")).expect("decodes")
+    }
+
+    #[test]
+    fn only_changes_that_can_make_an_action_due_enable() {
+        let rules = Rules::default();
+        let enabling = [
+            fixture("PaymentTransactionStateChanged"), // → Success
+            edited("PaymentTransactionAdded", |v| {
+                v["transaction"]["type"] = "Authorization".into();
+                v["transaction"]["state"] = "Success".into();
+            }),
+            edited("PaymentCreated", |v| {
+                v["payment"]["transactions"][0]["state"] = "Success".into();
+            }),
+            fixture("OrderCreated"),
+            fixture("OrderImported"),
+            fixture("OrderPaymentAdded"),
+            fixture("OrderStateChanged"), // → Confirmed: may leave Cancelled
+            fixture("CheckoutPaymentAuthorized"),
+            fixture("CheckoutOrderCreationFailed"),
+            fixture("PayloadNotIncluded-PaymentTransactionStateChanged"),
+            fixture("ResourceCreated-payment"),
+            fixture("ResourceUpdated-order"),
+        ];
+        for m in &enabling {
+            assert!(can_enable(m, &rules), "{} should enable", m.kind);
+        }
+        let inert = [
+            fixture("PaymentCreated"),          // Authorization Pending
+            fixture("PaymentTransactionAdded"), // Charge Pending
+            edited("PaymentTransactionStateChanged", |v| {
+                v["state"] = "Failure".into()
+            }),
+            edited("PaymentTransactionAdded", |v| {
+                v["transaction"]["state"] = "Success".into(); // a Charge, not counted
+            }),
+            edited("OrderStateChanged", |v| {
+                v["orderState"] = "Cancelled".into()
+            }),
+            fixture("OrderPaymentStateChanged"),
+            fixture("OrderShipmentStateChanged"),
+            fixture("Other-PaymentInteractionAdded"),
+            fixture("PaymentStatusStateTransition"),
+        ];
+        for m in &inert {
+            assert!(!can_enable(m, &rules), "{} should not enable", m.kind);
+        }
+        // With charges counted, a successful Charge enables.
+        let mut on_charge = Rules::default();
+        on_charge.release.also_on_charge = true;
+        assert!(can_enable(&inert[3], &on_charge));
+    }
+
+    /// A [`StreamView`] that claims to be current and counts its reads.
+    struct CountingView {
+        inner: StreamView,
+        reads: AtomicUsize,
+        current: bool,
+    }
+
+    #[async_trait::async_trait]
+    impl CommerceView for CountingView {
+        async fn payment(&self, id: &str) -> Result<Option<Payment>, ViewError> {
+            self.reads.fetch_add(1, Ordering::Relaxed);
+            self.inner.payment(id).await
+        }
+        async fn order(&self, id: &str) -> Result<Option<Order>, ViewError> {
+            self.reads.fetch_add(1, Ordering::Relaxed);
+            self.inner.order(id).await
+        }
+        async fn order_for_payment(&self, id: &str) -> Result<Option<Order>, ViewError> {
+            self.reads.fetch_add(1, Ordering::Relaxed);
+            self.inner.order_for_payment(id).await
+        }
+        fn observe(&self, m: &Message) {
+            self.inner.observe(m);
+        }
+        fn reads_are_current(&self) -> bool {
+            self.current
+        }
+    }
+
+    #[tokio::test]
+    async fn a_current_view_is_not_read_for_messages_that_cannot_enable() {
+        let inert = [
+            fixture("PaymentCreated"),
+            fixture("Other-PaymentInteractionAdded"),
+            fixture("OrderPaymentStateChanged"),
+        ];
+        for current in [true, false] {
+            let view = Arc::new(CountingView {
+                inner: StreamView::new(),
+                reads: AtomicUsize::new(0),
+                current,
+            });
+            let engine = Engine::new(view.clone(), Arc::new(MemoryStore::new()), Rules::default());
+            for m in &inert {
+                let actions = engine
+                    .on_message(m, chrono::Utc::now())
+                    .await
+                    .expect("decides");
+                assert!(actions.is_empty());
+            }
+            let reads = view.reads.load(Ordering::Relaxed);
+            if current {
+                assert_eq!(reads, 0, "a current view needs no reads for inert messages");
+            } else {
+                assert!(
+                    reads >= inert.len(),
+                    "a stream view evaluates every message"
+                );
+            }
+        }
+    }
 }

@@ -67,6 +67,11 @@ const MAX_MESSAGE_ATTRIBUTES: usize = 10;
 const MAX_REASON_BYTES: usize = 1024;
 /// Delete calls in flight at once; more acks wait and go out in fuller batches.
 const MAX_DELETES_IN_FLIGHT: usize = 4;
+/// How long an ack waits for others to share its `DeleteMessageBatch` call. Messages are
+/// acked one by one as they finish; without the wait most calls would carry one or two
+/// entries, and each call costs the broker (and the SDK: signing, a request) as much as a
+/// full one. A few milliseconds later deletion changes nothing but the bill.
+const DELETE_LINGER: Duration = Duration::from_millis(10);
 /// Pause before the one retry of a whole delete call that failed transiently.
 const DELETE_RETRY_PAUSE: Duration = Duration::from_millis(200);
 /// Parking without a dead-letter queue, on a queue with a redrive policy: visible again after
@@ -735,7 +740,7 @@ async fn run_deleter(
             Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
             request = rx.recv(), if in_flight.len() < MAX_DELETES_IN_FLIGHT => match request {
                 Some(first) => {
-                    let batch = gather(first, &mut rx);
+                    let batch = gather(first, &mut rx, DELETE_LINGER).await;
                     in_flight.spawn(delete_batch(client.clone(), queue_url.clone(), batch));
                 }
                 None => break,
@@ -745,22 +750,30 @@ async fn run_deleter(
     }
     rx.close();
     while let Ok(first) = rx.try_recv() {
-        let batch = gather(first, &mut rx);
+        let batch = gather(first, &mut rx, Duration::ZERO).await;
         in_flight.spawn(delete_batch(client.clone(), queue_url.clone(), batch));
     }
     while in_flight.join_next().await.is_some() {}
 }
 
-/// `first` and whatever else is already queued, up to a batch.
-fn gather(
+/// `first` and whatever else arrives within `linger`, up to a batch.
+async fn gather(
     first: DeleteRequest,
     rx: &mut mpsc::UnboundedReceiver<DeleteRequest>,
+    linger: Duration,
 ) -> Vec<DeleteRequest> {
+    let deadline = tokio::time::Instant::now() + linger;
     let mut batch = vec![first];
     while batch.len() < MAX_BATCH {
         match rx.try_recv() {
             Ok(r) => batch.push(r),
-            Err(_) => break,
+            Err(mpsc::error::TryRecvError::Disconnected) => break,
+            Err(mpsc::error::TryRecvError::Empty) => {
+                match tokio::time::timeout_at(deadline, rx.recv()).await {
+                    Ok(Some(r)) => batch.push(r),
+                    Ok(None) | Err(_) => break,
+                }
+            }
         }
     }
     batch

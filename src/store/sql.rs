@@ -24,6 +24,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
+use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
 use super::{Claim, LedgerStatus, Store, StoreError, Timer};
@@ -38,6 +39,7 @@ const ROWS_PER_STATEMENT: usize = 500;
 /// Entries remembered per [`Known`] set before it is cleared.
 const KNOWN_MAX: usize = 100_000;
 
+#[derive(Clone)]
 enum Pool {
     Sqlite(SqlitePool),
     Postgres(PgPool),
@@ -103,6 +105,70 @@ fn pairs(rows: usize, numbered: bool) -> String {
         .join(", ")
 }
 
+/// Lookups of processed message ids wait at most for this many others to share a query.
+const LOOKUPS_PER_QUERY: usize = 64;
+
+/// One `is_processed` question and where its answer goes.
+type Lookup = (String, oneshot::Sender<Result<bool, StoreError>>);
+
+/// Answers `is_processed` questions in batches. Every new message asks once, so one point
+/// read each would be the store's busiest statement (and, on SQLite, a hand-off to the
+/// connection's thread and back per message). Questions that arrive while a query runs are
+/// answered together by the next one: `IN (…)` with a power-of-two number of placeholders
+/// (padded by repeating an id), so the few statement shapes stay prepared.
+async fn answer_lookups(pool: Pool, display: String, mut rx: mpsc::Receiver<Lookup>) {
+    let mut batch: Vec<Lookup> = Vec::with_capacity(LOOKUPS_PER_QUERY);
+    while rx.recv_many(&mut batch, LOOKUPS_PER_QUERY).await > 0 {
+        let ids: Vec<&str> = batch.iter().map(|(id, _)| id.as_str()).collect();
+        let answer = processed_among(&pool, &ids)
+            .await
+            .map_err(|e| err("reading processed message ids", &display, e));
+        for (id, reply) in batch.drain(..) {
+            // The asker may have gone (shutdown); nothing to do then.
+            let _ = reply.send(match &answer {
+                Ok(found) => Ok(found.contains(&id)),
+                Err(e) => Err(e.clone()),
+            });
+        }
+    }
+}
+
+/// Which of `ids` are processed and not expired.
+async fn processed_among(pool: &Pool, ids: &[&str]) -> Result<HashSet<String>, sqlx::Error> {
+    let slots = ids.len().next_power_of_two();
+    let numbered = matches!(pool, Pool::Postgres(_));
+    let list = (1..=slots)
+        .map(|i| {
+            if numbered {
+                format!("${i}")
+            } else {
+                "?".to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
+        "SELECT message_id FROM processed WHERE expires_at >= {} AND message_id IN ({list})",
+        if numbered {
+            format!("${}", slots + 1)
+        } else {
+            "?".to_string()
+        }
+    );
+    let now = now_ms();
+    let padded = ids.iter().chain(std::iter::repeat(&ids[0])).take(slots);
+    // Only placeholders are generated; the ids are bound. The expiry comes last so that the
+    // SQLite `?`s and the PostgreSQL `$n`s bind in the same order.
+    let rows: Vec<String> = on_pool!(pool, |p| {
+        let mut q = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.clone()));
+        for id in padded.clone() {
+            q = q.bind(*id);
+        }
+        q.bind(now).fetch_all(p).await
+    })?;
+    Ok(rows.into_iter().collect())
+}
+
 /// The durable store.
 pub struct SqlStore {
     /// The connection pool.
@@ -115,8 +181,13 @@ pub struct SqlStore {
     buffer: Arc<Mutex<Buffer>>,
     /// Settled keys and scheduled payments already seen.
     known: Mutex<Known>,
+    /// One flush at a time: a full buffer seen by many finishing messages at once must cost one
+    /// write, not one each (they would all write the same rows).
+    flushing: tokio::sync::Mutex<()>,
     /// Where the store lives, for messages (never the password).
     display: String,
+    /// Questions for the batching lookup task ([`answer_lookups`]); it ends with the store.
+    lookups: mpsc::Sender<Lookup>,
 }
 
 fn ms(t: Timestamp) -> i64 {
@@ -197,6 +268,8 @@ impl SqlStore {
                 .map_err(|e| err("migrating the PostgreSQL state store", &display, e))?;
             Pool::Postgres(pool)
         };
+        let (lookups, questions) = mpsc::channel(LOOKUPS_PER_QUERY * 4);
+        tokio::spawn(answer_lookups(pool.clone(), display.clone(), questions));
         let owner = format!(
             "{}-{}-{:08x}",
             std::env::var("HOSTNAME").unwrap_or_else(|_| "payrules".into()),
@@ -209,6 +282,8 @@ impl SqlStore {
             lease,
             buffer: Arc::new(Mutex::new(Buffer::default())),
             known: Mutex::new(Known::default()),
+            flushing: tokio::sync::Mutex::new(()),
+            lookups,
             display,
         };
         // A write proves the store is writable now, not at the first message.
@@ -301,7 +376,47 @@ impl SqlStore {
             let b = self.buffer();
             b.processed.len() + b.sequences.len() >= BATCH
         };
-        if full { self.flush().await } else { Ok(()) }
+        if !full {
+            return Ok(());
+        }
+        // A flush in flight takes these entries, or the next one will.
+        match self.flushing.try_lock() {
+            Ok(guard) => self.flush_locked(guard).await,
+            Err(_) => Ok(()),
+        }
+    }
+
+    /// Writes what is buffered; the caller holds the flush lock.
+    async fn flush_locked(
+        &self,
+        _guard: tokio::sync::MutexGuard<'_, ()>,
+    ) -> Result<(), StoreError> {
+        let (processed, sequences) = {
+            let b = self.buffer();
+            (
+                b.processed.iter().cloned().collect::<Vec<_>>(),
+                b.sequences
+                    .iter()
+                    .map(|(k, v)| (k.clone(), *v))
+                    .collect::<Vec<_>>(),
+            )
+        };
+        if processed.is_empty() && sequences.is_empty() {
+            return Ok(());
+        }
+        self.write_batch(processed.clone(), sequences.clone())
+            .await?;
+        // Only what was written leaves the buffer; newer entries stay.
+        let mut b = self.buffer();
+        for id in &processed {
+            b.processed.remove(id);
+        }
+        for (rid, seq) in &sequences {
+            if b.sequences.get(rid) == Some(seq) {
+                b.sequences.remove(rid);
+            }
+        }
+        Ok(())
     }
 
     /// Starts a background task that flushes the buffer every `every` (and purges expired ids
@@ -520,14 +635,18 @@ impl Store for SqlStore {
         if self.buffer().processed.contains(message_id) {
             return Ok(true);
         }
-        let hit: Option<i64> = on_pool!(&self.pool, |p| sqlx::query_scalar(
-            "SELECT expires_at FROM processed WHERE message_id = $1"
-        )
-        .bind(message_id)
-        .fetch_optional(p)
-        .await)
-        .map_err(|e| self.fail("reading processed message ids", e))?;
-        Ok(hit.is_some_and(|exp| exp >= now_ms()))
+        let (reply, answer) = oneshot::channel();
+        let gone = || {
+            StoreError(format!(
+                "the processed-id lookup task of {} stopped",
+                self.display
+            ))
+        };
+        self.lookups
+            .send((message_id.to_string(), reply))
+            .await
+            .map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
     }
 
     async fn mark_processed(&self, message_id: &str) -> Result<(), StoreError> {
@@ -560,31 +679,7 @@ impl Store for SqlStore {
     }
 
     async fn flush(&self) -> Result<(), StoreError> {
-        let (processed, sequences) = {
-            let b = self.buffer();
-            (
-                b.processed.iter().cloned().collect::<Vec<_>>(),
-                b.sequences
-                    .iter()
-                    .map(|(k, v)| (k.clone(), *v))
-                    .collect::<Vec<_>>(),
-            )
-        };
-        if processed.is_empty() && sequences.is_empty() {
-            return Ok(());
-        }
-        self.write_batch(processed.clone(), sequences.clone())
-            .await?;
-        // Only what was written leaves the buffer; newer entries stay.
-        let mut b = self.buffer();
-        for id in &processed {
-            b.processed.remove(id);
-        }
-        for (rid, seq) in &sequences {
-            if b.sequences.get(rid) == Some(seq) {
-                b.sequences.remove(rid);
-            }
-        }
-        Ok(())
+        let guard = self.flushing.lock().await;
+        self.flush_locked(guard).await
     }
 }

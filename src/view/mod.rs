@@ -49,4 +49,12 @@ pub trait CommerceView: Send + Sync {
     /// Sees every decoded message before the rules run. A view built from the stream learns
     /// from it; a live view has nothing to learn and ignores it.
     fn observe(&self, _message: &Message) {}
+
+    /// Whether every read returns the current state (the live API), so a message that only
+    /// keeps or blocks an action needs no re-evaluation. A view built from the stream is not:
+    /// a late message can complete what an earlier one announced, so it evaluates on every
+    /// message.
+    fn reads_are_current(&self) -> bool {
+        false
+    }
 }

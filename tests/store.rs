@@ -459,3 +459,86 @@ async fn postgres_going_down_mid_run_acks_nothing_until_effects_are_recorded() {
         Some(LedgerStatus::Done)
     );
 }
+
+#[tokio::test]
+async fn a_second_worker_on_the_same_sqlite_file_is_refused_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = sqlite_url(&dir);
+    let first = SqlStore::connect(&url, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let second = SqlStore::connect(&url, Duration::from_secs(60)).await;
+    let text = second
+        .err()
+        .expect("the file is locked by the first worker")
+        .to_string();
+    assert!(
+        text.contains("another payrules worker holds this file") && text.contains("PostgreSQL"),
+        "{text}"
+    );
+    // The first one is unaffected, and once it is gone the file opens again.
+    assert_eq!(first.claim("release:o1").await.unwrap(), Claim::Acquired);
+    drop(first);
+    let again = SqlStore::connect(&url, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(
+        again.ledger_status("release:o1").await.unwrap(),
+        Some(LedgerStatus::Claimed)
+    );
+}
+
+/// Many reads at once share queries; each must still get its own answer.
+async fn concurrent_reads_get_their_own_answers(store: Arc<SqlStore>) {
+    for i in 0..100 {
+        store.mark_processed(&format!("m{i}")).await.unwrap();
+        if i % 3 == 0 {
+            assert_eq!(
+                store.claim(&format!("cancel:p{i}")).await.unwrap(),
+                Claim::Acquired
+            );
+        }
+        if i % 5 == 0 {
+            store
+                .settle(&format!("release:o{i}"), LedgerStatus::Done)
+                .await
+                .unwrap();
+        }
+    }
+    store.flush().await.unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..200 {
+        let store = store.clone();
+        tasks.spawn(async move {
+            let seen = store.is_processed(&format!("m{i}")).await.unwrap();
+            assert_eq!(seen, i < 100, "m{i}");
+            let cancel = store.ledger_status(&format!("cancel:p{i}")).await.unwrap();
+            let want = (i < 100 && i % 3 == 0).then_some(LedgerStatus::Claimed);
+            assert_eq!(cancel, want, "cancel:p{i}");
+            let release = store.ledger_status(&format!("release:o{i}")).await.unwrap();
+            let want = (i < 100 && i % 5 == 0).then_some(LedgerStatus::Done);
+            assert_eq!(release, want, "release:o{i}");
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_reads_get_their_own_answers_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqlStore::connect(&sqlite_url(&dir), Duration::from_secs(60))
+        .await
+        .unwrap();
+    concurrent_reads_get_their_own_answers(Arc::new(store)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_reads_get_their_own_answers_on_postgres() {
+    let url = fresh_pg().await;
+    let store = SqlStore::connect(&url, Duration::from_secs(60))
+        .await
+        .unwrap();
+    concurrent_reads_get_their_own_answers(Arc::new(store)).await;
+}

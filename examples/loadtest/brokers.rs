@@ -344,6 +344,10 @@ fn stub_env(
         ),
         ("PAYRULES_GRACE_PERIOD".into(), grace.into()),
         (
+            "PAYRULES_CONCURRENCY".into(),
+            args.worker_concurrency.to_string(),
+        ),
+        (
             "PAYRULES_RELEASE_WEBHOOK_URL".into(),
             format!("{url}/webhook"),
         ),

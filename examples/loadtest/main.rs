@@ -75,6 +75,9 @@ pub struct Args {
     /// `memory`.
     #[arg(long, default_value = "sqlite")]
     pub worker_state: String,
+    /// `PAYRULES_CONCURRENCY` of the workers (messages in flight); the default is payrules' own.
+    #[arg(long, default_value_t = 32)]
+    pub worker_concurrency: usize,
     /// `PAYRULES_LOG` of the workers.
     #[arg(long, default_value = "info")]
     pub worker_log: String,
@@ -110,6 +113,7 @@ fn main() {
             "latency_rate": args.latency_rate,
             "sqs_pollers": args.sqs_pollers,
             "worker_state": args.worker_state,
+            "worker_concurrency": args.worker_concurrency,
         },
     });
 

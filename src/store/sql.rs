@@ -22,7 +22,8 @@ use chrono::{DateTime, Utc};
 use sqlx::Row;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqliteLockingMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
 };
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
@@ -65,20 +66,37 @@ struct Buffer {
 /// again on every message: keys settled for good (`done`, `failed` rows are never updated or
 /// deleted) and payments that have had a timer (timer rows are never deleted). Every replica
 /// may keep its own copy. Bounded: a full set is cleared, which only costs a read.
+///
+/// With SQLite the file is this process' alone (an exclusive lock), so what the ledger holds
+/// for a key can also be remembered while it is absent or claimed (`unsettled`): nobody else
+/// can change it. Every write here updates it; a release, whose effect depends on the row's
+/// owner, forgets the key instead.
 #[derive(Default)]
 struct Known {
     settled: HashMap<String, LedgerStatus>,
     scheduled: HashSet<String>,
+    unsettled: HashMap<String, Option<LedgerStatus>>,
+    /// Counts ledger writes: a read that overlapped one does not remember what it saw.
+    writes: u64,
 }
 
 impl Known {
     fn settle(&mut self, key: &str, status: LedgerStatus) {
         if matches!(status, LedgerStatus::Done | LedgerStatus::Failed) {
+            self.unsettled.remove(key);
             if self.settled.len() >= KNOWN_MAX {
                 self.settled.clear();
             }
             self.settled.insert(key.to_string(), status);
         }
+    }
+
+    /// Only for a sole writer (see [`Known`]).
+    fn unsettled(&mut self, key: &str, status: Option<LedgerStatus>) {
+        if self.unsettled.len() >= KNOWN_MAX {
+            self.unsettled.clear();
+        }
+        self.unsettled.insert(key.to_string(), status);
     }
 
     fn scheduled(&mut self, payment_id: &str) {
@@ -105,39 +123,91 @@ fn pairs(rows: usize, numbered: bool) -> String {
         .join(", ")
 }
 
-/// Lookups of processed message ids wait at most for this many others to share a query.
+/// Questions that share one query at most.
 const LOOKUPS_PER_QUERY: usize = 64;
 
-/// One `is_processed` question and where its answer goes.
-type Lookup = (String, oneshot::Sender<Result<bool, StoreError>>);
+/// A read the lookup task answers, and where its answer goes.
+enum Lookup {
+    /// Is this message id processed (and not expired)?
+    Processed(String, oneshot::Sender<Result<bool, StoreError>>),
+    /// What does the ledger hold for this key?
+    Ledger(
+        String,
+        oneshot::Sender<Result<Option<LedgerStatus>, StoreError>>,
+    ),
+}
 
-/// Answers `is_processed` questions in batches. Every new message asks once, so one point
-/// read each would be the store's busiest statement (and, on SQLite, a hand-off to the
-/// connection's thread and back per message). Questions that arrive while a query runs are
-/// answered together by the next one: `IN (…)` with a power-of-two number of placeholders
-/// (padded by repeating an id), so the few statement shapes stay prepared.
+/// Answers point reads in batches. Every new message asks whether it was processed, and every
+/// decision asks the ledger about keys never seen before; one statement each would make them
+/// the store's busiest statements (and, on SQLite, a hand-off to the connection's thread and
+/// back per read). Questions that arrive while a query runs are answered together by the
+/// next one: `IN (…)` with a power-of-two number of placeholders (padded by repeating a
+/// value), so the few statement shapes stay prepared.
 async fn answer_lookups(pool: Pool, display: String, mut rx: mpsc::Receiver<Lookup>) {
     let mut batch: Vec<Lookup> = Vec::with_capacity(LOOKUPS_PER_QUERY);
     while rx.recv_many(&mut batch, LOOKUPS_PER_QUERY).await > 0 {
-        let ids: Vec<&str> = batch.iter().map(|(id, _)| id.as_str()).collect();
-        let answer = processed_among(&pool, &ids)
+        let mut ids = Vec::new();
+        let mut keys = Vec::new();
+        for q in &batch {
+            match q {
+                Lookup::Processed(id, _) => ids.push(id.as_str()),
+                Lookup::Ledger(key, _) => keys.push(key.as_str()),
+            }
+        }
+        let fail = |e: sqlx::Error| err("reading the state store", &display, e);
+        let processed = if ids.is_empty() {
+            Ok(HashMap::new())
+        } else {
+            among(
+                &pool,
+                "SELECT message_id, '' FROM processed WHERE expires_at >= {now} AND message_id IN ({list})",
+                &ids,
+            )
             .await
-            .map_err(|e| err("reading processed message ids", &display, e));
-        for (id, reply) in batch.drain(..) {
+            .map_err(fail)
+        };
+        let ledger = if keys.is_empty() {
+            Ok(HashMap::new())
+        } else {
+            among(
+                &pool,
+                "SELECT key, status FROM ledger WHERE key IN ({list})",
+                &keys,
+            )
+            .await
+            .map_err(fail)
+        };
+        for q in batch.drain(..) {
             // The asker may have gone (shutdown); nothing to do then.
-            let _ = reply.send(match &answer {
-                Ok(found) => Ok(found.contains(&id)),
-                Err(e) => Err(e.clone()),
-            });
+            match q {
+                Lookup::Processed(id, reply) => {
+                    let _ = reply.send(processed.clone().map(|found| found.contains_key(&id)));
+                }
+                Lookup::Ledger(key, reply) => {
+                    let _ = reply.send(
+                        ledger
+                            .clone()
+                            .map(|found| found.get(&key).map(|s| status_of(s))),
+                    );
+                }
+            }
         }
     }
 }
 
-/// Which of `ids` are processed and not expired.
-async fn processed_among(pool: &Pool, ids: &[&str]) -> Result<HashSet<String>, sqlx::Error> {
-    let slots = ids.len().next_power_of_two();
+/// Runs `template` (two text columns: the value asked about and an answer) with `{list}`
+/// replaced by placeholders for `values` and `{now}` by one for the current time.
+async fn among(
+    pool: &Pool,
+    template: &str,
+    values: &[&str],
+) -> Result<HashMap<String, String>, sqlx::Error> {
+    let slots = values.len().next_power_of_two();
     let numbered = matches!(pool, Pool::Postgres(_));
-    let list = (1..=slots)
+    let uses_now = template.contains("{now}");
+    // `{now}` comes first in the statement, so it is parameter 1.
+    let first = usize::from(uses_now) + 1;
+    let list = (first..first + slots)
         .map(|i| {
             if numbered {
                 format!("${i}")
@@ -147,24 +217,24 @@ async fn processed_among(pool: &Pool, ids: &[&str]) -> Result<HashSet<String>, s
         })
         .collect::<Vec<_>>()
         .join(", ");
-    let sql = format!(
-        "SELECT message_id FROM processed WHERE expires_at >= {} AND message_id IN ({list})",
-        if numbered {
-            format!("${}", slots + 1)
-        } else {
-            "?".to_string()
-        }
-    );
+    let sql = template
+        .replace("{now}", if numbered { "$1" } else { "?" })
+        .replace("{list}", &list);
     let now = now_ms();
-    let padded = ids.iter().chain(std::iter::repeat(&ids[0])).take(slots);
-    // Only placeholders are generated; the ids are bound. The expiry comes last so that the
-    // SQLite `?`s and the PostgreSQL `$n`s bind in the same order.
-    let rows: Vec<String> = on_pool!(pool, |p| {
-        let mut q = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.clone()));
-        for id in padded.clone() {
-            q = q.bind(*id);
+    let padded = values
+        .iter()
+        .chain(std::iter::repeat(&values[0]))
+        .take(slots);
+    // Only placeholders are generated; the values are bound.
+    let rows: Vec<(String, String)> = on_pool!(pool, |p| {
+        let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()));
+        if uses_now {
+            q = q.bind(now);
         }
-        q.bind(now).fetch_all(p).await
+        for v in padded.clone() {
+            q = q.bind(*v);
+        }
+        q.fetch_all(p).await
     })?;
     Ok(rows.into_iter().collect())
 }
@@ -207,6 +277,18 @@ fn err(what: &str, display: &str, e: impl std::fmt::Display) -> StoreError {
 }
 
 /// The URL without its password.
+/// Names the likely cause of SQLite's "database is locked" at start.
+fn locked_hint(e: impl std::fmt::Display) -> String {
+    let text = e.to_string();
+    if text.contains("database is locked") {
+        format!(
+            "{text} (another payrules worker holds this file; a SQLite state store serves one worker, replicas need PostgreSQL)"
+        )
+    } else {
+        text
+    }
+}
+
 fn redact(url: &str) -> String {
     match url.split_once("://") {
         Some((scheme, rest)) => match rest.rsplit_once('@') {
@@ -241,17 +323,24 @@ impl SqlStore {
                 .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Normal)
+                // The file belongs to one worker (replicas share PostgreSQL): an exclusive lock,
+                // held by one connection for the process' life, keeps a second worker out and
+                // spares every statement the file locking and the page-cache revalidation that
+                // sharing needs. A second worker fails at start (after the busy timeout).
+                .locking_mode(SqliteLockingMode::Exclusive)
                 .busy_timeout(Duration::from_secs(5));
             let pool = SqlitePoolOptions::new()
-                .max_connections(4)
+                .max_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None)
                 .acquire_timeout(Duration::from_secs(10))
                 .connect_with(opts)
                 .await
-                .map_err(|e| err("opening the SQLite state store", &display, e))?;
+                .map_err(|e| err("opening the SQLite state store", &display, locked_hint(e)))?;
             sqlx::migrate!("migrations/sqlite")
                 .run(&pool)
                 .await
-                .map_err(|e| err("migrating the SQLite state store", &display, e))?;
+                .map_err(|e| err("migrating the SQLite state store", &display, locked_hint(e)))?;
             Pool::Sqlite(pool)
         } else {
             let opts = PgConnectOptions::from_str(url)
@@ -306,6 +395,22 @@ impl SqlStore {
 
     fn known(&self) -> MutexGuard<'_, Known> {
         self.known.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn ask(&self, question: Lookup) -> Result<(), StoreError> {
+        self.lookups
+            .send(question)
+            .await
+            .map_err(|_| self.lookups_gone())
+    }
+
+    fn lookups_gone(&self) -> StoreError {
+        StoreError(format!("the lookup task of {} stopped", self.display))
+    }
+
+    /// Whether no one else writes this database (SQLite, locked exclusively).
+    fn sole_writer(&self) -> bool {
+        matches!(self.pool, Pool::Sqlite(_))
     }
 
     fn fail(&self, what: &str, e: sqlx::Error) -> StoreError {
@@ -445,19 +550,28 @@ impl SqlStore {
 #[async_trait]
 impl Store for SqlStore {
     async fn ledger_status(&self, key: &str) -> Result<Option<LedgerStatus>, StoreError> {
-        if let Some(status) = self.known().settled.get(key) {
-            return Ok(Some(*status));
-        }
-        let row: Option<String> = on_pool!(&self.pool, |p| sqlx::query_scalar(
-            "SELECT status FROM ledger WHERE key = $1"
-        )
-        .bind(key)
-        .fetch_optional(p)
-        .await)
-        .map_err(|e| self.fail("reading the ledger", e))?;
-        let status = row.as_deref().map(status_of);
-        if let Some(s) = status {
-            self.known().settle(key, s);
+        let writes = {
+            let known = self.known();
+            if let Some(status) = known.settled.get(key) {
+                return Ok(Some(*status));
+            }
+            if let Some(status) = known.unsettled.get(key) {
+                return Ok(*status);
+            }
+            known.writes
+        };
+        let (reply, answer) = oneshot::channel();
+        self.ask(Lookup::Ledger(key.to_string(), reply)).await?;
+        let status = answer.await.map_err(|_| self.lookups_gone())??;
+        match status {
+            Some(s @ (LedgerStatus::Done | LedgerStatus::Failed)) => self.known().settle(key, s),
+            unsettled if self.sole_writer() => {
+                let mut known = self.known();
+                if known.writes == writes {
+                    known.unsettled(key, unsettled);
+                }
+            }
+            _ => {}
         }
         Ok(status)
     }
@@ -483,8 +597,15 @@ impl Store for SqlStore {
         .await)
         .map_err(|e| self.fail("claiming an action", e))?;
         if won.is_some() {
+            let mut known = self.known();
+            known.writes += 1;
+            if self.sole_writer() {
+                known.unsettled(key, Some(LedgerStatus::Claimed));
+            }
             return Ok(Claim::Acquired);
         }
+        // Someone holds it: what we remembered may predate that.
+        self.known().unsettled.remove(key);
         match self.ledger_status(key).await? {
             Some(status) => Ok(Claim::Exists(status)),
             // Deleted in between (a release): try once more later.
@@ -511,12 +632,18 @@ impl Store for SqlStore {
         .await
         .map(|_| ()))
         .map_err(|e| self.fail("recording an action's outcome", e))?;
-        self.known().settle(key, status);
+        match status {
+            LedgerStatus::Claimed if self.sole_writer() => {
+                self.known().unsettled(key, Some(status))
+            }
+            LedgerStatus::Claimed => {}
+            settled => self.known().settle(key, settled),
+        }
         Ok(())
     }
 
     async fn release(&self, key: &str) -> Result<(), StoreError> {
-        on_pool!(&self.pool, |p| sqlx::query(
+        let result = on_pool!(&self.pool, |p| sqlx::query(
             "DELETE FROM ledger WHERE key = $1 AND status = 'claimed' AND owner = $2"
         )
         .bind(key)
@@ -524,7 +651,12 @@ impl Store for SqlStore {
         .execute(p)
         .await
         .map(|_| ()))
-        .map_err(|e| self.fail("releasing a claim", e))
+        .map_err(|e| self.fail("releasing a claim", e));
+        // Deleted only if the claim was ours: the row's fate is not known here.
+        let mut known = self.known();
+        known.unsettled.remove(key);
+        known.writes += 1;
+        result
     }
 
     async fn schedule(&self, timer: Timer) -> Result<bool, StoreError> {
@@ -636,17 +768,9 @@ impl Store for SqlStore {
             return Ok(true);
         }
         let (reply, answer) = oneshot::channel();
-        let gone = || {
-            StoreError(format!(
-                "the processed-id lookup task of {} stopped",
-                self.display
-            ))
-        };
-        self.lookups
-            .send((message_id.to_string(), reply))
-            .await
-            .map_err(|_| gone())?;
-        answer.await.map_err(|_| gone())?
+        self.ask(Lookup::Processed(message_id.to_string(), reply))
+            .await?;
+        answer.await.map_err(|_| self.lookups_gone())?
     }
 
     async fn mark_processed(&self, message_id: &str) -> Result<(), StoreError> {

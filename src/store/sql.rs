@@ -277,16 +277,30 @@ fn err(what: &str, display: &str, e: impl std::fmt::Display) -> StoreError {
 }
 
 /// The URL without its password.
-/// Names the likely cause of SQLite's "database is locked" at start.
-fn locked_hint(e: impl std::fmt::Display) -> String {
+/// Names the likely cause of SQLite's terse errors at start: "database is locked" (another
+/// worker) and "disk I/O error" (with an exclusive lock, what a read-only file or directory
+/// gives: the write-ahead log cannot be created).
+fn open_hint(e: impl std::fmt::Display, file: &std::path::Path) -> String {
     let text = e.to_string();
     if text.contains("database is locked") {
         format!(
             "{text} (another payrules worker holds this file; a SQLite state store serves one worker, replicas need PostgreSQL)"
         )
+    } else if text.contains("I/O error") && !writable(file) {
+        format!("{text} (the file or its directory is readonly: the state store must be writable)")
     } else {
         text
     }
+}
+
+/// Whether the file (if it exists) can be opened for writing and a file created beside it.
+fn writable(file: &std::path::Path) -> bool {
+    let file_ok = !file.exists() || std::fs::OpenOptions::new().write(true).open(file).is_ok();
+    let mut probe = file.as_os_str().to_owned();
+    probe.push(format!("-probe-{}", std::process::id()));
+    let dir_ok = std::fs::File::create(&probe).is_ok();
+    let _ = std::fs::remove_file(&probe);
+    file_ok && dir_ok
 }
 
 fn redact(url: &str) -> String {
@@ -329,6 +343,7 @@ impl SqlStore {
                 // sharing needs. A second worker fails at start (after the busy timeout).
                 .locking_mode(SqliteLockingMode::Exclusive)
                 .busy_timeout(Duration::from_secs(5));
+            let file = opts.get_filename().to_path_buf();
             let pool = SqlitePoolOptions::new()
                 .max_connections(1)
                 .idle_timeout(None)
@@ -336,11 +351,23 @@ impl SqlStore {
                 .acquire_timeout(Duration::from_secs(10))
                 .connect_with(opts)
                 .await
-                .map_err(|e| err("opening the SQLite state store", &display, locked_hint(e)))?;
+                .map_err(|e| {
+                    err(
+                        "opening the SQLite state store",
+                        &display,
+                        open_hint(e, &file),
+                    )
+                })?;
             sqlx::migrate!("migrations/sqlite")
                 .run(&pool)
                 .await
-                .map_err(|e| err("migrating the SQLite state store", &display, locked_hint(e)))?;
+                .map_err(|e| {
+                    err(
+                        "migrating the SQLite state store",
+                        &display,
+                        open_hint(e, &file),
+                    )
+                })?;
             Pool::Sqlite(pool)
         } else {
             let opts = PgConnectOptions::from_str(url)

@@ -276,7 +276,6 @@ fn err(what: &str, display: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError(format!("{what} ({display}): {e}"))
 }
 
-/// The URL without its password.
 /// Names the likely cause of SQLite's terse errors at start: "database is locked" (another
 /// worker) and "disk I/O error" (with an exclusive lock, what a read-only file or directory
 /// gives: the write-ahead log cannot be created).
@@ -303,6 +302,7 @@ fn writable(file: &std::path::Path) -> bool {
     file_ok && dir_ok
 }
 
+/// The URL without its password.
 fn redact(url: &str) -> String {
     match url.split_once("://") {
         Some((scheme, rest)) => match rest.rsplit_once('@') {

@@ -82,6 +82,11 @@ impl Processor {
         &self.store
     }
 
+    /// See [`Engine::is_inert`].
+    pub fn is_inert(&self, m: &Message) -> bool {
+        self.engine.is_inert(m)
+    }
+
     /// Handles one message at clock `now`; returns the actions executed.
     ///
     /// # Errors

@@ -248,6 +248,12 @@ async fn handle(
         return;
     }
     let id = message.id.as_deref().unwrap_or("-");
+    if processor.is_inert(&message) {
+        // Nothing to decide, so nothing to deduplicate or remember either.
+        debug!(message_id = id, kind = %message.kind, origin = %delivery.origin, "cannot make an action due; acked");
+        ack(delivery, stats).await;
+        return;
+    }
     if let Some(mid) = &message.id {
         match store.is_processed(mid).await {
             Ok(true) => {

@@ -148,6 +148,14 @@ impl Engine {
         &self.rules
     }
 
+    /// Whether the message can make no action due, so handling it changes nothing: the view
+    /// learns nothing from it (its reads are current) and it announces no enabling change.
+    /// The worker acks such a message without asking the store whether it saw it before —
+    /// most of a stream is such messages, and for them the lookup was the only work.
+    pub fn is_inert(&self, m: &Message) -> bool {
+        self.view.reads_are_current() && !can_enable(m, &self.rules)
+    }
+
     /// Shows the message to the view, then re-evaluates what it concerns at clock `now`.
     ///
     /// # Errors
@@ -163,7 +171,7 @@ impl Engine {
             at: now,
         };
         let mut actions = Vec::new();
-        if self.view.reads_are_current() && !can_enable(m, &self.rules) {
+        if self.is_inert(m) {
             return Ok(actions);
         }
         match concern(m) {

@@ -488,7 +488,8 @@ async fn a_second_worker_on_the_same_sqlite_file_is_refused_clearly() {
     );
 }
 
-/// Many reads at once share queries; each must still get its own answer.
+/// Many reads (and timer inserts) at once share statements; each must still get its own
+/// answer.
 async fn concurrent_reads_get_their_own_answers(store: Arc<SqlStore>) {
     for i in 0..100 {
         store.mark_processed(&format!("m{i}")).await.unwrap();
@@ -522,6 +523,41 @@ async fn concurrent_reads_get_their_own_answers(store: Arc<SqlStore>) {
     }
     while let Some(r) = tasks.join_next().await {
         r.unwrap();
+    }
+
+    // Timer inserts share statements too: of two tasks scheduling one payment at once,
+    // exactly one is told the timer is new, and every payment ends up with one timer.
+    for i in 0..50 {
+        assert!(store.schedule(timer(i, 0)).await.unwrap());
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..200 {
+        let store = store.clone();
+        tasks.spawn(async move { (i % 100, store.schedule(timer(i % 100, i)).await.unwrap()) });
+    }
+    let mut new = vec![0; 100];
+    while let Some(r) = tasks.join_next().await {
+        let (p, was_new) = r.unwrap();
+        new[p] += usize::from(was_new);
+    }
+    for (p, n) in new.iter().enumerate() {
+        assert_eq!(
+            *n,
+            usize::from(p >= 50),
+            "p{p}: times told the timer was new"
+        );
+    }
+    let due = store.take_due(at(1_000), 1_000).await.unwrap();
+    let mut ids: Vec<_> = due.iter().map(|t| t.payment_id.clone()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!((due.len(), ids.len()), (100, 100), "one timer per payment");
+}
+
+fn timer(payment: usize, due_secs: usize) -> Timer {
+    Timer {
+        payment_id: format!("p{payment}"),
+        due: at(due_secs as i64),
     }
 }
 

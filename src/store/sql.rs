@@ -135,25 +135,43 @@ enum Lookup {
         String,
         oneshot::Sender<Result<Option<LedgerStatus>, StoreError>>,
     ),
+    /// Store a pending timer for this payment (due, in ms) unless it ever had one; answers
+    /// whether it was new. A write, answered only once it is committed.
+    Schedule(String, i64, oneshot::Sender<Result<bool, StoreError>>),
 }
 
-/// Answers point reads in batches. Every new message asks whether it was processed, and every
-/// decision asks the ledger about keys never seen before; one statement each would make them
-/// the store's busiest statements (and, on SQLite, a hand-off to the connection's thread and
-/// back per read). Questions that arrive while a query runs are answered together by the
-/// next one: `IN (…)` with a power-of-two number of placeholders (padded by repeating a
-/// value), so the few statement shapes stay prepared.
+/// Answers point reads, and the timer inserts, in batches. Every message that can make an
+/// action due asks whether it was processed, every decision asks the ledger about keys never
+/// seen before, and every authorized payment schedules its grace-period check; one statement
+/// each would make them the store's busiest statements (and, on SQLite, a hand-off to the
+/// connection's thread and back per statement). Questions that arrive while a statement runs
+/// are answered together by the next one: `IN (…)` or a multi-row `INSERT` with a
+/// power-of-two number of placeholders (padded by repeating a value), so the few statement
+/// shapes stay prepared.
 async fn answer_lookups(pool: Pool, display: String, mut rx: mpsc::Receiver<Lookup>) {
     let mut batch: Vec<Lookup> = Vec::with_capacity(LOOKUPS_PER_QUERY);
     while rx.recv_many(&mut batch, LOOKUPS_PER_QUERY).await > 0 {
         let mut ids = Vec::new();
         let mut keys = Vec::new();
+        let mut timers: Vec<(&str, i64)> = Vec::new();
         for q in &batch {
             match q {
                 Lookup::Processed(id, _) => ids.push(id.as_str()),
                 Lookup::Ledger(key, _) => keys.push(key.as_str()),
+                Lookup::Schedule(pid, due, _) => {
+                    if !timers.iter().any(|(p, _)| p == pid) {
+                        timers.push((pid.as_str(), *due));
+                    }
+                }
             }
         }
+        let mut inserted = if timers.is_empty() {
+            Ok(HashSet::new())
+        } else {
+            insert_timers(&pool, &timers)
+                .await
+                .map_err(|e| err("scheduling grace-period checks", &display, e))
+        };
         let fail = |e: sqlx::Error| err("reading the state store", &display, e);
         let processed = if ids.is_empty() {
             Ok(HashMap::new())
@@ -190,9 +208,53 @@ async fn answer_lookups(pool: Pool, display: String, mut rx: mpsc::Receiver<Look
                             .map(|found| found.get(&key).map(|s| status_of(s))),
                     );
                 }
+                // A payment asked twice in one batch is new for its first asker only.
+                Lookup::Schedule(pid, _, reply) => {
+                    let _ = reply.send(match &mut inserted {
+                        Ok(set) => Ok(set.remove(&pid)),
+                        Err(e) => Err(e.clone()),
+                    });
+                }
             }
         }
     }
+}
+
+/// Inserts pending timers for `timers` (distinct payment ids, due in ms) in one statement;
+/// returns the payment ids that had no timer before.
+async fn insert_timers(
+    pool: &Pool,
+    timers: &[(&str, i64)],
+) -> Result<HashSet<String>, sqlx::Error> {
+    let slots = timers.len().next_power_of_two();
+    let numbered = matches!(pool, Pool::Postgres(_));
+    let rows = (0..slots)
+        .map(|i| {
+            if numbered {
+                format!("(${}, ${}, 'pending', 0)", 2 * i + 1, 2 * i + 2)
+            } else {
+                "(?, ?, 'pending', 0)".to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    // A padding row repeats the first one: it conflicts and is skipped.
+    let sql = format!(
+        "INSERT INTO timers (payment_id, due, state, taken_until) VALUES {rows} ON CONFLICT (payment_id) DO NOTHING RETURNING payment_id"
+    );
+    let padded = timers
+        .iter()
+        .chain(std::iter::repeat(&timers[0]))
+        .take(slots);
+    // Only placeholders are generated; the values are bound.
+    let new: Vec<String> = on_pool!(pool, |p| {
+        let mut q = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.clone()));
+        for (pid, due) in padded.clone() {
+            q = q.bind(*pid).bind(*due);
+        }
+        q.fetch_all(p).await
+    })?;
+    Ok(new.into_iter().collect())
 }
 
 /// Runs `template` (two text columns: the value asked about and an answer) with `{list}`
@@ -690,21 +752,19 @@ impl Store for SqlStore {
         if self.known().scheduled.contains(&timer.payment_id) {
             return Ok(false);
         }
-        let due = ms(timer.due);
-        let done = on_pool!(&self.pool, |p| sqlx::query(
-            "INSERT INTO timers (payment_id, due, state, taken_until) VALUES ($1, $2, 'pending', 0) ON CONFLICT (payment_id) DO NOTHING"
-        )
-        .bind(&timer.payment_id)
-        .bind(due)
-        .execute(p)
-        .await
-        .map(|r| r.rows_affected()))
-        .map_err(|e| self.fail("scheduling a grace-period check", e))?;
-        if done > 0 {
+        let (reply, answer) = oneshot::channel();
+        self.ask(Lookup::Schedule(
+            timer.payment_id.clone(),
+            ms(timer.due),
+            reply,
+        ))
+        .await?;
+        let new = answer.await.map_err(|_| self.lookups_gone())??;
+        if new {
             debug!(payment_id = %timer.payment_id, "timer stored");
         }
         self.known().scheduled(&timer.payment_id);
-        Ok(done > 0)
+        Ok(new)
     }
 
     async fn take_due(&self, now: Timestamp, limit: usize) -> Result<Vec<Timer>, StoreError> {

@@ -111,12 +111,17 @@ impl Known {
 /// PostgreSQL. Numbered parameters cost SQLite a linear name lookup per bind (quadratic for a
 /// long statement), anonymous ones do not.
 fn pairs(rows: usize, numbered: bool) -> String {
+    pairs_then(rows, numbered, "")
+}
+
+/// [`pairs`] with constant columns after the two parameters: `rest` is `, 'pending', 0`, say.
+fn pairs_then(rows: usize, numbered: bool, rest: &str) -> String {
     (0..rows)
         .map(|i| {
             if numbered {
-                format!("(${}, ${})", 2 * i + 1, 2 * i + 2)
+                format!("(${}, ${}{rest})", 2 * i + 1, 2 * i + 2)
             } else {
-                "(?, ?)".to_string()
+                format!("(?, ?{rest})")
             }
         })
         .collect::<Vec<_>>()
@@ -228,16 +233,7 @@ async fn insert_timers(
 ) -> Result<HashSet<String>, sqlx::Error> {
     let slots = timers.len().next_power_of_two();
     let numbered = matches!(pool, Pool::Postgres(_));
-    let rows = (0..slots)
-        .map(|i| {
-            if numbered {
-                format!("(${}, ${}, 'pending', 0)", 2 * i + 1, 2 * i + 2)
-            } else {
-                "(?, ?, 'pending', 0)".to_string()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(", ");
+    let rows = pairs_then(slots, numbered, ", 'pending', 0");
     // A padding row repeats the first one: it conflicts and is skipped.
     let sql = format!(
         "INSERT INTO timers (payment_id, due, state, taken_until) VALUES {rows} ON CONFLICT (payment_id) DO NOTHING RETURNING payment_id"

@@ -1,8 +1,10 @@
 //! The long-running worker behind `payrules run`.
 //!
-//! One receive loop takes a permit from a semaphore *before* it receives, so a full pipeline
-//! stops pulling (backpressure reaches the broker). Each delivery is handled in its own task:
-//! decode, decide and execute, then ack — only once every action is done or recorded. A
+//! One receive loop takes permits *before* it receives — one of `concurrency` worker slots and
+//! one of a few times as many unsettled places — so a full pipeline stops pulling
+//! (backpressure reaches the broker). Each delivery is handled in its own task: decode, decide
+//! and execute, then ack — only once every action is done or recorded. The worker slot is
+//! freed once the outcome is decided, while the ack travels. A
 //! transient failure nacks with a growing delay; a message that cannot be decoded, that failed
 //! permanently, or that failed `max_deliveries` times is parked with its reason. A timer task
 //! fires due grace-period checks on the real clock. The shutdown signal is passed in: on it
@@ -25,6 +27,11 @@ use crate::message::decode;
 use crate::process::Processor;
 use crate::source::{Delivery, Source};
 use crate::store::Store;
+
+/// Messages received but not yet settled, per message worked on: a message whose outcome is
+/// decided frees its worker slot while its ack, nack or park is still on its way to the
+/// broker (an SQS delete waits to share a batch, then takes a round trip), up to this many.
+const UNSETTLED_PER_WORKING: usize = 4;
 
 /// Counters of a run, for the exit status and the final log line.
 #[derive(Debug, Default)]
@@ -105,7 +112,12 @@ impl Worker {
         shutdown: impl Future<Output = ()>,
     ) -> RunSummary {
         tokio::pin!(shutdown);
-        let permits = Arc::new(Semaphore::new(self.settings.concurrency));
+        let working = Arc::new(Semaphore::new(self.settings.concurrency));
+        let unsettled = Arc::new(Semaphore::new(
+            self.settings
+                .concurrency
+                .saturating_mul(UNSETTLED_PER_WORKING),
+        ));
         let mut tasks = JoinSet::new();
         let stop_timers = CancellationToken::new();
         let draining = CancellationToken::new();
@@ -125,10 +137,16 @@ impl Worker {
             while let Some(res) = tasks.try_join_next() {
                 report_panic(res);
             }
-            let permit = tokio::select! {
+            // Both before receiving: what is received can be worked on at once.
+            let permits = async {
+                let held = unsettled.clone().acquire_owned().await?;
+                let work = working.clone().acquire_owned().await?;
+                Ok::<_, tokio::sync::AcquireError>((held, work))
+            };
+            let (held, work) = tokio::select! {
                 biased;
                 () = &mut shutdown => break,
-                p = permits.clone().acquire_owned() => match p {
+                p = permits => match p {
                     Ok(p) => p,
                     Err(_) => break,
                 },
@@ -146,8 +164,12 @@ impl Worker {
                     let settings = self.settings.clone();
                     let stats = self.stats.clone();
                     tasks.spawn(async move {
-                        handle(delivery, &processor, store.as_ref(), &settings, &stats).await;
-                        drop(permit);
+                        let outcome = process(&delivery, &processor, store.as_ref(), &stats).await;
+                        // Settling is the broker's round trip, not work: the next message may
+                        // start meanwhile.
+                        drop(work);
+                        settle(delivery, outcome, &settings, &stats).await;
+                        drop(held);
                     });
                 }
                 Ok(None) => {
@@ -225,47 +247,56 @@ fn backoff(base: Duration, attempt: u32, cap: Duration) -> Duration {
     base.saturating_mul(factor).min(cap)
 }
 
-/// Handles one delivery to the end: it is acked, nacked or parked (or, if settling fails,
-/// left to the transport's redelivery).
-async fn handle(
-    delivery: Delivery,
+/// How a handled delivery is to be settled.
+enum Outcome {
+    /// Done (or nothing to do): delete it.
+    Ack,
+    /// Failed transiently: redeliver it later, or park it once it has failed too often.
+    Retry {
+        /// What went wrong.
+        error: String,
+        /// When the failure says to come back, if it does.
+        retry_after: Option<Duration>,
+    },
+    /// Poison: park it with this reason.
+    Park(String),
+}
+
+/// Decides how `delivery` ends: decodes, deduplicates, decides and executes.
+async fn process(
+    delivery: &Delivery,
     processor: &Processor,
     store: &dyn Store,
-    settings: &WorkerSettings,
     stats: &RunStats,
-) {
+) -> Outcome {
     let message = match decode(&delivery.payload) {
         Ok(m) => m,
-        Err(e) => {
-            park(delivery, &format!("undecodable message: {e}"), stats).await;
-            return;
-        }
+        Err(e) => return Outcome::Park(format!("undecodable message: {e}")),
     };
     if message.is_subscription_test() {
         stats.subscription_tests.fetch_add(1, Ordering::Relaxed);
         info!(origin = %delivery.origin, "subscription test notification skipped");
-        ack(delivery, stats).await;
-        return;
+        return Outcome::Ack;
     }
     let id = message.id.as_deref().unwrap_or("-");
     if processor.is_inert(&message) {
         // Nothing to decide, so nothing to deduplicate or remember either.
         debug!(message_id = id, kind = %message.kind, origin = %delivery.origin, "cannot make an action due; acked");
-        ack(delivery, stats).await;
-        return;
+        return Outcome::Ack;
     }
     if let Some(mid) = &message.id {
         match store.is_processed(mid).await {
             Ok(true) => {
                 stats.duplicates.fetch_add(1, Ordering::Relaxed);
                 debug!(message_id = id, "already processed; acking the redelivery");
-                ack(delivery, stats).await;
-                return;
+                return Outcome::Ack;
             }
             Ok(false) => {}
             Err(e) => {
-                retry_or_park(delivery, &e.to_string(), None, settings, stats).await;
-                return;
+                return Outcome::Retry {
+                    error: e.to_string(),
+                    retry_after: None,
+                };
             }
         }
     }
@@ -284,12 +315,25 @@ async fn handle(
             {
                 warn!(error = %e, "could not record the sequence number");
             }
-            ack(delivery, stats).await;
+            Outcome::Ack
         }
-        Err(e) if e.is_retryable() => {
-            retry_or_park(delivery, &e.to_string(), e.retry_after(), settings, stats).await;
+        Err(e) if e.is_retryable() => Outcome::Retry {
+            error: e.to_string(),
+            retry_after: e.retry_after(),
+        },
+        Err(e) => Outcome::Park(e.to_string()),
+    }
+}
+
+/// Acks, nacks or parks (or, if settling fails, leaves the delivery to the transport's
+/// redelivery).
+async fn settle(delivery: Delivery, outcome: Outcome, settings: &WorkerSettings, stats: &RunStats) {
+    match outcome {
+        Outcome::Ack => ack(delivery, stats).await,
+        Outcome::Retry { error, retry_after } => {
+            retry_or_park(delivery, &error, retry_after, settings, stats).await;
         }
-        Err(e) => park(delivery, &e.to_string(), stats).await,
+        Outcome::Park(reason) => park(delivery, &reason, stats).await,
     }
 }
 

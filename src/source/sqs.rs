@@ -11,8 +11,9 @@
 //! worked on soon.
 //!
 //! # Visibility
-//! Every received message gets a heartbeat task that renews its visibility timeout at half the
-//! timeout, from receipt until it is settled or its delivery is dropped. A dropped delivery
+//! Every received message is held in a registry whose one renewer task extends its visibility
+//! (`ChangeMessageVisibilityBatch`) at about half the timeout, from receipt until it is settled
+//! or its delivery is dropped. A dropped delivery
 //! stops renewing, so the message comes back once its timeout runs out — what a crash looks
 //! like. On [`Source::close`], messages received but never handed out are made visible again at
 //! once.
@@ -32,8 +33,8 @@
 //! a long one, logged as errors; at start they fail [`SqsSource::connect`].
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use aws_sdk_sqs::Client;
@@ -43,8 +44,8 @@ use aws_sdk_sqs::types::{
     MessageAttributeValue, MessageSystemAttributeName, QueueAttributeName,
 };
 use bytes::Bytes;
-use futures::FutureExt;
-use tokio::sync::{mpsc, oneshot};
+use futures::{FutureExt, StreamExt};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
@@ -67,6 +68,8 @@ const MAX_MESSAGE_ATTRIBUTES: usize = 10;
 const MAX_REASON_BYTES: usize = 1024;
 /// Delete calls in flight at once; more acks wait and go out in fuller batches.
 const MAX_DELETES_IN_FLIGHT: usize = 4;
+/// Renewal calls in flight at once.
+const MAX_RENEWALS_IN_FLIGHT: usize = 4;
 /// How long an ack waits for others to share its `DeleteMessageBatch` call. Messages are
 /// acked one by one as they finish; without the wait most calls would carry one or two
 /// entries, and each call costs the broker (and the SDK: signing, a request) as much as a
@@ -218,6 +221,8 @@ struct Shared {
     park_delay: Duration,
     /// Acks for the delete task.
     deletes: mpsc::UnboundedSender<DeleteRequest>,
+    /// The messages held, renewed by [`renew_leases`].
+    leases: Leases,
 }
 
 /// A message received and not yet handed out.
@@ -294,7 +299,9 @@ impl SqsSource {
             dead_letter_queue_url: settings.dead_letter_queue_url.clone(),
             park_delay,
             deletes: delete_tx,
+            leases: Leases::default(),
         });
+        tokio::spawn(renew_leases(Arc::downgrade(&shared), visibility_seconds));
         let closing = CancellationToken::new();
         let deleter = tokio::spawn(run_deleter(
             client,
@@ -622,71 +629,198 @@ impl Received {
     }
 }
 
-/// Renews one message's visibility at half the timeout until stopped or dropped.
+/// The messages this source holds (received, not yet settled), whose visibility the renewer
+/// task keeps extending. One registry and one task per source, not a task and a timer per
+/// message: most messages are settled within milliseconds, long before a first renewal.
+#[derive(Default)]
+struct Leases {
+    /// The held messages by lease id.
+    held: Mutex<LeaseMap>,
+    /// Woken when a renewal call ends, for [`Heartbeat::stop`] waiting on one.
+    renewed: Notify,
+}
+
+#[derive(Default)]
+struct LeaseMap {
+    /// The next lease id.
+    next: u64,
+    /// Held messages.
+    leases: HashMap<u64, Lease>,
+}
+
+/// One held message.
+struct Lease {
+    /// What the renewal names.
+    receipt_handle: String,
+    /// When its visibility was last set (at receipt, then at each renewal sent).
+    renewed_at: Instant,
+    /// A renewal naming it is in flight.
+    in_flight: bool,
+}
+
+impl Leases {
+    fn lock(&self) -> MutexGuard<'_, LeaseMap> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// One held message's place in [`Leases`]: renewed until stopped or dropped.
 struct Heartbeat {
-    /// Stops the renewals.
-    stop: CancellationToken,
-    /// The renewing task; awaited by [`Heartbeat::stop`] so a renewal in flight never lands
-    /// after a nack's visibility change.
-    task: Option<JoinHandle<()>>,
+    /// The registry.
+    shared: Arc<Shared>,
+    /// Which lease.
+    id: u64,
 }
 
 impl Heartbeat {
     fn start(shared: Arc<Shared>, receipt_handle: String) -> Self {
-        let stop = CancellationToken::new();
-        let task = tokio::spawn(renew_visibility(shared, receipt_handle, stop.clone()));
-        Self {
-            stop,
-            task: Some(task),
-        }
+        let id = {
+            let mut held = shared.leases.lock();
+            held.next += 1;
+            let id = held.next;
+            held.leases.insert(
+                id,
+                Lease {
+                    receipt_handle,
+                    renewed_at: Instant::now(),
+                    in_flight: false,
+                },
+            );
+            id
+        };
+        Self { shared, id }
     }
 
-    /// Stops renewing and waits for a renewal in flight.
-    async fn stop(mut self) {
-        self.stop.cancel();
-        if let Some(task) = self.task.take() {
-            let _ = task.await;
+    /// Stops renewing and waits for a renewal in flight, so that it never lands after a
+    /// nack's visibility change.
+    async fn stop(self) {
+        let leases = &self.shared.leases;
+        loop {
+            let renewed = leases.renewed.notified();
+            tokio::pin!(renewed);
+            // Registered before the check: a call ending in between still wakes us.
+            renewed.as_mut().enable();
+            {
+                let mut held = leases.lock();
+                if !held.leases.get(&self.id).is_some_and(|l| l.in_flight) {
+                    held.leases.remove(&self.id);
+                    return;
+                }
+            }
+            renewed.await;
         }
     }
 }
 
 impl Drop for Heartbeat {
     fn drop(&mut self) {
-        self.stop.cancel();
+        self.shared.leases.lock().leases.remove(&self.id);
     }
 }
 
-async fn renew_visibility(shared: Arc<Shared>, receipt_handle: String, stop: CancellationToken) {
-    let timeout = Duration::from_secs(u64::try_from(shared.visibility_seconds).unwrap_or(30));
+/// Renews the visibility of every held message at about half the timeout, in
+/// `ChangeMessageVisibilityBatch` calls; ends with the source and its deliveries.
+async fn renew_leases(shared: std::sync::Weak<Shared>, visibility_seconds: i32) {
+    let timeout = Duration::from_secs(u64::try_from(visibility_seconds).unwrap_or(30));
     let period = (timeout / 2).max(MIN_HEARTBEAT);
+    // A lease is renewed at most a tick after it is due: at 5/8 of the timeout at the latest.
+    let mut tick = tokio::time::interval(period / 4);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::select! {
-            biased;
-            () = stop.cancelled() => return,
-            () = tokio::time::sleep(period) => {}
-        }
-        // Not raced against `stop`: `Heartbeat::stop` waits for this call to finish.
-        let answer = shared
-            .client
-            .change_message_visibility()
-            .queue_url(&shared.queue_url)
-            .receipt_handle(&receipt_handle)
-            .visibility_timeout(shared.visibility_seconds)
-            .send()
-            .boxed()
+        tick.tick().await;
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        let now = Instant::now();
+        let due: Vec<u64> = shared
+            .leases
+            .lock()
+            .leases
+            .iter()
+            .filter(|(_, l)| !l.in_flight && now.duration_since(l.renewed_at) >= period)
+            .map(|(id, _)| *id)
+            .collect();
+        futures::stream::iter(due.chunks(MAX_BATCH))
+            .for_each_concurrent(MAX_RENEWALS_IN_FLIGHT, |chunk| renew_batch(&shared, chunk))
             .await;
-        if let Err(e) = answer {
-            match ErrorClass::of_sdk(&e) {
-                ErrorClass::Transient => {
-                    warn!(error = %describe(&e), "SQS visibility renewal failed; retrying")
+    }
+}
+
+/// Renews the leases `ids` still held, in one call.
+async fn renew_batch(shared: &Shared, ids: &[u64]) {
+    let sent_at = Instant::now();
+    let entries: Vec<(u64, ChangeMessageVisibilityBatchRequestEntry)> = {
+        let mut held = shared.leases.lock();
+        ids.iter()
+            .filter_map(|id| {
+                let lease = held.leases.get_mut(id)?;
+                let entry = ChangeMessageVisibilityBatchRequestEntry::builder()
+                    .id(id.to_string())
+                    .receipt_handle(&lease.receipt_handle)
+                    .visibility_timeout(shared.visibility_seconds)
+                    .build()
+                    .ok()?;
+                lease.in_flight = true;
+                Some((*id, entry))
+            })
+            .collect()
+    };
+    if entries.is_empty() {
+        return;
+    }
+    let (ids, entries): (Vec<u64>, Vec<_>) = entries.into_iter().unzip();
+    let answer = shared
+        .client
+        .change_message_visibility_batch()
+        .queue_url(&shared.queue_url)
+        .set_entries(Some(entries))
+        .send()
+        .boxed()
+        .await;
+    // Leases that can no longer be renewed leave the registry; the rest are renewed, or due
+    // again at the next tick.
+    let mut gone: Vec<u64> = Vec::new();
+    let mut renewed = true;
+    match answer {
+        Ok(out) => {
+            for failed in out.failed() {
+                let class = ErrorClass::of(Some(failed.code()), None);
+                if class == ErrorClass::Transient && !failed.sender_fault() {
+                    continue;
                 }
-                class => {
-                    warn!(error = %describe(&e), class = ?class, "SQS visibility can no longer be renewed; the message may be redelivered while it is worked on");
-                    return;
+                warn!(
+                    code = failed.code(),
+                    error = failed.message().unwrap_or(""),
+                    "SQS visibility can no longer be renewed; the message may be redelivered while it is worked on"
+                );
+                gone.extend(failed.id().parse::<u64>().ok());
+            }
+        }
+        Err(e) => match ErrorClass::of_sdk(&e) {
+            ErrorClass::Transient => {
+                renewed = false;
+                warn!(error = %describe(&e), "SQS visibility renewal failed; retrying");
+            }
+            class => {
+                warn!(error = %describe(&e), class = ?class, "SQS visibility can no longer be renewed; the messages may be redelivered while they are worked on");
+                gone.clone_from(&ids);
+            }
+        },
+    }
+    {
+        let mut held = shared.leases.lock();
+        for id in &ids {
+            if gone.contains(id) {
+                held.leases.remove(id);
+            } else if let Some(lease) = held.leases.get_mut(id) {
+                lease.in_flight = false;
+                if renewed {
+                    lease.renewed_at = sent_at;
                 }
             }
         }
     }
+    shared.leases.renewed.notify_waiters();
 }
 
 /// Makes messages visible again at once (`ChangeMessageVisibilityBatch` to 0). Best effort:

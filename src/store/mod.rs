@@ -10,6 +10,7 @@ use crate::message::Timestamp;
 
 pub mod memory;
 pub mod sql;
+mod sqlite;
 
 pub use memory::MemoryStore;
 pub use sql::SqlStore;

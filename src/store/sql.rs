@@ -6,7 +6,8 @@
 //! timers — is written at once. What only saves work — processed message ids and the latest
 //! sequence numbers — is buffered and written in batches, so the store does not cost a write
 //! per message. SQLite runs in WAL mode with `synchronous = NORMAL`: a commit is durable
-//! against a process crash (kill -9) without an fsync; the WAL is synced at checkpoints.
+//! against a process crash (kill -9) without an fsync; the WAL is synced at checkpoints. Its
+//! statements run on the caller's thread ([`super::sqlite`]); PostgreSQL's go through sqlx.
 //!
 //! Claims and taken timers carry a lease: a worker that dies holding one leaves it to be taken
 //! over once the lease has passed. The executors re-read commercetools before writing, so the
@@ -22,12 +23,13 @@ use chrono::{DateTime, Utc};
 use sqlx::Row;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqliteLockingMode, SqlitePool, SqlitePoolOptions,
+    SqliteConnectOptions, SqliteJournalMode, SqliteLockingMode, SqlitePoolOptions,
     SqliteSynchronous,
 };
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
+use super::sqlite::Lite;
 use super::{Claim, LedgerStatus, Store, StoreError, Timer};
 use crate::message::Timestamp;
 
@@ -40,20 +42,17 @@ const ROWS_PER_STATEMENT: usize = 500;
 /// Entries remembered per [`Known`] set before it is cleared.
 const KNOWN_MAX: usize = 100_000;
 
-#[derive(Clone)]
+/// Where the state lives.
 enum Pool {
-    Sqlite(SqlitePool),
-    Postgres(PgPool),
-}
-
-/// Runs the same statement on whichever pool is configured.
-macro_rules! on_pool {
-    ($pool:expr, |$p:ident| $body:expr) => {
-        match $pool {
-            Pool::Sqlite($p) => $body,
-            Pool::Postgres($p) => $body,
-        }
-    };
+    /// The embedded file, its statements run inline.
+    Sqlite(Lite),
+    /// The server replicas share.
+    Postgres {
+        /// The connections.
+        pool: PgPool,
+        /// Questions for the batching lookup task ([`answer_lookups`]); it ends with the store.
+        lookups: mpsc::Sender<Lookup>,
+    },
 }
 
 #[derive(Default)]
@@ -107,23 +106,15 @@ impl Known {
     }
 }
 
-/// `rows` rows of two parameters: `(?, ?), (?, ?), …` for SQLite, `($1, $2), ($3, $4), …` for
-/// PostgreSQL. Numbered parameters cost SQLite a linear name lookup per bind (quadratic for a
-/// long statement), anonymous ones do not.
-fn pairs(rows: usize, numbered: bool) -> String {
-    pairs_then(rows, numbered, "")
+/// `rows` rows of two parameters: `($1, $2), ($3, $4), …`.
+fn pairs(rows: usize) -> String {
+    pairs_then(rows, "")
 }
 
 /// [`pairs`] with constant columns after the two parameters: `rest` is `, 'pending', 0`, say.
-fn pairs_then(rows: usize, numbered: bool, rest: &str) -> String {
+fn pairs_then(rows: usize, rest: &str) -> String {
     (0..rows)
-        .map(|i| {
-            if numbered {
-                format!("(${}, ${}{rest})", 2 * i + 1, 2 * i + 2)
-            } else {
-                format!("(?, ?{rest})")
-            }
-        })
+        .map(|i| format!("(${}, ${}{rest})", 2 * i + 1, 2 * i + 2))
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -145,15 +136,14 @@ enum Lookup {
     Schedule(String, i64, oneshot::Sender<Result<bool, StoreError>>),
 }
 
-/// Answers point reads, and the timer inserts, in batches. Every message that can make an
-/// action due asks whether it was processed, every decision asks the ledger about keys never
-/// seen before, and every authorized payment schedules its grace-period check; one statement
-/// each would make them the store's busiest statements (and, on SQLite, a hand-off to the
-/// connection's thread and back per statement). Questions that arrive while a statement runs
-/// are answered together by the next one: `IN (…)` or a multi-row `INSERT` with a
-/// power-of-two number of placeholders (padded by repeating a value), so the few statement
-/// shapes stay prepared.
-async fn answer_lookups(pool: Pool, display: String, mut rx: mpsc::Receiver<Lookup>) {
+/// Answers PostgreSQL point reads, and the timer inserts, in batches. Every message that can
+/// make an action due asks whether it was processed, every decision asks the ledger about keys
+/// never seen before, and every authorized payment schedules its grace-period check; one
+/// round trip each would make them the store's busiest statements. Questions that arrive while
+/// a statement runs are answered together by the next one: `IN (…)` or a multi-row `INSERT`
+/// with a power-of-two number of placeholders (padded by repeating a value), so the few
+/// statement shapes stay prepared.
+async fn answer_lookups(pool: PgPool, display: String, mut rx: mpsc::Receiver<Lookup>) {
     let mut batch: Vec<Lookup> = Vec::with_capacity(LOOKUPS_PER_QUERY);
     while rx.recv_many(&mut batch, LOOKUPS_PER_QUERY).await > 0 {
         let mut ids = Vec::new();
@@ -228,12 +218,11 @@ async fn answer_lookups(pool: Pool, display: String, mut rx: mpsc::Receiver<Look
 /// Inserts pending timers for `timers` (distinct payment ids, due in ms) in one statement;
 /// returns the payment ids that had no timer before.
 async fn insert_timers(
-    pool: &Pool,
+    pool: &PgPool,
     timers: &[(&str, i64)],
 ) -> Result<HashSet<String>, sqlx::Error> {
     let slots = timers.len().next_power_of_two();
-    let numbered = matches!(pool, Pool::Postgres(_));
-    let rows = pairs_then(slots, numbered, ", 'pending', 0");
+    let rows = pairs_then(slots, ", 'pending', 0");
     // A padding row repeats the first one: it conflicts and is skipped.
     let sql = format!(
         "INSERT INTO timers (payment_id, due, state, taken_until) VALUES {rows} ON CONFLICT (payment_id) DO NOTHING RETURNING payment_id"
@@ -243,57 +232,44 @@ async fn insert_timers(
         .chain(std::iter::repeat(&timers[0]))
         .take(slots);
     // Only placeholders are generated; the values are bound.
-    let new: Vec<String> = on_pool!(pool, |p| {
-        let mut q = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.clone()));
-        for (pid, due) in padded.clone() {
-            q = q.bind(*pid).bind(*due);
-        }
-        q.fetch_all(p).await
-    })?;
+    let mut q = sqlx::query_scalar(sqlx::AssertSqlSafe(sql));
+    for (pid, due) in padded {
+        q = q.bind(*pid).bind(*due);
+    }
+    let new: Vec<String> = q.fetch_all(pool).await?;
     Ok(new.into_iter().collect())
 }
 
 /// Runs `template` (two text columns: the value asked about and an answer) with `{list}`
 /// replaced by placeholders for `values` and `{now}` by one for the current time.
 async fn among(
-    pool: &Pool,
+    pool: &PgPool,
     template: &str,
     values: &[&str],
 ) -> Result<HashMap<String, String>, sqlx::Error> {
     let slots = values.len().next_power_of_two();
-    let numbered = matches!(pool, Pool::Postgres(_));
     let uses_now = template.contains("{now}");
     // `{now}` comes first in the statement, so it is parameter 1.
     let first = usize::from(uses_now) + 1;
     let list = (first..first + slots)
-        .map(|i| {
-            if numbered {
-                format!("${i}")
-            } else {
-                "?".to_string()
-            }
-        })
+        .map(|i| format!("${i}"))
         .collect::<Vec<_>>()
         .join(", ");
-    let sql = template
-        .replace("{now}", if numbered { "$1" } else { "?" })
-        .replace("{list}", &list);
+    let sql = template.replace("{now}", "$1").replace("{list}", &list);
     let now = now_ms();
     let padded = values
         .iter()
         .chain(std::iter::repeat(&values[0]))
         .take(slots);
     // Only placeholders are generated; the values are bound.
-    let rows: Vec<(String, String)> = on_pool!(pool, |p| {
-        let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()));
-        if uses_now {
-            q = q.bind(now);
-        }
-        for v in padded.clone() {
-            q = q.bind(*v);
-        }
-        q.fetch_all(p).await
-    })?;
+    let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql));
+    if uses_now {
+        q = q.bind(now);
+    }
+    for v in padded {
+        q = q.bind(*v);
+    }
+    let rows: Vec<(String, String)> = q.fetch_all(pool).await?;
     Ok(rows.into_iter().collect())
 }
 
@@ -314,8 +290,6 @@ pub struct SqlStore {
     flushing: tokio::sync::Mutex<()>,
     /// Where the store lives, for messages (never the password).
     display: String,
-    /// Questions for the batching lookup task ([`answer_lookups`]); it ends with the store.
-    lookups: mpsc::Sender<Lookup>,
 }
 
 fn ms(t: Timestamp) -> i64 {
@@ -382,6 +356,46 @@ fn status_of(s: &str) -> LedgerStatus {
     }
 }
 
+fn status_text(status: LedgerStatus) -> &'static str {
+    match status {
+        LedgerStatus::Claimed => "claimed",
+        LedgerStatus::Done => "done",
+        LedgerStatus::Failed => "failed",
+    }
+}
+
+/// Opens the SQLite file at `url`, creating and migrating it, and hands it over to [`Lite`].
+///
+/// sqlx creates and migrates the file (the same migration machinery as PostgreSQL's) on a
+/// connection that is closed again; the long-lived connection is opened after it.
+async fn open_sqlite(url: &str, display: &str, started: &str) -> Result<Lite, StoreError> {
+    let busy = Duration::from_secs(5);
+    let opts = SqliteConnectOptions::from_str(url)
+        .map_err(|e| err("invalid SQLite URL", display, e))?
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        // The file belongs to one worker (replicas share PostgreSQL): an exclusive lock, held
+        // by one connection for the process' life, keeps a second worker out and spares every
+        // statement the file locking and the page-cache revalidation that sharing needs. A
+        // second worker fails at start (after the busy timeout).
+        .locking_mode(SqliteLockingMode::Exclusive)
+        .busy_timeout(busy);
+    let file = opts.get_filename().to_path_buf();
+    let hint = |what: &str, e: &dyn std::fmt::Display| err(what, display, open_hint(e, &file));
+    let pool = SqlitePoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_with(opts)
+        .await
+        .map_err(|e| hint("opening the SQLite state store", &e))?;
+    let migrated = sqlx::migrate!("migrations/sqlite").run(&pool).await;
+    // Closed before the file is reopened: the exclusive lock goes with this connection.
+    pool.close().await;
+    migrated.map_err(|e| hint("migrating the SQLite state store", &e))?;
+    Lite::open(&file, busy, started).map_err(|e| hint("opening the SQLite state store", &e))
+}
+
 impl SqlStore {
     /// Opens (creating if needed) the store at `url` and runs the migrations.
     ///
@@ -389,44 +403,17 @@ impl SqlStore {
     /// The database cannot be opened, is not a database, is read-only, or is unreachable.
     pub async fn connect(url: &str, lease: Duration) -> Result<Self, StoreError> {
         let display = redact(url);
+        let owner = format!(
+            "{}-{}-{:08x}",
+            std::env::var("HOSTNAME").unwrap_or_else(|_| "payrules".into()),
+            std::process::id(),
+            fastrand::u32(..)
+        );
+        // Written at every start: a write proves the store is writable now, not at the first
+        // message.
+        let started = format!("{owner} at {}", Utc::now().to_rfc3339());
         let pool = if url.starts_with("sqlite:") {
-            let opts = SqliteConnectOptions::from_str(url)
-                .map_err(|e| err("invalid SQLite URL", &display, e))?
-                .create_if_missing(true)
-                .journal_mode(SqliteJournalMode::Wal)
-                .synchronous(SqliteSynchronous::Normal)
-                // The file belongs to one worker (replicas share PostgreSQL): an exclusive lock,
-                // held by one connection for the process' life, keeps a second worker out and
-                // spares every statement the file locking and the page-cache revalidation that
-                // sharing needs. A second worker fails at start (after the busy timeout).
-                .locking_mode(SqliteLockingMode::Exclusive)
-                .busy_timeout(Duration::from_secs(5));
-            let file = opts.get_filename().to_path_buf();
-            let pool = SqlitePoolOptions::new()
-                .max_connections(1)
-                .idle_timeout(None)
-                .max_lifetime(None)
-                .acquire_timeout(Duration::from_secs(10))
-                .connect_with(opts)
-                .await
-                .map_err(|e| {
-                    err(
-                        "opening the SQLite state store",
-                        &display,
-                        open_hint(e, &file),
-                    )
-                })?;
-            sqlx::migrate!("migrations/sqlite")
-                .run(&pool)
-                .await
-                .map_err(|e| {
-                    err(
-                        "migrating the SQLite state store",
-                        &display,
-                        open_hint(e, &file),
-                    )
-                })?;
-            Pool::Sqlite(pool)
+            Pool::Sqlite(open_sqlite(url, &display, &started).await?)
         } else {
             let opts = PgConnectOptions::from_str(url)
                 .map_err(|e| err("invalid PostgreSQL URL", &display, e))?;
@@ -440,16 +427,17 @@ impl SqlStore {
                 .run(&pool)
                 .await
                 .map_err(|e| err("migrating the PostgreSQL state store", &display, e))?;
-            Pool::Postgres(pool)
+            sqlx::query(
+                "INSERT INTO meta (key, value) VALUES ('last_start', $1) ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+            )
+            .bind(&started)
+            .execute(&pool)
+            .await
+            .map_err(|e| err("writing to the state store", &display, e))?;
+            let (lookups, questions) = mpsc::channel(LOOKUPS_PER_QUERY * 4);
+            tokio::spawn(answer_lookups(pool.clone(), display.clone(), questions));
+            Pool::Postgres { pool, lookups }
         };
-        let (lookups, questions) = mpsc::channel(LOOKUPS_PER_QUERY * 4);
-        tokio::spawn(answer_lookups(pool.clone(), display.clone(), questions));
-        let owner = format!(
-            "{}-{}-{:08x}",
-            std::env::var("HOSTNAME").unwrap_or_else(|_| "payrules".into()),
-            std::process::id(),
-            fastrand::u32(..)
-        );
         let store = Self {
             pool,
             owner,
@@ -457,19 +445,8 @@ impl SqlStore {
             buffer: Arc::new(Mutex::new(Buffer::default())),
             known: Mutex::new(Known::default()),
             flushing: tokio::sync::Mutex::new(()),
-            lookups,
             display,
         };
-        // A write proves the store is writable now, not at the first message.
-        let started = format!("{} at {}", store.owner, Utc::now().to_rfc3339());
-        on_pool!(&store.pool, |p| sqlx::query(
-            "INSERT INTO meta (key, value) VALUES ('last_start', $1) ON CONFLICT (key) DO UPDATE SET value = excluded.value"
-        )
-        .bind(&started)
-        .execute(p)
-        .await
-        .map(|_| ()))
-        .map_err(|e| store.fail("writing to the state store", e))?;
         store.purge_expired().await?;
         Ok(store)
     }
@@ -482,15 +459,16 @@ impl SqlStore {
         self.known.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    async fn ask(&self, question: Lookup) -> Result<(), StoreError> {
-        self.lookups
-            .send(question)
-            .await
-            .map_err(|_| self.lookups_gone())
-    }
-
-    fn lookups_gone(&self) -> StoreError {
-        StoreError(format!("the lookup task of {} stopped", self.display))
+    /// Asks the PostgreSQL lookup task and waits for its answer.
+    async fn ask<T>(
+        &self,
+        lookups: &mpsc::Sender<Lookup>,
+        question: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Lookup,
+    ) -> Result<T, StoreError> {
+        let gone = || StoreError(format!("the lookup task of {} stopped", self.display));
+        let (reply, answer) = oneshot::channel();
+        lookups.send(question(reply)).await.map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
     }
 
     /// Whether no one else writes this database (SQLite, locked exclusively).
@@ -498,7 +476,7 @@ impl SqlStore {
         matches!(self.pool, Pool::Sqlite(_))
     }
 
-    fn fail(&self, what: &str, e: sqlx::Error) -> StoreError {
+    fn fail(&self, what: &str, e: impl std::fmt::Display) -> StoreError {
         err(what, &self.display, e)
     }
 
@@ -508,57 +486,66 @@ impl SqlStore {
     /// A database failure.
     pub async fn purge_expired(&self) -> Result<(), StoreError> {
         let now = now_ms();
-        on_pool!(&self.pool, |p| sqlx::query(
-            "DELETE FROM processed WHERE expires_at < $1"
-        )
-        .bind(now)
-        .execute(p)
-        .await
-        .map(|_| ()))
-        .map_err(|e| self.fail("purging processed message ids", e))
+        match &self.pool {
+            Pool::Sqlite(lite) => lite.purge_expired(now).map_err(|e| self.fail(PURGE, e)),
+            Pool::Postgres { pool, .. } => {
+                sqlx::query("DELETE FROM processed WHERE expires_at < $1")
+                    .bind(now)
+                    .execute(pool)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| self.fail(PURGE, e))
+            }
+        }
     }
 
-    /// Writes buffered processed ids and sequence numbers in one transaction per table.
+    /// Writes buffered processed ids and sequence numbers in one transaction.
     async fn write_batch(
         &self,
-        processed: Vec<String>,
-        sequences: Vec<(String, u64)>,
+        processed: &[String],
+        sequences: &[(String, u64)],
     ) -> Result<(), StoreError> {
         let expires = now_ms() + PROCESSED_TTL.as_millis() as i64;
-        macro_rules! batch {
-            ($p:ident, $numbered:expr) => {
-                async {
-                let mut tx = $p.begin().await?;
-                // Multi-row statements: one round trip per few hundred rows, not per row. The
-                // keys of one batch are distinct (they come from a set and a map).
-                for chunk in processed.chunks(ROWS_PER_STATEMENT) {
-                    let sql = format!("INSERT INTO processed (message_id, expires_at) VALUES {} ON CONFLICT (message_id) DO NOTHING", pairs(chunk.len(), $numbered));
-                    // Only placeholders are generated; the values are bound.
-                    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
-                    for id in chunk {
-                        q = q.bind(id).bind(expires);
-                    }
-                    q.execute(&mut *tx).await?;
-                }
-                for chunk in sequences.chunks(ROWS_PER_STATEMENT) {
-                    let sql = format!("INSERT INTO sequences (resource_id, sequence) VALUES {} ON CONFLICT (resource_id) DO UPDATE SET sequence = excluded.sequence WHERE sequences.sequence < excluded.sequence", pairs(chunk.len(), $numbered));
-                    // Only placeholders are generated; the values are bound.
-                    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
-                    for (rid, seq) in chunk {
-                        q = q.bind(rid).bind(*seq as i64);
-                    }
-                    q.execute(&mut *tx).await?;
-                }
-                tx.commit().await
-                }
-                .await
-            };
-        }
-        let result: Result<(), sqlx::Error> = match &self.pool {
-            Pool::Sqlite(p) => batch!(p, false),
-            Pool::Postgres(p) => batch!(p, true),
+        let pool = match &self.pool {
+            Pool::Sqlite(lite) => {
+                return lite
+                    .write_batch(processed, expires, sequences)
+                    .map_err(|e| self.fail(WRITE_BATCH, e));
+            }
+            Pool::Postgres { pool, .. } => pool,
         };
-        result.map_err(|e| self.fail("writing processed message ids", e))
+        let result: Result<(), sqlx::Error> = async {
+            let mut tx = pool.begin().await?;
+            // Multi-row statements: one round trip per few hundred rows, not per row. The keys
+            // of one batch are distinct (they come from a set and a map).
+            for chunk in processed.chunks(ROWS_PER_STATEMENT) {
+                let sql = format!(
+                    "INSERT INTO processed (message_id, expires_at) VALUES {} ON CONFLICT (message_id) DO NOTHING",
+                    pairs(chunk.len())
+                );
+                // Only placeholders are generated; the values are bound.
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
+                for id in chunk {
+                    q = q.bind(id).bind(expires);
+                }
+                q.execute(&mut *tx).await?;
+            }
+            for chunk in sequences.chunks(ROWS_PER_STATEMENT) {
+                let sql = format!(
+                    "INSERT INTO sequences (resource_id, sequence) VALUES {} ON CONFLICT (resource_id) DO UPDATE SET sequence = excluded.sequence WHERE sequences.sequence < excluded.sequence",
+                    pairs(chunk.len())
+                );
+                // Only placeholders are generated; the values are bound.
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
+                for (rid, seq) in chunk {
+                    q = q.bind(rid).bind(i64::try_from(*seq).unwrap_or(i64::MAX));
+                }
+                q.execute(&mut *tx).await?;
+            }
+            tx.commit().await
+        }
+        .await;
+        result.map_err(|e| self.fail(WRITE_BATCH, e))
     }
 
     async fn flush_if_full(&self) -> Result<(), StoreError> {
@@ -594,8 +581,7 @@ impl SqlStore {
         if processed.is_empty() && sequences.is_empty() {
             return Ok(());
         }
-        self.write_batch(processed.clone(), sequences.clone())
-            .await?;
+        self.write_batch(&processed, &sequences).await?;
         // Only what was written leaves the buffer; newer entries stay.
         let mut b = self.buffer();
         for id in &processed {
@@ -630,7 +616,25 @@ impl SqlStore {
             }
         });
     }
+
+    /// What the ledger holds for `key`, from the database.
+    async fn read_ledger(&self, key: &str) -> Result<Option<LedgerStatus>, StoreError> {
+        match &self.pool {
+            Pool::Sqlite(lite) => lite
+                .ledger(key)
+                .map(|s| s.as_deref().map(status_of))
+                .map_err(|e| self.fail(READ, e)),
+            Pool::Postgres { lookups, .. } => {
+                self.ask(lookups, |reply| Lookup::Ledger(key.to_string(), reply))
+                    .await
+            }
+        }
+    }
 }
+
+const PURGE: &str = "purging processed message ids";
+const WRITE_BATCH: &str = "writing processed message ids";
+const READ: &str = "reading the state store";
 
 #[async_trait]
 impl Store for SqlStore {
@@ -645,9 +649,7 @@ impl Store for SqlStore {
             }
             known.writes
         };
-        let (reply, answer) = oneshot::channel();
-        self.ask(Lookup::Ledger(key.to_string(), reply)).await?;
-        let status = answer.await.map_err(|_| self.lookups_gone())??;
+        let status = self.read_ledger(key).await?;
         match status {
             Some(s @ (LedgerStatus::Done | LedgerStatus::Failed)) => self.known().settle(key, s),
             unsettled if self.sole_writer() => {
@@ -662,26 +664,33 @@ impl Store for SqlStore {
     }
 
     async fn claim(&self, key: &str) -> Result<Claim, StoreError> {
+        const CLAIM: &str = "claiming an action";
         if let Some(status) = self.known().settled.get(key) {
             return Ok(Claim::Exists(*status));
         }
         let now = now_ms();
         let until = now + self.lease.as_millis() as i64;
         // One statement: insert the claim, or take over a claim whose lease has passed.
-        let won: Option<String> = on_pool!(&self.pool, |p| sqlx::query_scalar(
-            "INSERT INTO ledger (key, status, owner, claimed_until, updated_at) VALUES ($1, 'claimed', $2, $3, $4)
-             ON CONFLICT (key) DO UPDATE SET owner = excluded.owner, claimed_until = excluded.claimed_until, updated_at = excluded.updated_at
-             WHERE ledger.status = 'claimed' AND ledger.claimed_until <= $4
-             RETURNING key"
-        )
-        .bind(key)
-        .bind(&self.owner)
-        .bind(until)
-        .bind(now)
-        .fetch_optional(p)
-        .await)
-        .map_err(|e| self.fail("claiming an action", e))?;
-        if won.is_some() {
+        let won = match &self.pool {
+            Pool::Sqlite(lite) => lite
+                .claim(key, &self.owner, until, now)
+                .map_err(|e| self.fail(CLAIM, e))?,
+            Pool::Postgres { pool, .. } => sqlx::query_scalar::<_, String>(
+                "INSERT INTO ledger (key, status, owner, claimed_until, updated_at) VALUES ($1, 'claimed', $2, $3, $4)
+                 ON CONFLICT (key) DO UPDATE SET owner = excluded.owner, claimed_until = excluded.claimed_until, updated_at = excluded.updated_at
+                 WHERE ledger.status = 'claimed' AND ledger.claimed_until <= $4
+                 RETURNING key",
+            )
+            .bind(key)
+            .bind(&self.owner)
+            .bind(until)
+            .bind(now)
+            .fetch_optional(pool)
+            .await
+            .map_err(|e| self.fail(CLAIM, e))?
+            .is_some(),
+        };
+        if won {
             let mut known = self.known();
             known.writes += 1;
             if self.sole_writer() {
@@ -699,24 +708,26 @@ impl Store for SqlStore {
     }
 
     async fn settle(&self, key: &str, status: LedgerStatus) -> Result<(), StoreError> {
-        let s = match status {
-            LedgerStatus::Claimed => "claimed",
-            LedgerStatus::Done => "done",
-            LedgerStatus::Failed => "failed",
-        };
+        const SETTLE: &str = "recording an action's outcome";
+        let s = status_text(status);
         let now = now_ms();
-        on_pool!(&self.pool, |p| sqlx::query(
-            "INSERT INTO ledger (key, status, owner, claimed_until, updated_at) VALUES ($1, $2, $3, 0, $4)
-             ON CONFLICT (key) DO UPDATE SET status = excluded.status, owner = excluded.owner, claimed_until = 0, updated_at = excluded.updated_at"
-        )
-        .bind(key)
-        .bind(s)
-        .bind(&self.owner)
-        .bind(now)
-        .execute(p)
-        .await
-        .map(|_| ()))
-        .map_err(|e| self.fail("recording an action's outcome", e))?;
+        match &self.pool {
+            Pool::Sqlite(lite) => lite
+                .settle(key, s, &self.owner, now)
+                .map_err(|e| self.fail(SETTLE, e))?,
+            Pool::Postgres { pool, .. } => sqlx::query(
+                "INSERT INTO ledger (key, status, owner, claimed_until, updated_at) VALUES ($1, $2, $3, 0, $4)
+                 ON CONFLICT (key) DO UPDATE SET status = excluded.status, owner = excluded.owner, claimed_until = 0, updated_at = excluded.updated_at",
+            )
+            .bind(key)
+            .bind(s)
+            .bind(&self.owner)
+            .bind(now)
+            .execute(pool)
+            .await
+            .map(|_| ())
+            .map_err(|e| self.fail(SETTLE, e))?,
+        }
         match status {
             LedgerStatus::Claimed if self.sole_writer() => {
                 self.known().unsettled(key, Some(status))
@@ -728,15 +739,21 @@ impl Store for SqlStore {
     }
 
     async fn release(&self, key: &str) -> Result<(), StoreError> {
-        let result = on_pool!(&self.pool, |p| sqlx::query(
-            "DELETE FROM ledger WHERE key = $1 AND status = 'claimed' AND owner = $2"
-        )
-        .bind(key)
-        .bind(&self.owner)
-        .execute(p)
-        .await
-        .map(|_| ()))
-        .map_err(|e| self.fail("releasing a claim", e));
+        const RELEASE: &str = "releasing a claim";
+        let result = match &self.pool {
+            Pool::Sqlite(lite) => lite
+                .release(key, &self.owner)
+                .map_err(|e| self.fail(RELEASE, e)),
+            Pool::Postgres { pool, .. } => sqlx::query(
+                "DELETE FROM ledger WHERE key = $1 AND status = 'claimed' AND owner = $2",
+            )
+            .bind(key)
+            .bind(&self.owner)
+            .execute(pool)
+            .await
+            .map(|_| ())
+            .map_err(|e| self.fail(RELEASE, e)),
+        };
         // Deleted only if the claim was ours: the row's fate is not known here.
         let mut known = self.known();
         known.unsettled.remove(key);
@@ -748,14 +765,17 @@ impl Store for SqlStore {
         if self.known().scheduled.contains(&timer.payment_id) {
             return Ok(false);
         }
-        let (reply, answer) = oneshot::channel();
-        self.ask(Lookup::Schedule(
-            timer.payment_id.clone(),
-            ms(timer.due),
-            reply,
-        ))
-        .await?;
-        let new = answer.await.map_err(|_| self.lookups_gone())??;
+        let new = match &self.pool {
+            Pool::Sqlite(lite) => lite
+                .schedule(&timer.payment_id, ms(timer.due))
+                .map_err(|e| self.fail("scheduling a grace-period check", e))?,
+            Pool::Postgres { lookups, .. } => {
+                self.ask(lookups, |reply| {
+                    Lookup::Schedule(timer.payment_id.clone(), ms(timer.due), reply)
+                })
+                .await?
+            }
+        };
         if new {
             debug!(payment_id = %timer.payment_id, "timer stored");
         }
@@ -764,28 +784,18 @@ impl Store for SqlStore {
     }
 
     async fn take_due(&self, now: Timestamp, limit: usize) -> Result<Vec<Timer>, StoreError> {
+        const TAKE: &str = "taking due grace-period checks";
         let now = ms(now);
         let wall = now_ms();
         let until = wall + self.lease.as_millis() as i64;
-        let limit = limit as i64;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = match &self.pool {
-            Pool::Sqlite(p) => sqlx::query(
-                "UPDATE timers SET state = 'taken', taken_until = $1
-                 WHERE payment_id IN (SELECT payment_id FROM timers
-                     WHERE (state = 'pending' AND due <= $2) OR (state = 'taken' AND taken_until <= $3 AND due <= $2)
-                     ORDER BY due, payment_id LIMIT $4)
-                 RETURNING payment_id, due",
-            )
-            .bind(until)
-            .bind(now)
-            .bind(wall)
-            .bind(limit)
-            .fetch_all(p)
-            .await
-            .map(|rows| rows.iter().map(|r| (r.get::<String, _>(0), r.get::<i64, _>(1))).collect::<Vec<_>>()),
+            Pool::Sqlite(lite) => lite
+                .take_due(now, wall, until, limit)
+                .map_err(|e| self.fail(TAKE, e))?,
             // Two replicas never take the same timer: the rows are locked, and a locked row
             // is skipped rather than waited for.
-            Pool::Postgres(p) => sqlx::query(
+            Pool::Postgres { pool, .. } => sqlx::query(
                 "UPDATE timers SET state = 'taken', taken_until = $1
                  WHERE payment_id IN (SELECT payment_id FROM timers
                      WHERE (state = 'pending' AND due <= $2) OR (state = 'taken' AND taken_until <= $3 AND due <= $2)
@@ -796,11 +806,15 @@ impl Store for SqlStore {
             .bind(now)
             .bind(wall)
             .bind(limit)
-            .fetch_all(p)
+            .fetch_all(pool)
             .await
-            .map(|rows| rows.iter().map(|r| (r.get::<String, _>(0), r.get::<i64, _>(1))).collect::<Vec<_>>()),
-        }
-        .map_err(|e| self.fail("taking due grace-period checks", e))?;
+            .map(|rows| {
+                rows.iter()
+                    .map(|r| (r.get::<String, _>(0), r.get::<i64, _>(1)))
+                    .collect::<Vec<_>>()
+            })
+            .map_err(|e| self.fail(TAKE, e))?,
+        };
         let mut timers: Vec<Timer> = rows
             .into_iter()
             .map(|(payment_id, due)| Timer {
@@ -813,36 +827,52 @@ impl Store for SqlStore {
     }
 
     async fn timer_done(&self, timer: &Timer) -> Result<(), StoreError> {
-        on_pool!(&self.pool, |p| sqlx::query(
-            "UPDATE timers SET state = 'done' WHERE payment_id = $1"
-        )
-        .bind(&timer.payment_id)
-        .execute(p)
-        .await
-        .map(|_| ()))
-        .map_err(|e| self.fail("completing a grace-period check", e))
+        const DONE: &str = "completing a grace-period check";
+        match &self.pool {
+            Pool::Sqlite(lite) => lite
+                .timer_done(&timer.payment_id)
+                .map_err(|e| self.fail(DONE, e)),
+            Pool::Postgres { pool, .. } => {
+                sqlx::query("UPDATE timers SET state = 'done' WHERE payment_id = $1")
+                    .bind(&timer.payment_id)
+                    .execute(pool)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| self.fail(DONE, e))
+            }
+        }
     }
 
     async fn retry_timer(&self, timer: &Timer, due: Timestamp) -> Result<(), StoreError> {
-        on_pool!(&self.pool, |p| sqlx::query(
-            "UPDATE timers SET state = 'pending', due = $2, taken_until = 0 WHERE payment_id = $1"
-        )
-        .bind(&timer.payment_id)
-        .bind(ms(due))
-        .execute(p)
-        .await
-        .map(|_| ()))
-        .map_err(|e| self.fail("rescheduling a grace-period check", e))
+        const RETRY: &str = "rescheduling a grace-period check";
+        match &self.pool {
+            Pool::Sqlite(lite) => lite
+                .retry_timer(&timer.payment_id, ms(due))
+                .map_err(|e| self.fail(RETRY, e)),
+            Pool::Postgres { pool, .. } => sqlx::query(
+                "UPDATE timers SET state = 'pending', due = $2, taken_until = 0 WHERE payment_id = $1",
+            )
+            .bind(&timer.payment_id)
+            .bind(ms(due))
+            .execute(pool)
+            .await
+            .map(|_| ())
+            .map_err(|e| self.fail(RETRY, e)),
+        }
     }
 
     async fn next_due(&self) -> Result<Option<Timestamp>, StoreError> {
+        const NEXT: &str = "reading the next grace-period check";
         // A taken timer whose lease passed counts too: it will be taken over.
-        let v: Option<i64> = on_pool!(&self.pool, |p| sqlx::query_scalar(
-            "SELECT MIN(CASE WHEN state = 'pending' THEN due ELSE taken_until END) FROM timers WHERE state <> 'done'"
-        )
-        .fetch_one(p)
-        .await)
-        .map_err(|e| self.fail("reading the next grace-period check", e))?;
+        let v: Option<i64> = match &self.pool {
+            Pool::Sqlite(lite) => lite.next_due().map_err(|e| self.fail(NEXT, e))?,
+            Pool::Postgres { pool, .. } => sqlx::query_scalar(
+                "SELECT MIN(CASE WHEN state = 'pending' THEN due ELSE taken_until END) FROM timers WHERE state <> 'done'",
+            )
+            .fetch_one(pool)
+            .await
+            .map_err(|e| self.fail(NEXT, e))?,
+        };
         Ok(v.map(from_ms))
     }
 
@@ -850,10 +880,17 @@ impl Store for SqlStore {
         if self.buffer().processed.contains(message_id) {
             return Ok(true);
         }
-        let (reply, answer) = oneshot::channel();
-        self.ask(Lookup::Processed(message_id.to_string(), reply))
-            .await?;
-        answer.await.map_err(|_| self.lookups_gone())?
+        match &self.pool {
+            Pool::Sqlite(lite) => lite
+                .processed(message_id, now_ms())
+                .map_err(|e| self.fail(READ, e)),
+            Pool::Postgres { lookups, .. } => {
+                self.ask(lookups, |reply| {
+                    Lookup::Processed(message_id.to_string(), reply)
+                })
+                .await
+            }
+        }
     }
 
     async fn mark_processed(&self, message_id: &str) -> Result<(), StoreError> {
@@ -874,15 +911,19 @@ impl Store for SqlStore {
     }
 
     async fn latest_sequence(&self, resource_id: &str) -> Result<Option<u64>, StoreError> {
+        const SEQ: &str = "reading sequence numbers";
         let buffered = self.buffer().sequences.get(resource_id).copied();
-        let stored: Option<i64> = on_pool!(&self.pool, |p| sqlx::query_scalar(
-            "SELECT sequence FROM sequences WHERE resource_id = $1"
-        )
-        .bind(resource_id)
-        .fetch_optional(p)
-        .await)
-        .map_err(|e| self.fail("reading sequence numbers", e))?;
-        Ok(buffered.max(stored.map(|s| s as u64)))
+        let stored: Option<i64> = match &self.pool {
+            Pool::Sqlite(lite) => lite.sequence(resource_id).map_err(|e| self.fail(SEQ, e))?,
+            Pool::Postgres { pool, .. } => {
+                sqlx::query_scalar("SELECT sequence FROM sequences WHERE resource_id = $1")
+                    .bind(resource_id)
+                    .fetch_optional(pool)
+                    .await
+                    .map_err(|e| self.fail(SEQ, e))?
+            }
+        };
+        Ok(buffered.max(stored.and_then(|s| u64::try_from(s).ok())))
     }
 
     async fn flush(&self) -> Result<(), StoreError> {

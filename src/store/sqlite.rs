@@ -1,0 +1,204 @@
+//! The embedded SQLite file, its statements run on the calling thread.
+//!
+//! A statement here takes a few microseconds (WAL, `synchronous = NORMAL`: a commit is a write
+//! to the log, no fsync). Handing each one to a connection thread and back, as an async driver
+//! does, cost several times that in wake-ups and context switches, so the connection sits
+//! behind a mutex and every call runs to completion without yielding. The file is this
+//! process' alone (an exclusive lock), so one connection is all there is.
+
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+
+/// Result of the statements here; [`super::sql`] names what failed.
+pub(super) type Result<T> = rusqlite::Result<T>;
+
+/// One connection to the state file.
+pub(super) struct Lite {
+    /// Held only for the length of one call: nothing awaits while holding it.
+    conn: Mutex<Connection>,
+}
+
+impl Lite {
+    /// Opens the (already migrated) file, takes its exclusive lock and records this start in
+    /// `meta`, which proves the file is writable now rather than at the first message.
+    pub(super) fn open(file: &Path, busy: Duration, started: &str) -> Result<Self> {
+        let conn = Connection::open_with_flags(
+            file,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(busy)?;
+        // The lock is taken by the first write below and held until the connection closes.
+        // Both answer with the mode now in force, a row `pragma_update` would refuse.
+        let _: String =
+            conn.pragma_update_and_check(None, "locking_mode", "EXCLUSIVE", |r| r.get(0))?;
+        let _: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.execute(
+            "INSERT INTO meta (key, value) VALUES ('last_start', ?1) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            [started],
+        )?;
+        // Enough for every statement shape here, so none is ever prepared twice.
+        conn.set_prepared_statement_cache_capacity(32);
+        Ok(Self {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Inserts a claim on `key`, or takes over one whose lease has passed; whether it won.
+    pub(super) fn claim(&self, key: &str, owner: &str, until: i64, now: i64) -> Result<bool> {
+        self.conn()
+            .prepare_cached(
+                "INSERT INTO ledger (key, status, owner, claimed_until, updated_at) VALUES (?1, 'claimed', ?2, ?3, ?4)
+                 ON CONFLICT (key) DO UPDATE SET owner = excluded.owner, claimed_until = excluded.claimed_until, updated_at = excluded.updated_at
+                 WHERE ledger.status = 'claimed' AND ledger.claimed_until <= ?4",
+            )?
+            .execute(params![key, owner, until, now])
+            .map(|changed| changed == 1)
+    }
+
+    /// Records `status` for `key`.
+    pub(super) fn settle(&self, key: &str, status: &str, owner: &str, now: i64) -> Result<()> {
+        self.conn()
+            .prepare_cached(
+                "INSERT INTO ledger (key, status, owner, claimed_until, updated_at) VALUES (?1, ?2, ?3, 0, ?4)
+                 ON CONFLICT (key) DO UPDATE SET status = excluded.status, owner = excluded.owner, claimed_until = 0, updated_at = excluded.updated_at",
+            )?
+            .execute(params![key, status, owner, now])
+            .map(|_| ())
+    }
+
+    /// Deletes `owner`'s claim on `key`, if it is one.
+    pub(super) fn release(&self, key: &str, owner: &str) -> Result<()> {
+        self.conn()
+            .prepare_cached(
+                "DELETE FROM ledger WHERE key = ?1 AND status = 'claimed' AND owner = ?2",
+            )?
+            .execute(params![key, owner])
+            .map(|_| ())
+    }
+
+    /// The ledger's status text for `key`.
+    pub(super) fn ledger(&self, key: &str) -> Result<Option<String>> {
+        self.conn()
+            .prepare_cached("SELECT status FROM ledger WHERE key = ?1")?
+            .query_row([key], |r| r.get(0))
+            .optional()
+    }
+
+    /// Whether `message_id` is recorded as processed and not expired at `now`.
+    pub(super) fn processed(&self, message_id: &str, now: i64) -> Result<bool> {
+        self.conn()
+            .prepare_cached("SELECT 1 FROM processed WHERE message_id = ?1 AND expires_at >= ?2")?
+            .exists(params![message_id, now])
+    }
+
+    /// Stores a pending timer unless the payment ever had one; whether it was new.
+    pub(super) fn schedule(&self, payment_id: &str, due: i64) -> Result<bool> {
+        self.conn()
+            .prepare_cached(
+                "INSERT INTO timers (payment_id, due, state, taken_until) VALUES (?1, ?2, 'pending', 0) ON CONFLICT (payment_id) DO NOTHING",
+            )?
+            .execute(params![payment_id, due])
+            .map(|changed| changed == 1)
+    }
+
+    /// Takes up to `limit` timers due at `now` (pending, or taken with a lease passed at
+    /// `wall`), leased until `until`.
+    pub(super) fn take_due(
+        &self,
+        now: i64,
+        wall: i64,
+        until: i64,
+        limit: i64,
+    ) -> Result<Vec<(String, i64)>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "UPDATE timers SET state = 'taken', taken_until = ?1
+             WHERE payment_id IN (SELECT payment_id FROM timers
+                 WHERE (state = 'pending' AND due <= ?2) OR (state = 'taken' AND taken_until <= ?3 AND due <= ?2)
+                 ORDER BY due, payment_id LIMIT ?4)
+             RETURNING payment_id, due",
+        )?;
+        let rows = stmt.query_map(params![until, now, wall, limit], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?;
+        rows.collect()
+    }
+
+    /// Marks a taken timer as handled.
+    pub(super) fn timer_done(&self, payment_id: &str) -> Result<()> {
+        self.conn()
+            .prepare_cached("UPDATE timers SET state = 'done' WHERE payment_id = ?1")?
+            .execute([payment_id])
+            .map(|_| ())
+    }
+
+    /// Gives a taken timer back, pending again at `due`.
+    pub(super) fn retry_timer(&self, payment_id: &str, due: i64) -> Result<()> {
+        self.conn()
+            .prepare_cached(
+                "UPDATE timers SET state = 'pending', due = ?2, taken_until = 0 WHERE payment_id = ?1",
+            )?
+            .execute(params![payment_id, due])
+            .map(|_| ())
+    }
+
+    /// The earliest time a timer is (or will be) due; a taken one counts when its lease passes.
+    pub(super) fn next_due(&self) -> Result<Option<i64>> {
+        self.conn()
+            .prepare_cached(
+                "SELECT MIN(CASE WHEN state = 'pending' THEN due ELSE taken_until END) FROM timers WHERE state <> 'done'",
+            )?
+            .query_row([], |r| r.get(0))
+    }
+
+    /// Writes processed ids (expiring at `expires`) and sequence numbers in one transaction.
+    pub(super) fn write_batch(
+        &self,
+        processed: &[String],
+        expires: i64,
+        sequences: &[(String, u64)],
+    ) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        {
+            let mut ids = tx.prepare_cached(
+                "INSERT INTO processed (message_id, expires_at) VALUES (?1, ?2) ON CONFLICT (message_id) DO NOTHING",
+            )?;
+            for id in processed {
+                ids.execute(params![id, expires])?;
+            }
+            let mut seqs = tx.prepare_cached(
+                "INSERT INTO sequences (resource_id, sequence) VALUES (?1, ?2) ON CONFLICT (resource_id) DO UPDATE SET sequence = excluded.sequence WHERE sequences.sequence < excluded.sequence",
+            )?;
+            for (rid, seq) in sequences {
+                // Sequence numbers are far below i64::MAX; saturate rather than wrap.
+                seqs.execute(params![rid, i64::try_from(*seq).unwrap_or(i64::MAX)])?;
+            }
+        }
+        tx.commit()
+    }
+
+    /// The stored sequence number of `resource_id`.
+    pub(super) fn sequence(&self, resource_id: &str) -> Result<Option<i64>> {
+        self.conn()
+            .prepare_cached("SELECT sequence FROM sequences WHERE resource_id = ?1")?
+            .query_row([resource_id], |r| r.get(0))
+            .optional()
+    }
+
+    /// Deletes processed ids that expired before `now`.
+    pub(super) fn purge_expired(&self, now: i64) -> Result<()> {
+        self.conn()
+            .prepare_cached("DELETE FROM processed WHERE expires_at < ?1")?
+            .execute([now])
+            .map(|_| ())
+    }
+}

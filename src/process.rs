@@ -1,7 +1,8 @@
 //! One step of work: decide with the [`Engine`], claim each action's key in the ledger,
 //! execute it, record the outcome. Shared by `replay` and `run`.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex as StdMutex};
 
 use tracing::{info, warn};
 
@@ -62,9 +63,17 @@ impl ProcessError {
 
 /// Decide, claim, execute, record.
 pub struct Processor {
+    /// Decides what is due.
     engine: Engine,
+    /// The ledger each action is claimed and settled in.
     store: Arc<dyn Store>,
+    /// Runs the effects.
     executor: Arc<dyn Executor>,
+    /// Keys being executed by this process. Two messages of one order or payment often arrive
+    /// together (a payment's Success and its OrderCreated) and decide the same action; the
+    /// second waits here for the first instead of meeting its claim in the ledger, which
+    /// would send its message back to the broker for a pointless redelivery a second later.
+    running: KeyLocks,
 }
 
 impl Processor {
@@ -74,6 +83,7 @@ impl Processor {
             engine,
             store,
             executor,
+            running: KeyLocks::default(),
         }
     }
 
@@ -131,6 +141,9 @@ impl Processor {
     }
 
     async fn execute(&self, action: Action) -> Result<Option<Action>, ProcessError> {
+        // Held until the outcome is in the ledger: a task of this process deciding the same
+        // action meanwhile then finds it done (or given back) rather than claimed.
+        let _running = self.running.lock(&action.key).await;
         match self.store.claim(&action.key).await? {
             Claim::Exists(LedgerStatus::Claimed) => {
                 // Another worker is running it (or died doing so; its lease will run out).
@@ -175,5 +188,164 @@ impl Processor {
                 })
             }
         }
+    }
+}
+
+/// One async lock per key, for the keys in use only: an entry lives while someone holds or
+/// waits for its lock.
+#[derive(Default)]
+struct KeyLocks {
+    /// The locks in use; the std mutex is never held across an await.
+    locks: StdMutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// A key's lock, waited for or held. Dropping it unlocks and, for the last user, forgets the
+/// key — also when the wait is cancelled.
+struct KeyGuard<'a> {
+    /// Where the entry is forgotten.
+    owner: &'a KeyLocks,
+    /// Which entry.
+    key: String,
+    /// The entry's lock (a clone counts as a user).
+    lock: Arc<tokio::sync::Mutex<()>>,
+    /// Holding it; `None` while waiting.
+    held: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl KeyLocks {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<tokio::sync::Mutex<()>>>> {
+        self.locks.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits for `key`'s lock.
+    async fn lock(&self, key: &str) -> KeyGuard<'_> {
+        let lock = self.map().entry(key.to_string()).or_default().clone();
+        let mut guard = KeyGuard {
+            owner: self,
+            key: key.to_string(),
+            lock,
+            held: None,
+        };
+        guard.held = Some(guard.lock.clone().lock_owned().await);
+        guard
+    }
+
+    /// Keys with a holder or a waiter.
+    #[cfg(test)]
+    fn in_use(&self) -> usize {
+        self.map().len()
+    }
+}
+
+impl Drop for KeyGuard<'_> {
+    fn drop(&mut self) {
+        let mut map = self.owner.map();
+        drop(self.held.take());
+        // Clones are made only under the map's lock: when the map's and ours are all that is
+        // left, nobody waits, and nobody can start to without the map's lock.
+        if Arc::strong_count(&self.lock) == 2 {
+            map.remove(&self.key);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::action::{ActionKind, RuleName};
+    use crate::effects::Effect;
+    use crate::rules::Rules;
+    use crate::store::MemoryStore;
+    use crate::view::StreamView;
+
+    /// Takes its time and counts its calls.
+    struct Slow {
+        calls: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl Executor for Slow {
+        async fn execute(&self, _action: &Action) -> Result<Effect, EffectError> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            Ok(Effect::applied("slow"))
+        }
+    }
+
+    #[tokio::test]
+    async fn the_same_action_decided_twice_at_once_runs_once_and_neither_fails() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let executor = Arc::new(Slow {
+            calls: AtomicUsize::new(0),
+        });
+        let engine = Engine::new(Arc::new(StreamView::new()), store.clone(), Rules::default());
+        let processor = Processor::new(engine, store.clone(), executor.clone());
+        let action = Action {
+            action: ActionKind::ReleaseOrder,
+            rule: RuleName::ReleaseForFulfillment,
+            key: Action::release_key("o1"),
+            payment_id: "p1".into(),
+            order_id: Some("o1".into()),
+            message_id: None,
+            at: chrono::Utc::now(),
+            order_number: None,
+            payment_ids: vec!["p1".into()],
+            amount: None,
+            reason: None,
+        };
+        // Before, the second met the first's claim and failed "claimed by another worker",
+        // and its message went back to the broker.
+        let (a, b) = tokio::join!(
+            processor.execute_all(vec![action.clone()]),
+            processor.execute_all(vec![action.clone()]),
+        );
+        let (a, b) = (a.expect("first"), b.expect("second"));
+        assert_eq!(a.len() + b.len(), 1, "exactly one of them executed it");
+        assert_eq!(executor.calls.load(Ordering::SeqCst), 1);
+        assert_eq!(
+            store.ledger_status(&action.key).await.expect("reads"),
+            Some(LedgerStatus::Done)
+        );
+        assert_eq!(processor.running.in_use(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_key_lock_serializes_its_key_and_is_forgotten_after() {
+        let locks = Arc::new(KeyLocks::default());
+        let inside = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..8 {
+            let (locks, inside, most) = (locks.clone(), inside.clone(), most.clone());
+            tasks.spawn(async move {
+                let _g = locks.lock("release:o1").await;
+                let now = inside.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(now, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                inside.fetch_sub(1, Ordering::SeqCst);
+            });
+        }
+        // Another key is not held up by them.
+        let other = tokio::time::timeout(Duration::from_secs(1), locks.lock("release:o2")).await;
+        assert!(other.is_ok(), "a different key waited");
+        drop(other);
+        while let Some(r) = tasks.join_next().await {
+            r.expect("task");
+        }
+        assert_eq!(most.load(Ordering::SeqCst), 1, "two holders of one key at once");
+        assert_eq!(locks.in_use(), 0, "keys must not outlive their users");
+
+        // A wait given up (its task aborted at shutdown) leaves nothing behind either.
+        let held = locks.lock("release:o3").await;
+        let gave_up =
+            tokio::time::timeout(Duration::from_millis(5), locks.lock("release:o3")).await;
+        assert!(gave_up.is_err(), "the key was held");
+        drop(held);
+        assert_eq!(locks.in_use(), 0, "an abandoned wait left its key behind");
     }
 }

@@ -769,14 +769,7 @@ async fn renew_batch(shared: &Shared, ids: &[u64]) {
         return;
     }
     let (ids, entries): (Vec<u64>, Vec<_>) = entries.into_iter().unzip();
-    let answer = shared
-        .client
-        .change_message_visibility_batch()
-        .queue_url(&shared.queue_url)
-        .set_entries(Some(entries))
-        .send()
-        .boxed()
-        .await;
+    let answer = change_visibility_batch(shared, entries).await;
     // Leases that can no longer be renewed leave the registry; the rest are renewed, or due
     // again at the next tick.
     let mut gone: Vec<u64> = Vec::new();
@@ -823,6 +816,26 @@ async fn renew_batch(shared: &Shared, ids: &[u64]) {
     shared.leases.renewed.notify_waiters();
 }
 
+/// One `ChangeMessageVisibilityBatch` call on the source's queue.
+async fn change_visibility_batch(
+    shared: &Shared,
+    entries: Vec<ChangeMessageVisibilityBatchRequestEntry>,
+) -> Result<
+    aws_sdk_sqs::operation::change_message_visibility_batch::ChangeMessageVisibilityBatchOutput,
+    SdkError<
+        aws_sdk_sqs::operation::change_message_visibility_batch::ChangeMessageVisibilityBatchError,
+    >,
+> {
+    shared
+        .client
+        .change_message_visibility_batch()
+        .queue_url(&shared.queue_url)
+        .set_entries(Some(entries))
+        .send()
+        .boxed()
+        .await
+}
+
 /// Makes messages visible again at once (`ChangeMessageVisibilityBatch` to 0). Best effort:
 /// what fails comes back after its visibility timeout anyway.
 async fn reset_visibility(shared: &Shared, handles: Vec<String>) {
@@ -839,14 +852,7 @@ async fn reset_visibility(shared: &Shared, handles: Vec<String>) {
                     .ok()
             })
             .collect();
-        let answer = shared
-            .client
-            .change_message_visibility_batch()
-            .queue_url(&shared.queue_url)
-            .set_entries(Some(entries))
-            .send()
-            .boxed()
-            .await;
+        let answer = change_visibility_batch(shared, entries).await;
         match answer {
             Ok(out) if out.failed().is_empty() => {}
             Ok(out) => warn!(

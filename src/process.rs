@@ -337,7 +337,11 @@ mod tests {
         while let Some(r) = tasks.join_next().await {
             r.expect("task");
         }
-        assert_eq!(most.load(Ordering::SeqCst), 1, "two holders of one key at once");
+        assert_eq!(
+            most.load(Ordering::SeqCst),
+            1,
+            "two holders of one key at once"
+        );
         assert_eq!(locks.in_use(), 0, "keys must not outlive their users");
 
         // A wait given up (its task aborted at shutdown) leaves nothing behind either.

@@ -67,6 +67,13 @@ impl Broker {
         }
     }
 
+    fn kind(&self) -> Kind {
+        match self {
+            Broker::Pubsub { .. } => Kind::Pubsub,
+            Broker::Sqs { .. } => Kind::Sqs,
+        }
+    }
+
     fn peer(&self) -> &Peer {
         match self {
             Broker::Pubsub { peer, .. } | Broker::Sqs { peer, .. } => peer,
@@ -397,31 +404,25 @@ async fn wait_quiet(stub: &Stub, effects: usize, quiet: Duration, timeout: Durat
     }
 }
 
-pub async fn run(kind: Kind, args: &crate::Args) -> Value {
-    let name = kind.name();
-    eprintln!("== {name}: starting the broker");
-    let broker = Broker::start(kind).await;
-    let stub = Stub::start().await;
-    let state_dir = tempfile::tempdir().expect("temp dir");
-    let run_id = format!("lt{}", std::process::id());
-    let logs = std::path::PathBuf::from("target/loadtest");
-
-    // ---- Backlog: the same messages for the bare consumer and the worker.
-    let backlog = stream::generate(&stream::GenConfig {
-        messages: args.broker_messages,
-        seed: args.seed + 1,
-        ..stream::GenConfig::default()
-    });
-    let base = format!("{run_id}-backlog");
+/// One round of the drain: a fresh pair of queues (or subscriptions) gets the backlog; the
+/// bare consumer drains one, then a fresh `payrules run` (its own state file) the other.
+#[allow(clippy::too_many_arguments)]
+async fn drain_round(
+    broker: &Broker,
+    stub: &Stub,
+    backlog: &stream::Stream,
+    round: usize,
+    run_id: &str,
+    state_dir: &tempfile::TempDir,
+    logs: &std::path::Path,
+    args: &crate::Args,
+) -> Value {
+    let name = broker.kind().name();
+    let base = format!("{run_id}-backlog{round}");
     let readers = broker.create(&base, &["bare", "worker"]).await;
-    for m in backlog.iter() {
-        if let Ok(msg) = decode(m) {
-            stub.observe(&msg);
-        }
-    }
     let t = Instant::now();
     let all: Vec<&[u8]> = backlog.iter().collect();
-    let batch = match kind {
+    let batch = match broker.kind() {
         Kind::Pubsub => 500,
         Kind::Sqs => 100,
     };
@@ -433,58 +434,53 @@ pub async fn run(kind: Kind, args: &crate::Args) -> Value {
     let publish_secs = t.elapsed().as_secs_f64();
     let n = backlog.len();
     eprintln!(
-        "{name}: published {n} messages{} in {publish_secs:.1} s",
-        if kind == Kind::Sqs {
+        "{name} round {round}: published {n} messages{} in {publish_secs:.1} s",
+        if broker.kind() == Kind::Sqs {
             " to each of 2 queues"
         } else {
             ""
         }
     );
 
-    eprintln!("{name}: bare consumer draining {n}");
     let broker_pid = broker.peer().pid().to_string();
     let broker_cpu = || crate::proc_cpu_secs(&broker_pid).unwrap_or(0.0);
     let b0 = broker_cpu();
+    let h0 = crate::cpu_secs();
     let bare_secs = broker.bare_drain(&readers[0], n, args).await;
     let bare_broker_cpu = broker_cpu() - b0;
+    let bare_harness_cpu = crate::cpu_secs() - h0;
     let bare_rate = n as f64 / bare_secs;
     eprintln!(
-        "{name}: bare consumer: {bare_rate:.0} msg/s ({bare_secs:.2} s; broker used {:.0} % of a core)",
+        "{name} round {round}: bare consumer: {bare_rate:.0} msg/s ({bare_secs:.2} s; broker used {:.0} % of a core)",
         100.0 * bare_broker_cpu / bare_secs
     );
 
-    eprintln!("{name}: payrules run draining {n}");
     stub.reset();
-    let mut env = stub_env(&stub, state_dir.path(), "drain", "1h", args);
+    let db = format!("drain{round}");
+    let mut env = stub_env(stub, state_dir.path(), &db, "1h", args);
     env.extend(broker.worker_env(&readers[1], args));
     let w = Worker::start(
         &args.worker_bin,
         &env,
-        logs.join(format!("worker-{name}-drain.log")),
+        logs.join(format!("worker-{name}-drain{round}.log")),
     );
     // Effects expected while draining: releases and the Checkout-failure cancels (the grace
     // period is 1 h here, so orphan cancels stay pending).
     let want = backlog.expected.releases + backlog.expected.cancels_event;
     let cpu0 = w.cpu_secs();
     let b0 = broker_cpu();
-    let finished = wait_quiet(
-        &stub,
-        want,
-        Duration::from_secs(2),
-        Duration::from_secs(900),
-    )
-    .await;
+    let finished = wait_quiet(stub, want, Duration::from_secs(2), Duration::from_secs(900)).await;
     let worker_cpu = w.cpu_secs() - cpu0;
     let worker_broker_cpu = broker_cpu() - b0;
+    // The stub, mostly; includes the 2 s of quiet that ends the wait.
+    let worker_harness_cpu = crate::cpu_secs() - h0;
     let window = stub.request_window();
-    let depth = match &broker {
-        Broker::Sqs { .. } => broker.queue_depth(&readers[1]).await,
-        Broker::Pubsub { .. } => None,
-    };
+    let depth = broker.queue_depth(&readers[1]).await;
     let requests = stub.requests.load(std::sync::atomic::Ordering::Relaxed);
     let effects = stub.effects();
     let (peak_mb, log) = w.stop().await;
     let acked = worker::acked_from_log(&log);
+    let retried = worker::summary_count(&log, "retried");
     let (worker_secs, worker_rate) = match window {
         Some((a, b)) => {
             let s = (b - a).as_secs_f64();
@@ -500,23 +496,32 @@ pub async fn run(kind: Kind, args: &crate::Args) -> Value {
         .iter()
         .filter(|e| e.key.starts_with("cancel:"))
         .count();
+    let ratio = if bare_rate > 0.0 {
+        worker_rate / bare_rate
+    } else {
+        0.0
+    };
     eprintln!(
-        "{name}: payrules run: {worker_rate:.0} msg/s ({worker_secs:.2} s), acked {acked:?}, {releases} releases, {cancels} cancels, {requests} stub requests, peak RSS {peak_mb:.1} MB{}",
+        "{name} round {round}: payrules run: {worker_rate:.0} msg/s ({worker_secs:.2} s, ratio {ratio:.3}), acked {acked:?}, retried {retried:?}, {releases} releases, {cancels} cancels, {requests} stub requests, peak RSS {peak_mb:.1} MB{}",
         if finished { "" } else { " — DID NOT FINISH" }
     );
-    let drain = json!({
-        "messages": n,
+    json!({
+        "round": round,
         "published_secs": publish_secs,
         "bare_secs": bare_secs,
         "bare_msgs_per_sec": bare_rate,
         "worker_secs": worker_secs,
         "worker_msgs_per_sec": worker_rate,
-        "ratio": if bare_rate > 0.0 { worker_rate / bare_rate } else { 0.0 },
+        "ratio": ratio,
         "worker_acked": acked,
+        "worker_retried": retried,
         "broker_cpu_secs_bare": bare_broker_cpu,
         "broker_cpu_secs_worker": worker_broker_cpu,
+        "harness_cpu_secs_bare": bare_harness_cpu,
+        "harness_cpu_secs_worker": worker_harness_cpu,
         "worker_cpu_secs": worker_cpu,
         "worker_cpu_share_of_one_core": if worker_secs > 0.0 { worker_cpu / worker_secs } else { 0.0 },
+        "worker_peak_rss_mb": peak_mb,
         "queue_depth_after": depth,
         "stub_requests": requests,
         "releases": releases,
@@ -525,6 +530,65 @@ pub async fn run(kind: Kind, args: &crate::Args) -> Value {
         "expected_cancels": backlog.expected.cancels_event,
         "finished": finished,
         "warnings": worker::problems(&log),
+    })
+}
+
+pub async fn run(kind: Kind, args: &crate::Args) -> Value {
+    let name = kind.name();
+    eprintln!("== {name}: starting the broker");
+    let broker = Broker::start(kind).await;
+    let stub = Stub::start().await;
+    let state_dir = tempfile::tempdir().expect("temp dir");
+    let run_id = format!("lt{}", std::process::id());
+    let logs = std::path::PathBuf::from("target/loadtest");
+
+    // ---- Backlog: the same messages for the bare consumer and the worker, in rounds that
+    // alternate the two (a drain takes seconds; this VM's pace wanders over that much).
+    let backlog = stream::generate(&stream::GenConfig {
+        messages: args.broker_messages,
+        seed: args.seed + 1,
+        ..stream::GenConfig::default()
+    });
+    for m in backlog.iter() {
+        if let Ok(msg) = decode(m) {
+            stub.observe(&msg);
+        }
+    }
+    let mut rounds = Vec::new();
+    let mut peak_mb: f64 = 0.0;
+    for round in 1..=args.drain_rounds.max(1) {
+        let r = drain_round(
+            &broker, &stub, &backlog, round, &run_id, &state_dir, &logs, args,
+        )
+        .await;
+        peak_mb = peak_mb.max(
+            r.get("worker_peak_rss_mb")
+                .and_then(Value::as_f64)
+                .unwrap_or(0.0),
+        );
+        rounds.push(r);
+    }
+    let median_of = |key: &str| {
+        let mut v: Vec<f64> = rounds
+            .iter()
+            .filter_map(|r| r.get(key).and_then(Value::as_f64))
+            .collect();
+        v.sort_by(f64::total_cmp);
+        percentile(&v, 50.0)
+    };
+    let all_finished = rounds
+        .iter()
+        .all(|r| r.get("finished").and_then(Value::as_bool) == Some(true));
+    let drain = json!({
+        "messages": backlog.len(),
+        "rounds": rounds.len(),
+        "bare_msgs_per_sec": median_of("bare_msgs_per_sec"),
+        "worker_msgs_per_sec": median_of("worker_msgs_per_sec"),
+        "ratio": median_of("ratio"),
+        "ratio_is": "the median of the rounds' worker/bare ratios",
+        "worker_cpu_share_of_one_core": median_of("worker_cpu_share_of_one_core"),
+        "finished": all_finished,
+        "per_round": rounds,
     });
 
     // ---- Latency and idle RSS: a fresh worker on an empty subscription/queue.

@@ -141,8 +141,14 @@ impl Worker {
 
 /// The `acked: N` of the worker's final summary line.
 pub fn acked_from_log(log: &str) -> Option<u64> {
+    summary_count(log, "acked")
+}
+
+/// A count from the worker's final summary line (`acked`, `retried`, `parked`, …).
+pub fn summary_count(log: &str, field: &str) -> Option<u64> {
     let line = log.lines().rev().find(|l| l.contains("worker stopped"))?;
-    let at = line.find("acked: ")? + "acked: ".len();
+    let label = format!("{field}: ");
+    let at = line.find(&label)? + label.len();
     line[at..]
         .split(|c: char| !c.is_ascii_digit())
         .next()?

@@ -14,8 +14,9 @@
 //! 3. for each broker (the Pub/Sub emulator and fauxqs, both from `.peers/`): publishes a backlog
 //!    (`--broker-messages`, default 20,000) twice, drains one copy with a bare consumer (pull +
 //!    ack only, the same client crate) and the other with `payrules run` (live executors against
-//!    a loopback stub of commercetools, Checkout and the webhook receiver), and reports both
-//!    rates and their ratio and the worker's peak RSS;
+//!    a loopback stub of commercetools, Checkout and the webhook receiver), in
+//!    `--drain-rounds` rounds (default 3), and reports both rates and their ratio (the rounds'
+//!    medians, and each round) and the worker's peak RSS;
 //! 4. starts a second worker on an empty subscription/queue, samples its idle RSS, then
 //!    publishes `--latency-messages` at `--latency-rate` and reports publish-to-effect latency
 //!    (the stub timestamps each release and cancel it receives);

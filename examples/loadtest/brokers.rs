@@ -386,6 +386,18 @@ fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
     Some(sorted[i.min(sorted.len() - 1)])
 }
 
+/// The median of sorted values: with an even count, the mean of the two middle ones (the
+/// nearest-rank [`percentile`] would report the upper one, flattering an even number of
+/// rounds).
+fn median(sorted: &[f64]) -> Option<f64> {
+    let n = sorted.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(sorted[n / 2]),
+        _ => Some((sorted[n / 2 - 1] + sorted[n / 2]) / 2.0),
+    }
+}
+
 /// Waits until the stub has been quiet for `quiet` after at least one request and at least
 /// `effects` effects arrived (or `timeout` passed).
 async fn wait_quiet(stub: &Stub, effects: usize, quiet: Duration, timeout: Duration) -> bool {
@@ -574,7 +586,7 @@ pub async fn run(kind: Kind, args: &crate::Args) -> Value {
             .filter_map(|r| r.get(key).and_then(Value::as_f64))
             .collect();
         v.sort_by(f64::total_cmp);
-        percentile(&v, 50.0)
+        median(&v)
     };
     let all_finished = rounds
         .iter()

@@ -14,6 +14,8 @@ pub enum ActionKind {
     ReleaseOrder,
     /// Cancel the payment's authorization.
     CancelPayment,
+    /// Capture the payment's open authorization (`amount`).
+    CapturePayment,
 }
 
 /// Which rule decided.
@@ -24,6 +26,10 @@ pub enum RuleName {
     ReleaseForFulfillment,
     /// An authorization without an order.
     CancelOrphanedAuthorization,
+    /// An authorization held only by cancelled orders.
+    CancelOnOrderCancelled,
+    /// The order shipped: its open authorizations are captured.
+    CaptureOnShipment,
 }
 
 impl RuleName {
@@ -32,6 +38,8 @@ impl RuleName {
         match self {
             RuleName::ReleaseForFulfillment => "release_for_fulfillment",
             RuleName::CancelOrphanedAuthorization => "cancel_orphaned_authorization",
+            RuleName::CancelOnOrderCancelled => "cancel_on_order_cancelled",
+            RuleName::CaptureOnShipment => "capture_on_shipment",
         }
     }
 }
@@ -44,6 +52,27 @@ pub enum CancelReason {
     GracePeriodExpired,
     /// Checkout reported that it could not create the order.
     OrderCreationFailed,
+    /// Every order referencing the payment is cancelled.
+    OrderCancelled,
+}
+
+impl CancelReason {
+    /// The output name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CancelReason::GracePeriodExpired => "grace_period_expired",
+            CancelReason::OrderCreationFailed => "order_creation_failed",
+            CancelReason::OrderCancelled => "order_cancelled",
+        }
+    }
+
+    /// The rule that cancels for this reason.
+    pub fn rule(self) -> RuleName {
+        match self {
+            CancelReason::OrderCancelled => RuleName::CancelOnOrderCancelled,
+            _ => RuleName::CancelOrphanedAuthorization,
+        }
+    }
 }
 
 /// One decision. Serialized, it is the replay output line: `action`, `rule`, `key`,
@@ -54,13 +83,14 @@ pub struct Action {
     pub action: ActionKind,
     /// The rule that decided it.
     pub rule: RuleName,
-    /// The idempotency key: `release:{order_id}` or `cancel:{payment_id}`. An action with a
-    /// key runs at most once, ever.
+    /// The idempotency key: `release:{order_id}`, `cancel:{payment_id}` or
+    /// `capture:{payment_id}`. An action with a key runs at most once, ever.
     pub key: String,
-    /// For a cancel, the payment; for a release, the authorized payment that completed the
+    /// For a cancel or capture, the payment; for a release, the payment that completed the
     /// coverage.
     pub payment_id: String,
-    /// The order; `None` for a cancel (no order exists, which is the point).
+    /// The order released or captured for, or the cancelled order a cancel is for; `None`
+    /// for an orphan cancel (no order exists, which is the point).
     pub order_id: Option<String>,
     /// The message that caused the decision; `None` when a timer did.
     pub message_id: Option<String>,
@@ -70,10 +100,11 @@ pub struct Action {
     /// The order number, for the fulfillment team.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub order_number: Option<String>,
-    /// For a release: every authorized payment counted toward the order.
+    /// For a release: every payment counted toward the order.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub payment_ids: Vec<String>,
-    /// Release: the order total; cancel: the authorized amount.
+    /// Release: the order's gross total; cancel: the authorized amount; capture: the amount
+    /// to capture.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub amount: Option<Money>,
     /// For a cancel: why.
@@ -90,6 +121,11 @@ impl Action {
     /// The idempotency key of a payment's cancel.
     pub fn cancel_key(payment_id: &str) -> String {
         format!("cancel:{payment_id}")
+    }
+
+    /// The idempotency key of a payment's capture.
+    pub fn capture_key(payment_id: &str) -> String {
+        format!("capture:{payment_id}")
     }
 
     /// The replay output line (compact JSON, no newline).

@@ -60,8 +60,11 @@ pub fn build_processor(
         if settings.rules.release.enabled && webhook.is_none() && order_update.is_none() {
             return Err("releases have nowhere to go: set PAYRULES_RELEASE_WEBHOOK_URL and/or release.order_update, disable the rule, or set PAYRULES_DRY_RUN=true".into());
         }
-        if settings.rules.cancel.enabled && cancel.is_none() {
-            return Err("cancels need the commercetools client: set the CTP_* variables, disable the rule, or set PAYRULES_DRY_RUN=true".into());
+        let r = &settings.rules;
+        if (r.cancel.enabled || r.cancel_on_order_cancelled.enabled || r.capture.enabled)
+            && cancel.is_none()
+        {
+            return Err("cancels and captures need the commercetools client: set the CTP_* variables, disable the rules (rules.cancel_orphaned_authorization, rules.cancel_on_order_cancelled, rules.capture_on_shipment), or set PAYRULES_DRY_RUN=true".into());
         }
         Arc::new(LiveExecutor {
             order_update,

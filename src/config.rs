@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize, Serializer};
 
-use crate::rules::{CancelRule, ReleaseRule, Rules};
+use crate::model::ShipmentState;
+use crate::rules::{CancelRule, CaptureRule, OrderCancelledRule, ReleaseRule, Rules};
 
 /// What kind of value an option takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,6 +121,21 @@ pub const OPTIONS: &[OptionSpec] = &[
         ["rules", "cancel_orphaned_authorization", "grace_period"],
         "PAYRULES_GRACE_PERIOD",
         Duration
+    ),
+    opt!(
+        ["rules", "cancel_on_order_cancelled", "enabled"],
+        "PAYRULES_CANCEL_ON_ORDER_CANCELLED",
+        Bool
+    ),
+    opt!(
+        ["rules", "capture_on_shipment", "enabled"],
+        "PAYRULES_CAPTURE_ENABLED",
+        Bool
+    ),
+    opt!(
+        ["rules", "capture_on_shipment", "on"],
+        "PAYRULES_CAPTURE_ON",
+        Str
     ),
     opt!(
         ["release", "webhook_url"],
@@ -396,6 +412,52 @@ pub struct RulesSection {
     /// `[rules.cancel_orphaned_authorization]`.
     #[serde(default)]
     pub cancel_orphaned_authorization: CancelSettings,
+    /// `[rules.cancel_on_order_cancelled]`.
+    #[serde(default)]
+    pub cancel_on_order_cancelled: OrderCancelledSettings,
+    /// `[rules.capture_on_shipment]`.
+    #[serde(default)]
+    pub capture_on_shipment: CaptureSettings,
+}
+
+/// `[rules.cancel_on_order_cancelled]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrderCancelledSettings {
+    /// The rule is on: an authorization held only by cancelled orders is cancelled.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+}
+
+impl Default for OrderCancelledSettings {
+    fn default() -> Self {
+        Self { enabled: true }
+    }
+}
+
+/// `[rules.capture_on_shipment]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaptureSettings {
+    /// The rule is on (off by default: capturing is the merchant's call).
+    #[serde(default)]
+    pub enabled: bool,
+    /// The shipment state that triggers the capture: `Shipped` or `Delivered`.
+    #[serde(default = "default_capture_on")]
+    pub on: String,
+}
+
+impl Default for CaptureSettings {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            on: default_capture_on(),
+        }
+    }
+}
+
+fn default_capture_on() -> String {
+    "Shipped".into()
 }
 
 /// `[rules.release_for_fulfillment]`.
@@ -405,7 +467,7 @@ pub struct ReleaseSettings {
     /// The rule is on.
     #[serde(default = "default_true")]
     pub enabled: bool,
-    /// A successful Charge counts as authorized.
+    /// Accepted for existing configurations; ignored (a successful Charge always counts).
     #[serde(default)]
     pub also_on_charge: bool,
     /// Authorized payments must cover the order total.
@@ -1040,6 +1102,7 @@ impl FileConfig {
             &grace_path,
             &mut problems,
         );
+        let capture_on = self.capture_on(&mut problems);
         let shutdown_timeout = self.duration(
             &self.worker.shutdown_timeout,
             &["worker", "shutdown_timeout"],
@@ -1128,7 +1191,7 @@ impl FileConfig {
                 dry_run: self.dry_run,
                 state_url: self.state.url.clone(),
                 claim_lease,
-                rules: self.rules_with(grace_period),
+                rules: self.rules_with(grace_period, capture_on),
                 webhook,
                 order_update,
                 payment_intent_action: intent,
@@ -1155,13 +1218,29 @@ impl FileConfig {
             &["rules", "cancel_orphaned_authorization", "grace_period"],
             &mut problems,
         );
+        let capture_on = self.capture_on(&mut problems);
         if !problems.is_empty() {
             return Err(ConfigErrors(problems));
         }
-        Ok(self.rules_with(grace_period))
+        Ok(self.rules_with(grace_period, capture_on))
     }
 
-    fn rules_with(&self, grace_period: Duration) -> Rules {
+    /// `rules.capture_on_shipment.on`: Shipped or Delivered.
+    fn capture_on(&self, problems: &mut Vec<Problem>) -> ShipmentState {
+        let on = &self.rules.capture_on_shipment.on;
+        match ShipmentState::parse(on) {
+            s @ (ShipmentState::Shipped | ShipmentState::Delivered) => s,
+            _ => {
+                problems.push(Problem {
+                    place: place(&["rules", "capture_on_shipment", "on"]),
+                    message: format!("{on:?} is not Shipped or Delivered"),
+                });
+                ShipmentState::Shipped
+            }
+        }
+    }
+
+    fn rules_with(&self, grace_period: Duration, capture_on: ShipmentState) -> Rules {
         let r = &self.rules.release_for_fulfillment;
         Rules {
             release: ReleaseRule {
@@ -1172,6 +1251,13 @@ impl FileConfig {
             cancel: CancelRule {
                 enabled: self.rules.cancel_orphaned_authorization.enabled,
                 grace_period,
+            },
+            cancel_on_order_cancelled: OrderCancelledRule {
+                enabled: self.rules.cancel_on_order_cancelled.enabled,
+            },
+            capture: CaptureRule {
+                enabled: self.rules.capture_on_shipment.enabled,
+                on: capture_on,
             },
         }
     }

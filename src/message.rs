@@ -15,7 +15,10 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 
-use crate::model::{Order, OrderState, Payment, Reference, Transaction, TransactionState};
+use crate::model::{
+    Money, Order, OrderState, Payment, Reference, ShipmentState, TaxedPrice, Transaction,
+    TransactionState,
+};
 
 /// A point in time, always UTC.
 pub type Timestamp = DateTime<Utc>;
@@ -196,6 +199,12 @@ message_types!(
     CheckoutPaymentAuthorized,
     CheckoutPaymentAuthorizationFailed,
     CheckoutPaymentAuthorizationCancelled,
+    CheckoutPaymentCancelAuthorizationFailed,
+    CheckoutPaymentCharged,
+    CheckoutPaymentChargeFailed,
+    CheckoutPaymentRefunded,
+    CheckoutPaymentRefundFailed,
+    OrderEditApplied,
     ResourceCreated,
     ResourceUpdated,
     ResourceDeleted,
@@ -242,8 +251,17 @@ pub enum Body {
     OrderPaymentAdded(Reference),
     /// `OrderStateChanged`.
     OrderStateChanged(OrderState),
-    /// `OrderPaymentStateChanged` / `OrderShipmentStateChanged`: the new state's name.
+    /// `OrderPaymentStateChanged`: the new payment state's name (the rules do not read it).
     OrderSubStateChanged(String),
+    /// `OrderShipmentStateChanged`: decides eligibility and capture on shipment.
+    OrderShipmentStateChanged(ShipmentState),
+    /// `OrderEditApplied`: the order's totals after the edit (`result.excerptAfterEdit`).
+    OrderEditApplied {
+        /// `totalPrice` after the edit.
+        total_price: Money,
+        /// `taxedPrice` after the edit, when the order is taxed.
+        taxed_price: Option<TaxedPrice>,
+    },
     /// `CheckoutOrderCreationFailed`: Checkout could not create the order for these payments.
     CheckoutOrderCreationFailed {
         /// The cart Checkout tried to order.
@@ -367,6 +385,8 @@ macro_rules! raw_fields {
             order_state: Option<OrderState>,
             payment_state: Option<String>,
             shipment_state: Option<String>,
+            #[serde(borrow)]
+            result: Option<&'a RawValue>,
             // Events and CloudEvents.
             #[serde(borrow)]
             data: Option<&'a RawValue>,
@@ -426,6 +446,7 @@ impl<'a> RawTyped<'a> {
             order_state: self.order_state,
             payment_state: self.payment_state,
             shipment_state: self.shipment_state,
+            result: self.result,
             data: self.data,
             specversion: self.specversion,
         };
@@ -464,6 +485,20 @@ struct RawOrderFailed {
     payments: Vec<Reference>,
     #[serde(default)]
     errors: Vec<CheckoutError>,
+}
+
+/// `OrderEditApplied.result` (an `OrderEditApplied` result): only the excerpt after the edit.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawEditResult {
+    excerpt_after_edit: Option<RawExcerpt>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawExcerpt {
+    total_price: Money,
+    taxed_price: Option<TaxedPrice>,
 }
 
 #[derive(Deserialize)]
@@ -617,10 +652,22 @@ fn message(raw: Raw<'_>, embedded: Embedded, format: Format) -> Result<Message, 
                 raw.payment_state
                     .ok_or_else(|| DecodeError::missing("paymentState", &kind))?,
             ),
-            MessageType::OrderShipmentStateChanged => Body::OrderSubStateChanged(
-                raw.shipment_state
-                    .ok_or_else(|| DecodeError::missing("shipmentState", &kind))?,
+            MessageType::OrderShipmentStateChanged => Body::OrderShipmentStateChanged(
+                ShipmentState::parse(
+                    &raw.shipment_state
+                        .ok_or_else(|| DecodeError::missing("shipmentState", &kind))?,
+                ),
             ),
+            MessageType::OrderEditApplied => {
+                let result: RawEditResult = field("result", raw.result, &kind)?;
+                let after = result.excerpt_after_edit.ok_or_else(|| {
+                    DecodeError::missing("result.excerptAfterEdit", &kind)
+                })?;
+                Body::OrderEditApplied {
+                    total_price: after.total_price,
+                    taxed_price: after.taxed_price,
+                }
+            }
             _ => Body::None,
         };
         (kind, body)
@@ -662,7 +709,12 @@ fn event(raw: Raw<'_>, format: Format) -> Result<Message, DecodeError> {
         }
         MessageType::CheckoutPaymentAuthorized
         | MessageType::CheckoutPaymentAuthorizationFailed
-        | MessageType::CheckoutPaymentAuthorizationCancelled => {
+        | MessageType::CheckoutPaymentAuthorizationCancelled
+        | MessageType::CheckoutPaymentCancelAuthorizationFailed
+        | MessageType::CheckoutPaymentCharged
+        | MessageType::CheckoutPaymentChargeFailed
+        | MessageType::CheckoutPaymentRefunded
+        | MessageType::CheckoutPaymentRefundFailed => {
             let d: RawPaymentEvent = field("data", data, &kind)?;
             Body::CheckoutPayment {
                 payment: d

@@ -109,6 +109,21 @@ lenient_enum!(
 );
 
 lenient_enum!(
+    /// Where the order's goods stand; decides whether it can still be fulfilled and when a
+    /// capture is due.
+    ShipmentState {
+        Shipped,
+        Delivered,
+        Ready,
+        Pending,
+        Delayed,
+        Partial,
+        Backorder,
+        Canceled,
+    }
+);
+
+lenient_enum!(
     /// The order's own lifecycle state.
     OrderState {
         Open,
@@ -170,12 +185,30 @@ pub struct Order {
     pub order_number: Option<String>,
     /// What the payments must cover before the order is released.
     pub total_price: Money,
+    /// The taxed total; its `totalGross` is what the customer pays when prices are net.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub taxed_price: Option<TaxedPrice>,
     /// Open, Confirmed, Complete or Cancelled; a cancelled order is never released.
     #[serde(default = "default_order_state")]
     pub order_state: OrderState,
+    /// Absent until shipping starts; decides eligibility and capture on shipment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shipment_state: Option<ShipmentState>,
+    /// When commercetools created it: a payment referenced by several orders counts toward
+    /// the earliest one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<chrono::DateTime<chrono::Utc>>,
     /// The payments that pay for this order.
     #[serde(default)]
     pub payment_info: Option<PaymentInfo>,
+}
+
+/// The `taxedPrice` of an Order, reduced to the total the customer pays.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaxedPrice {
+    /// Net plus taxes.
+    pub total_gross: Money,
 }
 
 fn default_order_state() -> OrderState {
@@ -189,6 +222,38 @@ impl Order {
             .iter()
             .flat_map(|info| info.payments.iter())
             .map(|r| r.id.as_str())
+    }
+
+    /// What the customer pays: `taxedPrice.totalGross` when present, else `totalPrice` (which
+    /// is net when the prices are net).
+    pub fn gross_total(&self) -> &Money {
+        self.taxed_price
+            .as_ref()
+            .map_or(&self.total_price, |t| &t.total_gross)
+    }
+
+    /// Whether the order can still be handed to fulfillment: Open or Confirmed, and not yet
+    /// (partly) shipped or cancelled for shipping.
+    pub fn is_fulfillable(&self) -> bool {
+        matches!(self.order_state, OrderState::Open | OrderState::Confirmed)
+            && matches!(
+                self.shipment_state,
+                None | Some(
+                    ShipmentState::Pending
+                        | ShipmentState::Ready
+                        | ShipmentState::Backorder
+                        | ShipmentState::Delayed
+                )
+            )
+    }
+
+    /// The sort key of allocation: earliest created first, ties (and unknown times, last) by id.
+    pub fn allocation_key(&self) -> (chrono::DateTime<chrono::Utc>, &str) {
+        (
+            self.created_at
+                .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC),
+            self.id.as_str(),
+        )
     }
 
     /// Whether `paymentInfo` references the payment.
@@ -232,6 +297,79 @@ impl Payment {
                     TransactionState::Pending | TransactionState::Success
                 )
         })
+    }
+
+    /// Sum of the transactions of one type in `currency` whose state is one of `states`.
+    pub fn amount_in(&self, kind: TransactionType, states: &[TransactionState], currency: &str) -> i64 {
+        self.transactions
+            .iter()
+            .filter(|t| {
+                t.kind == kind && states.contains(&t.state) && t.amount.currency_code == currency
+            })
+            .fold(0i64, |sum, t| sum.saturating_add(t.amount.cent_amount))
+    }
+
+    /// authorized(P) = Σ Authorization in Success − Σ CancelAuthorization in Initial, Pending
+    /// or Success: the money still reserved (may be negative on odd data).
+    pub fn authorized(&self, currency: &str) -> i64 {
+        use TransactionState::{Initial, Pending, Success};
+        self.amount_in(TransactionType::Authorization, &[Success], currency)
+            .saturating_sub(self.amount_in(
+                TransactionType::CancelAuthorization,
+                &[Initial, Pending, Success],
+                currency,
+            ))
+    }
+
+    /// charged(P) = Σ Charge in Success − Σ Refund and Chargeback in Success: the money
+    /// received and kept.
+    pub fn charged(&self, currency: &str) -> i64 {
+        use TransactionState::Success;
+        self.amount_in(TransactionType::Charge, &[Success], currency)
+            .saturating_sub(self.amount_in(TransactionType::Refund, &[Success], currency))
+            .saturating_sub(self.amount_in(TransactionType::Chargeback, &[Success], currency))
+    }
+
+    /// Charges in Pending or Success: what is captured or being captured (refunds do not make
+    /// an authorization capturable again).
+    pub fn captured(&self, currency: &str) -> i64 {
+        use TransactionState::{Pending, Success};
+        self.amount_in(TransactionType::Charge, &[Pending, Success], currency)
+    }
+
+    /// covered(P) = max(authorized(P), charged(P), 0): a capture of an authorization is the
+    /// same money, counted once.
+    pub fn covered(&self, currency: &str) -> i64 {
+        self.authorized(currency).max(self.charged(currency)).max(0)
+    }
+
+    /// The currency the payment's money is in: its first successful Authorization's, else
+    /// its first Charge's, else `amountPlanned`'s.
+    pub fn currency(&self) -> Option<&str> {
+        self.transactions
+            .iter()
+            .find(|t| t.kind == TransactionType::Authorization && t.state == TransactionState::Success)
+            .or_else(|| self.transactions.iter().find(|t| t.kind == TransactionType::Charge))
+            .map(|t| t.amount.currency_code.as_str())
+            .or_else(|| self.amount_planned.as_ref().map(|m| m.currency_code.as_str()))
+    }
+
+    /// A CancelAuthorization exists and every one of them failed: a cancel was tried and the
+    /// authorization still stands.
+    pub fn cancel_authorization_failed(&self) -> bool {
+        let mut cancels = self
+            .transactions
+            .iter()
+            .filter(|t| t.kind == TransactionType::CancelAuthorization)
+            .peekable();
+        cancels.peek().is_some() && cancels.all(|t| t.state == TransactionState::Failure)
+    }
+
+    /// Whether the payment carries any CancelAuthorization.
+    pub fn has_cancel_authorization(&self) -> bool {
+        self.transactions
+            .iter()
+            .any(|t| t.kind == TransactionType::CancelAuthorization)
     }
 
     /// Sum of the successful transactions of one type in `currency`.

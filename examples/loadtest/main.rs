@@ -281,6 +281,7 @@ async fn replay_with(
             match a.action {
                 payrules::action::ActionKind::ReleaseOrder => releases += 1,
                 payrules::action::ActionKind::CancelPayment => cancels += 1,
+                payrules::action::ActionKind::CapturePayment => {}
             }
         }
     };

@@ -165,12 +165,11 @@ impl Stub {
             (&Method::GET, [p, "orders"]) if *p == PROJECT => {
                 let params = parse_query(&query);
                 let pid = params.get("var.pid").cloned().unwrap_or_default();
-                let found = self.view.order_for_payment(&pid).await.ok().flatten();
-                let results: Vec<_> = found.into_iter().collect();
+                let results = self.view.orders_for_payment(&pid).await.unwrap_or_default();
                 json(
                     StatusCode::OK,
                     serde_json::to_vec(&serde_json::json!({
-                        "limit": 1, "offset": 0, "count": results.len(), "results": results
+                        "limit": 500, "offset": 0, "count": results.len(), "results": results
                     }))
                     .unwrap(),
                 )

@@ -393,12 +393,14 @@ impl CtpClient {
             .await
     }
 
-    /// The order referencing the payment, found with `paymentInfo(payments(id=:pid))` and a
-    /// query variable (never a predicate built by concatenation).
+    /// Every order referencing the payment (up to 500, oldest first), found with
+    /// `paymentInfo(payments(id=:pid))` and a query variable (never a predicate built by
+    /// concatenation). A payment is referenced by one order, or a few after a cancelled order
+    /// was replaced; 500 is the API's page limit.
     ///
     /// # Errors
     /// See [`CtpError`].
-    pub async fn order_for_payment(&self, payment_id: &str) -> Result<Option<Order>, CtpError> {
+    pub async fn orders_for_payment(&self, payment_id: &str) -> Result<Vec<Order>, CtpError> {
         #[derive(Deserialize)]
         struct Page {
             results: Vec<Order>,
@@ -411,12 +413,13 @@ impl CtpClient {
                     ("where", "paymentInfo(payments(id=:pid))"),
                     ("var.pid", payment_id),
                     ("sort", "createdAt asc"),
-                    ("limit", "1"),
+                    ("sort", "id asc"),
+                    ("limit", "500"),
                     ("withTotal", "false"),
                 ],
             )
             .await?;
-        Ok(page.and_then(|p| p.results.into_iter().next()))
+        Ok(page.map(|p| p.results).unwrap_or_default())
     }
 
     /// The raw order JSON (the executors check fields the rules do not model).

@@ -42,9 +42,9 @@ impl CommerceView for LiveView {
         true
     }
 
-    async fn order_for_payment(&self, payment_id: &str) -> Result<Option<Order>, ViewError> {
+    async fn orders_for_payment(&self, payment_id: &str) -> Result<Vec<Order>, ViewError> {
         self.client
-            .order_for_payment(payment_id)
+            .orders_for_payment(payment_id)
             .await
             .map_err(view_error)
     }

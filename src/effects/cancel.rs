@@ -1,19 +1,22 @@
-//! Cancelling an authorization through the Checkout Payment Intents API.
+//! Cancelling and capturing through the Checkout Payment Intents API.
 //!
-//! The API documents no idempotency key, so right before the call the payment is re-read and
-//! the call is skipped when a CancelAuthorization that has not failed (the cancel already
-//! happened, maybe by an earlier attempt of ours) or a Charge in Pending or Success (too late
-//! to cancel) is there. After a 500 the payment is re-read too: the cancel may have happened.
+//! The API documents no idempotency key, so right before each call the payment is re-read and
+//! the call is skipped when the amounts say it already happened (maybe by an earlier attempt of
+//! ours): for a cancel, no authorized money is left (a CancelAuthorization takes it), or a
+//! Charge in Pending or Success is there (too late to cancel); for a capture, Charges in
+//! Pending or Success already take the authorization. After a 500 the payment is re-read too:
+//! the call may have happened.
 
-use serde_json::json;
+use serde_json::{Value, json};
 use tracing::{info, warn};
 
 use super::order_update::effect_error;
 use super::{Effect, EffectError};
 use crate::action::Action;
 use crate::commerce::{CtpClient, Retry};
+use crate::model::Payment;
 
-/// Cancels authorizations.
+/// Cancels authorizations and captures payments.
 pub struct Canceller {
     /// The commercetools client (reads the payment, calls Checkout).
     client: CtpClient,
@@ -21,8 +24,16 @@ pub struct Canceller {
     intent_action: String,
 }
 
+/// What a pre-check found.
+enum Check {
+    /// Make the call.
+    Call,
+    /// No call: the effect is already there, or no longer applies.
+    Settled(Effect),
+}
+
 impl Canceller {
-    /// A canceller using the Payment Intents action `intent_action`.
+    /// A canceller using the Payment Intents action `intent_action` for cancels.
     pub fn new(client: CtpClient, intent_action: String) -> Self {
         Self {
             client,
@@ -30,27 +41,93 @@ impl Canceller {
         }
     }
 
-    /// Re-reads the payment: `Some(effect)` when no call must be made.
-    async fn precheck(&self, payment_id: &str) -> Result<Option<Effect>, EffectError> {
-        let payment = self
-            .client
+    async fn read(&self, payment_id: &str) -> Result<Payment, EffectError> {
+        self.client
             .payment(payment_id)
             .await
             .map_err(effect_error)?
             .ok_or_else(|| EffectError::Permanent {
                 detail: format!("payment {payment_id} no longer exists"),
-            })?;
-        if payment.has_live_cancel_authorization() {
-            return Ok(Some(Effect::applied(
-                "a CancelAuthorization is already there; no call made",
-            )));
-        }
+            })
+    }
+
+    /// Re-reads the payment: whether the cancel call must still be made.
+    async fn cancel_check(&self, payment_id: &str) -> Result<Check, EffectError> {
+        let payment = self.read(payment_id).await?;
         if payment.has_pending_or_successful_charge() {
-            return Ok(Some(Effect::skipped(
+            return Ok(Check::Settled(Effect::skipped(
                 "a Charge is pending or succeeded; not cancelling",
             )));
         }
-        Ok(None)
+        let authorized = payment.currency().map_or(0, |c| payment.authorized(c));
+        if authorized <= 0 {
+            return Ok(Check::Settled(if payment.has_live_cancel_authorization() {
+                Effect::applied("a CancelAuthorization already takes the authorization; no call made")
+            } else {
+                Effect::skipped("no authorized money to cancel")
+            }));
+        }
+        Ok(Check::Call)
+    }
+
+    /// Re-reads the payment: how much may still be captured (`None`: nothing, no call).
+    async fn capture_check(
+        &self,
+        payment_id: &str,
+        currency: &str,
+        wanted: i64,
+    ) -> Result<Result<i64, Effect>, EffectError> {
+        let payment = self.read(payment_id).await?;
+        let capturable = payment
+            .authorized(currency)
+            .saturating_sub(payment.captured(currency));
+        if capturable <= 0 {
+            return Ok(Err(if payment.captured(currency) > 0 {
+                Effect::applied("Charges already take the authorization; no call made")
+            } else {
+                Effect::skipped("no authorized money to capture")
+            }));
+        }
+        Ok(Ok(capturable.min(wanted)))
+    }
+
+    /// Sends one Payment Intents action and maps its outcome; after a 500, `recheck` decides
+    /// whether the action happened.
+    async fn call<F, Fut>(
+        &self,
+        what: &str,
+        payment_id: &str,
+        intent: &Value,
+        recheck: F,
+    ) -> Result<Effect, EffectError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Option<Effect>, EffectError>>,
+    {
+        match self.client.payment_intent(payment_id, intent).await {
+            Ok(outcome) => match outcome.as_str() {
+                "approved" | "received" => {
+                    info!(payment_id, outcome, "{what} requested");
+                    Ok(Effect::applied(format!("{what} {outcome}")))
+                }
+                "rejected" => Err(EffectError::Permanent {
+                    detail: format!("Checkout rejected the {what} of payment {payment_id}"),
+                }),
+                other => Err(EffectError::Permanent {
+                    detail: format!(
+                        "Checkout answered an unknown outcome {other:?} to the {what} of payment {payment_id}"
+                    ),
+                }),
+            },
+            Err(e) if e.retry == Retry::Verify => {
+                warn!(payment_id, error = %e, "{what} answered 500; re-reading the payment");
+                match recheck().await? {
+                    Some(effect) => Ok(effect),
+                    None => Err(effect_error(e)),
+                }
+            }
+            Err(e) => Err(effect_error(e)),
+        }
     }
 
     /// Cancels the authorization of `action`'s payment.
@@ -60,36 +137,49 @@ impl Canceller {
     /// is unavailable.
     pub async fn cancel(&self, action: &Action) -> Result<Effect, EffectError> {
         let payment_id = action.payment_id.as_str();
-        if let Some(effect) = self.precheck(payment_id).await? {
+        if let Check::Settled(effect) = self.cancel_check(payment_id).await? {
             return Ok(effect);
         }
         let intent = json!({"action": self.intent_action, "merchantReference": action.key});
-        match self.client.payment_intent(payment_id, &intent).await {
-            Ok(outcome) => match outcome.as_str() {
-                "approved" | "received" => {
-                    info!(payment_id, outcome, "authorization cancel requested");
-                    Ok(Effect::applied(format!("cancel {outcome}")))
-                }
-                "rejected" => Err(EffectError::Permanent {
-                    detail: format!(
-                        "Checkout rejected the {} of payment {payment_id}",
-                        self.intent_action
-                    ),
-                }),
-                other => Err(EffectError::Permanent {
-                    detail: format!(
-                        "Checkout answered an unknown outcome {other:?} for payment {payment_id}"
-                    ),
-                }),
-            },
-            Err(e) if e.retry == Retry::Verify => {
-                warn!(payment_id, error = %e, "cancel answered 500; re-reading the payment");
-                match self.precheck(payment_id).await? {
-                    Some(effect) => Ok(effect),
-                    None => Err(effect_error(e)),
-                }
-            }
-            Err(e) => Err(effect_error(e)),
-        }
+        self.call("cancel", payment_id, &intent, || async {
+            Ok(match self.cancel_check(payment_id).await? {
+                Check::Settled(effect) => Some(effect),
+                Check::Call => None,
+            })
+        })
+        .await
+    }
+
+    /// Captures `action.amount` (at most what is still capturable) of `action`'s payment.
+    ///
+    /// # Errors
+    /// As for [`Canceller::cancel`]; a capture without an amount is refused.
+    pub async fn capture(&self, action: &Action) -> Result<Effect, EffectError> {
+        let payment_id = action.payment_id.as_str();
+        let Some(money) = &action.amount else {
+            return Err(EffectError::Permanent {
+                detail: format!("capture of payment {payment_id} without an amount"),
+            });
+        };
+        let currency = money.currency_code.as_str();
+        let amount = match self
+            .capture_check(payment_id, currency, money.cent_amount)
+            .await?
+        {
+            Ok(amount) => amount,
+            Err(effect) => return Ok(effect),
+        };
+        let intent = json!({
+            "action": "capturePayment",
+            "amount": {"centAmount": amount, "currencyCode": currency},
+            "merchantReference": action.key,
+        });
+        self.call("capture", payment_id, &intent, || async {
+            // After a 500: captured if Charges now take what we asked for.
+            let payment = self.read(payment_id).await?;
+            Ok((payment.captured(currency) >= amount)
+                .then(|| Effect::applied("the capture happened despite the 500")))
+        })
+        .await
     }
 }

@@ -1,5 +1,5 @@
 //! The live executor: releases go to the commercetools order update and/or the webhook, cancels
-//! to Checkout.
+//! and captures to Checkout.
 
 use async_trait::async_trait;
 
@@ -12,7 +12,8 @@ pub struct LiveExecutor {
     pub order_update: Option<OrderUpdater>,
     /// The webhook on release, if configured.
     pub webhook: Option<Webhook>,
-    /// The cancel, if the commercetools client is configured.
+    /// Cancels and captures (Checkout Payment Intents), if the commercetools client is
+    /// configured.
     pub cancel: Option<Canceller>,
 }
 
@@ -43,6 +44,12 @@ impl Executor for LiveExecutor {
                 Some(c) => c.cancel(action).await,
                 None => Err(EffectError::Permanent {
                     detail: "cancelling needs the commercetools client (CTP_* settings)".into(),
+                }),
+            },
+            ActionKind::CapturePayment => match &self.cancel {
+                Some(c) => c.capture(action).await,
+                None => Err(EffectError::Permanent {
+                    detail: "capturing needs the commercetools client (CTP_* settings)".into(),
                 }),
             },
         }

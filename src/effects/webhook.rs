@@ -164,7 +164,7 @@ impl Executor for Webhook {
     async fn execute(&self, action: &Action) -> Result<Effect, EffectError> {
         match action.action {
             ActionKind::ReleaseOrder => self.deliver(action).await,
-            ActionKind::CancelPayment => Err(EffectError::Permanent {
+            ActionKind::CancelPayment | ActionKind::CapturePayment => Err(EffectError::Permanent {
                 detail: "the webhook only carries releases".into(),
             }),
         }

@@ -1,19 +1,59 @@
-//! cancel_orphaned_authorization: an authorization that no order claims is cancelled.
+//! The cancel rules: an authorization no order will use is cancelled — after the grace period
+//! (no order appeared), at once when Checkout could not create the order, or when every order
+//! referencing the payment is cancelled.
 
-use crate::model::Payment;
+use crate::action::CancelReason;
+use crate::model::{Order, OrderState, Payment};
 
-/// Why a payment must be left alone, or `None` when its authorization may be cancelled.
-/// Evaluated from the current state at the check.
-pub fn blocker(payment: &Payment, order_exists: bool) -> Option<&'static str> {
-    if !payment.has_successful_authorization() {
-        Some("no successful authorization")
-    } else if order_exists {
-        Some("an order references the payment")
-    } else if payment.has_pending_or_successful_charge() {
-        Some("a charge is pending or succeeded")
-    } else if payment.has_live_cancel_authorization() {
-        Some("a cancel authorization is already present")
+/// What the cancel rules know about a payment at a check.
+pub struct CancelFacts<'a> {
+    /// The payment as read now.
+    pub payment: &'a Payment,
+    /// Every order referencing it.
+    pub orders: &'a [Order],
+    /// authorized(P), with our own earlier cancel taken into account.
+    pub authorized: i64,
+    /// Checkout reported that it could not create the order for this payment.
+    pub order_creation_failed: bool,
+    /// The payment's grace period has run out (a timer fired).
+    pub grace_expired: bool,
+}
+
+/// Which cancel rules are on.
+#[derive(Debug, Clone, Copy)]
+pub struct Enabled {
+    /// cancel_orphaned_authorization (grace period, order-creation failure).
+    pub orphan: bool,
+    /// cancel_on_order_cancelled.
+    pub order_cancelled: bool,
+}
+
+/// Why the payment's authorization is cancelled now, or why it is left alone.
+pub fn decide(enabled: Enabled, f: &CancelFacts<'_>) -> Result<CancelReason, &'static str> {
+    if f.authorized <= 0 {
+        // Also a zero-amount authorization (card verification): nothing is reserved.
+        return Err("no authorized money");
+    }
+    if f.payment.has_pending_or_successful_charge() {
+        return Err("a charge is pending or succeeded");
+    }
+    if f.orders.iter().any(|o| o.order_state != OrderState::Cancelled) {
+        return Err("an order references the payment");
+    }
+    if !f.orders.is_empty() {
+        return if enabled.order_cancelled {
+            Ok(CancelReason::OrderCancelled)
+        } else {
+            Err("only cancelled orders reference the payment (cancel_on_order_cancelled is off)")
+        };
+    }
+    if !enabled.orphan {
+        Err("cancel_orphaned_authorization is off")
+    } else if f.order_creation_failed {
+        Ok(CancelReason::OrderCreationFailed)
+    } else if f.grace_expired {
+        Ok(CancelReason::GracePeriodExpired)
     } else {
-        None
+        Err("no order yet, grace period running")
     }
 }

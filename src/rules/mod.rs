@@ -1,30 +1,55 @@
 //! The payment rules, level-based: every relevant message makes the engine re-evaluate the
 //! payment or order it concerns from the current view, so a duplicate, late or reordered
 //! message leads to the same decisions. What was decided lives in the [`Store`] ledger, so
-//! an order is released at most once and a payment cancelled at most once.
+//! an order is released at most once and a payment cancelled (or captured) at most once.
+//!
+//! The engine gathers the facts (payments, every order referencing them, the ledger); the
+//! decisions themselves are pure functions: [`coverage`] (which order a payment's money
+//! counts toward, and how much), [`release::decide`], [`cancel::decide`].
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use tracing::debug;
+use tracing::{debug, error, warn};
 
 use crate::action::{Action, ActionKind, CancelReason, RuleName};
 use crate::message::{Body, Message, MessageType, NotificationType, Timestamp};
-use crate::model::{Money, Order, OrderState, Payment, TransactionState, TransactionType};
-use crate::store::{LedgerStatus, Store, StoreError, Timer};
+use crate::model::{
+    Money, Order, OrderState, Payment, TransactionState, TransactionType,
+};
+use crate::store::{Claim, LedgerStatus, Store, StoreError, Timer};
 use crate::view::{CommerceView, ViewError};
 
 pub mod cancel;
+pub mod coverage;
 pub mod release;
 
-pub use release::{CancelRule, ReleaseRule};
+pub use release::{CancelRule, CaptureRule, OrderCancelledRule, ReleaseRule};
 
-/// Both built-in rules' settings.
+/// Every rule's settings.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Rules {
     /// release_for_fulfillment.
     pub release: ReleaseRule,
     /// cancel_orphaned_authorization.
     pub cancel: CancelRule,
+    /// cancel_on_order_cancelled.
+    pub cancel_on_order_cancelled: OrderCancelledRule,
+    /// capture_on_shipment.
+    pub capture: CaptureRule,
+}
+
+impl Rules {
+    fn cancels(&self) -> cancel::Enabled {
+        cancel::Enabled {
+            orphan: self.cancel.enabled,
+            order_cancelled: self.cancel_on_order_cancelled.enabled,
+        }
+    }
+
+    fn any_cancel(&self) -> bool {
+        self.cancel.enabled || self.cancel_on_order_cancelled.enabled
+    }
 }
 
 /// A failure while deciding; the message is retried when it is retryable.
@@ -64,9 +89,12 @@ fn concern(m: &Message) -> Concern<'_> {
         (_, Body::CheckoutOrderCreationFailed { payments, .. }) => {
             Concern::OrderCreationFailed(payments.iter().map(|r| r.id.as_str()).collect())
         }
-        (MessageType::CheckoutPaymentAuthorized, Body::CheckoutPayment { payment, .. }) => {
-            Concern::Payment(&payment.id)
-        }
+        (
+            MessageType::CheckoutPaymentAuthorized
+            | MessageType::CheckoutPaymentCharged
+            | MessageType::CheckoutPaymentCancelAuthorizationFailed,
+            Body::CheckoutPayment { payment, .. },
+        ) => Concern::Payment(&payment.id),
         _ if m.notification == NotificationType::Event => Concern::Nothing,
         _ => match (m.payment_id(), m.order_id()) {
             (Some(p), _) => Concern::Payment(p),
@@ -77,7 +105,7 @@ fn concern(m: &Message) -> Concern<'_> {
 }
 
 /// Message types that change nothing any rule reads (custom states, interface ids,
-/// interactions, custom fields, returns).
+/// interactions, custom fields, returns, the payment state the shop keeps).
 const INERT_TYPES: &[&str] = &[
     "PaymentStatusStateTransition",
     "PaymentStatusInterfaceCodeSet",
@@ -85,39 +113,54 @@ const INERT_TYPES: &[&str] = &[
     "PaymentInterfaceIdSet",
     "PaymentTransactionInterfaceIdSet",
     "OrderPaymentStateChanged",
-    "OrderShipmentStateChanged",
     "OrderStateTransition",
     "OrderCustomFieldAdded",
     "OrderCustomFieldChanged",
     "OrderCustomFieldRemoved",
     "ReturnInfoAdded",
     "ReturnInfoSet",
+    "CheckoutPaymentAuthorizationFailed",
+    "CheckoutPaymentAuthorizationCancelled",
+    "CheckoutPaymentChargeFailed",
+    "CheckoutPaymentRefunded",
+    "CheckoutPaymentRefundFailed",
 ];
 
-/// Whether the change a message announces can make an action due: a transaction reaching
-/// Success, an order appearing or gaining a payment, a state leaving Cancelled. A message
-/// that can only keep things as they are, or block (Pending, Failure, a cancelled order,
-/// interactions), cannot. Unknown types, change notifications and messages without their
-/// payload are assumed to enable.
+/// Whether the change a message announces can make an action due: money appearing
+/// (an Authorization or Charge reaching Success), money coming back (a CancelAuthorization,
+/// Refund or Chargeback failing — a transaction state change to Success or Failure, whose
+/// type the message does not carry), an order appearing, gaining a payment, changing state
+/// (Cancelled makes cancels due, anything else may make it eligible), shipping or being
+/// edited. A message that can only keep things as they are or take money away (Initial,
+/// Pending, a Charge failing, interactions) cannot. Unknown types, change notifications and
+/// messages without their payload are assumed to enable.
 ///
 /// Only sound for a view whose reads are current ([`CommerceView::reads_are_current`]):
 /// there, the message that announces an enabling change is itself evaluated against a state
 /// that already contains the change, whatever order the messages arrive in.
-fn can_enable(m: &Message, rules: &Rules) -> bool {
-    let enabling = |kind: TransactionType| {
-        kind == TransactionType::Authorization
-            || (rules.release.also_on_charge && kind == TransactionType::Charge)
+fn can_enable(m: &Message) -> bool {
+    use TransactionState::{Failure, Success};
+    use TransactionType::{Authorization, CancelAuthorization, Charge};
+    let adds_money = |kind: TransactionType, state: TransactionState| {
+        matches!((kind, state), (Authorization | Charge, Success) | (CancelAuthorization, Failure))
     };
     match &m.body {
-        Body::PaymentCreated(p) => p
-            .transactions
-            .iter()
-            .any(|t| t.state == TransactionState::Success && enabling(t.kind)),
-        Body::TransactionAdded(t) => t.state == TransactionState::Success && enabling(t.kind),
-        Body::TransactionStateChanged { state, .. } => *state == TransactionState::Success,
-        Body::OrderStateChanged(state) => *state != OrderState::Cancelled,
+        Body::PaymentCreated(p) => p.transactions.iter().any(|t| adds_money(t.kind, t.state)),
+        Body::TransactionAdded(t) => adds_money(t.kind, t.state),
+        Body::TransactionStateChanged { state, .. } => matches!(state, Success | Failure),
         Body::OrderSubStateChanged(_) | Body::PaymentStatusStateTransition { .. } => false,
         _ => !INERT_TYPES.contains(&m.kind.as_str()),
+    }
+}
+
+/// Whether the message may report that a cancel failed (then a cancel of ours is checked).
+fn reports_failed_cancel(m: &Message) -> bool {
+    match &m.body {
+        Body::TransactionStateChanged { state, .. } => *state == TransactionState::Failure,
+        Body::TransactionAdded(t) => {
+            t.kind == TransactionType::CancelAuthorization && t.state == TransactionState::Failure
+        }
+        _ => m.kind == MessageType::CheckoutPaymentCancelAuthorizationFailed,
     }
 }
 
@@ -125,6 +168,28 @@ fn can_enable(m: &Message, rules: &Rules) -> bool {
 struct Cause<'a> {
     message_id: Option<&'a str>,
     at: Timestamp,
+    /// The message may report a failed cancel.
+    reports_failed_cancel: bool,
+}
+
+/// A payment with every order referencing it, as read for one decision.
+struct PaymentRead {
+    payment: Payment,
+    orders: Vec<Order>,
+    /// This worker claimed or executed the payment's cancel.
+    cancelled_by_us: bool,
+}
+
+/// Ledger marker: Checkout reported it could not create the order for this payment. Kept in
+/// the ledger (durable, shared by replicas, never forgotten) so that a failure reported while
+/// the authorization is still Pending cancels it once it succeeds.
+fn order_creation_failed_key(payment_id: &str) -> String {
+    format!("order-creation-failed:{payment_id}")
+}
+
+/// Ledger marker: a cancel of ours was reported failed (counted once).
+fn cancel_failed_key(payment_id: &str) -> String {
+    format!("cancel-failed:{payment_id}")
 }
 
 /// Decides actions from messages and timers.
@@ -135,12 +200,19 @@ pub struct Engine {
     store: Arc<dyn Store>,
     /// Rule settings.
     rules: Rules,
+    /// Cancels of ours that the payment reports failed (each payment once).
+    failed_cancels: AtomicU64,
 }
 
 impl Engine {
     /// An engine over a view and a store.
     pub fn new(view: Arc<dyn CommerceView>, store: Arc<dyn Store>, rules: Rules) -> Self {
-        Self { view, store, rules }
+        Self {
+            view,
+            store,
+            rules,
+            failed_cancels: AtomicU64::new(0),
+        }
     }
 
     /// The rule settings.
@@ -148,12 +220,17 @@ impl Engine {
         &self.rules
     }
 
+    /// Cancels of ours reported failed since start.
+    pub fn failed_cancels(&self) -> u64 {
+        self.failed_cancels.load(Ordering::Relaxed)
+    }
+
     /// Whether the message can make no action due, so handling it changes nothing: the view
     /// learns nothing from it (its reads are current) and it announces no enabling change.
     /// The worker acks such a message without asking the store whether it saw it before —
     /// most of a stream is such messages, and for them the lookup was the only work.
     pub fn is_inert(&self, m: &Message) -> bool {
-        self.view.reads_are_current() && !can_enable(m, &self.rules)
+        self.view.reads_are_current() && !can_enable(m)
     }
 
     /// Shows the message to the view, then re-evaluates what it concerns at clock `now`.
@@ -169,30 +246,25 @@ impl Engine {
         let cause = Cause {
             message_id: m.id.as_deref(),
             at: now,
+            reports_failed_cancel: reports_failed_cancel(m),
         };
         let mut actions = Vec::new();
         if self.is_inert(m) {
             return Ok(actions);
         }
         match concern(m) {
-            Concern::Payment(pid) => self.payment_changed(pid, &cause, &mut actions).await?,
-            Concern::Order(oid) => {
-                // A settled release needs no read of the order (our own update echoes back).
-                if self.rules.release.enabled
-                    && !self.settled(&Action::release_key(oid)).await?
-                    && let Some(order) = self.view.order(oid).await?
-                {
-                    actions.extend(self.evaluate_release(&order, None, &cause).await?);
-                }
+            Concern::Payment(pid) => {
+                self.payment_changed(pid, &cause, false, &mut actions)
+                    .await?;
             }
+            Concern::Order(oid) => self.order_changed(oid, &cause, &mut actions).await?,
             Concern::OrderCreationFailed(payments) => {
-                if self.rules.cancel.enabled {
-                    for pid in payments {
-                        actions.extend(
-                            self.evaluate_cancel(pid, CancelReason::OrderCreationFailed, &cause)
-                                .await?,
-                        );
+                for pid in payments {
+                    if self.rules.cancel.enabled {
+                        self.remember(&order_creation_failed_key(pid)).await?;
                     }
+                    self.payment_changed(pid, &cause, false, &mut actions)
+                        .await?;
                 }
             }
             Concern::Nothing => {}
@@ -205,46 +277,153 @@ impl Engine {
     /// # Errors
     /// A view or store failure; the timer should be retried.
     pub async fn on_timer(&self, timer: &Timer, at: Timestamp) -> Result<Vec<Action>, EngineError> {
-        if !self.rules.cancel.enabled {
-            return Ok(Vec::new());
+        let mut actions = Vec::new();
+        if !self.rules.any_cancel() {
+            return Ok(actions);
         }
         let cause = Cause {
             message_id: None,
             at,
+            reports_failed_cancel: false,
         };
-        Ok(self
-            .evaluate_cancel(&timer.payment_id, CancelReason::GracePeriodExpired, &cause)
-            .await?
-            .into_iter()
-            .collect())
+        if let Some(read) = self.read_payment(&timer.payment_id, None).await? {
+            actions.extend(self.evaluate_cancel(&read, &cause, true).await?);
+        }
+        Ok(actions)
+    }
+
+    /// Reads a payment, every order referencing it (with `order`, the caller's newest copy,
+    /// among them) and whether we cancelled it.
+    async fn read_payment(
+        &self,
+        pid: &str,
+        order: Option<&Order>,
+    ) -> Result<Option<PaymentRead>, EngineError> {
+        let Some(payment) = self.view.payment(pid).await? else {
+            return Ok(None);
+        };
+        let mut orders = self.view.orders_for_payment(pid).await?;
+        if let Some(o) = order {
+            orders = coverage::with_order(orders, o);
+        }
+        let cancelled_by_us = matches!(
+            self.store.ledger_status(&Action::cancel_key(pid)).await?,
+            Some(LedgerStatus::Claimed | LedgerStatus::Done)
+        );
+        Ok(Some(PaymentRead {
+            payment,
+            orders,
+            cancelled_by_us,
+        }))
     }
 
     async fn payment_changed(
         &self,
         pid: &str,
         cause: &Cause<'_>,
+        grace_expired: bool,
         actions: &mut Vec<Action>,
     ) -> Result<(), EngineError> {
-        let Some(payment) = self.view.payment(pid).await? else {
+        let Some(read) = self.read_payment(pid, None).await? else {
+            debug!(payment_id = pid, "payment unknown");
             return Ok(());
         };
-        if self.rules.cancel.enabled && payment.has_successful_authorization() {
-            let grace = chrono::Duration::from_std(self.rules.cancel.grace_period)
-                .unwrap_or(chrono::Duration::MAX);
-            let due = cause.at.checked_add_signed(grace).unwrap_or(cause.at);
-            let timer = Timer {
-                payment_id: pid.to_string(),
-                due,
-            };
-            if self.store.schedule(timer).await? {
-                debug!(payment_id = pid, due = %due, "grace period check scheduled");
+        if read.cancelled_by_us && cause.reports_failed_cancel {
+            self.report_failed_cancel(&read).await?;
+        }
+        if self.rules.any_cancel() {
+            self.schedule_grace_check(&read, cause).await?;
+            actions.extend(self.evaluate_cancel(&read, cause, grace_expired).await?);
+        }
+        // The payment's money counts toward one order only: nothing else can change.
+        if let Some(order) = coverage::allocated(&read.orders) {
+            if self.rules.release.enabled {
+                actions.extend(self.evaluate_release(order, Some(&read), cause).await?);
+            }
+            if self.rules.capture.enabled {
+                actions.extend(self.evaluate_capture(order, Some(&read), cause).await?);
             }
         }
-        if self.rules.release.enabled
-            && self.rules.release.is_authorized(&payment)
-            && let Some(order) = self.view.order_for_payment(pid).await?
+        Ok(())
+    }
+
+    async fn order_changed(
+        &self,
+        oid: &str,
+        cause: &Cause<'_>,
+        actions: &mut Vec<Action>,
+    ) -> Result<(), EngineError> {
+        let Some(order) = self.view.order(oid).await? else {
+            return Ok(());
+        };
+        if self.rules.release.enabled && order.is_fulfillable() {
+            actions.extend(self.evaluate_release(&order, None, cause).await?);
+        }
+        if order.order_state == OrderState::Cancelled && self.rules.cancel_on_order_cancelled.enabled
         {
-            actions.extend(self.evaluate_release(&order, Some(&payment), cause).await?);
+            for pid in unique(order.payment_ids()) {
+                if self.settled(&Action::cancel_key(pid)).await? {
+                    continue;
+                }
+                if let Some(read) = self.read_payment(pid, Some(&order)).await? {
+                    actions.extend(self.evaluate_cancel(&read, cause, false).await?);
+                }
+            }
+        }
+        if self.rules.capture.enabled {
+            actions.extend(self.evaluate_capture(&order, None, cause).await?);
+        }
+        Ok(())
+    }
+
+    /// A payment with money reserved gets its grace-period check (once, ever).
+    async fn schedule_grace_check(
+        &self,
+        read: &PaymentRead,
+        cause: &Cause<'_>,
+    ) -> Result<(), EngineError> {
+        if !self.rules.cancel.enabled || authorized_now(read) <= 0 {
+            return Ok(());
+        }
+        let grace = chrono::Duration::from_std(self.rules.cancel.grace_period)
+            .unwrap_or(chrono::Duration::MAX);
+        let due = cause.at.checked_add_signed(grace).unwrap_or(cause.at);
+        let timer = Timer {
+            payment_id: read.payment.id.clone(),
+            due,
+        };
+        if self.store.schedule(timer).await? {
+            debug!(payment_id = %read.payment.id, due = %due, "grace period check scheduled");
+        }
+        Ok(())
+    }
+
+    /// Records a marker in the ledger; says whether it is new.
+    async fn remember(&self, key: &str) -> Result<bool, StoreError> {
+        match self.store.claim(key).await? {
+            Claim::Acquired => {
+                self.store.settle(key, LedgerStatus::Done).await?;
+                Ok(true)
+            }
+            Claim::Exists(_) => Ok(false),
+        }
+    }
+
+    async fn report_failed_cancel(&self, read: &PaymentRead) -> Result<(), EngineError> {
+        let p = &read.payment;
+        if !p.cancel_authorization_failed() {
+            return Ok(());
+        }
+        if self.remember(&cancel_failed_key(&p.id)).await? {
+            self.failed_cancels.fetch_add(1, Ordering::Relaxed);
+            let currency = p.currency().unwrap_or_default();
+            error!(
+                payment_id = %p.id,
+                authorized = p.authorized(currency),
+                currency,
+                "our cancel of this authorization failed: the money is still reserved (an order \
+                 referencing the payment is released; otherwise cancel it at the PSP)"
+            );
         }
         Ok(())
     }
@@ -258,48 +437,67 @@ impl Engine {
         ))
     }
 
-    async fn cancelled_by_us(&self, payment_id: &str) -> Result<bool, StoreError> {
-        Ok(matches!(
-            self.store
-                .ledger_status(&Action::cancel_key(payment_id))
-                .await?,
-            Some(LedgerStatus::Claimed | LedgerStatus::Done)
-        ))
+    /// The payments allocated to `order`, with what each covers. `known` is a payment just
+    /// read (not read again).
+    async fn allocated_payments(
+        &self,
+        order: &Order,
+        known: Option<&PaymentRead>,
+    ) -> Result<Vec<(release::Counted, Option<PaymentRead>)>, EngineError> {
+        let currency = order.gross_total().currency_code.as_str();
+        let mut out = Vec::new();
+        for pid in unique(order.payment_ids()) {
+            let read = match known {
+                Some(k) if k.payment.id == pid => None,
+                _ => match self.read_payment(pid, Some(order)).await? {
+                    Some(r) => Some(r),
+                    None => continue,
+                },
+            };
+            let r = match (&read, known) {
+                (Some(r), _) => r,
+                (None, Some(k)) => k,
+                (None, None) => continue,
+            };
+            let holder = coverage::allocated(&r.orders);
+            if holder.is_none_or(|h| h.id != order.id) {
+                if let Some(h) = holder.filter(|h| h.is_fulfillable()) {
+                    warn!(
+                        payment_id = pid,
+                        order_id = %order.id,
+                        counts_toward = %h.id,
+                        "payment referenced by two open orders: its money counts toward the earlier one only"
+                    );
+                }
+                continue;
+            }
+            let counted = release::Counted {
+                payment_id: pid.to_string(),
+                covered: coverage::covered(&r.payment, currency, r.cancelled_by_us),
+            };
+            out.push((counted, read));
+        }
+        Ok(out)
     }
 
-    /// `trigger` is the payment whose change caused the check, as just read (not read again).
     async fn evaluate_release(
         &self,
         order: &Order,
-        trigger: Option<&Payment>,
+        known: Option<&PaymentRead>,
         cause: &Cause<'_>,
     ) -> Result<Option<Action>, EngineError> {
         let key = Action::release_key(&order.id);
-        if self.settled(&key).await? {
+        if !order.is_fulfillable() || self.settled(&key).await? {
             return Ok(None);
         }
-        let mut payments = Vec::new();
-        let mut cancelled = Vec::new();
-        for pid in order.payment_ids() {
-            let read = match trigger {
-                Some(t) if t.id == pid => Some(t.clone()),
-                _ => self.view.payment(pid).await?,
-            };
-            if let Some(p) = read {
-                if self.cancelled_by_us(pid).await? {
-                    cancelled.push(pid.to_string());
-                }
-                payments.push(p);
-            }
-        }
-        let decision = release::decide(
-            &self.rules.release,
-            order,
-            &payments,
-            |id| cancelled.iter().any(|c| c == id),
-            trigger.map(|t| t.id.as_str()),
-        );
-        Ok(decision.map(|r| Action {
+        let allocated = self.allocated_payments(order, known).await?;
+        let counted: Vec<release::Counted> = allocated.iter().map(|(c, _)| c.clone()).collect();
+        let trigger = known.map(|k| k.payment.id.as_str());
+        let Some(r) = release::decide(&self.rules.release, order, &counted, trigger) else {
+            self.warn_if_settled_short(order, &allocated, known);
+            return Ok(None);
+        };
+        Ok(Some(Action {
             action: ActionKind::ReleaseOrder,
             rule: RuleName::ReleaseForFulfillment,
             key,
@@ -309,62 +507,181 @@ impl Engine {
             at: cause.at,
             order_number: order.order_number.clone(),
             payment_ids: r.payment_ids,
-            amount: Some(order.total_price.clone()),
+            amount: Some(order.gross_total().clone()),
             reason: None,
         }))
     }
 
+    /// An order whose allocated payments have all settled (nothing Initial or Pending) and
+    /// still do not cover it will not be released by itself: the merchant should hear of it.
+    fn warn_if_settled_short(
+        &self,
+        order: &Order,
+        allocated: &[(release::Counted, Option<PaymentRead>)],
+        known: Option<&PaymentRead>,
+    ) {
+        if allocated.is_empty() {
+            return;
+        }
+        let payments = allocated
+            .iter()
+            .filter_map(|(c, r)| r.as_ref().or(known.filter(|k| k.payment.id == c.payment_id)));
+        let unsettled = payments.clone().any(|r| {
+            r.payment.transactions.iter().any(|t| {
+                matches!(t.state, TransactionState::Initial | TransactionState::Pending)
+                    && matches!(t.kind, TransactionType::Authorization | TransactionType::Charge)
+            })
+        });
+        if unsettled {
+            return;
+        }
+        let counted: Vec<release::Counted> = allocated.iter().map(|(c, _)| c.clone()).collect();
+        let covered = release::total_covered(&counted);
+        let total = order.gross_total();
+        if covered < total.cent_amount {
+            let ids: Vec<&str> = payments.map(|r| r.payment.id.as_str()).collect();
+            warn!(
+                order_id = %order.id,
+                payment_ids = ?ids,
+                covered,
+                total = total.cent_amount,
+                currency = %total.currency_code,
+                "order not covered after its payments settled: not released"
+            );
+        }
+    }
+
     async fn evaluate_cancel(
         &self,
-        pid: &str,
-        reason: CancelReason,
+        read: &PaymentRead,
         cause: &Cause<'_>,
+        grace_expired: bool,
     ) -> Result<Option<Action>, EngineError> {
+        let pid = read.payment.id.as_str();
         let key = Action::cancel_key(pid);
         if self.settled(&key).await? {
             return Ok(None);
         }
-        let Some(payment) = self.view.payment(pid).await? else {
-            debug!(payment_id = pid, "cancel check: payment unknown");
-            return Ok(None);
+        let authorized = authorized_now(read);
+        // The marker is read only when it can matter: money reserved and no order at all.
+        let order_creation_failed = self.rules.cancel.enabled
+            && authorized > 0
+            && read.orders.is_empty()
+            && self.settled(&order_creation_failed_key(pid)).await?;
+        let facts = cancel::CancelFacts {
+            payment: &read.payment,
+            orders: &read.orders,
+            authorized,
+            order_creation_failed,
+            grace_expired,
         };
-        let order_exists = self.view.order_for_payment(pid).await?.is_some();
-        if let Some(why) = cancel::blocker(&payment, order_exists) {
-            debug!(payment_id = pid, why, "cancel check: nothing to do");
-            return Ok(None);
-        }
+        let reason = match cancel::decide(self.rules.cancels(), &facts) {
+            Ok(reason) => reason,
+            Err(why) => {
+                debug!(payment_id = pid, why, "cancel check: nothing to do");
+                return Ok(None);
+            }
+        };
+        let order_id = (reason == CancelReason::OrderCancelled)
+            .then(|| read.orders.iter().min_by_key(|o| o.allocation_key()))
+            .flatten()
+            .map(|o| o.id.clone());
         Ok(Some(Action {
             action: ActionKind::CancelPayment,
-            rule: RuleName::CancelOrphanedAuthorization,
+            rule: reason.rule(),
             key,
             payment_id: pid.to_string(),
-            order_id: None,
+            order_id,
             message_id: cause.message_id.map(str::to_string),
             at: cause.at,
             order_number: None,
             payment_ids: Vec::new(),
-            amount: authorized_money(&payment),
+            amount: authorized_money(&read.payment, authorized),
             reason: Some(reason),
         }))
     }
+
+    async fn evaluate_capture(
+        &self,
+        order: &Order,
+        known: Option<&PaymentRead>,
+        cause: &Cause<'_>,
+    ) -> Result<Vec<Action>, EngineError> {
+        if order.order_state == OrderState::Cancelled || !self.rules.capture.is_due(order) {
+            return Ok(Vec::new());
+        }
+        let currency = order.gross_total().currency_code.as_str();
+        let mut actions = Vec::new();
+        for (counted, read) in self.allocated_payments(order, known).await? {
+            let key = Action::capture_key(&counted.payment_id);
+            let Some(r) = read
+                .as_ref()
+                .or(known.filter(|k| k.payment.id == counted.payment_id))
+            else {
+                continue;
+            };
+            let amount = coverage::capturable(&r.payment, currency, r.cancelled_by_us);
+            if amount <= 0 || self.settled(&key).await? {
+                continue;
+            }
+            actions.push(Action {
+                action: ActionKind::CapturePayment,
+                rule: RuleName::CaptureOnShipment,
+                key,
+                payment_id: counted.payment_id.clone(),
+                order_id: Some(order.id.clone()),
+                message_id: cause.message_id.map(str::to_string),
+                at: cause.at,
+                order_number: order.order_number.clone(),
+                payment_ids: Vec::new(),
+                amount: Some(Money {
+                    currency_code: currency.to_string(),
+                    cent_amount: amount,
+                    fraction_digits: order.gross_total().fraction_digits,
+                }),
+                reason: None,
+            });
+        }
+        Ok(actions)
+    }
 }
 
-/// The successful authorization total, in the first authorization's currency.
-fn authorized_money(p: &Payment) -> Option<Money> {
-    let first = p
-        .transactions_in(TransactionType::Authorization, TransactionState::Success)
-        .next()?;
-    let currency = first.amount.currency_code.clone();
-    Some(Money {
-        cent_amount: p.successful_amount(TransactionType::Authorization, &currency),
-        fraction_digits: first.amount.fraction_digits,
-        currency_code: currency,
+/// authorized(P) in the payment's own currency, with our own cancel taken into account.
+fn authorized_now(read: &PaymentRead) -> i64 {
+    read.payment.currency().map_or(0, |c| {
+        coverage::effective_authorized(&read.payment, c, read.cancelled_by_us)
     })
+}
+
+/// The authorized amount as money, in the payment's currency.
+fn authorized_money(p: &Payment, authorized: i64) -> Option<Money> {
+    let currency = p.currency()?;
+    let digits = p
+        .transactions
+        .iter()
+        .find(|t| t.kind == TransactionType::Authorization && t.amount.currency_code == currency)
+        .and_then(|t| t.amount.fraction_digits);
+    Some(Money {
+        currency_code: currency.to_string(),
+        cent_amount: authorized,
+        fraction_digits: digits,
+    })
+}
+
+/// Ids without repeats, in first-seen order (an order may list a payment twice).
+fn unique<'a>(ids: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
+    let mut out: Vec<&str> = Vec::new();
+    for id in ids {
+        if !out.contains(&id) {
+            out.push(id);
+        }
+    }
+    out
 }
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::AtomicUsize;
 
     use super::*;
     use crate::message::decode;
@@ -394,12 +711,21 @@ mod tests {
 
     #[test]
     fn only_changes_that_can_make_an_action_due_enable() {
-        let rules = Rules::default();
         let enabling = [
             fixture("PaymentTransactionStateChanged"), // → Success
+            edited("PaymentTransactionStateChanged", |v| {
+                v["state"] = "Failure".into() // a CancelAuthorization failing gives money back
+            }),
             edited("PaymentTransactionAdded", |v| {
                 v["transaction"]["type"] = "Authorization".into();
                 v["transaction"]["state"] = "Success".into();
+            }),
+            edited("PaymentTransactionAdded", |v| {
+                v["transaction"]["state"] = "Success".into(); // a Charge: money received
+            }),
+            edited("PaymentTransactionAdded", |v| {
+                v["transaction"]["type"] = "CancelAuthorization".into();
+                v["transaction"]["state"] = "Failure".into();
             }),
             edited("PaymentCreated", |v| {
                 v["payment"]["transactions"][0]["state"] = "Success".into();
@@ -408,6 +734,10 @@ mod tests {
             fixture("OrderImported"),
             fixture("OrderPaymentAdded"),
             fixture("OrderStateChanged"), // → Confirmed: may leave Cancelled
+            edited("OrderStateChanged", |v| {
+                v["orderState"] = "Cancelled".into() // cancels become due
+            }),
+            fixture("OrderShipmentStateChanged"), // eligibility, capture
             fixture("CheckoutPaymentAuthorized"),
             fixture("CheckoutOrderCreationFailed"),
             fixture("PayloadNotIncluded-PaymentTransactionStateChanged"),
@@ -415,32 +745,27 @@ mod tests {
             fixture("ResourceUpdated-order"),
         ];
         for m in &enabling {
-            assert!(can_enable(m, &rules), "{} should enable", m.kind);
+            assert!(can_enable(m), "{} should enable", m.kind);
         }
         let inert = [
             fixture("PaymentCreated"),          // Authorization Pending
             fixture("PaymentTransactionAdded"), // Charge Pending
             edited("PaymentTransactionStateChanged", |v| {
-                v["state"] = "Failure".into()
+                v["state"] = "Pending".into()
             }),
             edited("PaymentTransactionAdded", |v| {
-                v["transaction"]["state"] = "Success".into(); // a Charge, not counted
-            }),
-            edited("OrderStateChanged", |v| {
-                v["orderState"] = "Cancelled".into()
+                v["transaction"]["type"] = "CancelAuthorization".into();
+                v["transaction"]["state"] = "Pending".into(); // takes money away
             }),
             fixture("OrderPaymentStateChanged"),
-            fixture("OrderShipmentStateChanged"),
             fixture("Other-PaymentInteractionAdded"),
             fixture("PaymentStatusStateTransition"),
+            fixture("CheckoutPaymentAuthorizationFailed"),
+            fixture("CheckoutPaymentAuthorizationCancelled"),
         ];
         for m in &inert {
-            assert!(!can_enable(m, &rules), "{} should not enable", m.kind);
+            assert!(!can_enable(m), "{} should not enable", m.kind);
         }
-        // With charges counted, a successful Charge enables.
-        let mut on_charge = Rules::default();
-        on_charge.release.also_on_charge = true;
-        assert!(can_enable(&inert[3], &on_charge));
     }
 
     /// A [`StreamView`] that claims to be current and counts its reads.
@@ -460,9 +785,9 @@ mod tests {
             self.reads.fetch_add(1, Ordering::Relaxed);
             self.inner.order(id).await
         }
-        async fn order_for_payment(&self, id: &str) -> Result<Option<Order>, ViewError> {
+        async fn orders_for_payment(&self, id: &str) -> Result<Vec<Order>, ViewError> {
             self.reads.fetch_add(1, Ordering::Relaxed);
-            self.inner.order_for_payment(id).await
+            self.inner.orders_for_payment(id).await
         }
         fn observe(&self, m: &Message) {
             self.inner.observe(m);

@@ -1,18 +1,19 @@
-//! release_for_fulfillment: an order whose authorized payments cover its total is released.
+//! release_for_fulfillment: an order that can still be fulfilled is released when the money of
+//! the payments allocated to it covers its gross total.
 
 use std::time::Duration;
 
-use crate::model::{Order, OrderState, Payment, TransactionType};
+use crate::model::{Order, ShipmentState};
 
 /// Settings of the release rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReleaseRule {
     /// Off: orders are never released.
     pub enabled: bool,
-    /// A successful Charge counts as authorized too (auto-capture PSPs).
+    /// Accepted for existing configurations and ignored: money received (a Charge in Success)
+    /// always counts now.
     pub also_on_charge: bool,
-    /// The authorized payments must cover the order total; off: the first authorized
-    /// payment releases.
+    /// The payments must cover the gross total; off: any covering money releases.
     pub require_full_coverage: bool,
 }
 
@@ -26,10 +27,11 @@ impl Default for ReleaseRule {
     }
 }
 
-/// Settings of the orphan rule; here because both rules are configured together.
+/// Settings of the orphan rule; here because the rules are configured together.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CancelRule {
-    /// Off: authorizations are never cancelled.
+    /// Off: orphaned authorizations are never cancelled (neither after the grace period nor
+    /// after Checkout's order-creation failure).
     pub enabled: bool,
     /// How long after an authorization succeeds an order may still appear.
     pub grace_period: Duration,
@@ -44,30 +46,58 @@ impl Default for CancelRule {
     }
 }
 
-impl ReleaseRule {
-    /// Whether the payment is authorized in the rule's sense (before exclusions).
-    pub fn is_authorized(&self, p: &Payment) -> bool {
-        p.has_successful_authorization()
-            || (self.also_on_charge
-                && p.transactions_in(
-                    TransactionType::Charge,
-                    crate::model::TransactionState::Success,
-                )
-                .next()
-                .is_some())
-    }
+/// Settings of cancel_on_order_cancelled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderCancelledRule {
+    /// Off: an authorization held only by cancelled orders stays (until someone cancels it).
+    pub enabled: bool,
+}
 
-    /// What the payment contributes toward an order in `currency`: its successful
-    /// Authorization amounts, or with `also_on_charge` the larger of those and its successful
-    /// Charges (a captured authorization must not count twice).
-    pub fn authorized_amount(&self, p: &Payment, currency: &str) -> i64 {
-        let authorized = p.successful_amount(TransactionType::Authorization, currency);
-        if self.also_on_charge {
-            authorized.max(p.successful_amount(TransactionType::Charge, currency))
-        } else {
-            authorized
+impl Default for OrderCancelledRule {
+    fn default() -> Self {
+        Self { enabled: true }
+    }
+}
+
+/// Settings of capture_on_shipment (opt-in).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaptureRule {
+    /// Off by default: capturing is the merchant's call.
+    pub enabled: bool,
+    /// The shipment state that triggers the capture: `Shipped` (also when the order is
+    /// already `Delivered`) or `Delivered`.
+    pub on: ShipmentState,
+}
+
+impl Default for CaptureRule {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            on: ShipmentState::Shipped,
         }
     }
+}
+
+impl CaptureRule {
+    /// Whether the order's shipment state has reached the trigger.
+    pub fn is_due(&self, order: &Order) -> bool {
+        match (self.on, order.shipment_state) {
+            (ShipmentState::Shipped, Some(ShipmentState::Shipped | ShipmentState::Delivered)) => {
+                true
+            }
+            (on, Some(s)) => on == s,
+            (_, None) => false,
+        }
+    }
+}
+
+/// One payment allocated to the order, with what it covers in the order's currency.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Counted {
+    /// The payment.
+    pub payment_id: String,
+    /// covered(P).
+    pub covered: i64,
 }
 
 /// The outcome of a coverage check that releases.
@@ -79,39 +109,33 @@ pub struct Release {
     pub payment_ids: Vec<String>,
 }
 
-/// Decides whether `order` is released, given its payments (those that exist) and which of
-/// them this worker cancelled. `trigger` is the payment whose change caused the check.
+/// Σ covered(P) over the allocated payments.
+pub fn total_covered(allocated: &[Counted]) -> i64 {
+    allocated
+        .iter()
+        .fold(0i64, |sum, c| sum.saturating_add(c.covered.max(0)))
+}
+
+/// Decides whether `order` is released, given the payments allocated to it.
+/// `trigger` is the payment whose change caused the check.
 pub fn decide(
     rule: &ReleaseRule,
     order: &Order,
-    payments: &[Payment],
-    cancelled_by_us: impl Fn(&str) -> bool,
+    allocated: &[Counted],
     trigger: Option<&str>,
 ) -> Option<Release> {
-    if order.order_state == OrderState::Cancelled {
+    if !order.is_fulfillable() {
         return None;
     }
-    let currency = order.total_price.currency_code.as_str();
-    let mut counted = Vec::new();
-    let mut covered: i64 = 0;
-    for id in order.payment_ids() {
-        let Some(p) = payments.iter().find(|p| p.id == id) else {
-            continue;
-        };
-        if !rule.is_authorized(p) || p.has_live_cancel_authorization() || cancelled_by_us(id) {
-            continue;
-        }
-        let amount = rule.authorized_amount(p, currency);
-        if amount <= 0 || counted.iter().any(|c| c == id) {
-            continue;
-        }
-        counted.push(id.to_string());
-        covered = covered.saturating_add(amount);
-    }
+    let counted: Vec<String> = allocated
+        .iter()
+        .filter(|c| c.covered > 0)
+        .map(|c| c.payment_id.clone())
+        .collect();
     if counted.is_empty() {
         return None;
     }
-    if rule.require_full_coverage && covered < order.total_price.cent_amount {
+    if rule.require_full_coverage && total_covered(allocated) < order.gross_total().cent_amount {
         return None;
     }
     let payment_id = trigger

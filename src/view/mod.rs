@@ -42,9 +42,9 @@ pub trait CommerceView: Send + Sync {
     /// The order with this id, if it exists.
     async fn order(&self, id: &str) -> Result<Option<Order>, ViewError>;
 
-    /// The order whose `paymentInfo` references the payment, as the query
-    /// `paymentInfo(payments(id=:pid))` finds it.
-    async fn order_for_payment(&self, payment_id: &str) -> Result<Option<Order>, ViewError>;
+    /// Every order whose `paymentInfo` references the payment, in any state, as the query
+    /// `paymentInfo(payments(id=:pid))` finds them (any order; the rules allocate).
+    async fn orders_for_payment(&self, payment_id: &str) -> Result<Vec<Order>, ViewError>;
 
     /// Sees every decoded message before the rules run. A view built from the stream learns
     /// from it; a live view has nothing to learn and ignores it.

@@ -22,8 +22,8 @@ type HashMap<K, V> = StdHashMap<K, V, foldhash::fast::RandomState>;
 use super::{CommerceView, ViewError};
 use crate::message::{Body, Message};
 use crate::model::{
-    Money, Order, OrderState, Payment, PaymentInfo, Reference, Transaction, TransactionState,
-    TransactionType,
+    Money, Order, OrderState, Payment, PaymentInfo, Reference, ShipmentState, TaxedPrice,
+    Transaction, TransactionState, TransactionType,
 };
 
 /// (resourceVersion, sequenceNumber): what set a field. Snapshots use `u64::MAX` as the
@@ -152,6 +152,10 @@ struct OrderEntry {
     /// The newest snapshot: number, total and the fields no message updates.
     base: Option<Versioned<Order>>,
     state: Option<Versioned<OrderState>>,
+    /// `None` inside: the snapshot had no shipment state.
+    shipment: Option<Versioned<Option<ShipmentState>>>,
+    /// The totals, from the snapshot or the latest `OrderEditApplied`.
+    totals: Option<Versioned<(Money, Option<TaxedPrice>)>>,
     /// Every payment reference ever seen for the order, in first-seen order.
     payments: Vec<Reference>,
     version: u64,
@@ -171,6 +175,13 @@ impl OrderEntry {
         if let Some(s) = &self.state {
             order.order_state = s.value;
         }
+        if let Some(s) = &self.shipment {
+            order.shipment_state = s.value;
+        }
+        if let Some(t) = &self.totals {
+            order.total_price = t.value.0.clone();
+            order.taxed_price = t.value.1.clone();
+        }
         order.payment_info = Some(PaymentInfo {
             payments: self.payments.clone(),
         });
@@ -185,6 +196,14 @@ struct State {
     /// payment id → ids of the orders referencing it, sorted so the answer does not depend
     /// on arrival order.
     orders_by_payment: HashMap<String, Vec<String>>,
+}
+
+/// Offers a value to a field that may not be set yet.
+fn offer<T>(field: &mut Option<Versioned<T>>, value: T, stamp: Stamp) {
+    match field {
+        Some(v) => v.offer(value, stamp),
+        None => *field = Some(Versioned::new(value, stamp)),
+    }
 }
 
 /// `map[key]`, inserting a default entry first if absent; allocates the key only then.
@@ -213,9 +232,11 @@ impl State {
             Some(_) => {}
             None => entry.base = Some(Versioned::new(o.clone(), stamp)),
         }
-        match &mut entry.state {
-            Some(s) => s.offer(o.order_state, stamp),
-            None => entry.state = Some(Versioned::new(o.order_state, stamp)),
+        offer(&mut entry.state, o.order_state, stamp);
+        offer(&mut entry.shipment, o.shipment_state, stamp);
+        if entry.totals.as_ref().is_none_or(|t| stamp > t.stamp) {
+            let totals = (o.total_price.clone(), o.taxed_price.clone());
+            offer(&mut entry.totals, totals, stamp);
         }
         for r in o.payment_info.iter().flat_map(|i| i.payments.iter()) {
             entry.add_payment(r);
@@ -260,10 +281,28 @@ impl State {
                 if let Some(oid) = m.order_id() {
                     let e = entry_mut(&mut self.orders, oid);
                     e.version = e.version.max(stamp.0);
-                    match &mut e.state {
-                        Some(v) => v.offer(*s, stamp),
-                        None => e.state = Some(Versioned::new(*s, stamp)),
-                    }
+                    offer(&mut e.state, *s, stamp);
+                }
+            }
+            Body::OrderShipmentStateChanged(s) => {
+                if let Some(oid) = m.order_id() {
+                    let e = entry_mut(&mut self.orders, oid);
+                    e.version = e.version.max(stamp.0);
+                    offer(&mut e.shipment, Some(*s), stamp);
+                }
+            }
+            Body::OrderEditApplied {
+                total_price,
+                taxed_price,
+            } => {
+                if let Some(oid) = m.order_id() {
+                    let e = entry_mut(&mut self.orders, oid);
+                    e.version = e.version.max(stamp.0);
+                    offer(
+                        &mut e.totals,
+                        (total_price.clone(), taxed_price.clone()),
+                        stamp,
+                    );
                 }
             }
             _ => {}
@@ -375,14 +414,15 @@ impl CommerceView for StreamView {
         Ok(self.lock().orders.get(id).and_then(OrderEntry::to_order))
     }
 
-    async fn order_for_payment(&self, payment_id: &str) -> Result<Option<Order>, ViewError> {
+    async fn orders_for_payment(&self, payment_id: &str) -> Result<Vec<Order>, ViewError> {
         let state = self.lock();
         let found = state
             .orders_by_payment
             .get(payment_id)
             .into_iter()
             .flatten()
-            .find_map(|oid| state.orders.get(oid).and_then(OrderEntry::to_order));
+            .filter_map(|oid| state.orders.get(oid).and_then(OrderEntry::to_order))
+            .collect();
         Ok(found)
     }
 

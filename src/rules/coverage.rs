@@ -1,0 +1,161 @@
+//! Money first: which order a payment's money counts toward, and how much it counts.
+//!
+//! - A payment's money counts toward **one** order: the earliest-created order referencing it
+//!   that is not Cancelled (ties by id). A cancelled order holds no payment.
+//! - covered(P) = max(authorized(P), charged(P), 0) in the order's currency (see
+//!   [`Payment::covered`]), except that an authorization this worker cancelled counts for
+//!   nothing until the payment shows that cancel failed.
+
+use crate::model::{Order, OrderState, Payment};
+
+/// The order the payment's money counts toward, among the orders referencing it.
+pub fn allocated<'a>(orders: impl IntoIterator<Item = &'a Order>) -> Option<&'a Order> {
+    orders
+        .into_iter()
+        .filter(|o| o.order_state != OrderState::Cancelled)
+        .min_by(|a, b| a.allocation_key().cmp(&b.allocation_key()))
+}
+
+/// authorized(P), with our own cancel taken into account: once this worker cancelled the
+/// payment, its authorization counts for nothing until a CancelAuthorization shows up —
+/// then the amounts say what stands (a failed cancel leaves the authorization counting).
+pub fn effective_authorized(p: &Payment, currency: &str, cancelled_by_us: bool) -> i64 {
+    if cancelled_by_us && !p.has_cancel_authorization() {
+        0
+    } else {
+        p.authorized(currency)
+    }
+}
+
+/// covered(P) toward an order in `currency`.
+pub fn covered(p: &Payment, currency: &str, cancelled_by_us: bool) -> i64 {
+    effective_authorized(p, currency, cancelled_by_us)
+        .max(p.charged(currency))
+        .max(0)
+}
+
+/// What a capture may still take: the standing authorization less what is captured or being
+/// captured (a refund does not make an authorization capturable again).
+pub fn capturable(p: &Payment, currency: &str, cancelled_by_us: bool) -> i64 {
+    effective_authorized(p, currency, cancelled_by_us).saturating_sub(p.captured(currency))
+}
+
+/// `orders` with `order` in it as given: a just-created order may not be found by the query
+/// yet (it is eventually consistent), and the caller's copy is the newest.
+pub fn with_order(mut orders: Vec<Order>, order: &Order) -> Vec<Order> {
+    match orders.iter_mut().find(|o| o.id == order.id) {
+        Some(o) => *o = order.clone(),
+        None => orders.push(order.clone()),
+    }
+    orders
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Money, Transaction, TransactionState, TransactionType};
+
+    fn tx(kind: TransactionType, state: TransactionState, cents: i64) -> Transaction {
+        Transaction {
+            id: format!("{kind}-{state}-{cents}"),
+            kind,
+            amount: Money {
+                currency_code: "EUR".into(),
+                cent_amount: cents,
+                fraction_digits: Some(2),
+            },
+            state,
+        }
+    }
+
+    fn payment(txs: Vec<Transaction>) -> Payment {
+        Payment {
+            id: "p".into(),
+            version: 1,
+            amount_planned: None,
+            transactions: txs,
+        }
+    }
+
+    fn order(id: &str, created: &str, state: OrderState) -> Order {
+        serde_json::from_value(serde_json::json!({
+            "id": id, "version": 1, "createdAt": created, "orderState": state.as_str(),
+            "totalPrice": {"currencyCode": "EUR", "centAmount": 100}
+        }))
+        .expect("order")
+    }
+
+    use TransactionState::{Failure, Initial, Pending, Success};
+    use TransactionType::{Authorization, CancelAuthorization, Charge, Chargeback, Refund};
+
+    #[test]
+    fn amounts_not_flags() {
+        // Re-authorization: cancelled, then authorized again.
+        let p = payment(vec![
+            tx(Authorization, Success, 5000),
+            tx(CancelAuthorization, Success, 5000),
+            tx(Authorization, Success, 5000),
+        ]);
+        assert_eq!(covered(&p, "EUR", false), 5000);
+        // Two authorizations add up.
+        let p = payment(vec![
+            tx(Authorization, Success, 5000),
+            tx(Authorization, Success, 5000),
+        ]);
+        assert_eq!(covered(&p, "EUR", false), 10000);
+        // A capture of the authorization is the same money.
+        let p = payment(vec![tx(Authorization, Success, 8000), tx(Charge, Success, 8000)]);
+        assert_eq!(covered(&p, "EUR", false), 8000);
+        // A charge fully refunded counts for nothing.
+        let p = payment(vec![tx(Charge, Success, 2000), tx(Refund, Success, 2000)]);
+        assert_eq!(covered(&p, "EUR", false), 0);
+        let p = payment(vec![tx(Charge, Success, 2000), tx(Chargeback, Success, 500)]);
+        assert_eq!(covered(&p, "EUR", false), 1500);
+        // A cancel in flight (Initial/Pending) already takes the money away; a failed one not.
+        for (state, want) in [(Initial, 0), (Pending, 0), (Success, 0), (Failure, 5000)] {
+            let p = payment(vec![
+                tx(Authorization, Success, 5000),
+                tx(CancelAuthorization, state, 5000),
+            ]);
+            assert_eq!(covered(&p, "EUR", false), want, "{state}");
+        }
+        // Other currencies do not count.
+        assert_eq!(covered(&p, "USD", false), 0);
+    }
+
+    #[test]
+    fn our_own_cancel_counts_until_it_shows_failed() {
+        let p = payment(vec![tx(Authorization, Success, 5000)]);
+        assert_eq!(covered(&p, "EUR", true), 0, "cancel requested, not yet visible");
+        let p = payment(vec![
+            tx(Authorization, Success, 5000),
+            tx(CancelAuthorization, Failure, 5000),
+        ]);
+        assert_eq!(covered(&p, "EUR", true), 5000, "the cancel failed");
+        let p = payment(vec![tx(Authorization, Success, 5000), tx(Charge, Success, 5000)]);
+        assert_eq!(covered(&p, "EUR", true), 5000, "money received counts");
+    }
+
+    #[test]
+    fn capturable_is_the_uncaptured_authorization() {
+        let p = payment(vec![
+            tx(Authorization, Success, 10000),
+            tx(Charge, Success, 4000),
+            tx(Refund, Success, 4000),
+        ]);
+        assert_eq!(capturable(&p, "EUR", false), 6000);
+        let p = payment(vec![tx(Authorization, Success, 10000), tx(Charge, Pending, 10000)]);
+        assert_eq!(capturable(&p, "EUR", false), 0);
+    }
+
+    #[test]
+    fn the_earliest_order_not_cancelled_holds_the_payment() {
+        let a = order("a", "2026-01-01T00:00:02Z", OrderState::Open);
+        let b = order("b", "2026-01-01T00:00:01Z", OrderState::Cancelled);
+        let c = order("c", "2026-01-01T00:00:03Z", OrderState::Open);
+        let c2 = order("c2", "2026-01-01T00:00:02Z", OrderState::Open);
+        let orders = [c.clone(), b.clone(), a.clone(), c2.clone()];
+        assert_eq!(allocated(&orders).map(|o| o.id.as_str()), Some("a"));
+        assert_eq!(allocated([&b]).map(|o| o.id.as_str()), None);
+    }
+}

@@ -1,0 +1,361 @@
+#!/usr/bin/env python3
+"""Writes the money-rule scenarios 22-35 of fixtures/scenarios/ (issue 13): each stream and the
+actions a merchant expects, written down here by hand from the rule definitions in the README
+(never copied from payrules' own output). Re-running it rewrites the same files.
+
+Usage: python3 scripts/scenarios/gen.py
+"""
+import json
+import os
+import uuid
+
+OUT = os.path.join(os.path.dirname(__file__), "..", "..", "fixtures", "scenarios")
+DAY = "2026-11-20T"
+NS = uuid.UUID("6f1b2c0e-8f4a-4c39-9a55-2f7d0b1e9c01")
+
+
+def uid(name):
+    return str(uuid.uuid5(NS, name))
+
+
+def ts(hms):
+    return f"{DAY}{hms}.000Z"
+
+
+def money(cents, cur="EUR"):
+    return {"type": "centPrecision", "currencyCode": cur, "centAmount": cents, "fractionDigits": 2}
+
+
+class Stream:
+    """Messages of one scenario; versions count per resource in commit order."""
+
+    def __init__(self, name):
+        self.name = name
+        self.lines = []
+        self.versions = {}
+        self.expected = []
+
+    def _msg(self, typ, rid, type_id, at, fields, msg_name):
+        v = self.versions.get(rid, 0) + 1
+        self.versions[rid] = v
+        m = {
+            "notificationType": "Message",
+            "projectKey": "acme-eu-prod",
+            "id": uid(f"{self.name}/{msg_name}"),
+            "version": 1,
+            "sequenceNumber": v,
+            "resource": {"typeId": type_id, "id": rid},
+            "resourceVersion": v,
+            "type": typ,
+            **fields,
+            "createdAt": ts(at),
+            "lastModifiedAt": ts(at),
+        }
+        self.lines.append(m)
+        return m["id"]
+
+    def payment(self, p, at, amount=5000, txs=(), cur="EUR", interface="checkout-adyen"):
+        transactions = [
+            {"id": uid(f"{self.name}/{p}/{t}"), "type": kind, "amount": money(cents, cur), "state": state}
+            for (t, kind, cents, state) in txs
+        ]
+        body = {
+            "id": uid(f"{self.name}/{p}"),
+            "version": 1,
+            "createdAt": ts(at),
+            "lastModifiedAt": ts(at),
+            "amountPlanned": money(amount, cur),
+            "paymentMethodInfo": {"paymentInterface": interface, "method": "scheme"},
+            "paymentStatus": {},
+            "transactions": transactions,
+            "interfaceInteractions": [],
+        }
+        return self._msg("PaymentCreated", body["id"], "payment", at, {"payment": body}, f"{p}/created")
+
+    def tx_added(self, p, t, kind, cents, state, at, cur="EUR"):
+        tx = {"id": uid(f"{self.name}/{p}/{t}"), "type": kind, "amount": money(cents, cur), "state": state}
+        return self._msg("PaymentTransactionAdded", uid(f"{self.name}/{p}"), "payment", at,
+                         {"transaction": tx}, f"{p}/{t}/added")
+
+    def tx_state(self, p, t, state, at):
+        return self._msg("PaymentTransactionStateChanged", uid(f"{self.name}/{p}"), "payment", at,
+                         {"transactionId": uid(f"{self.name}/{p}/{t}"), "state": state},
+                         f"{p}/{t}/{state}")
+
+    def order(self, o, at, total, payments, gross=None, state="Open", shipment="Pending",
+              typ="OrderCreated", number=None):
+        body = {
+            "type": "Order",
+            "id": uid(f"{self.name}/{o}"),
+            "version": 1,
+            "createdAt": ts(at),
+            "lastModifiedAt": ts(at),
+            "orderNumber": number or f"{self.name[:2]}{len(self.lines):04d}",
+            "totalPrice": money(total),
+            "orderState": state,
+            "paymentState": "Pending",
+            "paymentInfo": {"payments": [{"typeId": "payment", "id": uid(f"{self.name}/{p}")} for p in payments]},
+            "lineItems": [],
+        }
+        if shipment is not None:
+            body["shipmentState"] = shipment
+        if gross is not None:
+            body["taxedPrice"] = {"totalNet": money(total), "totalGross": money(gross),
+                                  "totalTax": money(gross - total)}
+        return self._msg(typ, body["id"], "order", at, {"order": body}, f"{o}/created")
+
+    def order_state(self, o, state, at):
+        return self._msg("OrderStateChanged", uid(f"{self.name}/{o}"), "order", at,
+                         {"orderState": state}, f"{o}/{state}")
+
+    def shipment(self, o, state, at):
+        return self._msg("OrderShipmentStateChanged", uid(f"{self.name}/{o}"), "order", at,
+                         {"shipmentState": state}, f"{o}/shipment/{state}")
+
+    def edit(self, o, total, gross, at):
+        excerpt = {"totalPrice": money(total), "version": self.versions.get(uid(f"{self.name}/{o}"), 0) + 1}
+        if gross is not None:
+            excerpt["taxedPrice"] = {"totalNet": money(total), "totalGross": money(gross),
+                                     "totalTax": money(gross - total)}
+        result = {"type": "Applied", "appliedAt": ts(at), "excerptBeforeEdit": excerpt,
+                  "excerptAfterEdit": excerpt}
+        edit = {"typeId": "order-edit", "id": uid(f"{self.name}/{o}/edit")}
+        return self._msg("OrderEditApplied", uid(f"{self.name}/{o}"), "order", at,
+                         {"edit": edit, "result": result}, f"{o}/edit/{total}")
+
+    def event(self, typ, at, data, name):
+        e = {"notificationType": "Event", "id": uid(f"{self.name}/{name}"), "type": typ,
+             "resourceType": "checkout", "data": {"projectKey": "acme-eu-prod", **data},
+             "createdAt": ts(at)}
+        self.lines.append(e)
+        return e["id"]
+
+    def expect(self, action, rule, key_of, p, o, message_id, at):
+        pid = uid(f"{self.name}/{p}")
+        oid = uid(f"{self.name}/{o}") if o else None
+        key = {"release_order": f"release:{oid}", "cancel_payment": f"cancel:{pid}",
+               "capture_payment": f"capture:{pid}"}[action]
+        assert key_of == action
+        self.expected.append({"action": action, "rule": rule, "key": key, "payment_id": pid,
+                              "order_id": oid, "message_id": message_id, "at": ts(at)})
+
+    def release(self, o, p, message_id, at):
+        self.expect("release_order", "release_for_fulfillment", "release_order", p, o, message_id, at)
+
+    def cancel(self, p, rule, message_id, at, order=None):
+        self.expect("cancel_payment", rule, "cancel_payment", p, order, message_id, at)
+
+    def capture(self, p, o, message_id, at):
+        self.expect("capture_payment", "capture_on_shipment", "capture_payment", p, o, message_id, at)
+
+    def write(self, toml=None):
+        with open(os.path.join(OUT, f"{self.name}.jsonl"), "w") as f:
+            for line in self.lines:
+                f.write(json.dumps(line, separators=(",", ":")) + "\n")
+        with open(os.path.join(OUT, f"{self.name}.expected.jsonl"), "w") as f:
+            for line in self.expected:
+                f.write(json.dumps(line, separators=(",", ":")) + "\n")
+        if toml:
+            with open(os.path.join(OUT, f"{self.name}.toml"), "w") as f:
+                f.write(toml)
+
+
+ORPHAN = "cancel_orphaned_authorization"
+ON_CANCELLED = "cancel_on_order_cancelled"
+
+
+def s22():
+    # 1. Net prices: the customer pays taxedPrice.totalGross.
+    s = Stream("22-net-prices-cover-the-gross-total")
+    s.payment("P1", "10:00:00")
+    s.tx_added("P1", "a", "Authorization", 10000, "Success", "10:00:01")
+    s.order("O1", "10:00:02", 10000, ["P1"], gross=11900)
+    s.payment("P2", "10:00:03")
+    s.tx_added("P2", "a", "Authorization", 11900, "Pending", "10:00:04")
+    s.order("O2", "10:00:05", 10000, ["P2"], gross=11900)
+    m = s.tx_state("P2", "a", "Success", "10:00:30")
+    s.release("O2", "P2", m, "10:00:30")
+    s.write()
+
+
+def s23():
+    # 2. Only an order that can still be fulfilled is released.
+    s = Stream("23-only-fulfillable-orders-are-released")
+    s.payment("P1", "10:00:00", txs=[("a", "Authorization", 5000, "Success")])
+    s.order("O1", "10:00:01", 5000, ["P1"], state="Complete", shipment="Delivered", typ="OrderImported")
+    s.payment("P2", "10:00:02", txs=[("a", "Authorization", 5000, "Success")])
+    s.order("O2", "10:00:03", 5000, ["P2"], state="Open", shipment="Shipped")
+    s.payment("P3", "10:00:04", txs=[("a", "Authorization", 5000, "Success")])
+    m = s.order("O3", "10:00:05", 5000, ["P3"], state="Confirmed", shipment="Ready", typ="OrderImported")
+    s.release("O3", "P3", m, "10:00:05")
+    s.payment("P4", "10:00:06", txs=[("a", "Authorization", 5000, "Success")])
+    m = s.order("O4", "10:00:07", 5000, ["P4"], state="Open", shipment=None)
+    s.release("O4", "P4", m, "10:00:07")
+    s.shipment("O4", "Backorder", "10:00:08")
+    s.write()
+
+
+def s24():
+    # 3. One authorization, two open orders: its money counts toward the earlier order only.
+    s = Stream("24-one-authorization-two-orders")
+    s.payment("P", "10:00:00")
+    s.tx_added("P", "a", "Authorization", 5000, "Success", "10:00:01")
+    m = s.order("O1", "10:00:02", 5000, ["P"])
+    s.release("O1", "P", m, "10:00:02")
+    s.order("O2", "10:00:03", 5000, ["P"])
+    s.write()
+
+
+def s25():
+    # 4. A cancelled order holds no payment: the replacement order is released.
+    s = Stream("25-replacement-order-after-a-cancelled-one")
+    s.payment("P", "10:00:00", txs=[("a", "Authorization", 5000, "Pending")])
+    s.order("A", "10:00:01", 5000, ["P"])
+    s.order_state("A", "Cancelled", "10:00:10")
+    s.order("B", "10:00:20", 5000, ["P"])
+    m = s.tx_state("P", "a", "Success", "10:00:30")
+    s.release("B", "P", m, "10:00:30")
+    s.write()
+
+
+def s26():
+    # 5. Re-authorization: amounts, not flags.
+    s = Stream("26-re-authorization-after-a-cancel")
+    s.payment("P", "10:00:00")
+    s.tx_added("P", "a1", "Authorization", 5000, "Success", "10:00:01")
+    s.tx_added("P", "c1", "CancelAuthorization", 5000, "Success", "10:00:02")
+    s.tx_added("P", "a2", "Authorization", 5000, "Success", "10:00:03")
+    m = s.order("O", "10:00:04", 5000, ["P"])
+    s.release("O", "P", m, "10:00:04")
+    s.write()
+
+
+def s27():
+    # 5. Money received counts; a charge refunded counts for nothing.
+    s = Stream("27-gift-card-charge-plus-card-authorization")
+    s.payment("G", "10:00:00", amount=2000, interface="checkout-giftcards")
+    s.tx_added("G", "c", "Charge", 2000, "Success", "10:00:01")
+    s.payment("C", "10:00:02", amount=8000)
+    s.tx_added("C", "a", "Authorization", 8000, "Pending", "10:00:03")
+    s.order("O1", "10:00:04", 10000, ["G", "C"])
+    m = s.tx_state("C", "a", "Success", "10:00:20")
+    s.release("O1", "C", m, "10:00:20")
+    s.payment("R", "10:01:00", amount=3000)
+    s.tx_added("R", "c", "Charge", 3000, "Success", "10:01:01")
+    s.tx_added("R", "r", "Refund", 3000, "Success", "10:01:02")
+    s.order("O2", "10:01:03", 3000, ["R"])
+    s.write()
+
+
+def s28():
+    # 5. Two authorizations on one payment add up.
+    s = Stream("28-two-authorizations-on-one-payment")
+    s.payment("P", "10:00:00", amount=10000)
+    s.order("O", "10:00:01", 10000, ["P"])
+    s.tx_added("P", "a1", "Authorization", 5000, "Success", "10:00:02")
+    m = s.tx_added("P", "a2", "Authorization", 5000, "Success", "10:00:03")
+    s.release("O", "P", m, "10:00:03")
+    s.write()
+
+
+def s29():
+    # 6. A CancelAuthorization that failed gives the money back: it enables.
+    s = Stream("29-failed-cancel-authorization-enables")
+    s.payment("P", "10:00:00", txs=[("a", "Authorization", 5000, "Pending")])
+    s.order("O", "10:00:01", 5000, ["P"])
+    s.tx_added("P", "c", "CancelAuthorization", 5000, "Pending", "10:00:02")
+    s.tx_state("P", "a", "Success", "10:00:03")
+    m = s.tx_state("P", "c", "Failure", "10:00:04")
+    s.release("O", "P", m, "10:00:04")
+    s.write()
+
+
+def s30():
+    # 7. Our own cancel failed: the authorization stands, the late order is released.
+    s = Stream("30-our-cancel-failed-then-the-order-arrives")
+    s.payment("P", "10:00:00")
+    s.tx_added("P", "a", "Authorization", 5000, "Success", "10:00:02")
+    s.cancel("P", ORPHAN, None, "10:10:02")
+    s.tx_added("P", "c", "CancelAuthorization", 5000, "Pending", "10:10:30")
+    s.tx_state("P", "c", "Failure", "10:11:00")
+    s.event("CheckoutPaymentCancelAuthorizationFailed", "10:11:01",
+            {"payment": {"typeId": "payment", "id": uid(s.name + "/P")},
+             "transactionId": uid(s.name + "/P/c")}, "cancel-failed")
+    m = s.order("O", "10:12:00", 5000, ["P"])
+    s.release("O", "P", m, "10:12:00")
+    s.write()
+
+
+def s31():
+    # 8. Checkout's order-creation failure while the authorization is Pending is remembered.
+    s = Stream("31-order-creation-failed-while-pending")
+    s.payment("P", "10:00:00", txs=[("a", "Authorization", 5000, "Pending")])
+    s.event("CheckoutOrderCreationFailed", "10:00:04",
+            {"cart": {"typeId": "cart", "id": uid(s.name + "/cart")},
+             "payments": [{"typeId": "payment", "id": uid(s.name + "/P")}],
+             "errors": [{"code": "OutOfStock", "message": "The item is out of stock."}]}, "failed")
+    m = s.tx_state("P", "a", "Success", "10:00:30")
+    s.expected.append({"action": "cancel_payment", "rule": ORPHAN, "key": f"cancel:{uid(s.name + '/P')}",
+                       "payment_id": uid(s.name + "/P"), "order_id": None, "message_id": m,
+                       "at": ts("10:00:30")})
+    s.write()
+
+
+def s32():
+    # 9. An order cancelled: its authorization is cancelled at once (also after a release), and
+    # one still Pending when the order is cancelled is cancelled when it succeeds.
+    s = Stream("32-order-cancelled-cancels-its-authorization")
+    s.payment("P1", "10:00:00", txs=[("a", "Authorization", 5000, "Success")])
+    m = s.order("O1", "10:00:01", 5000, ["P1"])
+    s.release("O1", "P1", m, "10:00:01")
+    m = s.order_state("O1", "Cancelled", "10:05:00")
+    s.cancel("P1", ON_CANCELLED, m, "10:05:00", order="O1")
+    s.payment("P2", "10:05:10", txs=[("a", "Authorization", 7000, "Pending")])
+    s.order("O2", "10:05:11", 7000, ["P2"])
+    s.order_state("O2", "Cancelled", "10:05:20")
+    m = s.tx_state("P2", "a", "Success", "10:05:40")
+    s.cancel("P2", ON_CANCELLED, m, "10:05:40", order="O2")
+    s.write()
+
+
+def s33():
+    # 10. An order edit changes the total the payments must cover.
+    s = Stream("33-order-edit-changes-the-total")
+    s.payment("P1", "10:00:00", txs=[("a", "Authorization", 10000, "Pending")])
+    s.order("O1", "10:00:01", 12000, ["P1"])
+    s.edit("O1", 10000, None, "10:00:02")
+    m = s.tx_state("P1", "a", "Success", "10:00:10")
+    s.release("O1", "P1", m, "10:00:10")
+    s.payment("P2", "10:01:00", txs=[("a", "Authorization", 10000, "Pending")])
+    s.order("O2", "10:01:01", 10000, ["P2"], gross=10000)
+    s.edit("O2", 10084, 12000, "10:01:02")
+    s.tx_state("P2", "a", "Success", "10:01:10")
+    s.write()
+
+
+def s34():
+    # 11. A zero-amount authorization reserves nothing: never cancelled.
+    s = Stream("34-zero-amount-authorization-is-never-cancelled")
+    s.payment("P", "10:00:00", amount=0)
+    s.tx_added("P", "a", "Authorization", 0, "Success", "10:00:01")
+    s.payment("Q", "10:20:00", amount=100)
+    s.write()
+
+
+def s35():
+    # Capture on shipment (opt-in): each allocated payment's open authorization is captured.
+    s = Stream("35-capture-on-shipment")
+    s.payment("G", "10:00:00", amount=2000, interface="checkout-giftcards")
+    s.tx_added("G", "c", "Charge", 2000, "Success", "10:00:01")
+    s.payment("C", "10:00:02", amount=8000, txs=[("a", "Authorization", 8000, "Success")])
+    m = s.order("O", "10:00:03", 10000, ["G", "C"])
+    s.release("O", "C", m, "10:00:03")
+    s.shipment("O", "Ready", "10:30:00")
+    m = s.shipment("O", "Shipped", "11:00:00")
+    s.capture("C", "O", m, "11:00:00")
+    s.shipment("O", "Delivered", "12:00:00")
+    s.write(toml="[rules.capture_on_shipment]\nenabled = true\non = \"Shipped\"\n")
+
+
+for f in (s22, s23, s24, s25, s26, s27, s28, s29, s30, s31, s32, s33, s34, s35):
+    f()

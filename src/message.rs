@@ -652,17 +652,17 @@ fn message(raw: Raw<'_>, embedded: Embedded, format: Format) -> Result<Message, 
                 raw.payment_state
                     .ok_or_else(|| DecodeError::missing("paymentState", &kind))?,
             ),
-            MessageType::OrderShipmentStateChanged => Body::OrderShipmentStateChanged(
-                ShipmentState::parse(
+            MessageType::OrderShipmentStateChanged => {
+                Body::OrderShipmentStateChanged(ShipmentState::parse(
                     &raw.shipment_state
                         .ok_or_else(|| DecodeError::missing("shipmentState", &kind))?,
-                ),
-            ),
+                ))
+            }
             MessageType::OrderEditApplied => {
                 let result: RawEditResult = field("result", raw.result, &kind)?;
-                let after = result.excerpt_after_edit.ok_or_else(|| {
-                    DecodeError::missing("result.excerptAfterEdit", &kind)
-                })?;
+                let after = result
+                    .excerpt_after_edit
+                    .ok_or_else(|| DecodeError::missing("result.excerptAfterEdit", &kind))?;
                 Body::OrderEditApplied {
                     total_price: after.total_price,
                     taxed_price: after.taxed_price,

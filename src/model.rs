@@ -300,7 +300,12 @@ impl Payment {
     }
 
     /// Sum of the transactions of one type in `currency` whose state is one of `states`.
-    pub fn amount_in(&self, kind: TransactionType, states: &[TransactionState], currency: &str) -> i64 {
+    pub fn amount_in(
+        &self,
+        kind: TransactionType,
+        states: &[TransactionState],
+        currency: &str,
+    ) -> i64 {
         self.transactions
             .iter()
             .filter(|t| {
@@ -348,10 +353,20 @@ impl Payment {
     pub fn currency(&self) -> Option<&str> {
         self.transactions
             .iter()
-            .find(|t| t.kind == TransactionType::Authorization && t.state == TransactionState::Success)
-            .or_else(|| self.transactions.iter().find(|t| t.kind == TransactionType::Charge))
+            .find(|t| {
+                t.kind == TransactionType::Authorization && t.state == TransactionState::Success
+            })
+            .or_else(|| {
+                self.transactions
+                    .iter()
+                    .find(|t| t.kind == TransactionType::Charge)
+            })
             .map(|t| t.amount.currency_code.as_str())
-            .or_else(|| self.amount_planned.as_ref().map(|m| m.currency_code.as_str()))
+            .or_else(|| {
+                self.amount_planned
+                    .as_ref()
+                    .map(|m| m.currency_code.as_str())
+            })
     }
 
     /// A CancelAuthorization exists and every one of them failed: a cancel was tried and the

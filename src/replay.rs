@@ -75,7 +75,11 @@ impl Replay {
     /// A replay whose ledger and timers live in `store` (e.g. the durable store, to measure
     /// it); `store` should start empty.
     pub fn with_store(rules: Rules, store: Arc<dyn Store>) -> Self {
-        let view = Arc::new(StreamView::new());
+        Self::with_view(rules, store, Arc::new(StreamView::new()))
+    }
+
+    /// A replay over a given (empty) view, e.g. [`StreamView::as_if_live`].
+    pub fn with_view(rules: Rules, store: Arc<dyn Store>, view: Arc<StreamView>) -> Self {
         let engine = Engine::new(view.clone(), store.clone(), rules);
         let processor = Processor::new(engine, store.clone(), Arc::new(PlanOnly));
         Self {

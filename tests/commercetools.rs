@@ -112,7 +112,10 @@ async fn lookups_find_payments_and_the_order_that_references_a_payment() {
     assert_eq!(found.len(), 1, "one order references the payment");
     assert_eq!(found[0].id, order["id"].as_str().unwrap());
     assert_eq!(found[0].order_number.as_deref(), Some("ORD-LOOKUP"));
-    assert!(found[0].created_at.is_some(), "createdAt is read for allocation");
+    assert!(
+        found[0].created_at.is_some(),
+        "createdAt is read for allocation"
+    );
     assert!(c.orders_for_payment(&orphan).await.unwrap().is_empty());
     // An id with predicate syntax in it is a value, not a predicate.
     assert!(

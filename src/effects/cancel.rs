@@ -62,7 +62,9 @@ impl Canceller {
         let authorized = payment.currency().map_or(0, |c| payment.authorized(c));
         if authorized <= 0 {
             return Ok(Check::Settled(if payment.has_live_cancel_authorization() {
-                Effect::applied("a CancelAuthorization already takes the authorization; no call made")
+                Effect::applied(
+                    "a CancelAuthorization already takes the authorization; no call made",
+                )
             } else {
                 Effect::skipped("no authorized money to cancel")
             }));

@@ -37,7 +37,10 @@ pub fn decide(enabled: Enabled, f: &CancelFacts<'_>) -> Result<CancelReason, &'s
     if f.payment.has_pending_or_successful_charge() {
         return Err("a charge is pending or succeeded");
     }
-    if f.orders.iter().any(|o| o.order_state != OrderState::Cancelled) {
+    if f.orders
+        .iter()
+        .any(|o| o.order_state != OrderState::Cancelled)
+    {
         return Err("an order references the payment");
     }
     if !f.orders.is_empty() {

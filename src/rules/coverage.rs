@@ -104,12 +104,18 @@ mod tests {
         ]);
         assert_eq!(covered(&p, "EUR", false), 10000);
         // A capture of the authorization is the same money.
-        let p = payment(vec![tx(Authorization, Success, 8000), tx(Charge, Success, 8000)]);
+        let p = payment(vec![
+            tx(Authorization, Success, 8000),
+            tx(Charge, Success, 8000),
+        ]);
         assert_eq!(covered(&p, "EUR", false), 8000);
         // A charge fully refunded counts for nothing.
         let p = payment(vec![tx(Charge, Success, 2000), tx(Refund, Success, 2000)]);
         assert_eq!(covered(&p, "EUR", false), 0);
-        let p = payment(vec![tx(Charge, Success, 2000), tx(Chargeback, Success, 500)]);
+        let p = payment(vec![
+            tx(Charge, Success, 2000),
+            tx(Chargeback, Success, 500),
+        ]);
         assert_eq!(covered(&p, "EUR", false), 1500);
         // A cancel in flight (Initial/Pending) already takes the money away; a failed one not.
         for (state, want) in [(Initial, 0), (Pending, 0), (Success, 0), (Failure, 5000)] {
@@ -126,13 +132,20 @@ mod tests {
     #[test]
     fn our_own_cancel_counts_until_it_shows_failed() {
         let p = payment(vec![tx(Authorization, Success, 5000)]);
-        assert_eq!(covered(&p, "EUR", true), 0, "cancel requested, not yet visible");
+        assert_eq!(
+            covered(&p, "EUR", true),
+            0,
+            "cancel requested, not yet visible"
+        );
         let p = payment(vec![
             tx(Authorization, Success, 5000),
             tx(CancelAuthorization, Failure, 5000),
         ]);
         assert_eq!(covered(&p, "EUR", true), 5000, "the cancel failed");
-        let p = payment(vec![tx(Authorization, Success, 5000), tx(Charge, Success, 5000)]);
+        let p = payment(vec![
+            tx(Authorization, Success, 5000),
+            tx(Charge, Success, 5000),
+        ]);
         assert_eq!(covered(&p, "EUR", true), 5000, "money received counts");
     }
 
@@ -144,7 +157,10 @@ mod tests {
             tx(Refund, Success, 4000),
         ]);
         assert_eq!(capturable(&p, "EUR", false), 6000);
-        let p = payment(vec![tx(Authorization, Success, 10000), tx(Charge, Pending, 10000)]);
+        let p = payment(vec![
+            tx(Authorization, Success, 10000),
+            tx(Charge, Pending, 10000),
+        ]);
         assert_eq!(capturable(&p, "EUR", false), 0);
     }
 

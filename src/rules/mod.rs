@@ -14,9 +14,7 @@ use tracing::{debug, error, warn};
 
 use crate::action::{Action, ActionKind, CancelReason, RuleName};
 use crate::message::{Body, Message, MessageType, NotificationType, Timestamp};
-use crate::model::{
-    Money, Order, OrderState, Payment, TransactionState, TransactionType,
-};
+use crate::model::{Money, Order, OrderState, Payment, TransactionState, TransactionType};
 use crate::store::{Claim, LedgerStatus, Store, StoreError, Timer};
 use crate::view::{CommerceView, ViewError};
 
@@ -142,7 +140,10 @@ fn can_enable(m: &Message) -> bool {
     use TransactionState::{Failure, Success};
     use TransactionType::{Authorization, CancelAuthorization, Charge};
     let adds_money = |kind: TransactionType, state: TransactionState| {
-        matches!((kind, state), (Authorization | Charge, Success) | (CancelAuthorization, Failure))
+        matches!(
+            (kind, state),
+            (Authorization | Charge, Success) | (CancelAuthorization, Failure)
+        )
     };
     match &m.body {
         Body::PaymentCreated(p) => p.transactions.iter().any(|t| adds_money(t.kind, t.state)),
@@ -359,7 +360,8 @@ impl Engine {
         if self.rules.release.enabled && order.is_fulfillable() {
             actions.extend(self.evaluate_release(&order, None, cause).await?);
         }
-        if order.order_state == OrderState::Cancelled && self.rules.cancel_on_order_cancelled.enabled
+        if order.order_state == OrderState::Cancelled
+            && self.rules.cancel_on_order_cancelled.enabled
         {
             for pid in unique(order.payment_ids()) {
                 if self.settled(&Action::cancel_key(pid)).await? {
@@ -523,13 +525,19 @@ impl Engine {
         if allocated.is_empty() {
             return;
         }
-        let payments = allocated
-            .iter()
-            .filter_map(|(c, r)| r.as_ref().or(known.filter(|k| k.payment.id == c.payment_id)));
+        let payments = allocated.iter().filter_map(|(c, r)| {
+            r.as_ref()
+                .or(known.filter(|k| k.payment.id == c.payment_id))
+        });
         let unsettled = payments.clone().any(|r| {
             r.payment.transactions.iter().any(|t| {
-                matches!(t.state, TransactionState::Initial | TransactionState::Pending)
-                    && matches!(t.kind, TransactionType::Authorization | TransactionType::Charge)
+                matches!(
+                    t.state,
+                    TransactionState::Initial | TransactionState::Pending
+                ) && matches!(
+                    t.kind,
+                    TransactionType::Authorization | TransactionType::Charge
+                )
             })
         });
         if unsettled {

@@ -314,6 +314,8 @@ impl State {
 #[derive(Debug, Default)]
 pub struct StreamView {
     state: Mutex<State>,
+    /// Claims its reads are current, like the live view (see [`StreamView::as_if_live`]).
+    as_if_live: bool,
 }
 
 /// A snapshot file that could not be loaded.
@@ -330,6 +332,18 @@ impl StreamView {
     /// An empty view.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty view that answers [`CommerceView::reads_are_current`] like the live view, so
+    /// the engine skips the messages it deems inert. Fed a stream in commit order, its reads
+    /// are what commercetools would answer at each message: replaying with it and with
+    /// [`StreamView::new`] must plan the same actions, which proves the live path's inert
+    /// filter drops nothing that matters.
+    pub fn as_if_live() -> Self {
+        Self {
+            as_if_live: true,
+            ..Self::default()
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -428,6 +442,10 @@ impl CommerceView for StreamView {
 
     fn observe(&self, message: &Message) {
         self.lock().apply(message);
+    }
+
+    fn reads_are_current(&self) -> bool {
+        self.as_if_live
     }
 }
 

@@ -1,18 +1,20 @@
 //! payrules: payment rules for commercetools, run beside its Subscriptions.
 //!
 //! It consumes commercetools notifications about Payments and Orders (and Checkout events)
-//! from Google Cloud Pub/Sub or AWS SQS and runs two rules on them: *release for
-//! fulfillment* (an order whose payments are authorized is handed to the fulfillment team)
-//! and *cancel orphaned authorization* (an authorization no order claims after a grace period
-//! is cancelled). Messages arrive late, twice and out of order; each side effect still
-//! happens once.
+//! from Google Cloud Pub/Sub or AWS SQS and runs payment rules on them: *release for
+//! fulfillment* (an order whose payments' money covers its gross total is handed to the
+//! fulfillment team), the *cancel* rules (an authorization no order will use — none appeared
+//! within a grace period, Checkout could not create it, or it was cancelled — is cancelled)
+//! and, opt-in, *capture on shipment*. Messages arrive late, twice and out of order; each side
+//! effect still happens once.
 //!
 //! # Layout: the flow of a notification
 //! - [`source`]: where notifications come from ([`source::Source`], [`source::Delivery`]
 //!   with its own ack/nack).
 //! - [`message`]: bytes → typed [`message::Message`].
 //! - [`view`]: what the rules read (current payments and orders).
-//! - [`rules`]: the level-based rules, deciding [`action::Action`]s.
+//! - [`rules`]: the level-based rules, deciding [`action::Action`]s from amounts
+//!   ([`rules::coverage`]).
 //! - [`store`]: the ledger (each action once, ever) and the grace-period timers.
 //! - [`process`]: decide → claim → execute → record.
 //! - [`effects`]: executors that carry actions out.

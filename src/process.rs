@@ -92,6 +92,11 @@ impl Processor {
         &self.store
     }
 
+    /// See [`Engine::failed_cancels`].
+    pub fn failed_cancels(&self) -> u64 {
+        self.engine.failed_cancels()
+    }
+
     /// See [`Engine::is_inert`].
     pub fn is_inert(&self, m: &Message) -> bool {
         self.engine.is_inert(m)

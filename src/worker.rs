@@ -65,6 +65,8 @@ pub struct RunSummary {
     pub duplicates: usize,
     /// See [`RunStats::actions`].
     pub actions: usize,
+    /// Cancels of ours the payments reported failed (their money is still reserved).
+    pub failed_cancels: u64,
 }
 
 impl RunStats {
@@ -76,6 +78,7 @@ impl RunStats {
             subscription_tests: self.subscription_tests.load(Ordering::Relaxed),
             duplicates: self.duplicates.load(Ordering::Relaxed),
             actions: self.actions.load(Ordering::Relaxed),
+            failed_cancels: 0,
         }
     }
 }
@@ -227,7 +230,10 @@ impl Worker {
         if let Err(e) = self.store.flush().await {
             warn!(error = %e, "flushing the state store at exit failed; some redeliveries will be re-checked");
         }
-        let summary = self.stats.summary();
+        let summary = RunSummary {
+            failed_cancels: self.processor.failed_cancels(),
+            ..self.stats.summary()
+        };
         info!(?summary, "worker stopped");
         summary
     }

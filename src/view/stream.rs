@@ -247,6 +247,13 @@ impl State {
         }
     }
 
+    /// The entry of the order `m` is about, its version raised to the message's.
+    fn order_changed_by(&mut self, m: &Message, stamp: Stamp) -> Option<&mut OrderEntry> {
+        let e = entry_mut(&mut self.orders, m.order_id()?);
+        e.version = e.version.max(stamp.0);
+        Some(e)
+    }
+
     fn apply(&mut self, m: &Message) {
         let stamp = message_stamp(m);
         match &m.body {
@@ -278,16 +285,12 @@ impl State {
                 }
             }
             Body::OrderStateChanged(s) => {
-                if let Some(oid) = m.order_id() {
-                    let e = entry_mut(&mut self.orders, oid);
-                    e.version = e.version.max(stamp.0);
+                if let Some(e) = self.order_changed_by(m, stamp) {
                     offer(&mut e.state, *s, stamp);
                 }
             }
             Body::OrderShipmentStateChanged(s) => {
-                if let Some(oid) = m.order_id() {
-                    let e = entry_mut(&mut self.orders, oid);
-                    e.version = e.version.max(stamp.0);
+                if let Some(e) = self.order_changed_by(m, stamp) {
                     offer(&mut e.shipment, Some(*s), stamp);
                 }
             }
@@ -295,14 +298,9 @@ impl State {
                 total_price,
                 taxed_price,
             } => {
-                if let Some(oid) = m.order_id() {
-                    let e = entry_mut(&mut self.orders, oid);
-                    e.version = e.version.max(stamp.0);
-                    offer(
-                        &mut e.totals,
-                        (total_price.clone(), taxed_price.clone()),
-                        stamp,
-                    );
+                if let Some(e) = self.order_changed_by(m, stamp) {
+                    let totals = (total_price.clone(), taxed_price.clone());
+                    offer(&mut e.totals, totals, stamp);
                 }
             }
             _ => {}

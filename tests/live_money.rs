@@ -1,0 +1,339 @@
+//! The money rules on the live path: the engine over the live view, against commercetools-mock
+//! holding the real payments and orders, reaches the decisions the scenarios (22-35) describe.
+//! Each test sets the state up in the mock, then hands the engine the message that announces
+//! the last change — as the worker would receive it.
+
+#[path = "it/peers.rs"]
+mod peers;
+
+#[path = "it/ctadmin.rs"]
+mod ctadmin;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use payrules::action::{Action, ActionKind, CancelReason, RuleName};
+use payrules::commerce::{CtpClient, LiveView};
+use payrules::config::{CommercetoolsSettings, Secret};
+use payrules::message::decode;
+use payrules::model::ShipmentState;
+use payrules::rules::{Engine, Rules};
+use payrules::store::MemoryStore;
+use serde_json::{Value, json};
+
+use ctadmin::Admin;
+
+const PROJECT: &str = "payrules-money";
+
+async fn setup() -> (Admin, Engine) {
+    setup_with(Rules::default()).await
+}
+
+async fn setup_with(rules: Rules) -> (Admin, Engine) {
+    let mock = peers::shared_commercetools_mock().await;
+    let admin = Admin::new(mock, PROJECT).await;
+    let settings = CommercetoolsSettings {
+        project_key: PROJECT.into(),
+        client_id: "payrules-test-client".into(),
+        client_secret: Secret::new("payrules-test-secret"),
+        auth_url: mock.endpoint.clone(),
+        api_url: mock.endpoint.clone(),
+        scopes: Some(format!("manage_project:{PROJECT}")),
+        checkout_url: "http://127.0.0.1:9".into(),
+        timeout: Duration::from_secs(5),
+    };
+    let client = CtpClient::with_retry(settings, 3, Duration::from_millis(20)).expect("client");
+    let engine = Engine::new(
+        Arc::new(LiveView::new(client)),
+        Arc::new(MemoryStore::new()),
+        rules,
+    );
+    (admin, engine)
+}
+
+/// A payment with these (type, state, cents) transactions; its id and transaction ids.
+async fn payment(admin: &Admin, txs: &[(&str, &str, i64)]) -> (String, Vec<String>) {
+    let transactions: Vec<Value> = txs
+        .iter()
+        .map(|(t, s, c)| json!({"type": t, "state": s, "amount": {"currencyCode": "EUR", "centAmount": c}}))
+        .collect();
+    let p = admin
+        .post(
+            "payments",
+            json!({"amountPlanned": {"currencyCode": "EUR", "centAmount": 5000}, "transactions": transactions}),
+        )
+        .await;
+    let ids = p["transactions"]
+        .as_array()
+        .expect("transactions")
+        .iter()
+        .map(|t| t["id"].as_str().expect("id").to_string())
+        .collect();
+    (p["id"].as_str().expect("id").to_string(), ids)
+}
+
+/// Applies update actions to a resource (`payments/ID` or `orders/ID`) at its current version.
+async fn update(admin: &Admin, path: &str, actions: Value) -> Value {
+    let current = admin.get(path).await;
+    admin
+        .post(
+            path,
+            json!({"version": current["version"], "actions": actions}),
+        )
+        .await
+}
+
+/// An imported order of `cents` EUR in `state`, referencing the payments.
+async fn order(admin: &Admin, cents: i64, state: &str, payments: &[&str]) -> String {
+    let o = admin
+        .post(
+            "orders/import",
+            json!({"orderNumber": format!("M-{}", Utc::now().timestamp_nanos_opt().unwrap_or_default()),
+                   "totalPrice": {"currencyCode": "EUR", "centAmount": cents}, "orderState": state}),
+        )
+        .await;
+    let id = o["id"].as_str().expect("id").to_string();
+    for p in payments {
+        update(
+            admin,
+            &format!("orders/{id}"),
+            json!([{"action": "addPayment", "payment": {"typeId": "payment", "id": p}}]),
+        )
+        .await;
+    }
+    // createdAt has millisecond resolution: keep orders apart.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    id
+}
+
+fn message(kind: &str, type_id: &str, id: &str, fields: Value) -> payrules::message::Message {
+    let mut m = json!({
+        "notificationType": "Message", "id": uuid_like(), "version": 1, "sequenceNumber": 9,
+        "resource": {"typeId": type_id, "id": id}, "resourceVersion": 9, "type": kind,
+        "createdAt": "2026-11-20T10:00:00.000Z", "lastModifiedAt": "2026-11-20T10:00:00.000Z"
+    });
+    if let (Some(m), Some(f)) = (m.as_object_mut(), fields.as_object()) {
+        m.extend(f.clone());
+    }
+    decode(&serde_json::to_vec(&m).expect("json")).expect("decodes")
+}
+
+fn uuid_like() -> String {
+    format!(
+        "msg-{}",
+        Utc::now().timestamp_nanos_opt().unwrap_or_default()
+    )
+}
+
+async fn order_message(admin: &Admin, engine: &Engine, oid: &str) -> Vec<Action> {
+    let o = admin.get(&format!("orders/{oid}")).await;
+    let m = message("OrderCreated", "order", oid, json!({"order": o}));
+    engine.on_message(&m, Utc::now()).await.expect("decides")
+}
+
+fn keys(actions: &[Action]) -> Vec<String> {
+    actions.iter().map(|a| a.key.clone()).collect()
+}
+
+#[tokio::test]
+async fn only_orders_that_can_be_fulfilled_are_released() {
+    let (admin, engine) = setup().await;
+    let (p1, _) = payment(&admin, &[("Authorization", "Success", 5000)]).await;
+    let done = order(&admin, 5000, "Complete", &[&p1]).await;
+    assert!(order_message(&admin, &engine, &done).await.is_empty());
+
+    let (p2, _) = payment(&admin, &[("Authorization", "Success", 5000)]).await;
+    let shipped = order(&admin, 5000, "Open", &[&p2]).await;
+    update(
+        &admin,
+        &format!("orders/{shipped}"),
+        json!([{"action": "changeShipmentState", "shipmentState": "Shipped"}]),
+    )
+    .await;
+    assert!(order_message(&admin, &engine, &shipped).await.is_empty());
+
+    let (p3, _) = payment(&admin, &[("Authorization", "Success", 5000)]).await;
+    let ok = order(&admin, 5000, "Confirmed", &[&p3]).await;
+    let actions = order_message(&admin, &engine, &ok).await;
+    assert_eq!(keys(&actions), [Action::release_key(&ok)]);
+}
+
+#[tokio::test]
+async fn one_authorization_counts_toward_the_earliest_open_order_only() {
+    let (admin, engine) = setup().await;
+    let (p, _) = payment(&admin, &[("Authorization", "Success", 5000)]).await;
+    let first = order(&admin, 5000, "Open", &[&p]).await;
+    let second = order(&admin, 5000, "Open", &[&p]).await;
+    assert!(order_message(&admin, &engine, &second).await.is_empty());
+    let actions = order_message(&admin, &engine, &first).await;
+    assert_eq!(keys(&actions), [Action::release_key(&first)]);
+}
+
+#[tokio::test]
+async fn a_cancelled_order_holds_no_payment_and_its_replacement_is_released() {
+    let (admin, engine) = setup().await;
+    let (p, tx) = payment(&admin, &[("Authorization", "Pending", 5000)]).await;
+    let _a = order(&admin, 5000, "Cancelled", &[&p]).await;
+    let b = order(&admin, 5000, "Open", &[&p]).await;
+    update(
+        &admin,
+        &format!("payments/{p}"),
+        json!([{"action": "changeTransactionState", "transactionId": tx[0], "state": "Success"}]),
+    )
+    .await;
+    let m = message(
+        "PaymentTransactionStateChanged",
+        "payment",
+        &p,
+        json!({"transactionId": tx[0], "state": "Success"}),
+    );
+    let actions = engine.on_message(&m, Utc::now()).await.expect("decides");
+    assert_eq!(
+        keys(&actions),
+        [Action::release_key(&b)],
+        "no cancel: B holds P"
+    );
+}
+
+#[tokio::test]
+async fn amounts_decide_re_authorization_charges_and_refunds() {
+    let (admin, engine) = setup().await;
+    let (p, _) = payment(
+        &admin,
+        &[
+            ("Authorization", "Success", 5000),
+            ("CancelAuthorization", "Success", 5000),
+            ("Authorization", "Success", 5000),
+        ],
+    )
+    .await;
+    let o = order(&admin, 5000, "Open", &[&p]).await;
+    assert_eq!(
+        keys(&order_message(&admin, &engine, &o).await),
+        [Action::release_key(&o)]
+    );
+
+    let (gift, _) = payment(&admin, &[("Charge", "Success", 2000)]).await;
+    let (card, _) = payment(&admin, &[("Authorization", "Success", 8000)]).await;
+    let o = order(&admin, 10000, "Open", &[&gift, &card]).await;
+    assert_eq!(
+        keys(&order_message(&admin, &engine, &o).await),
+        [Action::release_key(&o)]
+    );
+
+    let (refunded, _) = payment(
+        &admin,
+        &[("Charge", "Success", 3000), ("Refund", "Success", 3000)],
+    )
+    .await;
+    let o = order(&admin, 3000, "Open", &[&refunded]).await;
+    assert!(order_message(&admin, &engine, &o).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_cancel_authorization_failing_is_not_inert_and_releases() {
+    let (admin, engine) = setup().await;
+    let (p, tx) = payment(
+        &admin,
+        &[
+            ("Authorization", "Success", 5000),
+            ("CancelAuthorization", "Pending", 5000),
+        ],
+    )
+    .await;
+    let o = order(&admin, 5000, "Open", &[&p]).await;
+    assert!(order_message(&admin, &engine, &o).await.is_empty());
+    update(
+        &admin,
+        &format!("payments/{p}"),
+        json!([{"action": "changeTransactionState", "transactionId": tx[1], "state": "Failure"}]),
+    )
+    .await;
+    let m = message(
+        "PaymentTransactionStateChanged",
+        "payment",
+        &p,
+        json!({"transactionId": tx[1], "state": "Failure"}),
+    );
+    assert!(!engine.is_inert(&m));
+    let actions = engine.on_message(&m, Utc::now()).await.expect("decides");
+    assert_eq!(keys(&actions), [Action::release_key(&o)]);
+}
+
+#[tokio::test]
+async fn an_order_cancelled_cancels_its_authorization_unless_another_order_holds_it() {
+    let (admin, engine) = setup().await;
+    let (p, _) = payment(&admin, &[("Authorization", "Success", 5000)]).await;
+    let o = order(&admin, 5000, "Open", &[&p]).await;
+    update(
+        &admin,
+        &format!("orders/{o}"),
+        json!([{"action": "changeOrderState", "orderState": "Cancelled"}]),
+    )
+    .await;
+    let m = message(
+        "OrderStateChanged",
+        "order",
+        &o,
+        json!({"orderState": "Cancelled"}),
+    );
+    let actions = engine.on_message(&m, Utc::now()).await.expect("decides");
+    assert_eq!(keys(&actions), [Action::cancel_key(&p)]);
+    assert_eq!(actions[0].rule, RuleName::CancelOnOrderCancelled);
+    assert_eq!(actions[0].reason, Some(CancelReason::OrderCancelled));
+    assert_eq!(actions[0].order_id.as_deref(), Some(o.as_str()));
+
+    let (q, _) = payment(&admin, &[("Authorization", "Success", 5000)]).await;
+    let cancelled = order(&admin, 5000, "Open", &[&q]).await;
+    let _other = order(&admin, 5000, "Open", &[&q]).await;
+    update(
+        &admin,
+        &format!("orders/{cancelled}"),
+        json!([{"action": "changeOrderState", "orderState": "Cancelled"}]),
+    )
+    .await;
+    let m = message(
+        "OrderStateChanged",
+        "order",
+        &cancelled,
+        json!({"orderState": "Cancelled"}),
+    );
+    let actions = engine.on_message(&m, Utc::now()).await.expect("decides");
+    assert!(
+        actions
+            .iter()
+            .all(|a| a.action != ActionKind::CancelPayment),
+        "another open order holds the payment: {actions:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_shipped_order_captures_the_open_authorization() {
+    let mut rules = Rules::default();
+    rules.capture.enabled = true;
+    rules.capture.on = ShipmentState::Shipped;
+    let (admin, engine) = setup_with(rules).await;
+    let (gift, _) = payment(&admin, &[("Charge", "Success", 2000)]).await;
+    let (card, _) = payment(&admin, &[("Authorization", "Success", 8000)]).await;
+    let o = order(&admin, 10000, "Open", &[&gift, &card]).await;
+    update(
+        &admin,
+        &format!("orders/{o}"),
+        json!([{"action": "changeShipmentState", "shipmentState": "Shipped"}]),
+    )
+    .await;
+    let m = message(
+        "OrderShipmentStateChanged",
+        "order",
+        &o,
+        json!({"shipmentState": "Shipped"}),
+    );
+    let actions = engine.on_message(&m, Utc::now()).await.expect("decides");
+    assert_eq!(keys(&actions), [Action::capture_key(&card)]);
+    assert_eq!(actions[0].action, ActionKind::CapturePayment);
+    assert_eq!(
+        actions[0].amount.as_ref().map(|m| m.cent_amount),
+        Some(8000)
+    );
+}

@@ -386,14 +386,6 @@ impl Payment {
             .iter()
             .any(|t| t.kind == TransactionType::CancelAuthorization)
     }
-
-    /// Sum of the successful transactions of one type in `currency`.
-    pub fn successful_amount(&self, kind: TransactionType, currency: &str) -> i64 {
-        self.transactions_in(kind, TransactionState::Success)
-            .filter(|t| t.amount.currency_code == currency)
-            .map(|t| t.amount.cent_amount)
-            .sum()
-    }
 }
 
 #[cfg(test)]

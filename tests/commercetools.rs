@@ -27,16 +27,7 @@ use ctadmin::Admin;
 const PROJECT: &str = "payrules-test";
 
 fn settings(mock: &peers::Peer, checkout: &str) -> CommercetoolsSettings {
-    CommercetoolsSettings {
-        project_key: PROJECT.into(),
-        client_id: "payrules-test-client".into(),
-        client_secret: Secret::new("payrules-test-secret"),
-        auth_url: mock.endpoint.clone(),
-        api_url: mock.endpoint.clone(),
-        scopes: Some(format!("manage_project:{PROJECT}")),
-        checkout_url: checkout.trim_end_matches('/').to_string(),
-        timeout: Duration::from_secs(2),
-    }
+    ctadmin::client_settings(mock, PROJECT, checkout)
 }
 
 /// Settings pointing every host at one HTTP stub.

@@ -15,7 +15,6 @@ use std::time::Duration;
 use chrono::Utc;
 use payrules::action::{Action, ActionKind, CancelReason, RuleName};
 use payrules::commerce::{CtpClient, LiveView};
-use payrules::config::{CommercetoolsSettings, Secret};
 use payrules::message::decode;
 use payrules::model::ShipmentState;
 use payrules::rules::{Engine, Rules};
@@ -33,16 +32,7 @@ async fn setup() -> (Admin, Engine) {
 async fn setup_with(rules: Rules) -> (Admin, Engine) {
     let mock = peers::shared_commercetools_mock().await;
     let admin = Admin::new(mock, PROJECT).await;
-    let settings = CommercetoolsSettings {
-        project_key: PROJECT.into(),
-        client_id: "payrules-test-client".into(),
-        client_secret: Secret::new("payrules-test-secret"),
-        auth_url: mock.endpoint.clone(),
-        api_url: mock.endpoint.clone(),
-        scopes: Some(format!("manage_project:{PROJECT}")),
-        checkout_url: "http://127.0.0.1:9".into(),
-        timeout: Duration::from_secs(5),
-    };
+    let settings = ctadmin::client_settings(mock, PROJECT, "http://127.0.0.1:9");
     let client = CtpClient::with_retry(settings, 3, Duration::from_millis(20)).expect("client");
     let engine = Engine::new(
         Arc::new(LiveView::new(client)),
@@ -119,6 +109,18 @@ fn message(kind: &str, type_id: &str, id: &str, fields: Value) -> payrules::mess
     decode(&serde_json::to_vec(&m).expect("json")).expect("decodes")
 }
 
+/// Hands the engine the message announcing a change already made in the mock.
+async fn announce(
+    engine: &Engine,
+    kind: &str,
+    type_id: &str,
+    id: &str,
+    fields: Value,
+) -> Vec<Action> {
+    let m = message(kind, type_id, id, fields);
+    engine.on_message(&m, Utc::now()).await.expect("decides")
+}
+
 fn uuid_like() -> String {
     format!(
         "msg-{}",
@@ -182,13 +184,14 @@ async fn a_cancelled_order_holds_no_payment_and_its_replacement_is_released() {
         json!([{"action": "changeTransactionState", "transactionId": tx[0], "state": "Success"}]),
     )
     .await;
-    let m = message(
+    let actions = announce(
+        &engine,
         "PaymentTransactionStateChanged",
         "payment",
         &p,
         json!({"transactionId": tx[0], "state": "Success"}),
-    );
-    let actions = engine.on_message(&m, Utc::now()).await.expect("decides");
+    )
+    .await;
     assert_eq!(
         keys(&actions),
         [Action::release_key(&b)],
@@ -272,13 +275,14 @@ async fn an_order_cancelled_cancels_its_authorization_unless_another_order_holds
         json!([{"action": "changeOrderState", "orderState": "Cancelled"}]),
     )
     .await;
-    let m = message(
+    let actions = announce(
+        &engine,
         "OrderStateChanged",
         "order",
         &o,
         json!({"orderState": "Cancelled"}),
-    );
-    let actions = engine.on_message(&m, Utc::now()).await.expect("decides");
+    )
+    .await;
     assert_eq!(keys(&actions), [Action::cancel_key(&p)]);
     assert_eq!(actions[0].rule, RuleName::CancelOnOrderCancelled);
     assert_eq!(actions[0].reason, Some(CancelReason::OrderCancelled));
@@ -293,13 +297,14 @@ async fn an_order_cancelled_cancels_its_authorization_unless_another_order_holds
         json!([{"action": "changeOrderState", "orderState": "Cancelled"}]),
     )
     .await;
-    let m = message(
+    let actions = announce(
+        &engine,
         "OrderStateChanged",
         "order",
         &cancelled,
         json!({"orderState": "Cancelled"}),
-    );
-    let actions = engine.on_message(&m, Utc::now()).await.expect("decides");
+    )
+    .await;
     assert!(
         actions
             .iter()
@@ -323,13 +328,14 @@ async fn a_shipped_order_captures_the_open_authorization() {
         json!([{"action": "changeShipmentState", "shipmentState": "Shipped"}]),
     )
     .await;
-    let m = message(
+    let actions = announce(
+        &engine,
         "OrderShipmentStateChanged",
         "order",
         &o,
         json!({"shipmentState": "Shipped"}),
-    );
-    let actions = engine.on_message(&m, Utc::now()).await.expect("decides");
+    )
+    .await;
     assert_eq!(keys(&actions), [Action::capture_key(&card)]);
     assert_eq!(actions[0].action, ActionKind::CapturePayment);
     assert_eq!(

@@ -177,8 +177,39 @@ struct Cause<'a> {
 struct PaymentRead {
     payment: Payment,
     orders: Vec<Order>,
+    /// Where the payment's cancel stands in the ledger (read once per decision).
+    cancel: Option<LedgerStatus>,
+}
+
+impl PaymentRead {
     /// This worker claimed or executed the payment's cancel.
-    cancelled_by_us: bool,
+    fn cancelled_by_us(&self) -> bool {
+        matches!(
+            self.cancel,
+            Some(LedgerStatus::Claimed | LedgerStatus::Done)
+        )
+    }
+
+    /// The cancel is done or failed for good.
+    fn cancel_settled(&self) -> bool {
+        matches!(self.cancel, Some(LedgerStatus::Done | LedgerStatus::Failed))
+    }
+}
+
+/// A payment allocated to the order being evaluated, with what it covers; `read` is `None`
+/// for the payment the caller already read (see [`Allocated::read`]).
+struct Allocated {
+    counted: release::Counted,
+    read: Option<PaymentRead>,
+}
+
+impl Allocated {
+    /// The payment as read, here or by the caller.
+    fn read<'a>(&'a self, known: Option<&'a PaymentRead>) -> Option<&'a PaymentRead> {
+        self.read
+            .as_ref()
+            .or(known.filter(|k| k.payment.id == self.counted.payment_id))
+    }
 }
 
 /// Ledger marker: Checkout reported it could not create the order for this payment. Kept in
@@ -255,8 +286,7 @@ impl Engine {
         }
         match concern(m) {
             Concern::Payment(pid) => {
-                self.payment_changed(pid, &cause, false, &mut actions)
-                    .await?;
+                self.payment_changed(pid, &cause, &mut actions).await?;
             }
             Concern::Order(oid) => self.order_changed(oid, &cause, &mut actions).await?,
             Concern::OrderCreationFailed(payments) => {
@@ -264,8 +294,7 @@ impl Engine {
                     if self.rules.cancel.enabled {
                         self.remember(&order_creation_failed_key(pid)).await?;
                     }
-                    self.payment_changed(pid, &cause, false, &mut actions)
-                        .await?;
+                    self.payment_changed(pid, &cause, &mut actions).await?;
                 }
             }
             Concern::Nothing => {}
@@ -307,14 +336,11 @@ impl Engine {
         if let Some(o) = order {
             orders = coverage::with_order(orders, o);
         }
-        let cancelled_by_us = matches!(
-            self.store.ledger_status(&Action::cancel_key(pid)).await?,
-            Some(LedgerStatus::Claimed | LedgerStatus::Done)
-        );
+        let cancel = self.store.ledger_status(&Action::cancel_key(pid)).await?;
         Ok(Some(PaymentRead {
             payment,
             orders,
-            cancelled_by_us,
+            cancel,
         }))
     }
 
@@ -322,19 +348,18 @@ impl Engine {
         &self,
         pid: &str,
         cause: &Cause<'_>,
-        grace_expired: bool,
         actions: &mut Vec<Action>,
     ) -> Result<(), EngineError> {
         let Some(read) = self.read_payment(pid, None).await? else {
             debug!(payment_id = pid, "payment unknown");
             return Ok(());
         };
-        if read.cancelled_by_us && cause.reports_failed_cancel {
+        if read.cancelled_by_us() && cause.reports_failed_cancel {
             self.report_failed_cancel(&read).await?;
         }
         if self.rules.any_cancel() {
             self.schedule_grace_check(&read, cause).await?;
-            actions.extend(self.evaluate_cancel(&read, cause, grace_expired).await?);
+            actions.extend(self.evaluate_cancel(&read, cause, false).await?);
         }
         // The payment's money counts toward one order only: nothing else can change.
         if let Some(order) = coverage::allocated(&read.orders) {
@@ -445,7 +470,7 @@ impl Engine {
         &self,
         order: &Order,
         known: Option<&PaymentRead>,
-    ) -> Result<Vec<(release::Counted, Option<PaymentRead>)>, EngineError> {
+    ) -> Result<Vec<Allocated>, EngineError> {
         let currency = order.gross_total().currency_code.as_str();
         let mut out = Vec::new();
         for pid in unique(order.payment_ids()) {
@@ -456,10 +481,8 @@ impl Engine {
                     None => continue,
                 },
             };
-            let r = match (&read, known) {
-                (Some(r), _) => r,
-                (None, Some(k)) => k,
-                (None, None) => continue,
+            let Some(r) = read.as_ref().or(known) else {
+                continue;
             };
             let holder = coverage::allocated(&r.orders);
             if holder.is_none_or(|h| h.id != order.id) {
@@ -475,9 +498,9 @@ impl Engine {
             }
             let counted = release::Counted {
                 payment_id: pid.to_string(),
-                covered: coverage::covered(&r.payment, currency, r.cancelled_by_us),
+                covered: coverage::covered(&r.payment, currency, r.cancelled_by_us()),
             };
-            out.push((counted, read));
+            out.push(Allocated { counted, read });
         }
         Ok(out)
     }
@@ -493,7 +516,7 @@ impl Engine {
             return Ok(None);
         }
         let allocated = self.allocated_payments(order, known).await?;
-        let counted: Vec<release::Counted> = allocated.iter().map(|(c, _)| c.clone()).collect();
+        let counted: Vec<release::Counted> = allocated.iter().map(|a| a.counted.clone()).collect();
         let trigger = known.map(|k| k.payment.id.as_str());
         let Some(r) = release::decide(&self.rules.release, order, &counted, trigger) else {
             self.warn_if_settled_short(order, &allocated, known);
@@ -519,16 +542,13 @@ impl Engine {
     fn warn_if_settled_short(
         &self,
         order: &Order,
-        allocated: &[(release::Counted, Option<PaymentRead>)],
+        allocated: &[Allocated],
         known: Option<&PaymentRead>,
     ) {
         if allocated.is_empty() {
             return;
         }
-        let payments = allocated.iter().filter_map(|(c, r)| {
-            r.as_ref()
-                .or(known.filter(|k| k.payment.id == c.payment_id))
-        });
+        let payments = allocated.iter().filter_map(|a| a.read(known));
         let unsettled = payments.clone().any(|r| {
             r.payment.transactions.iter().any(|t| {
                 matches!(
@@ -543,8 +563,7 @@ impl Engine {
         if unsettled {
             return;
         }
-        let counted: Vec<release::Counted> = allocated.iter().map(|(c, _)| c.clone()).collect();
-        let covered = release::total_covered(&counted);
+        let covered = release::total_covered(allocated.iter().map(|a| &a.counted));
         let total = order.gross_total();
         if covered < total.cent_amount {
             let ids: Vec<&str> = payments.map(|r| r.payment.id.as_str()).collect();
@@ -566,8 +585,7 @@ impl Engine {
         grace_expired: bool,
     ) -> Result<Option<Action>, EngineError> {
         let pid = read.payment.id.as_str();
-        let key = Action::cancel_key(pid);
-        if self.settled(&key).await? {
+        if read.cancel_settled() {
             return Ok(None);
         }
         let authorized = authorized_now(read);
@@ -597,7 +615,7 @@ impl Engine {
         Ok(Some(Action {
             action: ActionKind::CancelPayment,
             rule: reason.rule(),
-            key,
+            key: Action::cancel_key(pid),
             payment_id: pid.to_string(),
             order_id,
             message_id: cause.message_id.map(str::to_string),
@@ -620,15 +638,13 @@ impl Engine {
         }
         let currency = order.gross_total().currency_code.as_str();
         let mut actions = Vec::new();
-        for (counted, read) in self.allocated_payments(order, known).await? {
+        for allocated in self.allocated_payments(order, known).await? {
+            let counted = &allocated.counted;
             let key = Action::capture_key(&counted.payment_id);
-            let Some(r) = read
-                .as_ref()
-                .or(known.filter(|k| k.payment.id == counted.payment_id))
-            else {
+            let Some(r) = allocated.read(known) else {
                 continue;
             };
-            let amount = coverage::capturable(&r.payment, currency, r.cancelled_by_us);
+            let amount = coverage::capturable(&r.payment, currency, r.cancelled_by_us());
             if amount <= 0 || self.settled(&key).await? {
                 continue;
             }
@@ -657,7 +673,7 @@ impl Engine {
 /// authorized(P) in the payment's own currency, with our own cancel taken into account.
 fn authorized_now(read: &PaymentRead) -> i64 {
     read.payment.currency().map_or(0, |c| {
-        coverage::effective_authorized(&read.payment, c, read.cancelled_by_us)
+        coverage::effective_authorized(&read.payment, c, read.cancelled_by_us())
     })
 }
 

@@ -110,9 +110,9 @@ pub struct Release {
 }
 
 /// Σ covered(P) over the allocated payments.
-pub fn total_covered(allocated: &[Counted]) -> i64 {
+pub fn total_covered<'a>(allocated: impl IntoIterator<Item = &'a Counted>) -> i64 {
     allocated
-        .iter()
+        .into_iter()
         .fold(0i64, |sum, c| sum.saturating_add(c.covered.max(0)))
 }
 

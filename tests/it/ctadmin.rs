@@ -1,9 +1,27 @@
 //! Direct calls to commercetools-mock, to set up the payments, carts and orders a test needs.
 #![allow(dead_code)]
 
+use std::time::Duration;
+
+use payrules::config::{CommercetoolsSettings, Secret};
 use serde_json::{Value, json};
 
 use super::peers;
+
+/// payrules' client settings for `project` on the mock (the mock accepts any client), with
+/// Checkout at `checkout`.
+pub fn client_settings(mock: &peers::Peer, project: &str, checkout: &str) -> CommercetoolsSettings {
+    CommercetoolsSettings {
+        project_key: project.into(),
+        client_id: "payrules-test-client".into(),
+        client_secret: Secret::new("payrules-test-secret"),
+        auth_url: mock.endpoint.clone(),
+        api_url: mock.endpoint.clone(),
+        scopes: Some(format!("manage_project:{project}")),
+        checkout_url: checkout.trim_end_matches('/').to_string(),
+        timeout: Duration::from_secs(2),
+    }
+}
 
 /// A project in the mock, with an admin token.
 pub struct Admin {

@@ -47,7 +47,7 @@ pub fn build_processor(
         let webhook = settings
             .webhook
             .as_ref()
-            .map(|w| Webhook::new(w.url.clone(), w.secret.clone(), timeout))
+            .map(|w| Webhook::new(w.url.clone(), w.secrets.clone(), timeout))
             .transpose()
             .map_err(|e| e.to_string())?;
         let order_update = match (&settings.order_update, &client) {

@@ -740,8 +740,8 @@ pub enum OrderUpdate {
 pub struct WebhookSettings {
     /// Where to POST.
     pub url: String,
-    /// The signing secret.
-    pub secret: Secret,
+    /// The signing secrets: one signature per secret, so a receiver can rotate without a gap.
+    pub secrets: Vec<Secret>,
 }
 
 /// The commercetools client, validated.
@@ -1134,10 +1134,17 @@ impl FileConfig {
         }
 
         let webhook = match (&self.release.webhook_url, &self.release.webhook_secret) {
-            (Some(url), Some(secret)) if !secret.expose().is_empty() => Some(WebhookSettings {
-                url: http_url(url, &["release", "webhook_url"], &mut problems),
-                secret: secret.clone(),
-            }),
+            (Some(url), Some(secret)) if !secret.expose().trim().is_empty() => {
+                Some(WebhookSettings {
+                    url: http_url(url, &["release", "webhook_url"], &mut problems),
+                    // Several secrets (whitespace-separated) rotate: each signs every delivery.
+                    secrets: secret
+                        .expose()
+                        .split_whitespace()
+                        .map(Secret::new)
+                        .collect(),
+                })
+            }
             (Some(_), _) => {
                 problems.push(Problem {
                     place: place(&["release", "webhook_secret"]),

@@ -35,5 +35,6 @@ pub mod replay;
 pub mod rules;
 pub mod source;
 pub mod store;
+pub mod subscription;
 pub mod view;
 pub mod worker;

@@ -51,6 +51,11 @@ enum Command {
         /// TOML configuration; environment variables override it.
         file: Option<PathBuf>,
     },
+    /// Creates or shows the commercetools Subscription that feeds payrules.
+    Subscription {
+        #[command(subcommand)]
+        command: payrules::subscription::SubscriptionCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -79,6 +84,7 @@ fn main() -> ExitCode {
         } => runtime.block_on(replay(config.as_deref(), state.as_deref(), &inputs)),
         Command::Run { config } => runtime.block_on(run(config.as_deref())),
         Command::CheckConfig { file } => check_config(file.as_deref()),
+        Command::Subscription { command } => runtime.block_on(payrules::subscription::cli(command)),
     }
 }
 

@@ -571,7 +571,7 @@ async fn the_webhook_is_signed_retried_on_non_2xx_and_carries_the_release_event(
         .await;
     let webhook = Webhook::new(
         format!("{}/hooks/release", server.uri()),
-        secret,
+        vec![secret],
         Duration::from_secs(2),
     )
     .unwrap()
@@ -595,7 +595,7 @@ async fn the_webhook_is_signed_retried_on_non_2xx_and_carries_the_release_event(
     // A receiver with another secret rejects every attempt: transient, never "done".
     let wrong = Webhook::new(
         format!("{}/hooks/release", server.uri()),
-        Secret::new("wrong"),
+        vec![Secret::new("wrong")],
         Duration::from_secs(2),
     )
     .unwrap()

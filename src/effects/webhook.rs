@@ -76,8 +76,8 @@ pub struct Webhook {
     http: reqwest::Client,
     /// Where to POST.
     url: String,
-    /// The signing secret.
-    secret: Secret,
+    /// The signing secrets (the first signs the legacy header).
+    secrets: Vec<Secret>,
     /// Attempts per execution before the action is reported as transiently failed (the
     /// message is then nacked and retried later with the same key).
     attempts: u32,
@@ -90,7 +90,7 @@ impl Webhook {
     ///
     /// # Errors
     /// The HTTP client could not be built.
-    pub fn new(url: String, secret: Secret, timeout: Duration) -> Result<Self, EffectError> {
+    pub fn new(url: String, secrets: Vec<Secret>, timeout: Duration) -> Result<Self, EffectError> {
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .user_agent(concat!("payrules/", env!("CARGO_PKG_VERSION")))
@@ -101,7 +101,7 @@ impl Webhook {
         Ok(Self {
             http,
             url,
-            secret,
+            secrets,
             attempts: 3,
             backoff: Duration::from_millis(200),
         })
@@ -136,7 +136,14 @@ impl Webhook {
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .header(KEY_HEADER, &action.key)
                 .header(TIMESTAMP_HEADER, timestamp.to_string())
-                .header(SIGNATURE_HEADER, sign(&self.secret, timestamp, &body))
+                .header(
+                    SIGNATURE_HEADER,
+                    sign(
+                        self.secrets.first().unwrap_or(&Secret::new("")),
+                        timestamp,
+                        &body,
+                    ),
+                )
                 .body(body.clone())
                 .send()
                 .await;

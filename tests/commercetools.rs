@@ -16,7 +16,10 @@ use chrono::Utc;
 use payrules::action::{Action, ActionKind, CancelReason, RuleName};
 use payrules::commerce::{CtpClient, Retry};
 use payrules::config::{CommercetoolsSettings, OrderUpdate, Secret};
-use payrules::effects::webhook::{KEY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, verify};
+use payrules::effects::webhook::{
+    ID_HEADER, KEY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, WEBHOOK_SIGNATURE_HEADER,
+    WEBHOOK_TIMESTAMP_HEADER, verify, verify_standard,
+};
 use payrules::effects::{Canceller, EffectError, OrderUpdater, Webhook};
 use serde_json::{Value, json};
 use wiremock::matchers::{method, path};
@@ -516,7 +519,9 @@ async fn a_rejected_cancel_is_final_and_an_existing_cancel_or_charge_makes_no_ca
     stub.verify().await;
 }
 
-/// A webhook receiver that verifies signatures and counts deliveries per key.
+/// A webhook receiver that verifies both signatures (Standard Webhooks and the deprecated
+/// legacy one; the receiver recipes in tests/webhook_receivers.rs verify with the libraries) and
+/// counts deliveries per key.
 struct Receiver {
     secret: Secret,
     deliveries: Arc<Mutex<Vec<(String, Value)>>>,
@@ -534,8 +539,17 @@ impl Respond for Receiver {
                 .to_string()
         };
         let ts: i64 = header(TIMESTAMP_HEADER).parse().unwrap_or(0);
+        let standard_ts: i64 = header(WEBHOOK_TIMESTAMP_HEADER).parse().unwrap_or(0);
         if !verify(&self.secret, ts, &req.body, &header(SIGNATURE_HEADER))
-            || (Utc::now().timestamp() - ts).abs() > 300
+            || !verify_standard(
+                &self.secret,
+                &header(ID_HEADER),
+                standard_ts,
+                &req.body,
+                &header(WEBHOOK_SIGNATURE_HEADER),
+            )
+            || header(ID_HEADER) != header(KEY_HEADER)
+            || (Utc::now().timestamp() - standard_ts).abs() > 300
         {
             self.bad_signatures.fetch_add(1, Ordering::SeqCst);
             return ResponseTemplate::new(401);
@@ -556,7 +570,7 @@ impl Respond for Receiver {
 #[tokio::test]
 async fn the_webhook_is_signed_retried_on_non_2xx_and_carries_the_release_event() {
     let server = MockServer::start().await;
-    let secret = Secret::new("whsec_receiver_test");
+    let secret = Secret::new("whsec_cmVjZWl2ZXItdGVzdC1rZXktMzItYnl0ZXMtbG9uZyE=");
     let deliveries = Arc::new(Mutex::new(Vec::new()));
     let bad = Arc::new(AtomicUsize::new(0));
     Mock::given(method("POST"))
@@ -585,6 +599,7 @@ async fn the_webhook_is_signed_retried_on_non_2xx_and_carries_the_release_event(
     let (key, body) = &got[0];
     assert_eq!(key, "release:order-1");
     assert_eq!(body["type"], "order.released");
+    assert_eq!(body["schema_version"], 1);
     assert_eq!(body["order_id"], "order-1");
     assert_eq!(body["order_number"], "100042");
     assert_eq!(body["payment_ids"], json!(["pay-1"]));
@@ -595,7 +610,7 @@ async fn the_webhook_is_signed_retried_on_non_2xx_and_carries_the_release_event(
     // A receiver with another secret rejects every attempt: transient, never "done".
     let wrong = Webhook::new(
         format!("{}/hooks/release", server.uri()),
-        vec![Secret::new("wrong")],
+        vec![Secret::new("whsec_d3Jvbmc=")],
         Duration::from_secs(2),
     )
     .unwrap()
@@ -708,7 +723,7 @@ async fn run_over_a_file_with_live_targets_releases_and_cancels_exactly_once() {
     let admin = Admin::new(mock, PROJECT).await;
     let checkout = MockServer::start().await;
     let receiver = MockServer::start().await;
-    let secret = Secret::new("whsec_e2e");
+    let secret = Secret::new("whsec_ZTJlLXdlYmhvb2stc2lnbmluZy1rZXk=");
     let deliveries = Arc::new(Mutex::new(Vec::new()));
     let bad = Arc::new(AtomicUsize::new(0));
     Mock::given(method("POST"))
@@ -796,7 +811,7 @@ async fn run_over_a_file_with_live_targets_releases_and_cancels_exactly_once() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(
-        !stderr.contains("e2e-client-secret") && !stderr.contains("whsec_e2e"),
+        !stderr.contains("e2e-client-secret") && !stderr.contains(secret.expose()),
         "secrets leaked:\n{stderr}"
     );
 

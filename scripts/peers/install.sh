@@ -2,8 +2,11 @@
 # Installs the local test peers used by payrules' integration tests into <repo>/.peers/ (gitignored):
 #
 #   .peers/venv/            Python venv with moto[server] (SQS, high fidelity)       -> bin/moto_server
+#                             and, for the release-webhook receiver tests (examples/receivers/),
+#                             standardwebhooks + jsonschema                             -> bin/python
 #   .peers/node/            npm ci of scripts/peers/package.json + package-lock.json:
-#                             fauxqs 1.9.2 (SQS, fast), @labdigital/commercetools-mock 4.4.0
+#                             fauxqs 1.9.2 (SQS, fast), @labdigital/commercetools-mock 4.4.0,
+#                             standardwebhooks 1.3.0 (webhook receiver tests)
 #   .peers/pubsub-logging.properties   java.util.logging config for the Pub/Sub emulator (WARNING)
 #   .peers/env              KEY=VALUE lines with absolute paths, read by tests/it/peers.rs
 #
@@ -17,6 +20,10 @@
 set -euo pipefail
 
 MOTO_VERSION="5.2.5"
+# The Python side of tests/webhook_receivers.rs: the receiver recipe verifies with standardwebhooks,
+# and the payloads are checked against fixtures/schema/release-webhook.schema.json with jsonschema.
+STANDARDWEBHOOKS_PY_VERSION="1.3.0"
+JSONSCHEMA_VERSION="4.26.0"
 STAMP_SCHEMA="1"
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)"
@@ -102,7 +109,25 @@ else
   log "moto $MOTO_VERSION: installed in $((SECONDS - t)) s"
 fi
 
-# --- npm: fauxqs + commercetools-mock ------------------------------------------------------------
+# The webhook receivers' packages go into the same venv with their own stamp (rebuilt with the venv,
+# and a change of their versions does not reinstall moto).
+receivers_key="$(printf 'schema=%s venv=%s standardwebhooks=%s jsonschema=%s' "$STAMP_SCHEMA" "$venv_key" \
+  "$STANDARDWEBHOOKS_PY_VERSION" "$JSONSCHEMA_VERSION" | hash_of)"
+receivers_stamp="$venv/.payrules-receivers-stamp"
+if [[ $force == 0 && -f "$receivers_stamp" && "$(cat "$receivers_stamp")" == "$receivers_key" ]]; then
+  log "standardwebhooks $STANDARDWEBHOOKS_PY_VERSION (Python), jsonschema $JSONSCHEMA_VERSION: up to date"
+else
+  t=$SECONDS
+  run_logged "pip install standardwebhooks==$STANDARDWEBHOOKS_PY_VERSION jsonschema==$JSONSCHEMA_VERSION" "$peers/pip-receivers.log" \
+    "$venv/bin/python" -m pip install --disable-pip-version-check --no-input \
+    "standardwebhooks==$STANDARDWEBHOOKS_PY_VERSION" "jsonschema==$JSONSCHEMA_VERSION"
+  "$venv/bin/python" -c 'import standardwebhooks, jsonschema' >/dev/null 2>&1 \
+    || die "pip installed standardwebhooks and jsonschema but 'import standardwebhooks, jsonschema' fails"
+  printf '%s' "$receivers_key" >"$receivers_stamp"
+  log "standardwebhooks $STANDARDWEBHOOKS_PY_VERSION (Python), jsonschema $JSONSCHEMA_VERSION: installed in $((SECONDS - t)) s"
+fi
+
+# --- npm: fauxqs + commercetools-mock + standardwebhooks ------------------------------------------
 command -v node >/dev/null 2>&1 || die "node not found (fauxqs and commercetools-mock need Node.js >= 20)"
 command -v npm >/dev/null 2>&1 || die "npm not found (needed to install fauxqs and commercetools-mock)"
 node_bin="$(command -v node)"
@@ -117,8 +142,9 @@ done
 node_dir="$peers/node"
 node_key="$(cat "$here/package.json" "$here/package-lock.json" <(printf 'schema=%s node=%s' "$STAMP_SCHEMA" "$node_version") | hash_of)"
 if [[ $force == 0 && -f "$node_dir/.payrules-stamp" && "$(cat "$node_dir/.payrules-stamp")" == "$node_key" \
-  && -f "$node_dir/node_modules/fauxqs/package.json" && -f "$node_dir/node_modules/@labdigital/commercetools-mock/package.json" ]]; then
-  log "npm peers (fauxqs, commercetools-mock): up to date"
+  && -f "$node_dir/node_modules/fauxqs/package.json" && -f "$node_dir/node_modules/@labdigital/commercetools-mock/package.json" \
+  && -f "$node_dir/node_modules/standardwebhooks/package.json" ]]; then
+  log "npm peers (fauxqs, commercetools-mock, standardwebhooks): up to date"
 else
   t=$SECONDS
   log "npm peers: npm ci (log: $peers/npm.log)"
@@ -130,7 +156,7 @@ else
   # node >= 22 but works on 20 for the in-memory server (see shared/research/peers.md).
   run_logged "npm ci for scripts/peers/package-lock.json" "$peers/npm.log" \
     npm ci --prefix "$node_dir" --ignore-scripts --engine-strict=false --no-audit --no-fund --loglevel=error
-  for p in fauxqs:1.9.2 @labdigital/commercetools-mock:4.4.0; do
+  for p in fauxqs:1.9.2 @labdigital/commercetools-mock:4.4.0 standardwebhooks:1.3.0; do
     name="${p%:*}" want="${p##*:}"
     got="$(node -p "require('$node_dir/node_modules/$name/package.json').version" 2>/dev/null || true)"
     [[ "$got" == "$want" ]] || die "npm installed $name '$got', expected $want (check scripts/peers/package-lock.json)"
@@ -146,6 +172,7 @@ PAYRULES_PEER_PUBSUB_EMULATOR=$emulator
 PAYRULES_PEER_PUBSUB_LOGGING=$logging_props
 PAYRULES_PEER_JAVA=$java_bin
 PAYRULES_PEER_MOTO=$venv/bin/moto_server
+PAYRULES_PEER_PYTHON=$venv/bin/python
 PAYRULES_PEER_NODE=$node_bin
 PAYRULES_PEER_NODE_DIR=$node_dir
 PAYRULES_PEER_FAUXQS_SCRIPT=$here/fauxqs-server.mjs

@@ -1,13 +1,28 @@
 //! The release webhook to the fulfillment team: a signed JSON POST.
 //!
-//! The body is the release event; the headers carry the idempotency key (the same on every
-//! attempt, so receivers can dedupe), a Unix timestamp and an HMAC-SHA256 signature over
-//! `"{timestamp}.{body}"` with the shared secret — the scheme Stripe and Svix use. A receiver
-//! recomputes the signature, compares in constant time, and rejects old timestamps.
+//! Signed per [Standard Webhooks](https://www.standardwebhooks.com/) (spec 1.0.0), so receivers
+//! can verify with the published `standardwebhooks` libraries:
+//!
+//! - `webhook-id`: the action's idempotency key (`release:{order_id}`), the same on every attempt;
+//! - `webhook-timestamp`: Unix seconds of the attempt;
+//! - `webhook-signature`: `v1,<base64 HMAC-SHA256(key, "{id}.{timestamp}.{body}")>`, one per
+//!   configured secret, space-separated (zero-downtime rotation: the receiver accepts any match).
+//!
+//! The key of a secret `whsec_<base64>` is the base64-decoded part after the prefix (the format
+//! the libraries take). Any other secret is used as its raw UTF-8 bytes (backwards compatible
+//! with the secrets payrules took before; the libraries base64-decode a secret without the
+//! prefix, so their users need a `whsec_` secret, or must pass the raw bytes themselves).
+//!
+//! Deprecated, kept for one release: the legacy headers `payrules-idempotency-key`,
+//! `payrules-timestamp` and `payrules-signature: v1=<hex HMAC-SHA256(first secret as UTF-8,
+//! "{timestamp}.{body}")>` — the first configured secret's string as the key, `whsec_` included.
 
+use std::fmt;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use hmac::{Hmac, KeyInit, Mac};
 use serde_json::json;
 use sha2::Sha256;
@@ -17,26 +32,138 @@ use super::{Effect, EffectError, Executor};
 use crate::action::{Action, ActionKind, format_timestamp};
 use crate::commerce::backoff_with_jitter;
 use crate::config::Secret;
+use crate::model::Money;
 
-/// Header with the idempotency key (`release:{order_id}`).
+/// Standard Webhooks: the message id (here the idempotency key, `release:{order_id}`).
+pub const ID_HEADER: &str = "webhook-id";
+/// Standard Webhooks: Unix seconds of the attempt.
+pub const WEBHOOK_TIMESTAMP_HEADER: &str = "webhook-timestamp";
+/// Standard Webhooks: space-separated `v1,<base64 signature>`, one per secret.
+pub const WEBHOOK_SIGNATURE_HEADER: &str = "webhook-signature";
+/// The prefix of a secret whose rest is the base64 key.
+pub const SECRET_PREFIX: &str = "whsec_";
+/// The `schema_version` of the release event (`fixtures/schema/release-webhook.schema.json`).
+pub const SCHEMA_VERSION: u32 = 1;
+/// Where the secrets come from, for error messages (never with the value).
+const SECRET_SETTING: &str = "PAYRULES_RELEASE_WEBHOOK_SECRET (release.webhook_secret)";
+
+/// Deprecated (legacy header, one more release): the idempotency key (`release:{order_id}`).
 pub const KEY_HEADER: &str = "payrules-idempotency-key";
-/// Header with the Unix timestamp (seconds) that was signed.
+/// Deprecated (legacy header, one more release): the Unix timestamp (seconds) that was signed.
 pub const TIMESTAMP_HEADER: &str = "payrules-timestamp";
-/// Header with `v1=` and the hex HMAC-SHA256 of `"{timestamp}.{body}"`.
+/// Deprecated (legacy header, one more release): `v1=` and the hex HMAC-SHA256 of
+/// `"{timestamp}.{body}"` with the first secret's string.
 pub const SIGNATURE_HEADER: &str = "payrules-signature";
 
-/// `v1=<hex hmac-sha256(secret, "{timestamp}.{body}")>`.
-pub fn sign(secret: &Secret, timestamp: i64, body: &[u8]) -> String {
+type HmacSha256 = Hmac<Sha256>;
+
+fn hmac(key: &[u8]) -> HmacSha256 {
     // HMAC takes keys of any length, so this cannot fail.
-    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(secret.expose().as_bytes())
-        .unwrap_or_else(|_| unreachable!("HMAC accepts any key length"));
+    <HmacSha256 as KeyInit>::new_from_slice(key)
+        .unwrap_or_else(|_| unreachable!("HMAC accepts any key length"))
+}
+
+/// The HMAC key of one configured secret. Its `Debug` never shows the key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SigningKey(Vec<u8>);
+
+impl fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SigningKey(****)")
+    }
+}
+
+/// Why a secret has no usable key. Names no part of the secret.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidSecret {
+    /// `whsec_` followed by something that is not standard (padded) base64.
+    #[error("starts with whsec_ but the rest is not standard base64 (A-Z a-z 0-9 + /, = padded)")]
+    NotBase64,
+    /// An empty key (`""` or `whsec_` alone).
+    #[error("is empty")]
+    Empty,
+}
+
+impl SigningKey {
+    /// The key of `secret`: the base64-decoded rest of a `whsec_` secret, else its UTF-8 bytes.
+    ///
+    /// # Errors
+    /// [`InvalidSecret`] for a `whsec_` secret whose rest is not base64, or an empty key.
+    pub fn from_secret(secret: &Secret) -> Result<Self, InvalidSecret> {
+        let text = secret.expose();
+        let key = match text.strip_prefix(SECRET_PREFIX) {
+            Some(b64) => BASE64.decode(b64).map_err(|_| InvalidSecret::NotBase64)?,
+            None => text.as_bytes().to_vec(),
+        };
+        if key.is_empty() {
+            return Err(InvalidSecret::Empty);
+        }
+        Ok(Self(key))
+    }
+
+    /// `v1,<base64 HMAC-SHA256(key, "{id}.{timestamp}.{body}")>`.
+    pub fn sign(&self, id: &str, timestamp: i64, body: &[u8]) -> String {
+        let mac = self.mac(id, timestamp, body).finalize().into_bytes();
+        format!("v1,{}", BASE64.encode(mac))
+    }
+
+    /// The HMAC over `"{id}.{timestamp}.{body}"`, not yet finalized.
+    fn mac(&self, id: &str, timestamp: i64, body: &[u8]) -> HmacSha256 {
+        let mut mac = hmac(&self.0);
+        mac.update(id.as_bytes());
+        mac.update(b".");
+        mac.update(timestamp.to_string().as_bytes());
+        mac.update(b".");
+        mac.update(body);
+        mac
+    }
+
+    /// Whether one `v1,` entry of a `webhook-signature` header matches (constant-time).
+    pub fn verify(&self, id: &str, timestamp: i64, body: &[u8], header: &str) -> bool {
+        header.split(' ').any(|entry| {
+            let Some(sig) = entry.strip_prefix("v1,") else {
+                return false;
+            };
+            let Ok(given) = BASE64.decode(sig) else {
+                return false;
+            };
+            self.mac(id, timestamp, body).verify_slice(&given).is_ok()
+        })
+    }
+}
+
+/// The `webhook-signature` value: one `v1,…` per key, space-separated, in the keys' order.
+pub fn signature_header(keys: &[SigningKey], id: &str, timestamp: i64, body: &[u8]) -> String {
+    keys.iter()
+        .map(|k| k.sign(id, timestamp, body))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Checks a Standard Webhooks signature header the way a receiver does (constant-time, any
+/// entry may match), for tests and as reference. False for a secret without a usable key.
+pub fn verify_standard(
+    secret: &Secret,
+    id: &str,
+    timestamp: i64,
+    body: &[u8],
+    header: &str,
+) -> bool {
+    SigningKey::from_secret(secret).is_ok_and(|k| k.verify(id, timestamp, body, header))
+}
+
+/// Deprecated legacy signature: `v1=<hex hmac-sha256(secret, "{timestamp}.{body}")>`, the
+/// secret's string (as configured, `whsec_` included) as the key.
+pub fn sign(secret: &Secret, timestamp: i64, body: &[u8]) -> String {
+    let mut mac = hmac(secret.expose().as_bytes());
     mac.update(timestamp.to_string().as_bytes());
     mac.update(b".");
     mac.update(body);
     format!("v1={}", hex::encode(mac.finalize().into_bytes()))
 }
 
-/// Checks a signature the way a receiver should (constant-time), for tests and as reference.
+/// Checks a deprecated legacy signature the way a receiver should (constant-time), for tests
+/// and as reference.
 pub fn verify(secret: &Secret, timestamp: i64, body: &[u8], signature: &str) -> bool {
     let Some(hex_sig) = signature.strip_prefix("v1=") else {
         return false;
@@ -44,26 +171,45 @@ pub fn verify(secret: &Secret, timestamp: i64, body: &[u8], signature: &str) -> 
     let Ok(given) = hex::decode(hex_sig) else {
         return false;
     };
-    let Ok(mut mac) = <Hmac<Sha256> as KeyInit>::new_from_slice(secret.expose().as_bytes()) else {
-        return false;
-    };
+    let mut mac = hmac(secret.expose().as_bytes());
     mac.update(timestamp.to_string().as_bytes());
     mac.update(b".");
     mac.update(body);
     mac.verify_slice(&given).is_ok()
 }
 
-/// The release event sent to the fulfillment team.
+/// ISO 4217 minor units of `currency`, the default commercetools uses for `fractionDigits`:
+/// 2 except for the currencies listed here.
+pub fn default_fraction_digits(currency: &str) -> u32 {
+    match currency {
+        "BIF" | "CLP" | "DJF" | "GNF" | "ISK" | "JPY" | "KMF" | "KRW" | "PYG" | "RWF" | "UGX"
+        | "UYI" | "VND" | "VUV" | "XAF" | "XOF" | "XPF" => 0,
+        "BHD" | "IQD" | "JOD" | "KWD" | "LYD" | "OMR" | "TND" => 3,
+        "CLF" | "UYW" => 4,
+        _ => 2,
+    }
+}
+
+fn money_json(m: &Money) -> serde_json::Value {
+    json!({
+        "centAmount": m.cent_amount,
+        "currencyCode": m.currency_code,
+        "fractionDigits": m
+            .fraction_digits
+            .unwrap_or_else(|| default_fraction_digits(&m.currency_code)),
+    })
+}
+
+/// The release event sent to the fulfillment team (`schema_version` 1, described by
+/// `fixtures/schema/release-webhook.schema.json`).
 pub fn release_event(action: &Action) -> serde_json::Value {
     json!({
         "type": "order.released",
+        "schema_version": SCHEMA_VERSION,
         "order_id": action.order_id,
         "order_number": action.order_number,
         "payment_ids": action.payment_ids,
-        "amount": action.amount.as_ref().map(|m| json!({
-            "centAmount": m.cent_amount,
-            "currencyCode": m.currency_code,
-        })),
+        "amount": action.amount.as_ref().map(money_json),
         "key": action.key,
         "message_id": action.message_id,
         "released_at": format_timestamp(&action.at),
@@ -76,8 +222,10 @@ pub struct Webhook {
     http: reqwest::Client,
     /// Where to POST.
     url: String,
-    /// The signing secrets (the first signs the legacy header).
-    secrets: Vec<Secret>,
+    /// The first configured secret: signs the deprecated legacy header.
+    legacy_secret: Secret,
+    /// The HMAC keys of every configured secret, in order: each signs every delivery.
+    keys: Vec<SigningKey>,
     /// Attempts per execution before the action is reported as transiently failed (the
     /// message is then nacked and retried later with the same key).
     attempts: u32,
@@ -86,11 +234,28 @@ pub struct Webhook {
 }
 
 impl Webhook {
-    /// A webhook with a per-request `timeout`.
+    /// A webhook with a per-request `timeout`, signing with every one of `secrets`.
     ///
     /// # Errors
-    /// The HTTP client could not be built.
+    /// [`EffectError::Permanent`] when there is no secret, a secret has no usable key (a
+    /// `whsec_` secret whose rest is not base64, or an empty one; the message names the setting
+    /// and the secret's position, never its value), or the HTTP client could not be built.
     pub fn new(url: String, secrets: Vec<Secret>, timeout: Duration) -> Result<Self, EffectError> {
+        let Some(legacy_secret) = secrets.first().cloned() else {
+            return Err(EffectError::Permanent {
+                detail: format!("{SECRET_SETTING}: no webhook signing secret is configured"),
+            });
+        };
+        let count = secrets.len();
+        let keys = secrets
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                SigningKey::from_secret(s).map_err(|e| EffectError::Permanent {
+                    detail: format!("{SECRET_SETTING}: secret {} of {count} {e}", i + 1),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .user_agent(concat!("payrules/", env!("CARGO_PKG_VERSION")))
@@ -101,7 +266,8 @@ impl Webhook {
         Ok(Self {
             http,
             url,
-            secrets,
+            legacy_secret,
+            keys,
             attempts: 3,
             backoff: Duration::from_millis(200),
         })
@@ -129,20 +295,23 @@ impl Webhook {
             if attempt > 1 {
                 tokio::time::sleep(backoff_with_jitter(self.backoff, attempt - 1)).await;
             }
+            // The attempt's time (Standard Webhooks): receivers reject one more than 5 min off.
             let timestamp = chrono::Utc::now().timestamp();
             let result = self
                 .http
                 .post(&self.url)
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .header(ID_HEADER, &action.key)
+                .header(WEBHOOK_TIMESTAMP_HEADER, timestamp.to_string())
+                .header(
+                    WEBHOOK_SIGNATURE_HEADER,
+                    signature_header(&self.keys, &action.key, timestamp, &body),
+                )
                 .header(KEY_HEADER, &action.key)
                 .header(TIMESTAMP_HEADER, timestamp.to_string())
                 .header(
                     SIGNATURE_HEADER,
-                    sign(
-                        self.secrets.first().unwrap_or(&Secret::new("")),
-                        timestamp,
-                        &body,
-                    ),
+                    sign(&self.legacy_secret, timestamp, &body),
                 )
                 .body(body.clone())
                 .send()
@@ -181,9 +350,166 @@ impl Executor for Webhook {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::action::RuleName;
+
+    /// The test vector of the standardwebhooks libraries (`test_sign_function` in
+    /// standard-webhooks/libraries/python/tests/test_webhooks.py; the same secret, id, timestamp
+    /// and payload in the JavaScript, Go and Rust suites). Reproduced with the published Python
+    /// (1.3.0) and npm (1.3.0) packages' `Webhook.sign`.
+    const VECTOR_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    const VECTOR_ID: &str = "msg_p5jXN8AQM9LWM0D4loKWxJek";
+    const VECTOR_TIMESTAMP: i64 = 1_614_265_330;
+    const VECTOR_PAYLOAD: &[u8] = br#"{"test": 2432232314}"#;
+    const VECTOR_SIGNATURE: &str = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=";
+
+    fn key(secret: &str) -> SigningKey {
+        SigningKey::from_secret(&Secret::new(secret)).unwrap()
+    }
 
     #[test]
-    fn signatures_verify_and_detect_tampering() {
+    fn signs_the_standard_webhooks_test_vector() {
+        let k = key(VECTOR_SECRET);
+        assert_eq!(
+            k.sign(VECTOR_ID, VECTOR_TIMESTAMP, VECTOR_PAYLOAD),
+            VECTOR_SIGNATURE
+        );
+        assert!(k.verify(
+            VECTOR_ID,
+            VECTOR_TIMESTAMP,
+            VECTOR_PAYLOAD,
+            VECTOR_SIGNATURE
+        ));
+        assert!(verify_standard(
+            &Secret::new(VECTOR_SECRET),
+            VECTOR_ID,
+            VECTOR_TIMESTAMP,
+            VECTOR_PAYLOAD,
+            VECTOR_SIGNATURE
+        ));
+        // The libraries' invalid-signature case: the last base64 character changed.
+        assert!(!k.verify(
+            VECTOR_ID,
+            VECTOR_TIMESTAMP,
+            VECTOR_PAYLOAD,
+            "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OA="
+        ));
+        // Every signed part matters.
+        assert!(!k.verify(
+            "msg_other",
+            VECTOR_TIMESTAMP,
+            VECTOR_PAYLOAD,
+            VECTOR_SIGNATURE
+        ));
+        assert!(!k.verify(
+            VECTOR_ID,
+            VECTOR_TIMESTAMP + 1,
+            VECTOR_PAYLOAD,
+            VECTOR_SIGNATURE
+        ));
+        assert!(!k.verify(
+            VECTOR_ID,
+            VECTOR_TIMESTAMP,
+            b"{\"test\":2432232314}",
+            VECTOR_SIGNATURE
+        ));
+        // Only v1 entries count; any of several may match.
+        let with_others = format!("v1a,AAAA v1,bm9wZQ== {VECTOR_SIGNATURE}");
+        assert!(k.verify(VECTOR_ID, VECTOR_TIMESTAMP, VECTOR_PAYLOAD, &with_others));
+        assert!(!k.verify(
+            VECTOR_ID,
+            VECTOR_TIMESTAMP,
+            VECTOR_PAYLOAD,
+            &VECTOR_SIGNATURE.replacen("v1,", "v1a,", 1)
+        ));
+    }
+
+    #[test]
+    fn every_secret_signs_in_order_space_separated() {
+        let old = key("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw");
+        let new = key("whsec_c2Vjb25kIHNlY3JldCBmb3Igcm90YXRpb24h");
+        let header = signature_header(
+            &[old.clone(), new.clone()],
+            "release:o-1",
+            1_700_000_000,
+            b"{}",
+        );
+        let parts: Vec<&str> = header.split(' ').collect();
+        assert_eq!(parts.len(), 2);
+        assert_eq!(parts[0], old.sign("release:o-1", 1_700_000_000, b"{}"));
+        assert_eq!(parts[1], new.sign("release:o-1", 1_700_000_000, b"{}"));
+        assert!(new.verify("release:o-1", 1_700_000_000, b"{}", &header));
+        assert!(!key("whsec_b3RoZXI=").verify("release:o-1", 1_700_000_000, b"{}", &header));
+    }
+
+    #[test]
+    fn secret_formats() {
+        // whsec_: the base64-decoded rest; anything else: the raw UTF-8 bytes.
+        assert_eq!(key("whsec_aGVsbG8="), SigningKey(b"hello".to_vec()));
+        assert_eq!(key("aGVsbG8="), SigningKey(b"aGVsbG8=".to_vec()));
+        assert_eq!(
+            key("s3cr3t with ü"),
+            SigningKey("s3cr3t with ü".as_bytes().to_vec())
+        );
+        for bad in [
+            "whsec_receiver_test",
+            "whsec_abc",
+            "whsec_a b=",
+            "whsec_aGVsbG8",
+        ] {
+            assert_eq!(
+                SigningKey::from_secret(&Secret::new(bad)),
+                Err(InvalidSecret::NotBase64),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            SigningKey::from_secret(&Secret::new("whsec_")),
+            Err(InvalidSecret::Empty)
+        );
+        assert_eq!(
+            SigningKey::from_secret(&Secret::new("")),
+            Err(InvalidSecret::Empty)
+        );
+        assert_eq!(format!("{:?}", key("whsec_aGVsbG8=")), "SigningKey(****)");
+    }
+
+    #[test]
+    fn a_bad_secret_is_a_permanent_error_naming_the_setting_not_the_value() {
+        let secrets = vec![
+            Secret::new("whsec_aGVsbG8="),
+            Secret::new("whsec_not-base64-Zm9vYmFy"),
+        ];
+        let Err(EffectError::Permanent { detail }) = Webhook::new(
+            "http://127.0.0.1:9/".into(),
+            secrets,
+            Duration::from_secs(1),
+        ) else {
+            panic!("expected a permanent error");
+        };
+        assert!(
+            detail.contains("PAYRULES_RELEASE_WEBHOOK_SECRET"),
+            "{detail}"
+        );
+        assert!(detail.contains("secret 2 of 2"), "{detail}");
+        assert!(
+            !detail.contains("not-base64") && !detail.contains("Zm9v"),
+            "{detail}"
+        );
+        let Err(EffectError::Permanent { detail }) = Webhook::new(
+            "http://127.0.0.1:9/".into(),
+            Vec::new(),
+            Duration::from_secs(1),
+        ) else {
+            panic!("expected a permanent error");
+        };
+        assert!(
+            detail.contains("PAYRULES_RELEASE_WEBHOOK_SECRET"),
+            "{detail}"
+        );
+    }
+
+    #[test]
+    fn legacy_signatures_verify_and_detect_tampering() {
         let secret = Secret::new("whsec_test");
         let sig = sign(&secret, 1_700_000_000, b"{\"a\":1}");
         assert!(sig.starts_with("v1=") && sig.len() == 3 + 64);
@@ -196,5 +522,52 @@ mod tests {
             b"{\"a\":1}",
             &sig
         ));
+    }
+
+    fn release(amount: Option<Money>) -> Action {
+        Action {
+            action: ActionKind::ReleaseOrder,
+            rule: RuleName::ReleaseForFulfillment,
+            key: Action::release_key("o-1"),
+            payment_id: "p-1".into(),
+            order_id: Some("o-1".into()),
+            message_id: None,
+            at: chrono::Utc::now(),
+            order_number: None,
+            payment_ids: vec!["p-1".into()],
+            amount,
+            reason: None,
+        }
+    }
+
+    #[test]
+    fn the_event_carries_the_schema_version_and_fraction_digits() {
+        let money = |code: &str, digits: Option<u32>| Money {
+            currency_code: code.into(),
+            cent_amount: 1234,
+            fraction_digits: digits,
+        };
+        let e = release_event(&release(Some(money("EUR", Some(2)))));
+        assert_eq!(e["schema_version"], 1);
+        assert_eq!(
+            e["amount"],
+            json!({"centAmount": 1234, "currencyCode": "EUR", "fractionDigits": 2})
+        );
+        // Without fractionDigits in the source: the currency's ISO 4217 default.
+        let digits = |code: &str| {
+            release_event(&release(Some(money(code, None))))["amount"]["fractionDigits"].clone()
+        };
+        assert_eq!(digits("JPY"), 0);
+        assert_eq!(digits("KWD"), 3);
+        assert_eq!(digits("USD"), 2);
+        // Carried digits win over the default.
+        assert_eq!(
+            release_event(&release(Some(money("JPY", Some(2)))))["amount"]["fractionDigits"],
+            2
+        );
+        assert_eq!(
+            release_event(&release(None))["amount"],
+            serde_json::Value::Null
+        );
     }
 }

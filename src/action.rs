@@ -18,6 +18,17 @@ pub enum ActionKind {
     CapturePayment,
 }
 
+impl ActionKind {
+    /// The output and metric name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActionKind::ReleaseOrder => "release_order",
+            ActionKind::CancelPayment => "cancel_payment",
+            ActionKind::CapturePayment => "capture_payment",
+        }
+    }
+}
+
 /// Which rule decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::future::Future;
 use std::time::Duration;
 
-use tracing::{info, warn};
+use tracing::debug;
 
 use crate::commerce::{CtpClient, LiveView};
 use crate::config::Settings;
@@ -14,6 +14,7 @@ use crate::effects::{Canceller, DryRun, Executor, LiveExecutor, OrderUpdater, We
 use crate::process::Processor;
 use crate::rules::Engine;
 use crate::store::{MemoryStore, SqlStore, Store, StoreError};
+use crate::telemetry::StoreState;
 use crate::view::{CommerceView, StreamView};
 
 /// Builds the processor for `settings`. With the commercetools client configured the rules read
@@ -21,7 +22,7 @@ use crate::view::{CommerceView, StreamView};
 /// each action as a JSON line to `dry_run_out` instead of executing it.
 ///
 /// # Errors
-/// A configuration that cannot run: nothing to execute releases or cancels with.
+/// An HTTP client cannot be built, or a webhook secret is unusable.
 pub fn build_processor(
     settings: &Settings,
     store: Arc<dyn Store>,
@@ -57,15 +58,7 @@ pub fn build_processor(
         let cancel = client
             .as_ref()
             .map(|c| Canceller::new(c.clone(), settings.payment_intent_action.clone()));
-        if settings.rules.release.enabled && webhook.is_none() && order_update.is_none() {
-            return Err("releases have nowhere to go: set PAYRULES_RELEASE_WEBHOOK_URL and/or release.order_update, disable the rule, or set PAYRULES_DRY_RUN=true".into());
-        }
-        let r = &settings.rules;
-        if (r.cancel.enabled || r.cancel_on_order_cancelled.enabled || r.capture.enabled)
-            && cancel.is_none()
-        {
-            return Err("cancels and captures need the commercetools client: set the CTP_* variables, disable the rules (rules.cancel_orphaned_authorization, rules.cancel_on_order_cancelled, rules.capture_on_shipment), or set PAYRULES_DRY_RUN=true".into());
-        }
+        // Validation (config::load) made sure every enabled rule has an executor.
         Arc::new(LiveExecutor {
             order_update,
             webhook,
@@ -88,6 +81,7 @@ pub async fn open_store(
     shutdown: impl Future<Output = ()>,
 ) -> Result<Arc<dyn Store>, StoreError> {
     if url == "memory:" {
+        StoreState { result: Ok(()) }.emit();
         return Ok(Arc::new(MemoryStore::new()));
     }
     tokio::pin!(shutdown);
@@ -98,12 +92,16 @@ pub async fn open_store(
             Ok(store) => {
                 let store = Arc::new(store);
                 store.spawn_flusher(Duration::from_millis(200));
-                info!("state store ready");
+                StoreState { result: Ok(()) }.emit();
                 return Ok(store);
             }
             Err(e) => {
                 let delay = Duration::from_secs(1u64 << attempt.min(5));
-                warn!(error = %e, retry_in = ?delay, "cannot open the state store; retrying");
+                StoreState {
+                    result: Err(&e.to_string()),
+                }
+                .emit();
+                debug!(error = %e, retry_in = ?delay, "cannot open the state store; retrying");
                 tokio::select! {
                     () = &mut shutdown => return Err(e),
                     () = tokio::time::sleep(delay) => {}
@@ -111,4 +109,116 @@ pub async fn open_store(
             }
         }
     }
+}
+
+/// The scopes the enabled rules need, for `project`.
+pub fn needed_scopes(settings: &Settings, project: &str) -> Vec<String> {
+    let mut needed = vec![
+        format!("view_payments:{project}"),
+        format!("view_orders:{project}"),
+    ];
+    if settings.order_update.is_some() {
+        needed.push(format!("manage_orders:{project}"));
+    }
+    let r = &settings.rules;
+    if r.cancel.enabled || r.cancel_on_order_cancelled.enabled || r.capture.enabled {
+        needed.push(format!("manage_checkout_payment_intents:{project}"));
+    }
+    needed
+}
+
+/// Whether `granted` covers `needed`: the scope itself, its `manage_` form for a `view_`, or
+/// the whole project.
+pub fn scope_covered(needed: &str, granted: &[String]) -> bool {
+    let Some((permission, project)) = needed.split_once(':') else {
+        return granted.iter().any(|g| g == needed);
+    };
+    let mut accepted = vec![
+        needed.to_string(),
+        format!("manage_project:{project}"),
+        format!("manage_projects:{project}"),
+    ];
+    if let Some(what) = permission.strip_prefix("view_") {
+        accepted.push(format!("manage_{what}:{project}"));
+    }
+    granted.iter().any(|g| accepted.contains(g))
+}
+
+/// `payrules check-config --connect`: tries what `run` will use, each with a short timeout.
+/// Each check is named with `Ok(detail)` or `Err(what went wrong)`.
+pub async fn check_connections(settings: &Settings) -> Vec<(&'static str, Result<String, String>)> {
+    const LIMIT: Duration = Duration::from_secs(15);
+    async fn timed<F: Future<Output = Result<String, String>>>(f: F) -> Result<String, String> {
+        tokio::time::timeout(LIMIT, f)
+            .await
+            .unwrap_or_else(|_| Err(format!("no answer within {LIMIT:?}")))
+    }
+    let mut out = Vec::new();
+    let store = timed(async {
+        if settings.state_url == "memory:" {
+            return Ok("in memory".to_string());
+        }
+        SqlStore::connect(&settings.state_url, settings.claim_lease)
+            .await
+            .map(|_| "opened and migrated".to_string())
+            .map_err(|e| e.to_string())
+    })
+    .await;
+    out.push(("state store", store));
+    let source = timed(async {
+        match &settings.source {
+            crate::config::SourceSettings::File { path } => {
+                crate::source::FileInput::resolve(std::slice::from_ref(path))
+                    .map(|i| format!("{} input(s)", i.len()))
+                    .map_err(|e| e.to_string())
+            }
+            crate::config::SourceSettings::Pubsub(p) => {
+                crate::source::pubsub::check_subscription(p)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+            crate::config::SourceSettings::Sqs(q) => crate::source::sqs::check_queues(q)
+                .await
+                .map_err(|e| e.to_string()),
+        }
+    })
+    .await;
+    out.push(("source", source));
+    if let Some(ct) = &settings.commercetools {
+        let token = timed(async {
+            let client = CtpClient::new(ct.clone()).map_err(|e| e.to_string())?;
+            let granted = client.granted_scopes().await.map_err(|e| e.to_string())?;
+            let missing: Vec<String> = needed_scopes(settings, &ct.project_key)
+                .into_iter()
+                .filter(|n| !scope_covered(n, &granted))
+                .collect();
+            if missing.is_empty() {
+                Ok(format!("token granted: {}", granted.join(" ")))
+            } else {
+                Err(format!(
+                    "the token lacks scopes the enabled rules need: {} (granted: {})",
+                    missing.join(" "),
+                    granted.join(" ")
+                ))
+            }
+        })
+        .await;
+        out.push(("commercetools token", token));
+        let checkout = timed(async {
+            let http = reqwest::Client::builder()
+                .timeout(LIMIT)
+                .build()
+                .map_err(|e| e.to_string())?;
+            // Any HTTP answer proves the host resolves and speaks HTTP; the call is
+            // unauthenticated on purpose.
+            http.get(&ct.checkout_url)
+                .send()
+                .await
+                .map(|r| format!("{} answered {}", ct.checkout_url, r.status()))
+                .map_err(|e| format!("{}: {e}", ct.checkout_url))
+        })
+        .await;
+        out.push(("Checkout host", checkout));
+    }
+    out
 }

@@ -22,6 +22,7 @@
 //! - [`worker`]: the long-running `payrules run`.
 //! - [`config`]: the TOML file and environment variables.
 //! - [`model`]: the commercetools resources.
+//! - [`telemetry`]: typed events → log lines, metrics, probes; the HTTP port.
 
 pub mod action;
 pub mod app;
@@ -36,5 +37,6 @@ pub mod rules;
 pub mod source;
 pub mod store;
 pub mod subscription;
+pub mod telemetry;
 pub mod view;
 pub mod worker;

@@ -6,13 +6,14 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
-use tracing_subscriber::EnvFilter;
 
 use payrules::app::{build_processor, open_store};
 use payrules::config::{self, Settings, SourceSettings};
 use payrules::replay::Replay;
 use payrules::source::{FileInput, FileSource, InputReader, PubsubSource, Source, SqsSource};
+use payrules::telemetry::{self, SourceState};
 use payrules::worker::Worker;
 
 #[derive(Parser)]
@@ -46,10 +47,21 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
-    /// Validates a configuration, lists every problem, prints the effective configuration.
+    /// Validates a configuration exactly as `run` does, lists every problem, prints the
+    /// effective configuration (secrets masked) and where each value came from.
     CheckConfig {
         /// TOML configuration; environment variables override it.
         file: Option<PathBuf>,
+        /// Also try the store, the source, a commercetools token (and its scopes) and the
+        /// Checkout host.
+        #[arg(long)]
+        connect: bool,
+    },
+    /// Exits 0 when a running worker's /healthz answers 200 (the image's HEALTHCHECK).
+    Health {
+        /// Default: /healthz on PAYRULES_HTTP_ADDR's port on loopback, else
+        /// http://127.0.0.1:9464/healthz.
+        url: Option<String>,
     },
     /// Creates or shows the commercetools Subscription that feeds payrules.
     Subscription {
@@ -59,13 +71,11 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            EnvFilter::try_from_env("PAYRULES_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .init();
     let cli = Cli::parse();
+    if let Err(e) = telemetry::logging::init() {
+        eprintln!("payrules: {e}");
+        return ExitCode::from(2);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -83,7 +93,10 @@ fn main() -> ExitCode {
             inputs,
         } => runtime.block_on(replay(config.as_deref(), state.as_deref(), &inputs)),
         Command::Run { config } => runtime.block_on(run(config.as_deref())),
-        Command::CheckConfig { file } => check_config(file.as_deref()),
+        Command::CheckConfig { file, connect } => {
+            runtime.block_on(check_config(file.as_deref(), connect))
+        }
+        Command::Health { url } => runtime.block_on(health(url)),
         Command::Subscription { command } => runtime.block_on(payrules::subscription::cli(command)),
     }
 }
@@ -161,16 +174,44 @@ async fn replay(config: Option<&Path>, state: Option<&Path>, inputs: &[PathBuf])
     }
 }
 
-fn check_config(file: Option<&Path>) -> ExitCode {
-    match config::load(file) {
-        Ok(loaded) => {
-            print!("{}", loaded.file.to_masked_toml());
-            eprintln!("payrules check-config: configuration is valid");
-            ExitCode::SUCCESS
-        }
+async fn check_config(file: Option<&Path>, connect: bool) -> ExitCode {
+    let loaded = match config::load(file) {
+        Ok(loaded) => loaded,
         Err(e) => {
             eprintln!("payrules check-config: {e}");
-            ExitCode::from(2)
+            return ExitCode::from(2);
+        }
+    };
+    print!("{}", loaded.describe());
+    if connect {
+        let failures = payrules::app::check_connections(&loaded.settings).await;
+        for (what, result) in &failures {
+            match result {
+                Ok(detail) => eprintln!("payrules check-config: {what}: ok ({detail})"),
+                Err(e) => eprintln!("payrules check-config: {what}: FAILED: {e}"),
+            }
+        }
+        if failures.iter().any(|(_, r)| r.is_err()) {
+            return ExitCode::FAILURE;
+        }
+    }
+    eprintln!("payrules check-config: configuration is valid");
+    ExitCode::SUCCESS
+}
+
+async fn health(url: Option<String>) -> ExitCode {
+    let url = url.unwrap_or_else(|| {
+        let addr = std::env::var("PAYRULES_HTTP_ADDR")
+            .ok()
+            .and_then(|a| a.trim().parse().ok())
+            .unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 9464)));
+        telemetry::http::local_health_url(addr)
+    });
+    match telemetry::http::probe(&url, Duration::from_secs(5)).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("payrules health: {e}");
+            ExitCode::FAILURE
         }
     }
 }
@@ -193,10 +234,51 @@ async fn run(config: Option<&Path>) -> ExitCode {
 }
 
 async fn start(settings: Settings) -> Result<ExitCode, String> {
+    // The signal stops the worker; `stopped` stops the HTTP port once the worker has drained,
+    // so the probes answer during the drain.
+    let signalled = CancellationToken::new();
+    let stopped = CancellationToken::new();
+    tokio::spawn({
+        let signalled = signalled.clone();
+        async move {
+            shutdown_signal().await;
+            signalled.cancel();
+        }
+    });
+    if let Some(addr) = settings.http_addr {
+        let prometheus = telemetry::metrics::install()
+            .map_err(|e| format!("cannot install the metrics recorder: {e}"))?;
+        tokio::spawn(telemetry::metrics::upkeep(
+            prometheus.clone(),
+            Duration::from_secs(5),
+        ));
+        let server = telemetry::http::HttpServer::bind(addr, prometheus)
+            .await
+            .map_err(|e| format!("cannot listen on {addr} (PAYRULES_HTTP_ADDR): {e}"))?;
+        let bound = server.local_addr().map_err(|e| e.to_string())?;
+        info!(addr = %bound, "HTTP port open: /metrics, /healthz, /readyz");
+        let stop = stopped.clone().cancelled_owned();
+        tokio::spawn(async move {
+            if let Err(e) = server.serve(stop).await {
+                error!(error = %e, "the HTTP port stopped");
+            }
+        });
+    }
+    let result = work(settings, signalled).await;
+    stopped.cancel();
+    result
+}
+
+async fn work(settings: Settings, signalled: CancellationToken) -> Result<ExitCode, String> {
     let source: Box<dyn Source> = match &settings.source {
         SourceSettings::File { path } => {
             let inputs =
                 FileInput::resolve(std::slice::from_ref(path)).map_err(|e| e.to_string())?;
+            SourceState {
+                source: "file",
+                result: Ok(()),
+            }
+            .emit();
             Box::new(FileSource::new(inputs, Duration::from_secs(30)))
         }
         SourceSettings::Pubsub(pubsub) => Box::new(
@@ -210,7 +292,7 @@ async fn start(settings: Settings) -> Result<ExitCode, String> {
                 .map_err(|e| format!("SQS source: {e}"))?,
         ),
     };
-    let shutdown = shutdown_signal();
+    let shutdown = signalled.cancelled_owned();
     tokio::pin!(shutdown);
     let store = open_store(&settings.state_url, settings.claim_lease, &mut shutdown)
         .await

@@ -4,13 +4,14 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex as StdMutex};
 
-use tracing::{info, warn};
+use std::time::Instant;
 
 use crate::action::Action;
 use crate::effects::{EffectError, Executor};
 use crate::message::{Message, Timestamp};
 use crate::rules::{Engine, EngineError};
 use crate::store::{Claim, LedgerStatus, Store, StoreError, Timer};
+use crate::telemetry::{ActionFinished, ActionOutcome};
 
 /// Why a message or timer could not be fully handled.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -161,25 +162,48 @@ impl Processor {
                 });
             }
             Claim::Exists(status) => {
-                info!(key = %action.key, ?status, "action already in the ledger; not run again");
+                ActionFinished {
+                    action: action.action,
+                    key: &action.key,
+                    outcome: ActionOutcome::Skipped,
+                    elapsed: None,
+                    detail: &format!("already in the ledger ({status:?})"),
+                }
+                .emit();
                 return Ok(None);
             }
             Claim::Acquired => {}
         }
-        match self.executor.execute(&action).await {
+        let started = Instant::now();
+        let result = self.executor.execute(&action).await;
+        let elapsed = Some(started.elapsed());
+        let finished = |outcome, detail: &str| {
+            ActionFinished {
+                action: action.action,
+                key: &action.key,
+                outcome,
+                elapsed,
+                detail,
+            }
+            .emit();
+        };
+        match result {
             Ok(effect) if !effect.applied => {
                 self.store.release(&action.key).await?;
-                info!(key = %action.key, effect = %effect.summary, "action no longer applies; nothing done");
+                finished(
+                    ActionOutcome::Skipped,
+                    &format!("no longer applies: {}", effect.summary),
+                );
                 Ok(None)
             }
             Ok(effect) => {
                 self.store.settle(&action.key, LedgerStatus::Done).await?;
-                info!(key = %action.key, effect = %effect.summary, "action done");
+                finished(ActionOutcome::Done, &effect.summary);
                 Ok(Some(action))
             }
             Err(error @ EffectError::Transient { .. }) => {
                 self.store.release(&action.key).await?;
-                warn!(key = %action.key, %error, "action failed; will retry");
+                finished(ActionOutcome::Failed, &format!("{error}; will retry"));
                 Err(ProcessError::Transient {
                     key: action.key,
                     error,
@@ -187,6 +211,10 @@ impl Processor {
             }
             Err(error @ EffectError::Permanent { .. }) => {
                 self.store.settle(&action.key, LedgerStatus::Failed).await?;
+                finished(
+                    ActionOutcome::Failed,
+                    &format!("{error}; recorded as failed, not retried"),
+                );
                 Err(ProcessError::Permanent {
                     key: action.key,
                     error,

@@ -13,20 +13,23 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use chrono::Utc;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, info, warn};
+use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use crate::config::WorkerSettings;
 use crate::message::decode;
 use crate::process::Processor;
 use crate::source::{Delivery, Source};
 use crate::store::Store;
+use crate::telemetry::{
+    InFlight, MessageOutcome, MessageReceived, MessageSettled, StoreState, TimersPending,
+};
 
 /// Messages received but not yet settled, per message worked on: a message whose outcome is
 /// decided frees its worker slot while its ack, nack or park is still on its way to the
@@ -48,6 +51,10 @@ pub struct RunStats {
     pub duplicates: AtomicUsize,
     /// Actions executed (or, in a dry run, logged).
     pub actions: AtomicUsize,
+    /// Messages being worked on now.
+    pub in_flight: AtomicUsize,
+    /// The last received message's lag behind commercetools (now − createdAt), in ms.
+    pub last_age_ms: AtomicU64,
 }
 
 /// A summary of [`RunStats`].
@@ -134,6 +141,12 @@ impl Worker {
         ));
         let mut receive_failures: u32 = 0;
         let mut finished = false;
+        let source_name = source.name();
+        let progress = tokio::spawn(report_progress(
+            self.stats.clone(),
+            self.settings.progress_interval,
+            stop_timers.clone(),
+        ));
 
         loop {
             // Reap finished tasks so the set does not grow without bound.
@@ -166,14 +179,22 @@ impl Worker {
                     let store = self.store.clone();
                     let settings = self.settings.clone();
                     let stats = self.stats.clone();
-                    tasks.spawn(async move {
-                        let outcome = process(&delivery, &processor, store.as_ref(), &stats).await;
-                        // Settling is the broker's round trip, not work: the next message may
-                        // start meanwhile.
-                        drop(work);
-                        settle(delivery, outcome, &settings, &stats).await;
-                        drop(held);
-                    });
+                    // Every line logged about this message carries where it came from.
+                    let span = info_span!("message", origin = %delivery.origin);
+                    InFlight(stats.in_flight.fetch_add(1, Ordering::Relaxed) + 1).emit();
+                    tasks.spawn(
+                        async move {
+                            let outcome =
+                                process(&delivery, &processor, store.as_ref(), &stats).await;
+                            // Settling is the broker's round trip, not work: the next message
+                            // may start meanwhile.
+                            drop(work);
+                            InFlight(stats.in_flight.fetch_sub(1, Ordering::Relaxed) - 1).emit();
+                            settle(delivery, outcome, &settings, &stats, source_name).await;
+                            drop(held);
+                        }
+                        .instrument(span),
+                    );
                 }
                 Ok(None) => {
                     finished = true;
@@ -230,11 +251,21 @@ impl Worker {
         if let Err(e) = self.store.flush().await {
             warn!(error = %e, "flushing the state store at exit failed; some redeliveries will be re-checked");
         }
+        progress.abort();
         let summary = RunSummary {
             failed_cancels: self.processor.failed_cancels(),
             ..self.stats.summary()
         };
-        info!(?summary, "worker stopped");
+        info!(
+            acked = summary.acked,
+            retried = summary.retried,
+            parked = summary.parked,
+            duplicates = summary.duplicates,
+            subscription_tests = summary.subscription_tests,
+            actions = summary.actions,
+            failed_cancels = summary.failed_cancels,
+            "worker stopped"
+        );
         summary
     }
 }
@@ -255,8 +286,8 @@ fn backoff(base: Duration, attempt: u32, cap: Duration) -> Duration {
 
 /// How a handled delivery is to be settled.
 enum Outcome {
-    /// Done (or nothing to do): delete it.
-    Ack,
+    /// Done (or nothing to do): delete it; how it is counted.
+    Ack(MessageOutcome),
     /// Failed transiently: redeliver it later, or park it once it has failed too often.
     Retry {
         /// What went wrong.
@@ -279,23 +310,33 @@ async fn process(
         Ok(m) => m,
         Err(e) => return Outcome::Park(format!("undecodable message: {e}")),
     };
+    let age = message
+        .created_at
+        .and_then(|created| (Utc::now() - created).to_std().ok());
+    if let Some(age) = age {
+        stats.last_age_ms.store(
+            u64::try_from(age.as_millis()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+    MessageReceived { age }.emit();
     if message.is_subscription_test() {
         stats.subscription_tests.fetch_add(1, Ordering::Relaxed);
-        info!(origin = %delivery.origin, "subscription test notification skipped");
-        return Outcome::Ack;
+        info!("subscription test notification skipped");
+        return Outcome::Ack(MessageOutcome::TestNotification);
     }
     let id = message.id.as_deref().unwrap_or("-");
     if processor.is_inert(&message) {
         // Nothing to decide, so nothing to deduplicate or remember either.
-        debug!(message_id = id, kind = %message.kind, origin = %delivery.origin, "cannot make an action due; acked");
-        return Outcome::Ack;
+        debug!(message_id = id, kind = %message.kind, "cannot make an action due; acked");
+        return Outcome::Ack(MessageOutcome::Acked);
     }
     if let Some(mid) = &message.id {
         match store.is_processed(mid).await {
             Ok(true) => {
                 stats.duplicates.fetch_add(1, Ordering::Relaxed);
                 debug!(message_id = id, "already processed; acking the redelivery");
-                return Outcome::Ack;
+                return Outcome::Ack(MessageOutcome::Duplicate);
             }
             Ok(false) => {}
             Err(e) => {
@@ -306,7 +347,7 @@ async fn process(
             }
         }
     }
-    debug!(message_id = id, kind = %message.kind, origin = %delivery.origin, "processing");
+    debug!(message_id = id, kind = %message.kind, "processing");
     match processor.message(&message, Utc::now()).await {
         Ok(actions) => {
             stats.actions.fetch_add(actions.len(), Ordering::Relaxed);
@@ -321,7 +362,7 @@ async fn process(
             {
                 warn!(error = %e, "could not record the sequence number");
             }
-            Outcome::Ack
+            Outcome::Ack(MessageOutcome::Acked)
         }
         Err(e) if e.is_retryable() => Outcome::Retry {
             error: e.to_string(),
@@ -333,13 +374,24 @@ async fn process(
 
 /// Acks, nacks or parks (or, if settling fails, leaves the delivery to the transport's
 /// redelivery).
-async fn settle(delivery: Delivery, outcome: Outcome, settings: &WorkerSettings, stats: &RunStats) {
-    match outcome {
-        Outcome::Ack => ack(delivery, stats).await,
+async fn settle(
+    delivery: Delivery,
+    outcome: Outcome,
+    settings: &WorkerSettings,
+    stats: &RunStats,
+    source: &'static str,
+) {
+    let settled = match outcome {
+        Outcome::Ack(counted) => ack(delivery, stats).await.then_some(counted),
         Outcome::Retry { error, retry_after } => {
-            retry_or_park(delivery, &error, retry_after, settings, stats).await;
+            retry_or_park(delivery, &error, retry_after, settings, stats).await
         }
-        Outcome::Park(reason) => park(delivery, &reason, stats).await,
+        Outcome::Park(reason) => park(delivery, &reason, stats)
+            .await
+            .then_some(MessageOutcome::Parked),
+    };
+    if let Some(outcome) = settled {
+        MessageSettled { source, outcome }.emit();
     }
 }
 
@@ -350,38 +402,84 @@ async fn retry_or_park(
     retry_after: Option<Duration>,
     settings: &WorkerSettings,
     stats: &RunStats,
-) {
+) -> Option<MessageOutcome> {
     let attempt = delivery.delivery_count.unwrap_or(1);
     if attempt >= settings.max_deliveries {
         let reason = format!("failed {attempt} deliveries, last error: {error}");
-        park(delivery, &reason, stats).await;
-        return;
+        return park(delivery, &reason, stats)
+            .await
+            .then_some(MessageOutcome::Parked);
     }
     let delay = retry_after
         .unwrap_or_else(|| backoff(settings.retry_delay, attempt, Duration::from_secs(600)));
-    warn!(origin = %delivery.origin, error, retry_in = ?delay, "message failed; retrying");
+    warn!(error, retry_in = ?delay, "message failed; retrying");
     stats.retried.fetch_add(1, Ordering::Relaxed);
-    if let Err((err, _)) = delivery.nack(delay).await {
-        warn!(error = %err, "nack failed; the transport will redeliver after its timeout");
+    match delivery.nack(delay).await {
+        Ok(()) => Some(MessageOutcome::Retried),
+        Err((err, _)) => {
+            warn!(error = %err, "nack failed; the transport will redeliver after its timeout");
+            None
+        }
     }
 }
 
-async fn ack(delivery: Delivery, stats: &RunStats) {
+/// Acks; whether the transport took it.
+async fn ack(delivery: Delivery, stats: &RunStats) -> bool {
     match delivery.ack().await {
         Ok(()) => {
             stats.acked.fetch_add(1, Ordering::Relaxed);
+            true
         }
-        Err((e, d)) => {
-            warn!(origin = %d.origin, error = %e, "ack failed; the message will be redelivered and deduplicated by the ledger");
+        Err((e, _)) => {
+            warn!(error = %e, "ack failed; the message will be redelivered and deduplicated by the ledger");
+            false
         }
     }
 }
 
-async fn park(delivery: Delivery, reason: &str, stats: &RunStats) {
-    error!(origin = %delivery.origin, reason, "message parked");
+/// Parks; whether the transport took it.
+async fn park(delivery: Delivery, reason: &str, stats: &RunStats) -> bool {
+    error!(reason, "message parked");
     stats.parked.fetch_add(1, Ordering::Relaxed);
-    if let Err((e, d)) = delivery.park(reason).await {
-        error!(origin = %d.origin, error = %e, "parking failed; the message will be redelivered");
+    match delivery.park(reason).await {
+        Ok(()) => true,
+        Err((e, _)) => {
+            error!(error = %e, "parking failed; the message will be redelivered");
+            false
+        }
+    }
+}
+
+/// Logs a progress line every `interval`: counts, rate over the interval, lag.
+async fn report_progress(stats: Arc<RunStats>, interval: Duration, stop: CancellationToken) {
+    if interval.is_zero() {
+        return;
+    }
+    let mut last = stats.summary();
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(interval) => {}
+        }
+        let now = stats.summary();
+        let settled = |s: &RunSummary| s.acked + s.retried + s.parked;
+        #[allow(clippy::cast_precision_loss)]
+        let rate =
+            (settled(&now) - settled(&last).min(settled(&now))) as f64 / interval.as_secs_f64();
+        #[allow(clippy::cast_precision_loss)]
+        let lag_seconds = stats.last_age_ms.load(Ordering::Relaxed) as f64 / 1000.0;
+        info!(
+            acked = now.acked,
+            retried = now.retried,
+            parked = now.parked,
+            duplicates = now.duplicates,
+            actions = now.actions,
+            in_flight = stats.in_flight.load(Ordering::Relaxed),
+            rate_per_second = (rate * 10.0).round() / 10.0,
+            lag_seconds,
+            "progress"
+        );
+        last = now;
     }
 }
 
@@ -397,7 +495,12 @@ async fn run_timers(
     draining: CancellationToken,
 ) {
     const POLL: Duration = Duration::from_secs(1);
+    // Counting is a query of its own; the gauge needs no finer grain.
+    const COUNT_EVERY: Duration = Duration::from_secs(5);
     let mut failures: u32 = 0;
+    let mut last_count = std::time::Instant::now()
+        .checked_sub(COUNT_EVERY)
+        .unwrap_or_else(std::time::Instant::now);
     loop {
         let now = Utc::now();
         let step = async {
@@ -423,7 +526,21 @@ async fn run_timers(
             let next = store.next_due().await?;
             Ok::<_, crate::store::StoreError>((fired, next))
         };
-        let wait = match step.await {
+        let stepped = step.await;
+        match &stepped {
+            Ok(_) => StoreState { result: Ok(()) }.emit(),
+            Err(e) => StoreState {
+                result: Err(&e.to_string()),
+            }
+            .emit(),
+        }
+        if last_count.elapsed() >= COUNT_EVERY {
+            last_count = std::time::Instant::now();
+            if let Ok(n) = store.timers_pending().await {
+                TimersPending(n).emit();
+            }
+        }
+        let wait = match stepped {
             Ok((fired, _)) if fired > 0 => {
                 failures = 0;
                 continue;

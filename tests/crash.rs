@@ -180,7 +180,7 @@ async fn world() -> World {
         .mount(&checkout)
         .await;
     let receiver = MockServer::start().await;
-    let secret = Secret::new("whsec_crash");
+    let secret = Secret::new("whsec_Y3Jhc2gtdGVzdC1rZXk=");
     let keys = Arc::new(Mutex::new(Vec::new()));
     let bad = Arc::new(Mutex::new(0));
     Mock::given(method("POST"))

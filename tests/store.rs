@@ -412,6 +412,7 @@ async fn postgres_going_down_mid_run_acks_nothing_until_effects_are_recorded() {
             max_deliveries: 1000,
             shutdown_timeout: Duration::from_secs(5),
             retry_delay: Duration::from_millis(100),
+            progress_interval: Duration::ZERO,
         },
     );
     let (source, handle) = MemorySource::new(Duration::from_secs(30));

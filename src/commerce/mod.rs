@@ -19,6 +19,7 @@ use tracing::{debug, warn};
 
 use crate::config::{CommercetoolsSettings, Secret};
 use crate::model::{Order, Payment};
+use crate::telemetry::CommercetoolsRequest;
 
 pub mod view;
 
@@ -159,6 +160,8 @@ struct Token {
     value: Secret,
     /// Refresh once this has passed (ahead of the real expiry).
     refresh_at: Instant,
+    /// The scopes the token grants (`check-config --connect` compares them with the rules').
+    scopes: String,
 }
 
 #[derive(Deserialize)]
@@ -166,6 +169,9 @@ struct TokenResponse {
     access_token: String,
     #[serde(default)]
     expires_in: Option<u64>,
+    /// The scopes granted, space-separated.
+    #[serde(default)]
+    scope: Option<String>,
 }
 
 /// The client; cheap to clone (one shared connection pool and token cache).
@@ -244,6 +250,19 @@ impl CtpClient {
         &self.inner.settings.project_key
     }
 
+    /// The scopes a fresh token grants (`check-config --connect`).
+    ///
+    /// # Errors
+    /// The token request failed (credentials, auth host).
+    pub async fn granted_scopes(&self) -> Result<Vec<String>, CtpError> {
+        self.token(None).await?;
+        let guard = self.inner.token.lock().await;
+        Ok(guard
+            .as_ref()
+            .map(|t| t.scopes.split_whitespace().map(str::to_string).collect())
+            .unwrap_or_default())
+    }
+
     /// A valid token: cached, refreshed ahead of expiry by exactly one request.
     async fn token(&self, stale: Option<&str>) -> Result<Secret, CtpError> {
         let mut guard = self.inner.token.lock().await;
@@ -265,8 +284,13 @@ impl CtpClient {
             .basic_auth(&s.client_id, Some(s.client_secret.expose()))
             .form(&form)
             .send()
-            .await
-            .map_err(|e| CtpError::transport("requesting an access token", &e))?;
+            .await;
+        CommercetoolsRequest {
+            method: "POST",
+            status: resp.as_ref().ok().map(|r| r.status().as_u16()),
+        }
+        .emit();
+        let resp = resp.map_err(|e| CtpError::transport("requesting an access token", &e))?;
         if !resp.status().is_success() {
             let mut e = error_from("requesting an access token", resp).await;
             if e.status == Some(401) || e.status == Some(400) {
@@ -289,6 +313,7 @@ impl CtpClient {
         let token = Token {
             value: Secret::new(body.access_token),
             refresh_at: Instant::now() + lifetime - ahead,
+            scopes: body.scope.unwrap_or_default(),
         };
         let value = token.value.clone();
         *guard = Some(token);
@@ -304,11 +329,18 @@ impl CtpClient {
     ) -> Result<Response, CtpError> {
         let mut token = self.token(None).await?;
         for attempt in 0..2 {
-            let resp = build(&self.inner.http)
+            let request = build(&self.inner.http)
                 .bearer_auth(token.expose())
-                .send()
-                .await
+                .build()
                 .map_err(|e| CtpError::transport(what, &e))?;
+            let method = request.method().clone();
+            let resp = self.inner.http.execute(request).await;
+            CommercetoolsRequest {
+                method: method.as_str(),
+                status: resp.as_ref().ok().map(|r| r.status().as_u16()),
+            }
+            .emit();
+            let resp = resp.map_err(|e| CtpError::transport(what, &e))?;
             if resp.status() == StatusCode::UNAUTHORIZED && attempt == 0 {
                 warn!(what, "access token rejected; refreshing it once");
                 token = self.token(Some(token.expose())).await?;

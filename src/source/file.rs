@@ -238,6 +238,10 @@ impl FileSource {
 
 #[async_trait]
 impl Source for FileSource {
+    fn name(&self) -> &'static str {
+        "file"
+    }
+
     async fn next(&mut self) -> Result<Option<Delivery>, SourceError> {
         if let Some(d) = self.queue.try_next() {
             return Ok(Some(d));

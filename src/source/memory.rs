@@ -52,6 +52,10 @@ impl MemoryHandle {
 
 #[async_trait]
 impl Source for MemorySource {
+    fn name(&self) -> &'static str {
+        "memory"
+    }
+
     async fn next(&mut self) -> Result<Option<Delivery>, SourceError> {
         Ok(self.queue.next().await)
     }

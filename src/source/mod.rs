@@ -153,6 +153,11 @@ impl Delivery {
 /// A stream of deliveries.
 #[async_trait]
 pub trait Source: Send {
+    /// A short name for metrics and logs: `pubsub`, `sqs`, `file`, …
+    fn name(&self) -> &'static str {
+        "custom"
+    }
+
     /// The next delivery. `Ok(None)` means the source is finished for good (a file source
     /// after its input and every redelivery); broker sources never finish on their own.
     async fn next(&mut self) -> Result<Option<Delivery>, SourceError>;

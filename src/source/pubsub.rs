@@ -44,7 +44,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use google_cloud_auth::credentials::anonymous::Builder as Anonymous;
-use google_cloud_pubsub::client::{Publisher, Subscriber};
+use google_cloud_pubsub::client::{Publisher, Subscriber, SubscriptionAdmin};
 use google_cloud_pubsub::model::Message;
 use google_cloud_pubsub::subscriber::handler::Handler;
 use google_cloud_pubsub::subscriber::{MessageStream, ShutdownBehavior};
@@ -55,6 +55,7 @@ use tracing::{debug, error, info, warn};
 
 use super::{AckError, Acker, Delivery, Source, SourceError};
 use crate::config::PubsubSettings;
+use crate::telemetry::SourceState;
 
 /// The attribute that carries the park reason on the dead-letter topic.
 pub const PARK_REASON_ATTRIBUTE: &str = "payrules_park_reason";
@@ -290,6 +291,13 @@ impl PubsubSource {
             lease_extension = ?lease_extension,
             "Pub/Sub source started"
         );
+        // The client library retries unavailability inside the stream; only a permanent
+        // error (not found, permission denied) surfaces, and turns this to unavailable.
+        SourceState {
+            source: "pubsub",
+            result: Ok(()),
+        }
+        .emit();
         Ok(Self {
             rx,
             stop,
@@ -300,8 +308,36 @@ impl PubsubSource {
     }
 }
 
+/// `check-config --connect`: the subscription exists and this identity can read it.
+///
+/// # Errors
+/// The client cannot be built; the subscription cannot be read (not found, denied, down).
+pub async fn check_subscription(settings: &PubsubSettings) -> Result<String, SourceError> {
+    let mut builder = SubscriptionAdmin::builder();
+    if let Some(url) = PubsubEndpoint::from_env().url() {
+        builder = builder
+            .with_endpoint(url)
+            .with_credentials(Anonymous::new().build());
+    }
+    let admin = builder
+        .build()
+        .await
+        .map_err(|e| SourceError::Connect(format!("Pub/Sub admin client: {e}")))?;
+    let sub = admin
+        .get_subscription()
+        .set_subscription(settings.subscription.clone())
+        .send()
+        .await
+        .map_err(|e| SourceError::Connect(format!("{}: {e}", settings.subscription)))?;
+    Ok(format!("subscription {} on topic {}", sub.name, sub.topic))
+}
+
 #[async_trait]
 impl Source for PubsubSource {
+    fn name(&self) -> &'static str {
+        "pubsub"
+    }
+
     async fn next(&mut self) -> Result<Option<Delivery>, SourceError> {
         // Cancel-safe: `recv` is, and nothing after it awaits.
         match self.rx.recv().await {
@@ -396,6 +432,13 @@ async fn run_stream(
             };
             match next {
                 Some(Ok((message, handler))) => {
+                    if failures > 0 {
+                        SourceState {
+                            source: "pubsub",
+                            result: Ok(()),
+                        }
+                        .emit();
+                    }
                     failures = 0;
                     permit.send(Ok(delivery(message, handler, &shared)));
                 }
@@ -403,6 +446,11 @@ async fn run_stream(
                     // Transient errors are retried inside the library (with backoff); this one
                     // is permanent (not found, permission denied, …) and closed the stream.
                     let detail = format!("streaming pull on {}: {e}", options.subscription);
+                    SourceState {
+                        source: "pubsub",
+                        result: Err(&detail),
+                    }
+                    .emit();
                     permit.send(Err(SourceError::Receive(detail)));
                     break StreamEnd::Failed;
                 }

@@ -52,6 +52,7 @@ use tracing::{debug, error, info, warn};
 
 use super::{AckError, Acker, Delivery, Source, SourceError};
 use crate::config::SqsSettings;
+use crate::telemetry::SourceState;
 
 /// The message attribute that carries the park reason on the dead-letter queue.
 pub const PARK_REASON_ATTRIBUTE: &str = "payrules_park_reason";
@@ -370,6 +371,29 @@ async fn queue_redrive_policy(
     }
 }
 
+/// `check-config --connect`: the queue (and the dead-letter queue) exist and can be read.
+///
+/// # Errors
+/// What the broker said, for the queue it said it about.
+pub async fn check_queues(settings: &SqsSettings) -> Result<String, SourceError> {
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .load()
+        .await;
+    let client = Client::new(&config);
+    let mut checked = vec![settings.queue_url.as_str()];
+    checked.extend(settings.dead_letter_queue_url.as_deref());
+    for url in &checked {
+        client
+            .get_queue_attributes()
+            .queue_url(*url)
+            .attribute_names(QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .map_err(|e| SourceError::Connect(format!("SQS queue {url}: {}", describe(&e))))?;
+    }
+    Ok(format!("queues readable: {}", checked.join(", ")))
+}
+
 /// Fails when the queue does not exist or the credentials are refused.
 async fn check_queue(client: &Client, queue_url: &str) -> Result<(), SourceError> {
     let answer = client
@@ -408,6 +432,10 @@ where
 
 #[async_trait]
 impl Source for SqsSource {
+    fn name(&self) -> &'static str {
+        "sqs"
+    }
+
     async fn next(&mut self) -> Result<Option<Delivery>, SourceError> {
         // Cancel-safe: `recv` is, and nothing after it awaits.
         match self.rx.recv().await {
@@ -547,6 +575,11 @@ async fn poll(
         match answer {
             Ok(out) => {
                 failures = 0;
+                SourceState {
+                    source: "sqs",
+                    result: Ok(()),
+                }
+                .emit();
                 let messages = out.messages.unwrap_or_default();
                 debug!(poller = index, received = messages.len(), "SQS receive");
                 for (message, permit) in messages.into_iter().zip(&mut permits) {
@@ -560,11 +593,13 @@ async fn poll(
                 let class = ErrorClass::of_sdk(&e);
                 let delay = class.backoff(failures);
                 let detail = format!("ReceiveMessage on {}: {}", shared.queue_url, describe(&e));
-                if class == ErrorClass::Transient {
-                    warn!(poller = index, error = %detail, retry_in = ?delay, "SQS receive failed");
-                } else {
-                    error!(poller = index, error = %detail, class = ?class, retry_in = ?delay, "SQS receive refused");
+                // Logged once per change of state by the event; each attempt only at debug.
+                debug!(poller = index, error = %detail, class = ?class, retry_in = ?delay, "SQS receive failed");
+                SourceState {
+                    source: "sqs",
+                    result: Err(&detail),
                 }
+                .emit();
                 if let Some(permit) = permits.next() {
                     permit.send(Err(SourceError::Receive(detail)));
                 }

@@ -116,6 +116,10 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    async fn timers_pending(&self) -> Result<u64, StoreError> {
+        Ok(self.timers_outstanding() as u64)
+    }
+
     async fn next_due(&self) -> Result<Option<Timestamp>, StoreError> {
         Ok(self.lock().pending.first().map(|(due, _)| *due))
     }

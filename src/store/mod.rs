@@ -97,6 +97,9 @@ pub trait Store: Send + Sync {
     /// Remembers a processed message id (may be buffered: losing it only costs a re-run).
     async fn mark_processed(&self, message_id: &str) -> Result<(), StoreError>;
 
+    /// Timers not yet done (pending or taken), for the `payrules_timers_pending` gauge.
+    async fn timers_pending(&self) -> Result<u64, StoreError>;
+
     /// Records the sequenceNumber seen for a resource (kept as the maximum; diagnostics).
     async fn record_sequence(&self, resource_id: &str, sequence: u64) -> Result<(), StoreError>;
 

@@ -861,6 +861,20 @@ impl Store for SqlStore {
         }
     }
 
+    async fn timers_pending(&self) -> Result<u64, StoreError> {
+        const COUNT: &str = "counting the pending grace-period checks";
+        let n: i64 = match &self.pool {
+            Pool::Sqlite(lite) => lite.timers_pending().map_err(|e| self.fail(COUNT, e))?,
+            Pool::Postgres { pool, .. } => {
+                sqlx::query_scalar("SELECT COUNT(*) FROM timers WHERE state <> 'done'")
+                    .fetch_one(pool)
+                    .await
+                    .map_err(|e| self.fail(COUNT, e))?
+            }
+        };
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
     async fn next_due(&self) -> Result<Option<Timestamp>, StoreError> {
         const NEXT: &str = "reading the next grace-period check";
         // A taken timer whose lease passed counts too: it will be taken over.

@@ -150,6 +150,13 @@ impl Lite {
             .map(|_| ())
     }
 
+    /// Timers not yet done.
+    pub(super) fn timers_pending(&self) -> Result<i64> {
+        self.conn()
+            .prepare_cached("SELECT COUNT(*) FROM timers WHERE state <> 'done'")?
+            .query_row([], |r| r.get(0))
+    }
+
     /// The earliest time a timer is (or will be) due; a taken one counts when its lease passes.
     pub(super) fn next_due(&self) -> Result<Option<i64>> {
         self.conn()

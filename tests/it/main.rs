@@ -168,6 +168,7 @@ pub fn worker(
             max_deliveries: 5,
             shutdown_timeout,
             retry_delay: Duration::from_millis(500),
+            progress_interval: Duration::ZERO,
         },
     )
 }

@@ -1,0 +1,198 @@
+//! Configuration: a TOML file, overridden by environment variables (env wins).
+//!
+//! [`OPTIONS`] is the single list of every option: its place in the TOML file, its
+//! environment variable, its kind and whether it is a secret. Loading merges the file and the
+//! environment into one table, checks every key and value against that list (so all problems
+//! are reported at once), deserializes the table into [`FileConfig`] (plain serde data, with
+//! defaults as named functions) and builds the runtime [`Settings`] from it.
+
+//!
+//! - [`options`]: the option table and the environment overlay.
+//! - [`schema`]: the file's shape (serde structs, defaults as named functions).
+//! - [`secret`]: the secret type.
+//! - [`settings`]: the runtime settings it builds into, and the problems.
+//! - [`validate`]: every cross-option check, `run` and `check-config` alike.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize, Serializer};
+
+use crate::model::ShipmentState;
+use crate::rules::{CancelRule, CaptureRule, OrderCancelledRule, ReleaseRule, Rules};
+
+mod options;
+mod schema;
+mod secret;
+mod settings;
+mod validate;
+
+pub use options::*;
+pub use schema::*;
+pub use secret::*;
+pub use settings::*;
+pub use validate::*;
+
+/// The loaded configuration: what was written (defaults filled in), where each value came
+/// from, and what it builds into.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// The merged file + environment configuration.
+    pub file: FileConfig,
+    /// Where each option's value came from, in [`OPTIONS`] order.
+    pub origins: Vec<(&'static OptionSpec, Origin)>,
+    /// The runtime settings.
+    pub settings: Settings,
+}
+
+/// Loads the configuration from an optional TOML file and the process environment.
+///
+/// # Errors
+/// Every problem found, at once.
+pub fn load(file: Option<&Path>) -> Result<Loaded, ConfigErrors> {
+    load_with(file, |name| std::env::var(name).ok())
+}
+
+/// [`load`] with an explicit environment (tests). The one validation `run` and
+/// `check-config` share: every problem of every kind (unknown keys, types, cross-option
+/// checks) in one pass.
+///
+/// # Errors
+/// Every problem found, at once.
+pub fn load_with(
+    file: Option<&Path>,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Loaded, ConfigErrors> {
+    let (config, origins, mut problems) = merge(file, &env);
+    let settings = match &config {
+        Some(c) => match c.build() {
+            Ok(s) => Some(s),
+            Err(ConfigErrors(more)) => {
+                problems.extend(more);
+                None
+            }
+        },
+        None => None,
+    };
+    match (config, settings) {
+        (Some(file), Some(settings)) if problems.is_empty() => Ok(Loaded {
+            file,
+            origins,
+            settings,
+        }),
+        _ => Err(ConfigErrors(problems)),
+    }
+}
+
+/// Merges the file and the environment and checks every key and value, without the
+/// cross-option checks of [`FileConfig::build`] (replay only needs the rules).
+///
+/// # Errors
+/// Every problem found, at once.
+pub fn merge_with(
+    file: Option<&Path>,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<FileConfig, ConfigErrors> {
+    match merge(file, &env) {
+        (Some(config), _, problems) if problems.is_empty() => Ok(config),
+        (_, _, problems) => Err(ConfigErrors(problems)),
+    }
+}
+
+type Merged = (
+    Option<FileConfig>,
+    Vec<(&'static OptionSpec, Origin)>,
+    Vec<Problem>,
+);
+
+/// The file overlaid with the environment. A value of the wrong type is reported and left
+/// out (its default applies), so the cross-option checks still run and report theirs.
+fn merge(file: Option<&Path>, env: &impl Fn(&str) -> Option<String>) -> Merged {
+    let mut problems = Vec::new();
+    let mut table = toml::Table::new();
+    if let Some(path) = file {
+        let place = path.display().to_string();
+        match std::fs::read_to_string(path) {
+            Ok(text) => match text.parse::<toml::Table>() {
+                Ok(t) => table = t,
+                Err(e) => problems.push(Problem {
+                    place,
+                    message: format!("not valid TOML: {}", e.message()),
+                }),
+            },
+            Err(e) => problems.push(Problem {
+                place,
+                message: format!("cannot read: {e}"),
+            }),
+        }
+    }
+    check_keys(&mut table, &mut Vec::new(), &mut problems);
+    let mut origins = Vec::with_capacity(OPTIONS.len());
+    for spec in OPTIONS {
+        let mut origin = Origin::Default;
+        match env_raw(spec, env) {
+            Err(p) => problems.push(p),
+            Ok(Some((value, from))) => match env_value(spec, &value) {
+                Ok(v) => {
+                    insert(&mut table, spec.path, v);
+                    origin = from;
+                }
+                Err(message) => problems.push(Problem {
+                    place: match from {
+                        Origin::EnvFile(name) => format!("{name}_FILE"),
+                        _ => spec.env.to_string(),
+                    },
+                    message,
+                }),
+            },
+            Ok(None) => {
+                if let Some(v) = get(&table, spec.path) {
+                    if check_type(spec, v, &mut problems) {
+                        origin = Origin::File;
+                    } else {
+                        remove(&mut table, spec.path);
+                    }
+                }
+            }
+        }
+        origins.push((spec, origin));
+    }
+    let config = toml::Value::Table(table)
+        .try_into()
+        .map_err(|e: toml::de::Error| {
+            problems.push(Problem {
+                place: "configuration".into(),
+                message: e.to_string(),
+            });
+        })
+        .ok();
+    (config, origins, problems)
+}
+
+impl Loaded {
+    /// The effective configuration for `payrules check-config`: one line per option, its
+    /// value (secrets masked, URL passwords masked) and where it came from.
+    pub fn describe(&self) -> String {
+        let shown = toml::Value::try_from(&self.file)
+            .ok()
+            .and_then(|v| v.as_table().cloned())
+            .unwrap_or_default();
+        let mut out = String::new();
+        for (spec, origin) in &self.origins {
+            let value = match get(&shown, spec.path) {
+                None => "(unset)".to_string(),
+                Some(_) if spec.secret => "\"****\"".to_string(),
+                Some(toml::Value::String(s)) => {
+                    toml::Value::String(mask_url_password(s)).to_string()
+                }
+                Some(v) => v.to_string(),
+            };
+            out.push_str(&format!("{} = {value}  # {origin}\n", spec.dotted()));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,412 @@
+use super::*;
+use std::collections::HashMap;
+
+fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+    let map: HashMap<String, String> = pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    move |k| map.get(k).cloned()
+}
+
+#[test]
+fn env_wins_over_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(
+        &path,
+        "source = \"file\"\n[file]\npath = \"a.jsonl\"\n[rules.cancel_orphaned_authorization]\ngrace_period = \"5m\"\n",
+    )
+    .unwrap();
+    let loaded = load_with(
+        Some(&path),
+        env(&[
+            ("PAYRULES_GRACE_PERIOD", "2s"),
+            ("PAYRULES_DRY_RUN", "true"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(
+        loaded.settings.rules.cancel.grace_period,
+        Duration::from_secs(2)
+    );
+    assert_eq!(
+        loaded.settings.source,
+        SourceSettings::File {
+            path: "a.jsonl".into()
+        }
+    );
+}
+
+#[test]
+fn every_problem_is_listed_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(
+        &path,
+        "colour = \"blue\"\n[worker]\nconcurrency = \"many\"\n",
+    )
+    .unwrap();
+    let err = load_with(
+        Some(&path),
+        env(&[("PAYRULES_DRY_RUN", "maybe"), ("PAYRULES_SOURCE", "kafka")]),
+    )
+    .unwrap_err();
+    let places: Vec<&str> = err.0.iter().map(|p| p.place.as_str()).collect();
+    assert!(places.contains(&"colour"), "{err}");
+    assert!(places.contains(&"worker.concurrency"), "{err}");
+    assert!(places.contains(&"PAYRULES_DRY_RUN"), "{err}");
+}
+
+#[test]
+fn semantic_problems_are_listed_together() {
+    let err = load_with(
+        None,
+        env(&[
+            ("PAYRULES_SOURCE", "pubsub"),
+            ("PAYRULES_PUBSUB_SUBSCRIPTION", "my-sub"),
+            ("PAYRULES_GRACE_PERIOD", "soon"),
+            (
+                "PAYRULES_RELEASE_WEBHOOK_URL",
+                "https://fulfil.example.com/hook",
+            ),
+            ("CTP_PROJECT_KEY", "shop"),
+        ]),
+    )
+    .unwrap_err();
+    let text = err.to_string();
+    for needle in [
+        "projects/P/subscriptions/S",
+        "PAYRULES_GRACE_PERIOD",
+        "PAYRULES_RELEASE_WEBHOOK_SECRET",
+        "CTP_CLIENT_SECRET",
+    ] {
+        assert!(text.contains(needle), "missing {needle} in:\n{text}");
+    }
+}
+
+fn leaves(v: &toml::Value, prefix: &mut Vec<String>, out: &mut Vec<String>) {
+    match v {
+        toml::Value::Table(t) => {
+            for (k, v) in t {
+                prefix.push(k.clone());
+                leaves(v, prefix, out);
+                prefix.pop();
+            }
+        }
+        _ => out.push(prefix.join(".")),
+    }
+}
+
+#[test]
+fn every_option_has_an_env_var_and_every_field_is_an_option() {
+    // Every field of a fully populated configuration is in OPTIONS (so it can be set by
+    // env, is type-checked and printed), and every OPTIONS entry is settable by env.
+    let mut pairs: Vec<(&str, String)> = Vec::new();
+    for o in OPTIONS {
+        let v = match o.kind {
+            Kind::Bool => "true".to_string(),
+            Kind::Int => "3".to_string(),
+            Kind::Duration => "2s".to_string(),
+            Kind::Str => format!("https://example.com/{}", o.env),
+        };
+        pairs.push((o.env, v));
+    }
+    let env_map: HashMap<String, String> = pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
+    let config = merge_with(None, |k| env_map.get(k).cloned()).unwrap();
+    let table = toml::Value::try_from(&config).unwrap();
+    let mut found = Vec::new();
+    leaves(&table, &mut Vec::new(), &mut found);
+    let known: Vec<String> = OPTIONS.iter().map(OptionSpec::dotted).collect();
+    for leaf in &found {
+        assert!(known.contains(leaf), "{leaf} has no OPTIONS entry");
+    }
+    for k in &known {
+        assert!(found.contains(k), "{k} is in OPTIONS but not in FileConfig");
+    }
+}
+
+#[test]
+fn the_release_order_update_builds_from_env() {
+    let loaded = load_with(
+        None,
+        env(&[
+            ("PAYRULES_FILE_PATH", "-"),
+            ("PAYRULES_RELEASE_ORDER_UPDATE", "setCustomField"),
+            ("PAYRULES_RELEASE_CUSTOM_FIELD_NAME", "released"),
+            ("PAYRULES_RELEASE_CUSTOM_FIELD_VALUE", "true"),
+            ("CTP_PROJECT_KEY", "shop"),
+            ("CTP_CLIENT_ID", "id"),
+            ("CTP_CLIENT_SECRET", "s"),
+            (
+                "CTP_AUTH_URL",
+                "https://auth.europe-west1.gcp.commercetools.com",
+            ),
+            (
+                "CTP_API_URL",
+                "https://api.europe-west1.gcp.commercetools.com",
+            ),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(
+        loaded.settings.order_update,
+        Some(OrderUpdate::SetCustomField {
+            name: "released".into(),
+            value: serde_json::Value::Bool(true)
+        })
+    );
+}
+
+#[test]
+fn secrets_never_print() {
+    let loaded = load_with(
+        None,
+        env(&[
+            ("PAYRULES_FILE_PATH", "-"),
+            (
+                "PAYRULES_RELEASE_WEBHOOK_URL",
+                "https://fulfil.example.com/hook",
+            ),
+            ("PAYRULES_RELEASE_WEBHOOK_SECRET", "whsec_dG9wc2VjcmV0"),
+            ("CTP_PROJECT_KEY", "shop"),
+            ("CTP_CLIENT_ID", "id"),
+            ("CTP_CLIENT_SECRET", "ctp-topsecret"),
+            (
+                "CTP_AUTH_URL",
+                "https://auth.europe-west1.gcp.commercetools.com",
+            ),
+            (
+                "CTP_API_URL",
+                "https://api.europe-west1.gcp.commercetools.com",
+            ),
+        ]),
+    )
+    .unwrap();
+    let shown = format!(
+        "{}\n{}\n{:?}\n{:?}",
+        loaded.file.to_masked_toml(),
+        loaded.describe(),
+        loaded.settings,
+        loaded.file
+    );
+    assert!(!shown.contains("topsecret"), "{shown}");
+    assert!(!shown.contains("dG9wc2VjcmV0"), "{shown}");
+    assert_eq!(
+        loaded.settings.commercetools.unwrap().checkout_url,
+        "https://checkout.europe-west1.gcp.commercetools.com"
+    );
+}
+
+#[test]
+fn secrets_come_from_files_trimmed_and_never_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("ctp-secret");
+    std::fs::write(&secret, "from-a-file\n").unwrap();
+    let url = dir.path().join("state-url");
+    std::fs::write(&url, "postgres://payrules:pg-pass@db:5432/payrules\r\n").unwrap();
+    let base = [
+        ("PAYRULES_FILE_PATH", "-"),
+        ("PAYRULES_DRY_RUN", "true"),
+        ("CTP_PROJECT_KEY", "shop"),
+        ("CTP_CLIENT_ID", "id"),
+        (
+            "CTP_AUTH_URL",
+            "https://auth.europe-west1.gcp.commercetools.com",
+        ),
+        (
+            "CTP_API_URL",
+            "https://api.europe-west1.gcp.commercetools.com",
+        ),
+    ];
+    let secret_path = secret.display().to_string();
+    let url_path = url.display().to_string();
+    let mut pairs = base.to_vec();
+    pairs.push(("CTP_CLIENT_SECRET_FILE", &secret_path));
+    pairs.push(("PAYRULES_STATE_URL_FILE", &url_path));
+    let loaded = load_with(None, env(&pairs)).unwrap();
+    assert_eq!(
+        loaded
+            .settings
+            .commercetools
+            .as_ref()
+            .unwrap()
+            .client_secret
+            .expose(),
+        "from-a-file"
+    );
+    assert_eq!(
+        loaded.settings.state_url,
+        "postgres://payrules:pg-pass@db:5432/payrules"
+    );
+    let described = loaded.describe();
+    assert!(
+        described.contains("commercetools.client_secret = \"****\"  # env CTP_CLIENT_SECRET_FILE"),
+        "{described}"
+    );
+    assert!(
+        described.contains(
+            "state.url = \"postgres://payrules:****@db:5432/payrules\"  # env PAYRULES_STATE_URL_FILE"
+        ),
+        "{described}"
+    );
+    assert!(
+        described.contains("worker.concurrency = 32  # default"),
+        "{described}"
+    );
+    assert!(!described.contains("pg-pass") && !described.contains("from-a-file"));
+
+    // Both forms set, and a file that does not exist: both named, no value shown.
+    let mut both = base.to_vec();
+    both.push(("CTP_CLIENT_SECRET", "direct-secret"));
+    both.push(("CTP_CLIENT_SECRET_FILE", &secret_path));
+    both.push((
+        "PAYRULES_RELEASE_WEBHOOK_SECRET_FILE",
+        "/nonexistent/webhook-secret",
+    ));
+    let err = load_with(None, env(&both)).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains(
+            "CTP_CLIENT_SECRET_FILE: set CTP_CLIENT_SECRET or CTP_CLIENT_SECRET_FILE, not both"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "PAYRULES_RELEASE_WEBHOOK_SECRET_FILE: cannot read \"/nonexistent/webhook-secret\""
+        ),
+        "{text}"
+    );
+    assert!(!text.contains("direct-secret") && !text.contains("from-a-file"));
+}
+
+#[test]
+fn a_webhook_must_be_https_unless_loopback_or_allowed() {
+    let with = |url: &str, extra: &[(&'static str, &'static str)]| {
+        let url = url.to_string();
+        let mut pairs: Vec<(&str, &str)> = vec![
+            ("PAYRULES_FILE_PATH", "-"),
+            ("PAYRULES_CANCEL_ENABLED", "false"),
+            ("PAYRULES_CANCEL_ON_ORDER_CANCELLED", "false"),
+            ("PAYRULES_RELEASE_WEBHOOK_SECRET", "s3cret"),
+        ];
+        pairs.extend_from_slice(extra);
+        let owned: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+            .chain([("PAYRULES_RELEASE_WEBHOOK_URL".to_string(), url)])
+            .collect();
+        load_with(None, move |k| {
+            owned.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+        })
+    };
+    assert!(with("https://fulfil.example.com/hook", &[]).is_ok());
+    assert!(with("http://127.0.0.1:8080/hook", &[]).is_ok());
+    assert!(with("http://localhost:8080/hook", &[]).is_ok());
+    assert!(with("http://[::1]:8080/hook", &[]).is_ok());
+    let err = with("http://fulfil.example.com/hook", &[])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("release.webhook_url (PAYRULES_RELEASE_WEBHOOK_URL): must be https://"),
+        "{err}"
+    );
+    assert!(
+        with(
+            "http://fulfil.internal/hook",
+            &[("PAYRULES_RELEASE_ALLOW_INSECURE_WEBHOOK", "true")]
+        )
+        .is_ok()
+    );
+    let err = with("https://x.example.com/h", &[])
+        .and_then(|_| {
+            load_with(
+                None,
+                env(&[
+                    ("PAYRULES_FILE_PATH", "-"),
+                    ("PAYRULES_DRY_RUN", "true"),
+                    ("PAYRULES_RELEASE_WEBHOOK_URL", "https://x.example.com/h"),
+                    ("PAYRULES_RELEASE_WEBHOOK_SECRET", "whsec_not*base64"),
+                ]),
+            )
+        })
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("secret 1 starts with whsec_ but the rest is not base64"),
+        "{err}"
+    );
+    assert!(!err.contains("not*base64"), "{err}");
+}
+
+#[test]
+fn type_errors_and_cross_option_problems_come_in_one_pass() {
+    let err = load_with(
+        None,
+        env(&[
+            ("PAYRULES_FILE_PATH", "-"),
+            ("PAYRULES_CONCURRENCY", "many"),
+            ("PAYRULES_HTTP_ADDR", "localhost:9464"),
+            ("PAYRULES_PROGRESS_INTERVAL", "often"),
+            ("CTP_PROJECT_KEY", "shop"),
+            ("CTP_CLIENT_ID", "id"),
+            ("CTP_CLIENT_SECRET", "x"),
+            ("CTP_AUTH_URL", "https://auth.example.com"),
+            (
+                "CTP_API_URL",
+                "https://api.eu-west-9.example.commercetools.com",
+            ),
+        ]),
+    )
+    .unwrap_err();
+    let places: Vec<&str> = err.0.iter().map(|p| p.place.as_str()).collect();
+    for expected in [
+        "PAYRULES_CONCURRENCY",
+        "http.addr (PAYRULES_HTTP_ADDR)",
+        "worker.progress_interval (PAYRULES_PROGRESS_INTERVAL)",
+        "commercetools.checkout_url (CTP_CHECKOUT_URL)",
+        "rules.release_for_fulfillment.enabled (PAYRULES_RELEASE_ENABLED)",
+    ] {
+        assert!(
+            places.contains(&expected),
+            "{expected} missing from {places:?}"
+        );
+    }
+    // The cancel rules have a client here, so they are not reported.
+    assert!(
+        !places
+            .iter()
+            .any(|p| p.contains("cancel_orphaned_authorization"))
+    );
+}
+
+#[test]
+fn checkout_is_derived_for_its_regions_only() {
+    assert_eq!(
+        derive_checkout_url("https://api.us-east-2.aws.commercetools.com/").as_deref(),
+        Some("https://checkout.us-east-2.aws.commercetools.com")
+    );
+    assert_eq!(
+        derive_checkout_url("https://api.eu-west-9.gcp.commercetools.com"),
+        None
+    );
+    assert_eq!(derive_checkout_url("http://127.0.0.1:8989"), None);
+}
+
+#[test]
+fn url_passwords_are_masked() {
+    assert_eq!(
+        mask_url_password("postgres://u:p@h:5432/db?sslmode=require"),
+        "postgres://u:****@h:5432/db?sslmode=require"
+    );
+    assert_eq!(mask_url_password("postgres://u@h/db"), "postgres://u@h/db");
+    assert_eq!(
+        mask_url_password("sqlite:///var/x.db"),
+        "sqlite:///var/x.db"
+    );
+    assert_eq!(mask_url_password("https://h/p@q"), "https://h/p@q");
+}

@@ -1,0 +1,551 @@
+//! Validation: every check that `run` and `check-config` make, returning every problem.
+
+#[allow(clippy::wildcard_imports)]
+use super::*;
+
+/// Parses `10m`, `2s`, `1h 30m`, `500ms`.
+///
+/// # Errors
+/// A message naming the value.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim())
+        .map_err(|e| format!("{s:?} is not a duration such as \"10m\" or \"2s\" ({e})"))
+}
+
+pub(crate) fn place(spec_path: &[&str]) -> String {
+    let spec = OPTIONS.iter().find(|o| o.path == spec_path);
+    match spec {
+        Some(s) => format!("{} ({})", s.dotted(), s.env),
+        None => spec_path.join("."),
+    }
+}
+
+pub(crate) fn http_url(value: &str, at: &[&str], problems: &mut Vec<Problem>) -> String {
+    let trimmed = value.trim().trim_end_matches('/').to_string();
+    if !(trimmed.starts_with("http://") || trimmed.starts_with("https://")) || trimmed.len() < 10 {
+        problems.push(Problem {
+            place: place(at),
+            message: format!("{value:?} is not an http(s) URL"),
+        });
+    }
+    trimmed
+}
+
+/// The regions Checkout serves (its API reference's hosts).
+pub const CHECKOUT_REGIONS: &[&str] = &[
+    "europe-west1.gcp",
+    "eu-central-1.aws",
+    "us-central1.gcp",
+    "us-east-2.aws",
+    "australia-southeast1.gcp",
+];
+
+/// `https://api.europe-west1.gcp.commercetools.com` → `https://checkout.europe-west1.gcp.commercetools.com`,
+/// for the regions Checkout serves only; anything else has no Checkout host to guess.
+pub fn derive_checkout_url(api_url: &str) -> Option<String> {
+    let region = api_url
+        .trim_end_matches('/')
+        .strip_prefix("https://api.")?
+        .strip_suffix(".commercetools.com")?;
+    CHECKOUT_REGIONS
+        .contains(&region)
+        .then(|| format!("https://checkout.{region}.commercetools.com"))
+}
+
+/// Whether `url`'s host is this machine (an `http://` webhook there is fine).
+fn is_loopback_url(url: &str) -> bool {
+    let Some((_, rest)) = url.split_once("://") else {
+        return false;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host_port = authority.rsplit('@').next().unwrap_or("");
+    let host = if let Some(v6) = host_port.strip_prefix('[') {
+        v6.split(']').next().unwrap_or("")
+    } else {
+        host_port.split(':').next().unwrap_or("")
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+impl FileConfig {
+    /// Validates and builds the runtime settings.
+    ///
+    /// # Errors
+    /// Every problem found, at once.
+    pub fn build(&self) -> Result<Settings, ConfigErrors> {
+        let mut problems = Vec::new();
+        let source = match self.source.as_str() {
+            "file" => match &self.file.path {
+                Some(p) if !p.trim().is_empty() => Some(SourceSettings::File {
+                    path: PathBuf::from(p),
+                }),
+                _ => {
+                    problems.push(Problem {
+                        place: place(&["file", "path"]),
+                        message: "required when the source is file".into(),
+                    });
+                    None
+                }
+            },
+            "pubsub" => match &self.pubsub.subscription {
+                Some(s) if is_subscription_name(s) => {
+                    Some(SourceSettings::Pubsub(PubsubSettings {
+                        subscription: s.clone(),
+                        streams: self.pubsub.streams.max(1) as usize,
+                        max_outstanding_messages: i64::from(self.pubsub.max_outstanding_messages),
+                        max_outstanding_bytes: i64::from(self.pubsub.max_outstanding_bytes),
+                        dead_letter_topic: self
+                            .pubsub
+                            .dead_letter_topic
+                            .clone()
+                            .filter(|t| !t.trim().is_empty()),
+                    }))
+                }
+                Some(s) => {
+                    problems.push(Problem {
+                        place: place(&["pubsub", "subscription"]),
+                        message: format!("{s:?} is not of the form projects/P/subscriptions/S"),
+                    });
+                    None
+                }
+                None => {
+                    problems.push(Problem {
+                        place: place(&["pubsub", "subscription"]),
+                        message: "required when the source is pubsub".into(),
+                    });
+                    None
+                }
+            },
+            "sqs" => match &self.sqs.queue_url {
+                Some(u) => Some(SourceSettings::Sqs(SqsSettings {
+                    queue_url: http_url(u, &["sqs", "queue_url"], &mut problems),
+                    pollers: self.sqs.pollers.max(1) as usize,
+                    visibility_timeout: self.duration(
+                        &self.sqs.visibility_timeout,
+                        &["sqs", "visibility_timeout"],
+                        &mut problems,
+                    ),
+                    dead_letter_queue_url: self
+                        .sqs
+                        .dead_letter_queue_url
+                        .as_deref()
+                        .filter(|u| !u.trim().is_empty())
+                        .map(|u| http_url(u, &["sqs", "dead_letter_queue_url"], &mut problems)),
+                })),
+                None => {
+                    problems.push(Problem {
+                        place: place(&["sqs", "queue_url"]),
+                        message: "required when the source is sqs".into(),
+                    });
+                    None
+                }
+            },
+            other => {
+                problems.push(Problem {
+                    place: place(&["source"]),
+                    message: format!("{other:?} is not one of file, pubsub, sqs"),
+                });
+                None
+            }
+        };
+
+        let grace_path = ["rules", "cancel_orphaned_authorization", "grace_period"];
+        let grace_period = self.duration(
+            &self.rules.cancel_orphaned_authorization.grace_period,
+            &grace_path,
+            &mut problems,
+        );
+        let capture_on = self.capture_on(&mut problems);
+        let shutdown_timeout = self.duration(
+            &self.worker.shutdown_timeout,
+            &["worker", "shutdown_timeout"],
+            &mut problems,
+        );
+        let claim_lease = self.duration(
+            &self.state.claim_lease,
+            &["state", "claim_lease"],
+            &mut problems,
+        );
+        let retry_delay = self.duration(
+            &self.worker.retry_delay,
+            &["worker", "retry_delay"],
+            &mut problems,
+        );
+
+        if !(self.state.url.starts_with("sqlite:")
+            || self.state.url.starts_with("postgres://")
+            || self.state.url.starts_with("postgresql://")
+            || self.state.url == "memory:")
+        {
+            problems.push(Problem {
+                place: place(&["state", "url"]),
+                message: format!(
+                    "{:?} is not a sqlite://PATH, postgres://… or memory: URL",
+                    self.state.url
+                ),
+            });
+        }
+
+        let webhook = match (&self.release.webhook_url, &self.release.webhook_secret) {
+            (Some(url), Some(secret)) if !secret.expose().trim().is_empty() => {
+                let url = http_url(url, &["release", "webhook_url"], &mut problems);
+                if url.starts_with("http://")
+                    && !is_loopback_url(&url)
+                    && !self.release.allow_insecure_webhook
+                {
+                    problems.push(Problem {
+                        place: place(&["release", "webhook_url"]),
+                        message: "must be https:// (releases and their signatures would travel in clear text); set release.allow_insecure_webhook = true to allow http:// to a host that is not loopback".into(),
+                    });
+                }
+                // Several secrets (whitespace-separated) rotate: each signs every delivery.
+                let secrets: Vec<Secret> = secret
+                    .expose()
+                    .split_whitespace()
+                    .map(Secret::new)
+                    .collect();
+                for (i, s) in secrets.iter().enumerate() {
+                    if let Some(b64) = s.expose().strip_prefix("whsec_")
+                        && base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b64)
+                            .is_err()
+                    {
+                        problems.push(Problem {
+                            place: place(&["release", "webhook_secret"]),
+                            message: format!(
+                                "secret {} starts with whsec_ but the rest is not base64",
+                                i + 1
+                            ),
+                        });
+                    }
+                }
+                Some(WebhookSettings { url, secrets })
+            }
+            (Some(_), _) => {
+                problems.push(Problem {
+                    place: place(&["release", "webhook_secret"]),
+                    message: "required when a webhook URL is set: receivers verify the signature"
+                        .into(),
+                });
+                None
+            }
+            (None, Some(_)) => {
+                problems.push(Problem {
+                    place: place(&["release", "webhook_url"]),
+                    message: "a webhook secret is set but no webhook URL".into(),
+                });
+                None
+            }
+            (None, None) => None,
+        };
+
+        let commercetools = self.commercetools_settings(&mut problems);
+        let order_update = self.order_update(&mut problems);
+        if order_update.is_some() && commercetools.is_none() {
+            problems.push(Problem {
+                place: place(&["release", "order_update"]),
+                message: "needs the commercetools client (CTP_PROJECT_KEY, CTP_CLIENT_ID, CTP_CLIENT_SECRET, CTP_AUTH_URL, CTP_API_URL)".into(),
+            });
+        }
+        let intent = self.cancel.payment_intent_action.trim().to_string();
+        if intent != "cancelPayment" && intent != "reversePayment" {
+            problems.push(Problem {
+                place: place(&["cancel", "payment_intent_action"]),
+                message: format!("{intent:?} is not cancelPayment or reversePayment"),
+            });
+        }
+
+        if self.worker.concurrency == 0 {
+            problems.push(Problem {
+                place: place(&["worker", "concurrency"]),
+                message: "must be at least 1".into(),
+            });
+        }
+        let progress_interval = self.duration(
+            &self.worker.progress_interval,
+            &["worker", "progress_interval"],
+            &mut problems,
+        );
+        let http_addr = self.http.addr.as_deref().map(str::trim).filter(|a| !a.is_empty()).and_then(|a| {
+            match a.parse::<std::net::SocketAddr>() {
+                Ok(addr) => Some(addr),
+                Err(_) => {
+                    problems.push(Problem {
+                        place: place(&["http", "addr"]),
+                        message: format!("{a:?} is not HOST:PORT with an IP address, e.g. 0.0.0.0:9464 or 127.0.0.1:9464"),
+                    });
+                    None
+                }
+            }
+        });
+
+        // What the executors need, checked here so `check-config` finds it before `run` does.
+        if !self.dry_run {
+            let r = &self.rules;
+            if r.release_for_fulfillment.enabled
+                && self.release.webhook_url.is_none()
+                && self.release.order_update.is_none()
+            {
+                problems.push(Problem {
+                    place: place(&["rules", "release_for_fulfillment", "enabled"]),
+                    message: "releases have nowhere to go: set PAYRULES_RELEASE_WEBHOOK_URL and/or release.order_update, disable the rule, or set PAYRULES_DRY_RUN=true".into(),
+                });
+            }
+            if commercetools.is_none() {
+                for (on, path) in [
+                    (
+                        r.cancel_orphaned_authorization.enabled,
+                        ["rules", "cancel_orphaned_authorization", "enabled"],
+                    ),
+                    (
+                        r.cancel_on_order_cancelled.enabled,
+                        ["rules", "cancel_on_order_cancelled", "enabled"],
+                    ),
+                    (
+                        r.capture_on_shipment.enabled,
+                        ["rules", "capture_on_shipment", "enabled"],
+                    ),
+                ] {
+                    if on {
+                        problems.push(Problem {
+                            place: place(&path),
+                            message: "cancels and captures need the commercetools client: set the CTP_* variables, disable the rule, or set PAYRULES_DRY_RUN=true".into(),
+                        });
+                    }
+                }
+            }
+        }
+
+        if self.worker.max_deliveries == 0 {
+            problems.push(Problem {
+                place: place(&["worker", "max_deliveries"]),
+                message: "must be at least 1".into(),
+            });
+        }
+
+        match (problems.is_empty(), source) {
+            (true, Some(source)) => Ok(Settings {
+                source,
+                dry_run: self.dry_run,
+                state_url: self.state.url.clone(),
+                claim_lease,
+                rules: self.rules_with(grace_period, capture_on),
+                webhook,
+                order_update,
+                payment_intent_action: intent,
+                commercetools,
+                worker: WorkerSettings {
+                    concurrency: self.worker.concurrency as usize,
+                    max_deliveries: self.worker.max_deliveries,
+                    shutdown_timeout,
+                    retry_delay,
+                    progress_interval,
+                },
+                http_addr,
+            }),
+            _ => Err(ConfigErrors(problems)),
+        }
+    }
+
+    /// Only the rule settings (what `replay` needs).
+    ///
+    /// # Errors
+    /// A grace period that is not a duration.
+    pub fn rules(&self) -> Result<Rules, ConfigErrors> {
+        let mut problems = Vec::new();
+        let grace_period = self.duration(
+            &self.rules.cancel_orphaned_authorization.grace_period,
+            &["rules", "cancel_orphaned_authorization", "grace_period"],
+            &mut problems,
+        );
+        let capture_on = self.capture_on(&mut problems);
+        if !problems.is_empty() {
+            return Err(ConfigErrors(problems));
+        }
+        Ok(self.rules_with(grace_period, capture_on))
+    }
+
+    /// `rules.capture_on_shipment.on`: Shipped or Delivered.
+    fn capture_on(&self, problems: &mut Vec<Problem>) -> ShipmentState {
+        let on = &self.rules.capture_on_shipment.on;
+        match ShipmentState::parse(on) {
+            s @ (ShipmentState::Shipped | ShipmentState::Delivered) => s,
+            _ => {
+                problems.push(Problem {
+                    place: place(&["rules", "capture_on_shipment", "on"]),
+                    message: format!("{on:?} is not Shipped or Delivered"),
+                });
+                ShipmentState::Shipped
+            }
+        }
+    }
+
+    fn rules_with(&self, grace_period: Duration, capture_on: ShipmentState) -> Rules {
+        let r = &self.rules.release_for_fulfillment;
+        Rules {
+            release: ReleaseRule {
+                enabled: r.enabled,
+                also_on_charge: r.also_on_charge,
+                require_full_coverage: r.require_full_coverage,
+            },
+            cancel: CancelRule {
+                enabled: self.rules.cancel_orphaned_authorization.enabled,
+                grace_period,
+            },
+            cancel_on_order_cancelled: OrderCancelledRule {
+                enabled: self.rules.cancel_on_order_cancelled.enabled,
+            },
+            capture: CaptureRule {
+                enabled: self.rules.capture_on_shipment.enabled,
+                on: capture_on,
+            },
+        }
+    }
+
+    fn duration(&self, value: &str, at: &[&str], problems: &mut Vec<Problem>) -> Duration {
+        parse_duration(value).unwrap_or_else(|message| {
+            problems.push(Problem {
+                place: place(at),
+                message,
+            });
+            Duration::ZERO
+        })
+    }
+
+    fn order_update(&self, problems: &mut Vec<Problem>) -> Option<OrderUpdate> {
+        let r = &self.release;
+        let kind = r.order_update.as_deref()?.trim();
+        let mut need = |v: &Option<String>, name: &'static str| -> Option<String> {
+            match v.as_deref().map(str::trim) {
+                Some(s) if !s.is_empty() => Some(s.to_string()),
+                _ => {
+                    problems.push(Problem {
+                        place: place(&["release", name]),
+                        message: format!("required when release.order_update is {kind}"),
+                    });
+                    None
+                }
+            }
+        };
+        match kind {
+            "transitionState" => need(&r.state_key, "state_key")
+                .map(|state_key| OrderUpdate::TransitionState { state_key }),
+            "changeOrderState" => need(&r.order_state, "order_state")
+                .map(|order_state| OrderUpdate::ChangeOrderState { order_state }),
+            "changeShipmentState" => need(&r.shipment_state, "shipment_state")
+                .map(|shipment_state| OrderUpdate::ChangeShipmentState { shipment_state }),
+            "setCustomField" => {
+                let name = need(&r.custom_field_name, "custom_field_name");
+                let value = need(&r.custom_field_value, "custom_field_value");
+                Some(OrderUpdate::SetCustomField {
+                    name: name?,
+                    value: value.map(|v| {
+                        serde_json::from_str(&v).unwrap_or(serde_json::Value::String(v))
+                    })?,
+                })
+            }
+            other => {
+                problems.push(Problem {
+                    place: place(&["release", "order_update"]),
+                    message: format!(
+                        "{other:?} is not one of transitionState, changeOrderState, changeShipmentState, setCustomField"
+                    ),
+                });
+                None
+            }
+        }
+    }
+
+    fn commercetools_settings(&self, problems: &mut Vec<Problem>) -> Option<CommercetoolsSettings> {
+        let c = &self.commercetools;
+        let any = c.project_key.is_some()
+            || c.client_id.is_some()
+            || c.client_secret.is_some()
+            || c.api_url.is_some()
+            || c.auth_url.is_some();
+        if !any {
+            return None;
+        }
+        let mut required = |v: &Option<String>, name: &'static str| -> String {
+            match v {
+                Some(s) if !s.trim().is_empty() => s.trim().to_string(),
+                _ => {
+                    problems.push(Problem {
+                        place: place(&["commercetools", name]),
+                        message: "required when any commercetools option is set".into(),
+                    });
+                    String::new()
+                }
+            }
+        };
+        let project_key = required(&c.project_key, "project_key");
+        let client_id = required(&c.client_id, "client_id");
+        let auth_url = required(&c.auth_url, "auth_url");
+        let api_url = required(&c.api_url, "api_url");
+        let client_secret = match &c.client_secret {
+            Some(s) if !s.expose().is_empty() => s.clone(),
+            _ => {
+                problems.push(Problem {
+                    place: place(&["commercetools", "client_secret"]),
+                    message: "required when any commercetools option is set".into(),
+                });
+                Secret::default()
+            }
+        };
+        let auth_url = if auth_url.is_empty() {
+            auth_url
+        } else {
+            http_url(&auth_url, &["commercetools", "auth_url"], problems)
+        };
+        let api_url = if api_url.is_empty() {
+            api_url
+        } else {
+            http_url(&api_url, &["commercetools", "api_url"], problems)
+        };
+        let checkout_url = match &c.checkout_url {
+            Some(u) => http_url(u, &["commercetools", "checkout_url"], problems),
+            None => match derive_checkout_url(&api_url) {
+                Some(u) => u,
+                None => {
+                    if !api_url.is_empty() {
+                        problems.push(Problem {
+                            place: place(&["commercetools", "checkout_url"]),
+                            message: format!(
+                                "cannot be derived from {api_url:?}: Checkout is served in {} only; set CTP_CHECKOUT_URL",
+                                CHECKOUT_REGIONS.join(", ")
+                            ),
+                        });
+                    }
+                    String::new()
+                }
+            },
+        };
+        let timeout = self.duration(&c.timeout, &["commercetools", "timeout"], problems);
+        Some(CommercetoolsSettings {
+            timeout,
+            project_key,
+            client_id,
+            client_secret,
+            auth_url,
+            api_url,
+            scopes: c.scopes.clone().filter(|s| !s.trim().is_empty()),
+            checkout_url,
+        })
+    }
+
+    /// The effective configuration as TOML, secrets masked (`payrules check-config`).
+    pub fn to_masked_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_else(|e| format!("# cannot print the configuration: {e}\n"))
+    }
+}
+
+pub(crate) fn is_subscription_name(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('/').collect();
+    parts.len() == 4
+        && parts[0] == "projects"
+        && parts[2] == "subscriptions"
+        && !parts[1].is_empty()
+        && !parts[3].is_empty()
+}

@@ -1,0 +1,184 @@
+//! The Prometheus metrics: every name, its kind and help text live here, and only here.
+
+use std::time::Duration;
+
+use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// A metric's kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricKind {
+    /// Only goes up.
+    Counter,
+    /// Goes up and down.
+    Gauge,
+    /// Observations in buckets.
+    Histogram,
+}
+
+/// One metric payrules exports.
+#[derive(Debug, Clone, Copy)]
+pub struct MetricSpec {
+    /// The Prometheus name.
+    pub name: &'static str,
+    /// Its kind.
+    pub kind: MetricKind,
+    /// Its labels.
+    pub labels: &'static [&'static str],
+    /// What it measures (the `# HELP` line and the README's metrics table).
+    pub help: &'static str,
+}
+
+/// Messages settled, by source and outcome.
+pub const MESSAGES_TOTAL: &str = "payrules_messages_total";
+/// Actions finished, by action and outcome.
+pub const ACTIONS_TOTAL: &str = "payrules_actions_total";
+/// Messages being worked on.
+pub const IN_FLIGHT: &str = "payrules_in_flight";
+/// Grace-period timers not yet fired.
+pub const TIMERS_PENDING: &str = "payrules_timers_pending";
+/// now − createdAt of each message when received.
+pub const MESSAGE_AGE: &str = "payrules_message_age_seconds";
+/// How long each effect took.
+pub const EFFECT_DURATION: &str = "payrules_effect_duration_seconds";
+/// Requests to the commercetools APIs, by method and status.
+pub const CT_REQUESTS: &str = "payrules_commercetools_requests_total";
+/// Always 1, labelled with the version.
+pub const BUILD_INFO: &str = "payrules_build_info";
+/// 1 while the source receives, 0 while it cannot reach its broker.
+pub const SOURCE_CONNECTED: &str = "payrules_source_connected";
+/// 1 while the state store answers, 0 while it does not.
+pub const STORE_READY: &str = "payrules_store_ready";
+
+/// Every metric, for the `# HELP` lines and the README's table.
+pub const METRICS: &[MetricSpec] = &[
+    MetricSpec {
+        name: MESSAGES_TOTAL,
+        kind: MetricKind::Counter,
+        labels: &["source", "outcome"],
+        help: "Messages settled; outcome: acked, retried, parked, duplicate, test_notification.",
+    },
+    MetricSpec {
+        name: ACTIONS_TOTAL,
+        kind: MetricKind::Counter,
+        labels: &["action", "outcome"],
+        help: "Actions finished; outcome: done, failed (transient or permanent), skipped (already in the ledger or no longer applies).",
+    },
+    MetricSpec {
+        name: IN_FLIGHT,
+        kind: MetricKind::Gauge,
+        labels: &[],
+        help: "Messages being decided and executed now.",
+    },
+    MetricSpec {
+        name: TIMERS_PENDING,
+        kind: MetricKind::Gauge,
+        labels: &[],
+        help: "Grace-period timers scheduled and not yet fired.",
+    },
+    MetricSpec {
+        name: MESSAGE_AGE,
+        kind: MetricKind::Histogram,
+        labels: &[],
+        help: "Seconds between a message's createdAt and its receipt: the lag behind commercetools.",
+    },
+    MetricSpec {
+        name: EFFECT_DURATION,
+        kind: MetricKind::Histogram,
+        labels: &["effect"],
+        help: "Seconds an effect (webhook, order update, cancel, capture) took, retries included.",
+    },
+    MetricSpec {
+        name: CT_REQUESTS,
+        kind: MetricKind::Counter,
+        labels: &["method", "status"],
+        help: "Requests to commercetools (API, auth, Checkout); status is the HTTP status or \"error\" for a transport failure.",
+    },
+    MetricSpec {
+        name: BUILD_INFO,
+        kind: MetricKind::Gauge,
+        labels: &["version"],
+        help: "Always 1; the label carries the running version.",
+    },
+    MetricSpec {
+        name: SOURCE_CONNECTED,
+        kind: MetricKind::Gauge,
+        labels: &["source"],
+        help: "1 while the source receives from its broker, 0 while it cannot.",
+    },
+    MetricSpec {
+        name: STORE_READY,
+        kind: MetricKind::Gauge,
+        labels: &[],
+        help: "1 while the state store is open and answering, 0 otherwise.",
+    },
+];
+
+/// Bucket bounds (seconds) for the message age: from sub-second delivery to a day's backlog.
+const AGE_BUCKETS: &[f64] = &[
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 21600.0, 86400.0,
+];
+
+/// Bucket bounds (seconds) for effect durations: one HTTP call to a few retries.
+const DURATION_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// Installs the process-wide Prometheus recorder and describes every metric. Until this is
+/// called, recording a metric costs next to nothing and goes nowhere (replay, tests).
+///
+/// # Errors
+/// A recorder is already installed.
+pub fn install() -> Result<PrometheusHandle, BuildError> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Full(MESSAGE_AGE.into()), AGE_BUCKETS)?
+        .set_buckets_for_metric(Matcher::Full(EFFECT_DURATION.into()), DURATION_BUCKETS)?
+        .install_recorder()?;
+    for m in METRICS {
+        match m.kind {
+            MetricKind::Counter => metrics::describe_counter!(m.name, m.help),
+            MetricKind::Gauge => metrics::describe_gauge!(m.name, m.help),
+            MetricKind::Histogram => metrics::describe_histogram!(m.name, m.help),
+        }
+    }
+    metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    metrics::gauge!(IN_FLIGHT).set(0.0);
+    metrics::gauge!(TIMERS_PENDING).set(0.0);
+    metrics::gauge!(STORE_READY).set(0.0);
+    Ok(handle)
+}
+
+/// Histograms keep raw samples until upkeep folds them into buckets: run it now and then.
+pub async fn upkeep(handle: PrometheusHandle, every: Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        handle.run_upkeep();
+    }
+}
+
+/// The README's metrics table, generated from [`METRICS`] (a test keeps the README in step).
+pub fn markdown_table() -> String {
+    let mut out = String::from("| Metric | Type | Labels | Meaning |\n|---|---|---|---|\n");
+    for m in METRICS {
+        let kind = match m.kind {
+            MetricKind::Counter => "counter",
+            MetricKind::Gauge => "gauge",
+            MetricKind::Histogram => "histogram",
+        };
+        out.push_str(&format!(
+            "| `{}` | {} | {} | {} |\n",
+            m.name,
+            kind,
+            if m.labels.is_empty() {
+                "—".to_string()
+            } else {
+                m.labels
+                    .iter()
+                    .map(|l| format!("`{l}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            },
+            m.help
+        ));
+    }
+    out
+}

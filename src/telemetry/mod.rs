@@ -1,0 +1,250 @@
+//! Telemetry: the worker's logic emits small typed events; this module turns each into its
+//! log line, its metrics and the probes' state. Metric names live in [`metrics`] only.
+//!
+//! - [`metrics`]: the Prometheus names, the recorder, the README table.
+//! - [`status`]: liveness and readiness, read by the HTTP port.
+//! - [`http`]: `/metrics`, `/healthz`, `/readyz`.
+//! - [`logging`]: the log subscriber (`PAYRULES_LOG_FORMAT`, `PAYRULES_LOG`, `RUST_LOG`).
+
+use std::time::Duration;
+
+use tracing::{error, info, warn};
+
+use crate::action::ActionKind;
+
+pub mod http;
+pub mod logging;
+pub mod metrics;
+pub mod status;
+
+pub use status::{Readiness, status};
+
+use self::metrics as names;
+
+/// How a message was settled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageOutcome {
+    /// Done: acked.
+    Acked,
+    /// Nacked for a later retry.
+    Retried,
+    /// Parked as poison.
+    Parked,
+    /// A redelivery of a message already processed: acked without work.
+    Duplicate,
+    /// commercetools' subscription test notification: acked.
+    TestNotification,
+}
+
+impl MessageOutcome {
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageOutcome::Acked => "acked",
+            MessageOutcome::Retried => "retried",
+            MessageOutcome::Parked => "parked",
+            MessageOutcome::Duplicate => "duplicate",
+            MessageOutcome::TestNotification => "test_notification",
+        }
+    }
+}
+
+/// A message reached its end in the worker (logged where the reason is known).
+#[derive(Debug, Clone, Copy)]
+pub struct MessageSettled {
+    /// The source's name (`pubsub`, `sqs`, `file`, …).
+    pub source: &'static str,
+    /// How.
+    pub outcome: MessageOutcome,
+}
+
+impl MessageSettled {
+    /// Counts it and marks progress.
+    pub fn emit(self) {
+        ::metrics::counter!(names::MESSAGES_TOTAL, "source" => self.source, "outcome" => self.outcome.as_str())
+            .increment(1);
+        status().progress();
+    }
+}
+
+/// A message was received and decoded; `age` is now − its createdAt.
+#[derive(Debug, Clone, Copy)]
+pub struct MessageReceived {
+    /// The lag behind commercetools, when the message says when it was created.
+    pub age: Option<Duration>,
+}
+
+impl MessageReceived {
+    /// Records the lag.
+    pub fn emit(self) {
+        if let Some(age) = self.age {
+            ::metrics::histogram!(names::MESSAGE_AGE).record(age.as_secs_f64());
+        }
+    }
+}
+
+/// Messages being worked on changed.
+#[derive(Debug, Clone, Copy)]
+pub struct InFlight(pub usize);
+
+impl InFlight {
+    /// Sets the gauge and the probes' count.
+    pub fn emit(self) {
+        // usize → f64 is exact far beyond any concurrency setting.
+        #[allow(clippy::cast_precision_loss)]
+        ::metrics::gauge!(names::IN_FLIGHT).set(self.0 as f64);
+        status().set_in_flight(self.0);
+    }
+}
+
+/// The timers still pending in the store.
+#[derive(Debug, Clone, Copy)]
+pub struct TimersPending(pub u64);
+
+impl TimersPending {
+    /// Sets the gauge.
+    pub fn emit(self) {
+        #[allow(clippy::cast_precision_loss)]
+        ::metrics::gauge!(names::TIMERS_PENDING).set(self.0 as f64);
+    }
+}
+
+/// How an action ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActionOutcome {
+    /// Executed and recorded done.
+    Done,
+    /// Failed, transiently (will retry) or permanently.
+    Failed,
+    /// Not run: already in the ledger, or it no longer applies.
+    Skipped,
+}
+
+impl ActionOutcome {
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActionOutcome::Done => "done",
+            ActionOutcome::Failed => "failed",
+            ActionOutcome::Skipped => "skipped",
+        }
+    }
+}
+
+/// An action finished.
+#[derive(Debug, Clone, Copy)]
+pub struct ActionFinished<'a> {
+    /// What it was.
+    pub action: ActionKind,
+    /// Its idempotency key.
+    pub key: &'a str,
+    /// How it ended.
+    pub outcome: ActionOutcome,
+    /// How long its effect took (`None` when it was not executed).
+    pub elapsed: Option<Duration>,
+    /// What the effect or the ledger said.
+    pub detail: &'a str,
+}
+
+impl ActionFinished<'_> {
+    /// Logs it, counts it, records the effect's duration.
+    pub fn emit(self) {
+        let action = self.action.as_str();
+        ::metrics::counter!(names::ACTIONS_TOTAL, "action" => action, "outcome" => self.outcome.as_str())
+            .increment(1);
+        if let Some(elapsed) = self.elapsed {
+            ::metrics::histogram!(names::EFFECT_DURATION, "effect" => action)
+                .record(elapsed.as_secs_f64());
+        }
+        let ms = self.elapsed.map(|e| e.as_millis());
+        match self.outcome {
+            ActionOutcome::Done => {
+                info!(key = %self.key, action, elapsed_ms = ms, effect = %self.detail, "action done");
+            }
+            ActionOutcome::Skipped => {
+                info!(key = %self.key, action, reason = %self.detail, "action not run");
+            }
+            ActionOutcome::Failed => {
+                warn!(key = %self.key, action, elapsed_ms = ms, error = %self.detail, "action failed");
+            }
+        }
+    }
+}
+
+/// One HTTP request to commercetools (API, auth or Checkout).
+#[derive(Debug, Clone, Copy)]
+pub struct CommercetoolsRequest<'a> {
+    /// `GET`, `POST`, …
+    pub method: &'a str,
+    /// The response status; `None` for a transport failure.
+    pub status: Option<u16>,
+}
+
+impl CommercetoolsRequest<'_> {
+    /// Counts it.
+    pub fn emit(self) {
+        let status = self
+            .status
+            .map_or_else(|| "error".to_string(), |s| s.to_string());
+        ::metrics::counter!(names::CT_REQUESTS, "method" => self.method.to_string(), "status" => status)
+            .increment(1);
+    }
+}
+
+/// The source could or could not reach its broker. Logged once per change of state, not per
+/// attempt.
+#[derive(Debug, Clone)]
+pub struct SourceState<'a> {
+    /// The source's name.
+    pub source: &'static str,
+    /// `Ok` when receiving works; the error otherwise.
+    pub result: Result<(), &'a str>,
+}
+
+impl SourceState<'_> {
+    /// Updates readiness and the gauge; logs a change.
+    pub fn emit(self) {
+        let (readiness, value) = match self.result {
+            Ok(()) => (Readiness::Ready, 1.0),
+            Err(e) => (Readiness::Unavailable(e.to_string()), 0.0),
+        };
+        ::metrics::gauge!(names::SOURCE_CONNECTED, "source" => self.source).set(value);
+        status().progress();
+        if status().set_source(readiness) {
+            match self.result {
+                Ok(()) => info!(source = self.source, "source connected"),
+                Err(e) => {
+                    error!(
+                        source = self.source,
+                        error = e,
+                        "source cannot receive; retrying"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// The state store answered, or failed.
+#[derive(Debug, Clone)]
+pub struct StoreState<'a> {
+    /// `Ok` when it answers; the error otherwise.
+    pub result: Result<(), &'a str>,
+}
+
+impl StoreState<'_> {
+    /// Updates readiness and the gauge; logs a change.
+    pub fn emit(self) {
+        let (readiness, value) = match self.result {
+            Ok(()) => (Readiness::Ready, 1.0),
+            Err(e) => (Readiness::Unavailable(e.to_string()), 0.0),
+        };
+        ::metrics::gauge!(names::STORE_READY).set(value);
+        if status().set_store(readiness) {
+            match self.result {
+                Ok(()) => info!("state store ready"),
+                Err(e) => error!(error = e, "state store unavailable; retrying"),
+            }
+        }
+    }
+}

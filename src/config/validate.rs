@@ -25,7 +25,7 @@ pub(crate) fn http_url(value: &str, at: &[&str], problems: &mut Vec<Problem>) ->
     if !(trimmed.starts_with("http://") || trimmed.starts_with("https://")) || trimmed.len() < 10 {
         problems.push(Problem {
             place: place(at),
-            message: format!("{value:?} is not an http(s) URL"),
+            message: format!("{:?} is not an http(s) URL", mask_url_password(value)),
         });
     }
     trimmed
@@ -184,7 +184,7 @@ impl FileConfig {
                 place: place(&["state", "url"]),
                 message: format!(
                     "{:?} is not a sqlite://PATH, postgres://… or memory: URL",
-                    self.state.url
+                    mask_url_password(&self.state.url)
                 ),
             });
         }

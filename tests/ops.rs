@@ -408,7 +408,8 @@ fn check_config_rejects_what_run_rejects() {
         ),
         ("PAYRULES_RELEASE_WEBHOOK_SECRET", "whsec_aHVudGVyMg=="),
     ];
-    let cases: Vec<(&str, Vec<(&str, &str)>, &str)> = vec![
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: Vec<Case> = vec![
         (
             "cancels without the commercetools client",
             [base, hook].concat(),

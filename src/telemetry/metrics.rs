@@ -182,3 +182,39 @@ pub fn markdown_table() -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_readme_table_is_the_generated_one() {
+        let readme = include_str!("../../README.md");
+        let start = readme
+            .find("<!-- metrics-table:start -->\n")
+            .expect("README has the metrics table markers");
+        let end = readme
+            .find("<!-- metrics-table:end -->")
+            .expect("README has the metrics table end marker");
+        let shown = &readme[start + "<!-- metrics-table:start -->\n".len()..end];
+        assert_eq!(
+            shown,
+            markdown_table(),
+            "regenerate the README table from METRICS"
+        );
+    }
+
+    #[test]
+    fn names_are_prometheus_names_and_unique() {
+        let mut seen = std::collections::BTreeSet::new();
+        for m in METRICS {
+            assert!(m.name.starts_with("payrules_"), "{}", m.name);
+            assert!(
+                m.name.chars().all(|c| c.is_ascii_lowercase() || c == '_'),
+                "{}",
+                m.name
+            );
+            assert!(seen.insert(m.name), "{} twice", m.name);
+        }
+    }
+}

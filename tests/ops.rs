@@ -531,3 +531,83 @@ fn check_config_rejects_what_run_rejects() {
     );
     assert!(!text.contains("hunter2"), "{text}");
 }
+
+/// `check-config --connect` tries the store, the queue, a token with its scopes and the
+/// Checkout host; each failure is named and turns the exit status to 1. The auth server is a
+/// stub: commercetools-mock answers every token request with the scope `todo`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_config_connect_tries_each_dependency() {
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    let fauxqs = peers::shared_fauxqs().await;
+    let queue = peers::sqs_create_queue(fauxqs, &peers::unique_name("connect"), &[]).await;
+    let database = fresh_database().await;
+    let auth = |scope: &'static str| async move {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path("/oauth/token"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+                "access_token": "t0ken", "token_type": "Bearer", "expires_in": 172800, "scope": scope
+            })))
+            .expect(1)
+            .mount(&server)
+            .await;
+        server
+    };
+    let run = |queue: String, auth: String| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_payrules"))
+            .args(["check-config", "--connect"])
+            .env_clear()
+            .env("PAYRULES_SOURCE", "sqs")
+            .env("PAYRULES_SQS_QUEUE_URL", queue)
+            .env("AWS_ENDPOINT_URL", &fauxqs.endpoint)
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env(
+                "PAYRULES_STATE_URL",
+                format!("postgres://postgres@127.0.0.1:5432/{database}"),
+            )
+            .env("PAYRULES_DRY_RUN", "true")
+            .env("CTP_PROJECT_KEY", "connect-shop")
+            .env("CTP_CLIENT_ID", "payrules")
+            .env("CTP_CLIENT_SECRET", "connect-secret")
+            .env("CTP_AUTH_URL", &auth)
+            .env("CTP_API_URL", &auth)
+            .env("CTP_CHECKOUT_URL", &auth)
+            .output()
+            .expect("payrules check-config --connect");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let good = auth("manage_project:connect-shop").await;
+    let (code, err) = run(queue.clone(), good.uri());
+    assert_eq!(code, Some(0), "{err}");
+    for what in [
+        "state store: ok",
+        "source: ok",
+        "commercetools token: ok",
+        "Checkout host: ok",
+    ] {
+        assert!(err.contains(what), "{what}: {err}");
+    }
+    assert!(
+        !err.contains("connect-secret") && !err.contains("t0ken"),
+        "{err}"
+    );
+
+    // Too few scopes for the enabled cancel rules, and a queue that does not exist.
+    let narrow = auth("view_payments:connect-shop manage_orders:connect-shop").await;
+    let (code, err) = run(format!("{queue}-missing"), narrow.uri());
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("source: FAILED"), "{err}");
+    assert!(
+        err.contains("commercetools token: FAILED: the token lacks scopes the enabled rules need: manage_checkout_payment_intents:connect-shop (granted"),
+        "{err}"
+    );
+    assert!(err.contains("state store: ok"), "{err}");
+}

@@ -55,9 +55,10 @@ pub fn build_processor(
             (Some(u), Some(c)) => Some(OrderUpdater::new(c.clone(), u.clone())),
             _ => None,
         };
-        let cancel = client
-            .as_ref()
-            .map(|c| Canceller::new(c.clone(), settings.payment_intent_action.clone()));
+        let cancel = client.as_ref().map(|c| {
+            Canceller::new(c.clone(), settings.payment_intent_action.clone())
+                .with_interfaces(settings.checkout_interfaces.clone())
+        });
         // Validation (config::load) made sure every enabled rule has an executor.
         Arc::new(LiveExecutor {
             order_update,

@@ -162,6 +162,25 @@ pub struct Payment {
     /// All transactions, in the order commercetools lists them.
     #[serde(default)]
     pub transactions: Vec<Transaction>,
+    /// Who handles the payment: only Checkout's own payments may be cancelled or captured
+    /// through Checkout.
+    #[serde(default, skip_serializing_if = "PaymentMethodInfo::is_empty")]
+    pub payment_method_info: PaymentMethodInfo,
+}
+
+/// The `paymentMethodInfo` of a Payment, as far as payrules reads it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentMethodInfo {
+    /// The payment service provider or connector handling the payment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment_interface: Option<String>,
+}
+
+impl PaymentMethodInfo {
+    fn is_empty(&self) -> bool {
+        self.payment_interface.is_none()
+    }
 }
 
 /// The `paymentInfo` of an Order.

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex as StdMutex};
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::action::Action;
 use crate::effects::{EffectError, Executor};
@@ -22,6 +22,16 @@ pub enum ProcessError {
     /// The ledger could not be written.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Another worker holds the action's claim (or died holding it; its lease runs out
+    /// soon): come back after `retry_after`. Never a reason to park the message.
+    #[error("action {key} is claimed by another worker")]
+    Claimed {
+        /// The action's idempotency key.
+        key: String,
+        /// When to look again: a fraction of the lease, so a dead worker's claim is taken
+        /// over within a few retries.
+        retry_after: std::time::Duration,
+    },
     /// An action failed and may succeed later.
     #[error("action {key}: {error}")]
     Transient {
@@ -45,7 +55,9 @@ impl ProcessError {
     pub fn is_retryable(&self) -> bool {
         match self {
             ProcessError::Engine(e) => e.is_retryable(),
-            ProcessError::Store(_) | ProcessError::Transient { .. } => true,
+            ProcessError::Store(_)
+            | ProcessError::Transient { .. }
+            | ProcessError::Claimed { .. } => true,
             ProcessError::Permanent { .. } => false,
         }
     }
@@ -57,6 +69,7 @@ impl ProcessError {
                 error: EffectError::Transient { retry_after, .. },
                 ..
             } => *retry_after,
+            ProcessError::Claimed { retry_after, .. } => Some(*retry_after),
             _ => None,
         }
     }
@@ -153,12 +166,14 @@ impl Processor {
         match self.store.claim(&action.key).await? {
             Claim::Exists(LedgerStatus::Claimed) => {
                 // Another worker is running it (or died doing so; its lease will run out).
-                return Err(ProcessError::Transient {
+                let retry_after = self
+                    .store
+                    .lease()
+                    .map_or(Duration::from_secs(1), |lease| lease / 3)
+                    .max(Duration::from_millis(200));
+                return Err(ProcessError::Claimed {
                     key: action.key,
-                    error: EffectError::Transient {
-                        detail: "claimed by another worker".into(),
-                        retry_after: None,
-                    },
+                    retry_after,
                 });
             }
             Claim::Exists(status) => {
@@ -175,7 +190,7 @@ impl Processor {
             Claim::Acquired => {}
         }
         let started = Instant::now();
-        let result = self.executor.execute(&action).await;
+        let result = self.execute_holding_claim(&action).await;
         let elapsed = Some(started.elapsed());
         let finished = |outcome, detail: &str| {
             ActionFinished {
@@ -219,6 +234,35 @@ impl Processor {
                     key: action.key,
                     error,
                 })
+            }
+        }
+    }
+}
+
+impl Processor {
+    /// Executes `action`, renewing its claim every third of the lease meanwhile, so a slow but
+    /// live execution keeps it and a dead worker's claim is free within one lease.
+    async fn execute_holding_claim(
+        &self,
+        action: &Action,
+    ) -> Result<crate::effects::Effect, EffectError> {
+        let execution = self.executor.execute(action);
+        let Some(lease) = self.store.lease() else {
+            return execution.await;
+        };
+        tokio::pin!(execution);
+        let every = (lease / 3).max(Duration::from_millis(100));
+        let mut renewals = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        loop {
+            tokio::select! {
+                result = &mut execution => return result,
+                _ = renewals.tick() => match self.store.renew(&action.key).await {
+                    Ok(true) => {}
+                    // The executors re-read before writing, so going on is still safe; the
+                    // other worker will find the effect done.
+                    Ok(false) => tracing::error!(key = %action.key, "claim lost to another worker while executing (renewal came too late)"),
+                    Err(e) => tracing::warn!(key = %action.key, error = %e, "claim renewal failed; retrying at the next tick"),
+                },
             }
         }
     }

@@ -24,7 +24,7 @@ use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use crate::config::WorkerSettings;
 use crate::message::decode;
-use crate::process::Processor;
+use crate::process::{ProcessError, Processor};
 use crate::source::{Delivery, Source};
 use crate::store::Store;
 use crate::telemetry::{
@@ -184,8 +184,14 @@ impl Worker {
                     InFlight(stats.in_flight.fetch_add(1, Ordering::Relaxed) + 1).emit();
                     tasks.spawn(
                         async move {
-                            let outcome =
-                                process(&delivery, &processor, store.as_ref(), &stats).await;
+                            let outcome = process(
+                                &delivery,
+                                &processor,
+                                store.as_ref(),
+                                &stats,
+                                settings.max_message_bytes,
+                            )
+                            .await;
                             // Settling is the broker's round trip, not work: the next message
                             // may start meanwhile.
                             drop(work);
@@ -294,6 +300,9 @@ enum Outcome {
         error: String,
         /// When the failure says to come back, if it does.
         retry_after: Option<Duration>,
+        /// Waiting for another worker's claim: not a failure of this message, so never a
+        /// reason to park it (the claim's lease bounds the wait).
+        contended: bool,
     },
     /// Poison: park it with this reason.
     Park(String),
@@ -305,7 +314,14 @@ async fn process(
     processor: &Processor,
     store: &dyn Store,
     stats: &RunStats,
+    max_bytes: usize,
 ) -> Outcome {
+    if delivery.payload.len() > max_bytes {
+        return Outcome::Park(format!(
+            "message of {} bytes is over the limit of {max_bytes} (worker.max_message_bytes); not decoded",
+            delivery.payload.len()
+        ));
+    }
     let message = match decode(&delivery.payload) {
         Ok(m) => m,
         Err(e) => return Outcome::Park(format!("undecodable message: {e}")),
@@ -343,6 +359,7 @@ async fn process(
                 return Outcome::Retry {
                     error: e.to_string(),
                     retry_after: None,
+                    contended: false,
                 };
             }
         }
@@ -367,6 +384,7 @@ async fn process(
         Err(e) if e.is_retryable() => Outcome::Retry {
             error: e.to_string(),
             retry_after: e.retry_after(),
+            contended: matches!(e, ProcessError::Claimed { .. }),
         },
         Err(e) => Outcome::Park(e.to_string()),
     }
@@ -383,9 +401,11 @@ async fn settle(
 ) {
     let settled = match outcome {
         Outcome::Ack(counted) => ack(delivery, stats).await.then_some(counted),
-        Outcome::Retry { error, retry_after } => {
-            retry_or_park(delivery, &error, retry_after, settings, stats).await
-        }
+        Outcome::Retry {
+            error,
+            retry_after,
+            contended,
+        } => retry_or_park(delivery, &error, retry_after, contended, settings, stats).await,
         Outcome::Park(reason) => park(delivery, &reason, stats)
             .await
             .then_some(MessageOutcome::Parked),
@@ -400,11 +420,12 @@ async fn retry_or_park(
     delivery: Delivery,
     error: &str,
     retry_after: Option<Duration>,
+    contended: bool,
     settings: &WorkerSettings,
     stats: &RunStats,
 ) -> Option<MessageOutcome> {
     let attempt = delivery.delivery_count.unwrap_or(1);
-    if attempt >= settings.max_deliveries {
+    if attempt >= settings.max_deliveries && !contended {
         let reason = format!("failed {attempt} deliveries, last error: {error}");
         return park(delivery, &reason, stats)
             .await

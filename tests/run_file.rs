@@ -165,3 +165,45 @@ fn check_config_lists_every_problem_and_masks_secrets() {
             && !String::from_utf8_lossy(&good.stderr).contains("ZG9fbm90X3ByaW50")
     );
 }
+
+/// A message over `worker.max_message_bytes` is parked with its size and the limit, never
+/// decoded; the others go on.
+#[test]
+fn a_message_over_the_size_limit_is_parked_unread() {
+    let dir = tempfile::tempdir().unwrap();
+    let lines: Vec<String> = std::fs::read_to_string(scenario("01-authorized-then-order.jsonl"))
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let small = lines.iter().map(String::len).min().unwrap();
+    // A limit only the smallest message fits under.
+    let limit = small.to_string();
+    let path = dir.path().join("in.jsonl");
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_payrules"))
+        .arg("run")
+        .env_clear()
+        .env("PAYRULES_SOURCE", "file")
+        .env("PAYRULES_FILE_PATH", &path)
+        .env("PAYRULES_DRY_RUN", "true")
+        .env("PAYRULES_STATE_URL", "memory:")
+        .env("PAYRULES_MAX_MESSAGE_BYTES", &limit)
+        .env("PAYRULES_MAX_DELIVERIES", "1")
+        .env("PAYRULES_LOG_FORMAT", "json")
+        .output()
+        .expect("payrules runs");
+    assert_eq!(out.status.code(), Some(1), "parked messages fail the run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    let parked: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("message parked"))
+        .collect();
+    assert_eq!(parked.len(), lines.len() - 1, "{err}");
+    assert!(
+        parked.iter().all(|l| l.contains(&format!(
+            "over the limit of {limit} (worker.max_message_bytes); not decoded"
+        ))),
+        "{err}"
+    );
+}

@@ -413,6 +413,7 @@ async fn postgres_going_down_mid_run_acks_nothing_until_effects_are_recorded() {
             shutdown_timeout: Duration::from_secs(5),
             retry_delay: Duration::from_millis(100),
             progress_interval: Duration::ZERO,
+            max_message_bytes: 1024 * 1024,
         },
     );
     let (source, handle) = MemorySource::new(Duration::from_secs(30));

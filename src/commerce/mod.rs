@@ -522,7 +522,7 @@ impl CtpClient {
         &self,
         payment_id: &str,
         action: &Value,
-    ) -> Result<String, CtpError> {
+    ) -> Result<Option<String>, CtpError> {
         #[derive(Deserialize)]
         struct IntentResponse {
             outcome: Option<String>,
@@ -543,7 +543,7 @@ impl CtpClient {
                 codes: Vec::new(),
                 message: format!("{what}: unexpected response body: {e}"),
             })?;
-            return Ok(r.outcome.unwrap_or_else(|| "unknown".into()));
+            return Ok(r.outcome);
         }
         Err(error_from(what, resp).await)
     }

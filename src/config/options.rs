@@ -211,6 +211,16 @@ pub const OPTIONS: &[OptionSpec] = &[
         Duration
     ),
     opt!(["http", "addr"], "PAYRULES_HTTP_ADDR", Str),
+    opt!(
+        ["cancel", "payment_interfaces"],
+        "PAYRULES_CANCEL_PAYMENT_INTERFACES",
+        Str
+    ),
+    opt!(
+        ["worker", "max_message_bytes"],
+        "PAYRULES_MAX_MESSAGE_BYTES",
+        Int
+    ),
 ];
 
 /// Reports (and drops, so the rest still deserializes) every key that is not an option.

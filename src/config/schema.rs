@@ -168,7 +168,7 @@ impl Default for StateSection {
 }
 
 pub(crate) fn default_claim_lease() -> String {
-    "2m".into()
+    "15s".into()
 }
 
 pub(crate) fn default_state_url() -> String {
@@ -321,12 +321,16 @@ pub struct CancelSection {
     /// The Payment Intents action: `cancelPayment` (default) or `reversePayment`.
     #[serde(default = "default_payment_intent_action")]
     pub payment_intent_action: String,
+    /// The `paymentInterface`s whose payments Checkout manages (comma- or space-separated);
+    /// a payment with another is never sent to Checkout. Unset: any.
+    pub payment_interfaces: Option<String>,
 }
 
 impl Default for CancelSection {
     fn default() -> Self {
         Self {
             payment_intent_action: default_payment_intent_action(),
+            payment_interfaces: None,
         }
     }
 }
@@ -393,6 +397,9 @@ pub struct WorkerSection {
     /// First delay before a failed message is retried (doubles per delivery).
     #[serde(default = "default_retry_delay")]
     pub retry_delay: String,
+    /// Messages larger than this are parked unread.
+    #[serde(default = "default_max_message_bytes")]
+    pub max_message_bytes: u32,
     /// How often a progress line is logged (`0s`: never).
     #[serde(default = "default_progress_interval")]
     pub progress_interval: String,
@@ -406,6 +413,7 @@ impl Default for WorkerSection {
             shutdown_timeout: default_shutdown_timeout(),
             retry_delay: default_retry_delay(),
             progress_interval: default_progress_interval(),
+            max_message_bytes: default_max_message_bytes(),
         }
     }
 }
@@ -428,4 +436,9 @@ pub(crate) fn default_retry_delay() -> String {
 
 pub(crate) fn default_progress_interval() -> String {
     "60s".into()
+}
+
+/// 1 MiB: above commercetools' own limits (SQS 256 KB, Pub/Sub payloads are smaller still).
+pub(crate) fn default_max_message_bytes() -> u32 {
+    1024 * 1024
 }

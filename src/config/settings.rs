@@ -136,6 +136,8 @@ pub struct WorkerSettings {
     pub retry_delay: Duration,
     /// How often the progress line is logged (zero: never).
     pub progress_interval: Duration,
+    /// Messages larger than this are parked without being decoded.
+    pub max_message_bytes: usize,
 }
 
 /// The runtime configuration.
@@ -157,6 +159,8 @@ pub struct Settings {
     pub order_update: Option<OrderUpdate>,
     /// The Payment Intents action used to cancel: `cancelPayment` or `reversePayment`.
     pub payment_intent_action: String,
+    /// The `paymentInterface`s Checkout manages; `None`: any.
+    pub checkout_interfaces: Option<Vec<String>>,
     /// The commercetools client, if configured.
     pub commercetools: Option<CommercetoolsSettings>,
     /// Worker tuning.

@@ -335,6 +335,18 @@ impl FileConfig {
                 webhook,
                 order_update,
                 payment_intent_action: intent,
+                checkout_interfaces: self
+                    .cancel
+                    .payment_interfaces
+                    .as_deref()
+                    .map(|list| {
+                        list.split([',', ' '])
+                            .map(str::trim)
+                            .filter(|i| !i.is_empty())
+                            .map(str::to_string)
+                            .collect::<Vec<_>>()
+                    })
+                    .filter(|l| !l.is_empty()),
                 commercetools,
                 worker: WorkerSettings {
                     concurrency: self.worker.concurrency as usize,
@@ -342,6 +354,7 @@ impl FileConfig {
                     shutdown_timeout,
                     retry_delay,
                     progress_interval,
+                    max_message_bytes: self.worker.max_message_bytes as usize,
                 },
                 http_addr,
             }),

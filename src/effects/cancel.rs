@@ -22,6 +22,8 @@ pub struct Canceller {
     client: CtpClient,
     /// `cancelPayment` or `reversePayment`.
     intent_action: String,
+    /// The `paymentInterface`s whose payments Checkout manages; `None`: any.
+    interfaces: Option<Vec<String>>,
 }
 
 /// What a pre-check found.
@@ -38,7 +40,35 @@ impl Canceller {
         Self {
             client,
             intent_action,
+            interfaces: None,
         }
+    }
+
+    /// Only payments with one of these `paymentInterface`s are sent to Checkout; any other is
+    /// reported, not sent (`None`: any payment).
+    #[must_use]
+    pub fn with_interfaces(mut self, interfaces: Option<Vec<String>>) -> Self {
+        self.interfaces = interfaces;
+        self
+    }
+
+    /// Refuses a payment Checkout does not manage: a human must act where it was authorized.
+    fn managed_by_checkout(&self, payment: &Payment, what: &str) -> Result<(), EffectError> {
+        let Some(allowed) = &self.interfaces else {
+            return Ok(());
+        };
+        let interface = payment.payment_method_info.payment_interface.as_deref();
+        if interface.is_some_and(|i| allowed.iter().any(|a| a == i)) {
+            return Ok(());
+        }
+        Err(EffectError::Permanent {
+            detail: format!(
+                "payment {} is not a Checkout payment (paymentInterface {}, not one of {}): its {what} was not sent to Checkout; {what} it with the provider that authorized it",
+                payment.id,
+                interface.map_or_else(|| "unset".to_string(), |i| format!("{i:?}")),
+                allowed.join(", ")
+            ),
+        })
     }
 
     async fn read(&self, payment_id: &str) -> Result<Payment, EffectError> {
@@ -54,6 +84,7 @@ impl Canceller {
     /// Re-reads the payment: whether the cancel call must still be made.
     async fn cancel_check(&self, payment_id: &str) -> Result<Check, EffectError> {
         let payment = self.read(payment_id).await?;
+        self.managed_by_checkout(&payment, "cancel")?;
         if payment.has_pending_or_successful_charge() {
             return Ok(Check::Settled(Effect::skipped(
                 "a Charge is pending or succeeded; not cancelling",
@@ -80,6 +111,7 @@ impl Canceller {
         wanted: i64,
     ) -> Result<Result<i64, Effect>, EffectError> {
         let payment = self.read(payment_id).await?;
+        self.managed_by_checkout(&payment, "capture")?;
         let capturable = payment
             .authorized(currency)
             .saturating_sub(payment.captured(currency));
@@ -107,19 +139,49 @@ impl Canceller {
         Fut: Future<Output = Result<Option<Effect>, EffectError>>,
     {
         match self.client.payment_intent(payment_id, intent).await {
-            Ok(outcome) => match outcome.as_str() {
-                "approved" | "received" => {
+            Ok(outcome) => match outcome.as_deref() {
+                Some(outcome @ ("approved" | "received")) => {
                     info!(payment_id, outcome, "{what} requested");
                     Ok(Effect::applied(format!("{what} {outcome}")))
                 }
-                "rejected" => Err(EffectError::Permanent {
+                // The API reference's own example answers `{}`: Checkout took the request and
+                // processes it asynchronously, which is what `received` means.
+                None => {
+                    let shown = match recheck().await {
+                        Ok(Some(_)) => "already visible on the payment",
+                        Ok(None) => "not yet visible on the payment",
+                        Err(_) => "the payment could not be re-read",
+                    };
+                    info!(
+                        payment_id,
+                        confirmation = shown,
+                        "{what} requested; Checkout answered without an outcome, taken as received"
+                    );
+                    Ok(Effect::applied(format!(
+                        "{what} received (empty answer; {shown})"
+                    )))
+                }
+                Some("rejected") => Err(EffectError::Permanent {
                     detail: format!("Checkout rejected the {what} of payment {payment_id}"),
                 }),
-                other => Err(EffectError::Permanent {
-                    detail: format!(
-                        "Checkout answered an unknown outcome {other:?} to the {what} of payment {payment_id}"
-                    ),
-                }),
+                // An outcome this version does not know: whether it happened is read off the
+                // payment; if it does not show, try again later (the pre-check keeps it once).
+                Some(other) => {
+                    warn!(
+                        payment_id,
+                        outcome = other,
+                        "{what}: unknown outcome; re-reading the payment"
+                    );
+                    match recheck().await? {
+                        Some(effect) => Ok(effect),
+                        None => Err(EffectError::Transient {
+                            detail: format!(
+                                "Checkout answered an unknown outcome {other:?} to the {what} of payment {payment_id} and the payment does not show it yet"
+                            ),
+                            retry_after: None,
+                        }),
+                    }
+                }
             },
             Err(e) if e.retry == Retry::Verify => {
                 warn!(payment_id, error = %e, "{what} answered 500; re-reading the payment");

@@ -74,6 +74,7 @@ mod tests {
             version: 1,
             amount_planned: None,
             transactions: txs,
+            payment_method_info: Default::default(),
         }
     }
 

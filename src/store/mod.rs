@@ -110,4 +110,16 @@ pub trait Store: Send + Sync {
     async fn flush(&self) -> Result<(), StoreError> {
         Ok(())
     }
+
+    /// How long a claim lasts unless renewed; `None` for a store whose claims cannot be taken
+    /// over (one process: memory).
+    fn lease(&self) -> Option<std::time::Duration> {
+        None
+    }
+
+    /// Extends this worker's claim on `key` by a lease, while its action executes; `false` when
+    /// the claim is no longer ours (it ran out and another worker took it over).
+    async fn renew(&self, _key: &str) -> Result<bool, StoreError> {
+        Ok(true)
+    }
 }

@@ -738,6 +738,30 @@ impl Store for SqlStore {
         Ok(())
     }
 
+    fn lease(&self) -> Option<Duration> {
+        Some(self.lease)
+    }
+
+    async fn renew(&self, key: &str) -> Result<bool, StoreError> {
+        const RENEW: &str = "renewing a claim";
+        let until = now_ms() + self.lease.as_millis() as i64;
+        match &self.pool {
+            Pool::Sqlite(lite) => lite
+                .renew(key, &self.owner, until)
+                .map_err(|e| self.fail(RENEW, e)),
+            Pool::Postgres { pool, .. } => sqlx::query(
+                "UPDATE ledger SET claimed_until = $3 WHERE key = $1 AND status = 'claimed' AND owner = $2",
+            )
+            .bind(key)
+            .bind(&self.owner)
+            .bind(until)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected() == 1)
+            .map_err(|e| self.fail(RENEW, e)),
+        }
+    }
+
     async fn release(&self, key: &str) -> Result<(), StoreError> {
         const RELEASE: &str = "releasing a claim";
         let result = match &self.pool {

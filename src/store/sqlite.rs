@@ -74,6 +74,16 @@ impl Lite {
             .map(|_| ())
     }
 
+    /// Extends `owner`'s claim on `key` to `until`; whether it was still `owner`'s.
+    pub(super) fn renew(&self, key: &str, owner: &str, until: i64) -> Result<bool> {
+        self.conn()
+            .prepare_cached(
+                "UPDATE ledger SET claimed_until = ?3 WHERE key = ?1 AND status = 'claimed' AND owner = ?2",
+            )?
+            .execute(params![key, owner, until])
+            .map(|changed| changed == 1)
+    }
+
     /// Deletes `owner`'s claim on `key`, if it is one.
     pub(super) fn release(&self, key: &str, owner: &str) -> Result<()> {
         self.conn()

@@ -143,6 +143,7 @@ impl PaymentEntry {
             version: self.version,
             amount_planned: self.amount_planned.as_ref().map(|v| v.value.clone()),
             transactions,
+            payment_method_info: Default::default(),
         }
     }
 }

@@ -169,6 +169,7 @@ pub fn worker(
             shutdown_timeout,
             retry_delay: Duration::from_millis(500),
             progress_interval: Duration::ZERO,
+            max_message_bytes: 1024 * 1024,
         },
     )
 }

@@ -1,0 +1,202 @@
+//! Checkout's edges: an empty `{}` answer (the API reference's own example), an outcome this
+//! version does not know, a payment Checkout does not manage, and ids that need escaping in
+//! URLs. commercetools is commercetools-mock; Checkout, which has no local peer, is a stub.
+//!
+//! Peers are started on first use and never skipped: a missing peer fails the test.
+
+#[path = "it/peers.rs"]
+mod peers;
+
+#[path = "it/ctadmin.rs"]
+mod ctadmin;
+
+use std::time::Duration;
+
+use chrono::Utc;
+use payrules::action::{Action, ActionKind, CancelReason, RuleName};
+use payrules::commerce::CtpClient;
+use payrules::effects::{Canceller, EffectError};
+use serde_json::json;
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use ctadmin::Admin;
+
+const PROJECT: &str = "payrules-checkout-edges";
+
+fn canceller(mock: &peers::Peer, checkout: &str) -> Canceller {
+    let client = CtpClient::with_retry(
+        ctadmin::client_settings(mock, PROJECT, checkout),
+        3,
+        Duration::from_millis(20),
+    )
+    .unwrap();
+    Canceller::new(client, "cancelPayment".into())
+}
+
+fn cancel(payment_id: &str) -> Action {
+    Action {
+        action: ActionKind::CancelPayment,
+        rule: RuleName::CancelOrphanedAuthorization,
+        key: format!("cancel:{payment_id}"),
+        payment_id: payment_id.into(),
+        order_id: None,
+        message_id: None,
+        at: Utc::now(),
+        order_number: None,
+        payment_ids: Vec::new(),
+        amount: None,
+        reason: Some(CancelReason::GracePeriodExpired),
+    }
+}
+
+fn intent_path(payment_id: &str) -> String {
+    format!("/{PROJECT}/payment-intents/{payment_id}")
+}
+
+#[tokio::test]
+async fn an_empty_answer_is_received_never_an_unknown_outcome() {
+    let mock = peers::shared_commercetools_mock().await;
+    let admin = Admin::new(mock, PROJECT).await;
+    let stub = MockServer::start().await;
+    let pid = admin.payment(900, &[("Authorization", "Success")]).await;
+    Mock::given(method("POST"))
+        .and(path(intent_path(&pid)))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({})))
+        .expect(1)
+        .mount(&stub)
+        .await;
+    let effect = canceller(mock, &stub.uri())
+        .cancel(&cancel(&pid))
+        .await
+        .unwrap();
+    assert!(effect.applied, "{effect:?}");
+    assert!(
+        effect.summary.starts_with("cancel received (empty answer;"),
+        "{}",
+        effect.summary
+    );
+}
+
+#[tokio::test]
+async fn an_unknown_outcome_is_checked_on_the_payment_and_retried_not_failed() {
+    let mock = peers::shared_commercetools_mock().await;
+    let admin = Admin::new(mock, PROJECT).await;
+    let stub = MockServer::start().await;
+    let pid = admin.payment(900, &[("Authorization", "Success")]).await;
+    Mock::given(method("POST"))
+        .and(path(intent_path(&pid)))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"outcome": "deferred"})))
+        .mount(&stub)
+        .await;
+    let err = canceller(mock, &stub.uri())
+        .cancel(&cancel(&pid))
+        .await
+        .unwrap_err();
+    // The payment shows no cancel: retried later, not recorded as failed for good.
+    assert!(
+        matches!(&err, EffectError::Transient { detail, .. } if detail.contains("\"deferred\"")),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_payment_checkout_does_not_manage_is_never_sent_to_checkout() {
+    let mock = peers::shared_commercetools_mock().await;
+    let admin = Admin::new(mock, PROJECT).await;
+    let stub = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"outcome": "approved"})))
+        .mount(&stub)
+        .await;
+    let draft = |interface: &str| {
+        json!({
+            "amountPlanned": {"currencyCode": "EUR", "centAmount": 900},
+            "paymentMethodInfo": {"paymentInterface": interface, "method": "card"},
+            "transactions": [{"type": "Authorization", "state": "Success",
+                              "amount": {"currencyCode": "EUR", "centAmount": 900}}]
+        })
+    };
+    let foreign = admin.post("payments", draft("stripe-legacy")).await;
+    let foreign = foreign["id"].as_str().unwrap().to_string();
+    let ours = admin.post("payments", draft("checkout")).await;
+    let ours = ours["id"].as_str().unwrap().to_string();
+    let only_checkout = canceller(mock, &stub.uri()).with_interfaces(Some(vec!["checkout".into()]));
+
+    let err = only_checkout.cancel(&cancel(&foreign)).await.unwrap_err();
+    let EffectError::Permanent { detail } = &err else {
+        panic!("reported for a human, not retried: {err}");
+    };
+    assert!(
+        detail.contains("not a Checkout payment") && detail.contains("\"stripe-legacy\""),
+        "{detail}"
+    );
+    assert!(
+        stub.received_requests().await.unwrap().is_empty(),
+        "nothing was sent to Checkout"
+    );
+
+    let done = only_checkout.cancel(&cancel(&ours)).await.unwrap();
+    assert_eq!(done.summary, "cancel approved");
+    // The default (any interface) sends both.
+    let any = canceller(mock, &stub.uri());
+    assert!(any.cancel(&cancel(&foreign)).await.unwrap().applied);
+}
+
+#[tokio::test]
+async fn ids_are_percent_encoded_in_every_url() {
+    let stub = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/oauth/token"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(
+            json!({"access_token": "t", "expires_in": 3600, "scope": "manage_project:x"}),
+        ))
+        .mount(&stub)
+        .await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(404).set_body_json(
+            json!({"statusCode": 404, "message": "not found", "errors": [{"code": "ResourceNotFound"}]}),
+        ))
+        .mount(&stub)
+        .await;
+    let mut settings = payrules::config::CommercetoolsSettings {
+        project_key: "shop".into(),
+        client_id: "id".into(),
+        client_secret: payrules::config::Secret::new("s"),
+        auth_url: stub.uri(),
+        api_url: stub.uri(),
+        scopes: None,
+        checkout_url: stub.uri(),
+        timeout: Duration::from_secs(2),
+    };
+    settings.scopes = Some("manage_project:shop".into());
+    let client = CtpClient::with_retry(settings, 1, Duration::from_millis(1)).unwrap();
+    let hostile = "a/b?c#d%e\"f'g h";
+    assert!(client.payment(hostile).await.unwrap().is_none());
+    assert!(client.order(hostile).await.unwrap().is_none());
+    let paths: Vec<String> = stub
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.method.as_str() == "GET")
+        .map(|r| r.url.path().to_string())
+        .collect();
+    let escaped = "a%2Fb%3Fc%23d%25e%22f%27g%20h";
+    assert_eq!(
+        paths,
+        vec![
+            format!("/shop/payments/{escaped}"),
+            format!("/shop/orders/{escaped}")
+        ]
+    );
+    // Nothing leaked into a query string or fragment.
+    assert!(
+        stub.received_requests()
+            .await
+            .unwrap()
+            .iter()
+            .all(|r| r.url.query().is_none() && r.url.fragment().is_none()),
+        "ids stayed in their path segment"
+    );
+}

@@ -8,7 +8,8 @@
 //! transient failure nacks with a growing delay; a message that cannot be decoded, that failed
 //! permanently, or that failed `max_deliveries` times is parked with its reason. A timer task
 //! fires due grace-period checks on the real clock. The shutdown signal is passed in: on it
-//! the loop stops pulling and in-flight work gets `shutdown_timeout` to finish; whatever is
+//! the loop stops pulling and the whole shutdown — in-flight work, closing the source, the
+//! store's last flush — ends within `shutdown_timeout` (the drain gets two thirds); whatever is
 //! still unsettled then is simply not acked, so the broker redelivers it.
 
 use std::future::Future;
@@ -222,6 +223,8 @@ impl Worker {
             }
         }
 
+        // Set on a shutdown signal: everything after it ends by then.
+        let mut deadline: Option<tokio::time::Instant> = None;
         if finished {
             // The input is done: wait for in-flight work, then for the pending timers.
             while let Some(res) = tasks.join_next().await {
@@ -233,14 +236,16 @@ impl Worker {
                 () = &mut shutdown => stop_timers.cancel(),
             }
         } else {
-            info!(in_flight = tasks.len(), deadline = ?self.settings.shutdown_timeout, "shutting down: no longer receiving");
+            let budget = self.settings.shutdown_timeout;
+            deadline = Some(tokio::time::Instant::now() + budget);
+            info!(in_flight = tasks.len(), budget = ?budget, "shutting down: no longer receiving");
             stop_timers.cancel();
             let drain = async {
                 while let Some(res) = tasks.join_next().await {
                     report_panic(res);
                 }
             };
-            if tokio::time::timeout(self.settings.shutdown_timeout, drain)
+            if tokio::time::timeout(budget.saturating_sub(close_reserve(budget)), drain)
                 .await
                 .is_err()
             {
@@ -251,11 +256,39 @@ impl Worker {
                 tasks.abort_all();
                 while tasks.join_next().await.is_some() {}
             }
-            let _ = timers.await;
+            if tokio::time::timeout(remaining(deadline), timers)
+                .await
+                .is_err()
+            {
+                warn!(
+                    "a grace-period check was still running at the shutdown deadline; it is retried after its lease"
+                );
+            }
         }
-        source.close().await;
-        if let Err(e) = self.store.flush().await {
-            warn!(error = %e, "flushing the state store at exit failed; some redeliveries will be re-checked");
+        // Closing (flushing acks, giving back what was received but not handed out) and the
+        // store's last flush share what is left of the budget: the whole shutdown ends within
+        // `shutdown_timeout`, so an orchestrator's grace period above it never kills us mid-way.
+        if tokio::time::timeout(remaining(deadline), source.close())
+            .await
+            .is_err()
+        {
+            warn!(
+                "the source did not close within the shutdown budget; unsettled messages come back after their lease"
+            );
+        }
+        match tokio::time::timeout(
+            remaining(deadline).max(Duration::from_millis(500)),
+            self.store.flush(),
+        )
+        .await
+        {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                warn!(error = %e, "flushing the state store at exit failed; some redeliveries will be re-checked");
+            }
+            Err(_) => warn!(
+                "the state store's last flush did not finish within the shutdown budget; some redeliveries will be re-checked"
+            ),
         }
         progress.abort();
         let summary = RunSummary {
@@ -282,6 +315,19 @@ fn report_panic(res: Result<(), tokio::task::JoinError>) {
     {
         error!(error = %e, "a message task panicked; its delivery was not acked and will be redelivered");
     }
+}
+
+/// Of the shutdown budget, what is kept for closing the source (acks, returns) after the drain:
+/// a third, at most 10 s.
+fn close_reserve(budget: Duration) -> Duration {
+    (budget / 3).min(Duration::from_secs(10))
+}
+
+/// Time left until `deadline`; unbounded (a day) without one.
+fn remaining(deadline: Option<tokio::time::Instant>) -> Duration {
+    deadline.map_or(Duration::from_secs(86_400), |d| {
+        d.saturating_duration_since(tokio::time::Instant::now())
+    })
 }
 
 /// `base × 2^(attempt-1)`, capped.

@@ -474,6 +474,23 @@ fn check_config_rejects_what_run_rejects() {
             "PAYRULES_STATE_URL",
         ),
         (
+            "a broker worker without the commercetools client",
+            [
+                hook,
+                &[
+                    ("PAYRULES_SOURCE", "sqs"),
+                    (
+                        "PAYRULES_SQS_QUEUE_URL",
+                        "https://sqs.eu-west-1.amazonaws.com/1/q",
+                    ),
+                    ("PAYRULES_CANCEL_ENABLED", "false"),
+                    ("PAYRULES_CANCEL_ON_ORDER_CANCELLED", "false"),
+                ],
+            ]
+            .concat(),
+            "source (PAYRULES_SOURCE)",
+        ),
+        (
             "Checkout outside its regions",
             [
                 base,

@@ -283,6 +283,20 @@ impl FileConfig {
 
         // What the executors need, checked here so `check-config` finds it before `run` does.
         if !self.dry_run {
+            // Without the client the rules read a view built from the stream itself, which
+            // holds only what this process has seen: after a restart, the messages that came
+            // before were acked and are gone, so a release or cancel they lead up to would
+            // never be decided. Fine for a finite input read in one go (files), not for a
+            // broker worker.
+            if commercetools.is_none() && (self.source == "pubsub" || self.source == "sqs") {
+                problems.push(Problem {
+                    place: place(&["source"]),
+                    message: format!(
+                        "a {} worker needs the commercetools client (CTP_*): without it the rules only know the messages this process has seen, and forget them at every restart (set PAYRULES_DRY_RUN=true to try it out)",
+                        self.source
+                    ),
+                });
+            }
             let r = &self.rules;
             if r.release_for_fulfillment.enabled
                 && self.release.webhook_url.is_none()

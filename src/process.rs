@@ -62,6 +62,21 @@ impl ProcessError {
         }
     }
 
+    /// Whether the failure is a dependency's, not the message's: commercetools, Checkout, the
+    /// webhook receiver or the store unavailable, throttling, timing out, or another worker's
+    /// claim. Such a failure never parks the message — it waits, with capped backoff, until the
+    /// dependency is back — so an outage does not turn a backlog into a dead-letter queue.
+    pub fn is_outage(&self) -> bool {
+        match self {
+            ProcessError::Engine(e) => e.is_retryable(),
+            ProcessError::Store(_) | ProcessError::Claimed { .. } => true,
+            ProcessError::Transient { error, .. } => {
+                matches!(error, EffectError::Transient { .. })
+            }
+            ProcessError::Permanent { .. } => false,
+        }
+    }
+
     /// A delay the failing target asked for.
     pub fn retry_after(&self) -> Option<std::time::Duration> {
         match self {

@@ -25,8 +25,8 @@ use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use crate::config::WorkerSettings;
 use crate::message::decode;
-use crate::process::{ProcessError, Processor};
-use crate::source::{Delivery, Source};
+use crate::process::Processor;
+use crate::source::{Delivery, Source, SourceError};
 use crate::store::Store;
 use crate::telemetry::{
     InFlight, MessageOutcome, MessageReceived, MessageSettled, StoreState, TimersPending,
@@ -209,12 +209,21 @@ impl Worker {
                 }
                 Err(e) => {
                     receive_failures = receive_failures.saturating_add(1);
-                    let delay = backoff(
-                        self.settings.retry_delay,
-                        receive_failures,
-                        Duration::from_secs(60),
-                    );
-                    warn!(error = %e, retry_in = ?delay, "receive failed");
+                    let delay = if matches!(e, SourceError::Receive(_)) {
+                        // The broker sources back off on their own and report the change of
+                        // state (SourceState); backing off here too would stack delays on
+                        // errors queued before the broker came back.
+                        debug!(error = %e, "receive failed");
+                        Duration::from_millis(100)
+                    } else {
+                        let delay = backoff(
+                            self.settings.retry_delay,
+                            receive_failures,
+                            Duration::from_secs(60),
+                        );
+                        warn!(error = %e, retry_in = ?delay, "receive failed");
+                        delay
+                    };
                     tokio::select! {
                         () = &mut shutdown => break,
                         () = tokio::time::sleep(delay) => {}
@@ -317,6 +326,15 @@ fn report_panic(res: Result<(), tokio::task::JoinError>) {
     }
 }
 
+/// The longest a failed message waits before its next try: an outage of a dependency is
+/// retried at least this often, however long it lasts.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(300);
+
+/// ±20 %: messages that failed together do not all come back in the same instant.
+fn jittered(d: Duration) -> Duration {
+    d.mul_f64(0.8 + fastrand::f64() * 0.4)
+}
+
 /// Of the shutdown budget, what is kept for closing the source (acks, returns) after the drain:
 /// a third, at most 10 s.
 fn close_reserve(budget: Duration) -> Duration {
@@ -346,9 +364,9 @@ enum Outcome {
         error: String,
         /// When the failure says to come back, if it does.
         retry_after: Option<Duration>,
-        /// Waiting for another worker's claim: not a failure of this message, so never a
-        /// reason to park it (the claim's lease bounds the wait).
-        contended: bool,
+        /// A dependency's failure (or another worker's claim), not the message's: never a
+        /// reason to park it; it is retried until the dependency is back.
+        outage: bool,
     },
     /// Poison: park it with this reason.
     Park(String),
@@ -405,7 +423,7 @@ async fn process(
                 return Outcome::Retry {
                     error: e.to_string(),
                     retry_after: None,
-                    contended: false,
+                    outage: true,
                 };
             }
         }
@@ -430,7 +448,7 @@ async fn process(
         Err(e) if e.is_retryable() => Outcome::Retry {
             error: e.to_string(),
             retry_after: e.retry_after(),
-            contended: matches!(e, ProcessError::Claimed { .. }),
+            outage: e.is_outage(),
         },
         Err(e) => Outcome::Park(e.to_string()),
     }
@@ -450,8 +468,8 @@ async fn settle(
         Outcome::Retry {
             error,
             retry_after,
-            contended,
-        } => retry_or_park(delivery, &error, retry_after, contended, settings, stats).await,
+            outage,
+        } => retry_or_park(delivery, &error, retry_after, outage, settings, stats).await,
         Outcome::Park(reason) => park(delivery, &reason, stats)
             .await
             .then_some(MessageOutcome::Parked),
@@ -466,19 +484,20 @@ async fn retry_or_park(
     delivery: Delivery,
     error: &str,
     retry_after: Option<Duration>,
-    contended: bool,
+    outage: bool,
     settings: &WorkerSettings,
     stats: &RunStats,
 ) -> Option<MessageOutcome> {
     let attempt = delivery.delivery_count.unwrap_or(1);
-    if attempt >= settings.max_deliveries && !contended {
+    if attempt >= settings.max_deliveries && !outage {
         let reason = format!("failed {attempt} deliveries, last error: {error}");
         return park(delivery, &reason, stats)
             .await
             .then_some(MessageOutcome::Parked);
     }
     let delay = retry_after
-        .unwrap_or_else(|| backoff(settings.retry_delay, attempt, Duration::from_secs(600)));
+        .unwrap_or_else(|| jittered(backoff(settings.retry_delay, attempt, MAX_RETRY_DELAY)))
+        .min(MAX_RETRY_DELAY);
     warn!(error, retry_in = ?delay, "message failed; retrying");
     stats.retried.fetch_add(1, Ordering::Relaxed);
     match delivery.nack(delay).await {

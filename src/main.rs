@@ -63,6 +63,11 @@ enum Command {
         /// http://127.0.0.1:9464/healthz.
         url: Option<String>,
     },
+    /// Feeds the messages of a past window (the Messages Query API) through the same path as
+    /// `run`: what an outage left undone is done, once.
+    Reconcile(payrules::reconcile::ReconcileArgs),
+    /// Explains the rules' decision for an order or a payment, in words (or JSON).
+    Explain(payrules::explain::ExplainArgs),
     /// Creates or shows the commercetools Subscription that feeds payrules.
     Subscription {
         #[command(subcommand)]
@@ -97,6 +102,8 @@ fn main() -> ExitCode {
             runtime.block_on(check_config(file.as_deref(), connect))
         }
         Command::Health { url } => runtime.block_on(health(url)),
+        Command::Reconcile(args) => runtime.block_on(payrules::reconcile::cli(args)),
+        Command::Explain(args) => runtime.block_on(payrules::explain::cli(args)),
         Command::Subscription { command } => runtime.block_on(payrules::subscription::cli(command)),
     }
 }

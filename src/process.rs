@@ -90,6 +90,17 @@ impl ProcessError {
     }
 }
 
+/// What became of a decoded message (see [`Processor::handle`]).
+#[derive(Debug)]
+pub enum Handled {
+    /// It cannot make an action due: nothing decided, nothing remembered.
+    Inert,
+    /// Processed before (the processed-message cache): nothing done again.
+    Duplicate,
+    /// Decided; these actions were executed (or found done).
+    Done(Vec<Action>),
+}
+
 /// Decide, claim, execute, record.
 pub struct Processor {
     /// Decides what is due.
@@ -129,6 +140,40 @@ impl Processor {
     /// See [`Engine::is_inert`].
     pub fn is_inert(&self, m: &Message) -> bool {
         self.engine.is_inert(m)
+    }
+
+    /// The path every message takes, in `run` and `reconcile` alike: skip what cannot make
+    /// an action due, skip what was processed before, decide and execute, then remember the
+    /// message as processed.
+    ///
+    /// # Errors
+    /// See [`ProcessError`]; after a retryable error the message should be tried again.
+    pub async fn handle(&self, m: &Message, now: Timestamp) -> Result<Handled, ProcessError> {
+        let id = m.id.as_deref().unwrap_or("-");
+        if self.is_inert(m) {
+            tracing::debug!(message_id = id, kind = %m.kind, "cannot make an action due");
+            return Ok(Handled::Inert);
+        }
+        if let Some(mid) = &m.id
+            && self.store.is_processed(mid).await?
+        {
+            tracing::debug!(message_id = id, "already processed");
+            return Ok(Handled::Duplicate);
+        }
+        tracing::debug!(message_id = id, kind = %m.kind, "processing");
+        let actions = self.message(m, now).await?;
+        // Effects are recorded in the ledger; these only save work on a redelivery.
+        if let Some(mid) = &m.id
+            && let Err(e) = self.store.mark_processed(mid).await
+        {
+            tracing::warn!(message_id = id, error = %e, "could not remember the message as processed");
+        }
+        if let (Some(r), Some(seq)) = (&m.resource, m.sequence_number)
+            && let Err(e) = self.store.record_sequence(&r.id, seq).await
+        {
+            tracing::warn!(error = %e, "could not record the sequence number");
+        }
+        Ok(Handled::Done(actions))
     }
 
     /// Handles one message at clock `now`; returns the actions executed.

@@ -25,7 +25,7 @@ use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use crate::config::WorkerSettings;
 use crate::message::decode;
-use crate::process::Processor;
+use crate::process::{Handled, Processor};
 use crate::source::{Delivery, Source, SourceError};
 use crate::store::Store;
 use crate::telemetry::{
@@ -177,7 +177,6 @@ impl Worker {
                 Ok(Some(delivery)) => {
                     receive_failures = 0;
                     let processor = self.processor.clone();
-                    let store = self.store.clone();
                     let settings = self.settings.clone();
                     let stats = self.stats.clone();
                     // Every line logged about this message carries where it came from.
@@ -185,14 +184,9 @@ impl Worker {
                     InFlight(stats.in_flight.fetch_add(1, Ordering::Relaxed) + 1).emit();
                     tasks.spawn(
                         async move {
-                            let outcome = process(
-                                &delivery,
-                                &processor,
-                                store.as_ref(),
-                                &stats,
-                                settings.max_message_bytes,
-                            )
-                            .await;
+                            let outcome =
+                                process(&delivery, &processor, &stats, settings.max_message_bytes)
+                                    .await;
                             // Settling is the broker's round trip, not work: the next message
                             // may start meanwhile.
                             drop(work);
@@ -376,7 +370,6 @@ enum Outcome {
 async fn process(
     delivery: &Delivery,
     processor: &Processor,
-    store: &dyn Store,
     stats: &RunStats,
     max_bytes: usize,
 ) -> Outcome {
@@ -405,44 +398,14 @@ async fn process(
         info!("subscription test notification skipped");
         return Outcome::Ack(MessageOutcome::TestNotification);
     }
-    let id = message.id.as_deref().unwrap_or("-");
-    if processor.is_inert(&message) {
-        // Nothing to decide, so nothing to deduplicate or remember either.
-        debug!(message_id = id, kind = %message.kind, "cannot make an action due; acked");
-        return Outcome::Ack(MessageOutcome::Acked);
-    }
-    if let Some(mid) = &message.id {
-        match store.is_processed(mid).await {
-            Ok(true) => {
-                stats.duplicates.fetch_add(1, Ordering::Relaxed);
-                debug!(message_id = id, "already processed; acking the redelivery");
-                return Outcome::Ack(MessageOutcome::Duplicate);
-            }
-            Ok(false) => {}
-            Err(e) => {
-                return Outcome::Retry {
-                    error: e.to_string(),
-                    retry_after: None,
-                    outage: true,
-                };
-            }
+    match processor.handle(&message, Utc::now()).await {
+        Ok(Handled::Inert) => Outcome::Ack(MessageOutcome::Acked),
+        Ok(Handled::Duplicate) => {
+            stats.duplicates.fetch_add(1, Ordering::Relaxed);
+            Outcome::Ack(MessageOutcome::Duplicate)
         }
-    }
-    debug!(message_id = id, kind = %message.kind, "processing");
-    match processor.message(&message, Utc::now()).await {
-        Ok(actions) => {
+        Ok(Handled::Done(actions)) => {
             stats.actions.fetch_add(actions.len(), Ordering::Relaxed);
-            // Effects are recorded in the ledger; these only save work on a redelivery.
-            if let Some(mid) = &message.id
-                && let Err(e) = store.mark_processed(mid).await
-            {
-                warn!(message_id = id, error = %e, "could not remember the message as processed");
-            }
-            if let (Some(r), Some(seq)) = (&message.resource, message.sequence_number)
-                && let Err(e) = store.record_sequence(&r.id, seq).await
-            {
-                warn!(error = %e, "could not record the sequence number");
-            }
             Outcome::Ack(MessageOutcome::Acked)
         }
         Err(e) if e.is_retryable() => Outcome::Retry {

@@ -454,6 +454,27 @@ impl CtpClient {
         Ok(page.map(|p| p.results).unwrap_or_default())
     }
 
+    /// One page of a query endpoint (`messages`, `payments`, …) as raw JSON results; `None`
+    /// when the endpoint answers 404 (the Messages Query API of a project without messages
+    /// enabled, or a mock without it).
+    ///
+    /// # Errors
+    /// See [`CtpError`].
+    pub async fn query_page(
+        &self,
+        endpoint: &str,
+        query: &[(&str, &str)],
+    ) -> Result<Option<Vec<Value>>, CtpError> {
+        #[derive(Deserialize)]
+        struct Page {
+            results: Vec<Value>,
+        }
+        let page: Option<Page> = self
+            .get_optional("querying commercetools", endpoint, query)
+            .await?;
+        Ok(page.map(|p| p.results))
+    }
+
     /// The raw order JSON (the executors check fields the rules do not model).
     ///
     /// # Errors

@@ -14,33 +14,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tokio::io::AsyncReadExt;
-use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
 
 const PG_ADMIN: &str = "postgres://postgres@127.0.0.1:5432/test";
-
-/// A port nothing listens on (yet).
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().expect("local addr").port()
-}
-
-/// Relays every connection to `listen` on to `target` (host:port).
-async fn relay(listen: u16, target: String) -> JoinHandle<()> {
-    let listener = TcpListener::bind(("127.0.0.1", listen))
-        .await
-        .unwrap_or_else(|e| panic!("relay cannot bind {listen}: {e}"));
-    tokio::spawn(async move {
-        while let Ok((mut inbound, _)) = listener.accept().await {
-            let target = target.clone();
-            tokio::spawn(async move {
-                if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
-                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                }
-            });
-        }
-    })
-}
 
 async fn fresh_database() -> String {
     let name = format!(
@@ -154,7 +129,8 @@ async fn http_port_reports_readiness_metrics_and_lag_and_logs_are_json() {
     let fauxqs = peers::shared_fauxqs().await;
     let queue = peers::sqs_create_queue(fauxqs, &peers::unique_name("ops"), &[]).await;
     let database = fresh_database().await;
-    let (sqs_port, pg_port, http_port) = (free_port(), free_port(), free_port());
+    let (sqs_port, pg_port, http_port) =
+        (peers::free_port(), peers::free_port(), peers::free_port());
     let base = format!("http://127.0.0.1:{http_port}");
 
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_payrules"))
@@ -212,7 +188,7 @@ async fn http_port_reports_readiness_metrics_and_lag_and_logs_are_json() {
     assert!(health.status.success(), "{health:?}");
 
     // The store comes up: ready for the store, still not for the source.
-    let pg = relay(pg_port, "127.0.0.1:5432".into()).await;
+    let pg = peers::relay(pg_port, "127.0.0.1:5432".into()).await;
     let (status, body) = readyz_until(&base, |_, b| {
         b["store"]["state"] == "ready" && b["source"]["state"] == "unavailable"
     })
@@ -227,7 +203,7 @@ async fn http_port_reports_readiness_metrics_and_lag_and_logs_are_json() {
     );
 
     // The broker comes up: ready.
-    let sqs = relay(sqs_port, format!("127.0.0.1:{}", fauxqs.port)).await;
+    let sqs = peers::relay(sqs_port, format!("127.0.0.1:{}", fauxqs.port)).await;
     let (status, body) = readyz_until(&base, |s, _| s == 200).await;
     assert_eq!(body["ready"], true, "{body}");
     assert_eq!(status, 200);
@@ -367,7 +343,7 @@ async fn http_port_reports_readiness_metrics_and_lag_and_logs_are_json() {
 
 #[tokio::test]
 async fn health_fails_when_nothing_answers() {
-    let port = free_port();
+    let port = peers::free_port();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_payrules"))
         .args(["health", &format!("http://127.0.0.1:{port}/healthz")])
         .output()

@@ -55,23 +55,6 @@ fn worker(queue: &str, endpoint: &str, webhook: &str, mock: &peers::Peer) -> tok
         .expect("spawn payrules run")
 }
 
-async fn queue_depth(peer: &peers::Peer, queue: &str) -> usize {
-    use aws_sdk_sqs::types::QueueAttributeName;
-    let attrs = peers::sqs_client(peer)
-        .await
-        .get_queue_attributes()
-        .queue_url(queue)
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
-        .send()
-        .await
-        .expect("GetQueueAttributes");
-    attrs
-        .attributes()
-        .map(|a| a.values().filter_map(|v| v.parse::<usize>().ok()).sum())
-        .unwrap_or(0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_mid_effect_ends_within_the_budget_and_loses_nothing() {
     let fauxqs = peers::shared_fauxqs().await;
@@ -145,7 +128,10 @@ async fn sigterm_mid_effect_ends_within_the_budget_and_loses_nothing() {
     assert!(status.success(), "{status:?}\n{stderr}");
     assert!(stderr.contains("shutdown deadline passed"), "{stderr}");
     // The message whose release did not finish was not acked.
-    assert!(queue_depth(fauxqs, &queue).await >= 1, "{stderr}");
+    assert!(
+        peers::sqs_queue_depth(fauxqs, &queue).await >= 1,
+        "{stderr}"
+    );
 
     // A receiver that answers: the next run delivers the release and empties the queue.
     let fast = MockServer::start().await;
@@ -162,7 +148,7 @@ async fn sigterm_mid_effect_ends_within_the_budget_and_loses_nothing() {
     let deadline = Instant::now() + Duration::from_secs(40);
     loop {
         let delivered = fast.received_requests().await.unwrap_or_default().len();
-        if delivered >= 1 && queue_depth(fauxqs, &queue).await == 0 {
+        if delivered >= 1 && peers::sqs_queue_depth(fauxqs, &queue).await == 0 {
             assert_eq!(delivered, 1, "one release");
             break;
         }

@@ -129,31 +129,6 @@ async fn proxy(target: String, storm: Storm) -> Proxy {
     }
 }
 
-/// Relays connections on a fixed port to `target` until aborted (then every relayed
-/// connection is dropped too): the broker "goes away" and comes back on the same address.
-async fn relay(listen: u16, target: String) -> JoinHandle<()> {
-    let listener = TcpListener::bind(("127.0.0.1", listen)).await.unwrap();
-    tokio::spawn(async move {
-        let mut conns = tokio::task::JoinSet::new();
-        while let Ok((mut inbound, _)) = listener.accept().await {
-            let target = target.clone();
-            conns.spawn(async move {
-                if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
-                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                }
-            });
-        }
-    })
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A payment authorized and an order covering it, in the mock; the OrderCreated message.
 async fn paid_order(admin: &Admin, project: &str, number: &str) -> (String, String) {
     let payment = admin.payment(4200, &[("Authorization", "Success")]).await;
@@ -178,23 +153,6 @@ async fn send(fauxqs: &peers::Peer, queue: &str, body: &str) {
         .send()
         .await
         .expect("SendMessage");
-}
-
-async fn queue_depth(fauxqs: &peers::Peer, queue: &str) -> usize {
-    use aws_sdk_sqs::types::QueueAttributeName;
-    let attrs = peers::sqs_client(fauxqs)
-        .await
-        .get_queue_attributes()
-        .queue_url(queue)
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
-        .send()
-        .await
-        .expect("GetQueueAttributes");
-    attrs
-        .attributes()
-        .map(|a| a.values().filter_map(|v| v.parse::<usize>().ok()).sum())
-        .unwrap_or(0)
 }
 
 struct Worker {
@@ -302,7 +260,7 @@ async fn commercetools_storm(storm: Storm) {
     let deadline = recovered + Duration::from_secs(60);
     loop {
         let delivered = receiver.received_requests().await.unwrap().len();
-        if delivered >= ORDERS && queue_depth(fauxqs, &queue).await == 0 {
+        if delivered >= ORDERS && peers::sqs_queue_depth(fauxqs, &queue).await == 0 {
             break;
         }
         assert!(
@@ -376,7 +334,7 @@ async fn webhook_receiver_down_then_500s_delivers_once_after_recovery() {
     let admin = Admin::new(mock, project).await;
     let queue = peers::sqs_create_queue(fauxqs, &peers::unique_name("hookdown"), &[]).await;
     // Connection refused: nothing listens on the receiver's port yet.
-    let port = free_port();
+    let port = peers::free_port();
     let worker = start_worker(&[
         ("PAYRULES_SQS_QUEUE_URL", queue.clone()),
         ("AWS_ENDPOINT_URL", fauxqs.endpoint.clone()),
@@ -395,7 +353,7 @@ async fn webhook_receiver_down_then_500s_delivers_once_after_recovery() {
     send(fauxqs, &queue, &message).await;
     tokio::time::sleep(Duration::from_secs(12)).await;
     assert_eq!(
-        queue_depth(fauxqs, &queue).await,
+        peers::sqs_queue_depth(fauxqs, &queue).await,
         1,
         "not acked while the receiver is down"
     );
@@ -418,7 +376,7 @@ async fn webhook_receiver_down_then_500s_delivers_once_after_recovery() {
     tokio::time::sleep(Duration::from_secs(8)).await;
     assert!(failing.load(Ordering::SeqCst) >= 1, "the 500s were met");
     assert_eq!(
-        queue_depth(fauxqs, &queue).await,
+        peers::sqs_queue_depth(fauxqs, &queue).await,
         1,
         "not acked while the receiver answers 500"
     );
@@ -429,7 +387,7 @@ async fn webhook_receiver_down_then_500s_delivers_once_after_recovery() {
         .await;
     let deadline = Instant::now() + Duration::from_secs(60);
     while !(receiver.received_requests().await.unwrap().len() == 1
-        && queue_depth(fauxqs, &queue).await == 0)
+        && peers::sqs_queue_depth(fauxqs, &queue).await == 0)
     {
         assert!(Instant::now() < deadline, "the release never got through");
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -443,9 +401,9 @@ async fn webhook_receiver_down_then_500s_delivers_once_after_recovery() {
 async fn broker_going_away_is_logged_once_each_way_and_the_worker_resumes() {
     let fauxqs = peers::shared_fauxqs().await;
     let queue = peers::sqs_create_queue(fauxqs, &peers::unique_name("away"), &[]).await;
-    let port = free_port();
+    let port = peers::free_port();
     let target = format!("127.0.0.1:{}", fauxqs.port);
-    let up = relay(port, target.clone()).await;
+    let up = peers::relay(port, target.clone()).await;
     let worker = start_worker(&[
         ("PAYRULES_SQS_QUEUE_URL", queue.clone()),
         ("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}")),
@@ -471,9 +429,9 @@ async fn broker_going_away_is_logged_once_each_way_and_the_worker_resumes() {
     for l in &lines[1..] {
         send(fauxqs, &queue, l).await;
     }
-    let _back = relay(port, target).await;
+    let _back = peers::relay(port, target).await;
     let deadline = Instant::now() + Duration::from_secs(60);
-    while queue_depth(fauxqs, &queue).await != 0 {
+    while peers::sqs_queue_depth(fauxqs, &queue).await != 0 {
         assert!(Instant::now() < deadline, "the worker did not resume");
         tokio::time::sleep(Duration::from_millis(250)).await;
     }

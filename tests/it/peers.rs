@@ -222,12 +222,6 @@ fn start_timeout() -> Duration {
     Duration::from_secs(secs)
 }
 
-fn free_port() -> u16 {
-    let listener =
-        std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0 to pick a free port");
-    listener.local_addr().expect("local_addr").port()
-}
-
 fn http() -> &'static reqwest::Client {
     static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
     CLIENT.get_or_init(|| {
@@ -973,4 +967,54 @@ pub async fn ctmock_token(peer: &Peer, client_id: &str, secret: &str, scope: &st
 /// Path helper for tests that need it: the repo root (CARGO_MANIFEST_DIR).
 pub fn repo_root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+// ------------------------------------------------------------------------------------------------
+// Network faults
+
+/// A loopback port nothing listens on (yet): a peer that is not there, refusing connections.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind 127.0.0.1:0")
+        .local_addr()
+        .expect("local addr")
+        .port()
+}
+
+/// Relays every connection to `127.0.0.1:listen` on to `target` (`host:port`) until the
+/// returned task is aborted; then the relayed connections are dropped too. A peer reached
+/// through it can appear late, or go away and come back on the same address.
+pub async fn relay(listen: u16, target: String) -> tokio::task::JoinHandle<()> {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", listen))
+        .await
+        .unwrap_or_else(|e| panic!("relay cannot bind {listen}: {e}"));
+    tokio::spawn(async move {
+        let mut conns = tokio::task::JoinSet::new();
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            let target = target.clone();
+            conns.spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    })
+}
+
+/// Messages on an SQS queue, visible or in flight.
+pub async fn sqs_queue_depth(peer: &Peer, queue_url: &str) -> usize {
+    use aws_sdk_sqs::types::QueueAttributeName;
+    let attrs = sqs_client(peer)
+        .await
+        .get_queue_attributes()
+        .queue_url(queue_url)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+        .send()
+        .await
+        .expect("GetQueueAttributes");
+    attrs
+        .attributes()
+        .map(|a| a.values().filter_map(|v| v.parse::<usize>().ok()).sum())
+        .unwrap_or(0)
 }

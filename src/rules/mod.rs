@@ -5,7 +5,8 @@
 //!
 //! The engine gathers the facts (payments, every order referencing them, the ledger); the
 //! decisions themselves are pure functions: [`coverage`] (which order a payment's money
-//! counts toward, and how much), [`release::decide`], [`cancel::decide`].
+//! counts toward, and how much), [`release::decide`], [`cancel::decide`]. [`explain`] reads
+//! the same facts through the same functions and returns them with the decision, in words.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,6 +21,7 @@ use crate::view::{CommerceView, ViewError};
 
 pub mod cancel;
 pub mod coverage;
+pub mod explain;
 pub mod release;
 
 pub use release::{CancelRule, CaptureRule, OrderCancelledRule, ReleaseRule};
@@ -196,6 +198,16 @@ impl PaymentRead {
     }
 }
 
+/// A payment an order references: the order its money counts toward (with
+/// whether that order can be fulfilled) and, when that is the order being evaluated, what it
+/// covers. `read` is `None` for a payment not found or the one the caller already read.
+struct Share {
+    payment_id: String,
+    holder: Option<(String, bool)>,
+    counted: Option<release::Counted>,
+    read: Option<PaymentRead>,
+}
+
 /// A payment allocated to the order being evaluated, with what it covers; `read` is `None`
 /// for the payment the caller already read (see [`Allocated::read`]).
 struct Allocated {
@@ -215,12 +227,12 @@ impl Allocated {
 /// Ledger marker: Checkout reported it could not create the order for this payment. Kept in
 /// the ledger (durable, shared by replicas, never forgotten) so that a failure reported while
 /// the authorization is still Pending cancels it once it succeeds.
-fn order_creation_failed_key(payment_id: &str) -> String {
+pub fn order_creation_failed_key(payment_id: &str) -> String {
     format!("order-creation-failed:{payment_id}")
 }
 
 /// Ledger marker: a cancel of ours was reported failed (counted once).
-fn cancel_failed_key(payment_id: &str) -> String {
+pub fn cancel_failed_key(payment_id: &str) -> String {
     format!("cancel-failed:{payment_id}")
 }
 
@@ -464,13 +476,14 @@ impl Engine {
         ))
     }
 
-    /// The payments allocated to `order`, with what each covers. `known` is a payment just
-    /// read (not read again).
-    async fn allocated_payments(
+    /// Every payment `order` references (once each, in order), with the order its money counts
+    /// toward and, when that is `order`, what it covers. `known` is a payment just read (not
+    /// read again).
+    async fn shares(
         &self,
         order: &Order,
         known: Option<&PaymentRead>,
-    ) -> Result<Vec<Allocated>, EngineError> {
+    ) -> Result<Vec<Share>, EngineError> {
         let currency = order.gross_total().currency_code.as_str();
         let mut out = Vec::new();
         for pid in unique(order.payment_ids()) {
@@ -478,29 +491,62 @@ impl Engine {
                 Some(k) if k.payment.id == pid => None,
                 _ => match self.read_payment(pid, Some(order)).await? {
                     Some(r) => Some(r),
-                    None => continue,
+                    None => {
+                        out.push(Share {
+                            payment_id: pid.to_string(),
+                            holder: None,
+                            counted: None,
+                            read: None,
+                        });
+                        continue;
+                    }
                 },
             };
             let Some(r) = read.as_ref().or(known) else {
                 continue;
             };
             let holder = coverage::allocated(&r.orders);
-            if holder.is_none_or(|h| h.id != order.id) {
-                if let Some(h) = holder.filter(|h| h.is_fulfillable()) {
-                    warn!(
-                        payment_id = pid,
-                        order_id = %order.id,
-                        counts_toward = %h.id,
-                        "payment referenced by two open orders: its money counts toward the earlier one only"
-                    );
-                }
-                continue;
-            }
-            let counted = release::Counted {
+            let counted = holder
+                .filter(|h| h.id == order.id)
+                .map(|_| release::Counted {
+                    payment_id: pid.to_string(),
+                    covered: coverage::covered(&r.payment, currency, r.cancelled_by_us()),
+                });
+            out.push(Share {
                 payment_id: pid.to_string(),
-                covered: coverage::covered(&r.payment, currency, r.cancelled_by_us()),
-            };
-            out.push(Allocated { counted, read });
+                holder: holder.map(|h| (h.id.clone(), h.is_fulfillable())),
+                counted,
+                read,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The payments allocated to `order`, with what each covers. `known` is a payment just
+    /// read (not read again).
+    async fn allocated_payments(
+        &self,
+        order: &Order,
+        known: Option<&PaymentRead>,
+    ) -> Result<Vec<Allocated>, EngineError> {
+        let mut out = Vec::new();
+        for share in self.shares(order, known).await? {
+            match share.counted {
+                Some(counted) => out.push(Allocated {
+                    counted,
+                    read: share.read,
+                }),
+                None => {
+                    if let Some((holder, true)) = &share.holder {
+                        warn!(
+                            payment_id = %share.payment_id,
+                            order_id = %order.id,
+                            counts_toward = %holder,
+                            "payment referenced by two open orders: its money counts toward the earlier one only"
+                        );
+                    }
+                }
+            }
         }
         Ok(out)
     }
@@ -518,7 +564,7 @@ impl Engine {
         let allocated = self.allocated_payments(order, known).await?;
         let counted: Vec<release::Counted> = allocated.iter().map(|a| a.counted.clone()).collect();
         let trigger = known.map(|k| k.payment.id.as_str());
-        let Some(r) = release::decide(&self.rules.release, order, &counted, trigger) else {
+        let Ok(r) = release::check(&self.rules.release, order, &counted, trigger) else {
             self.warn_if_settled_short(order, &allocated, known);
             return Ok(None);
         };
@@ -589,19 +635,9 @@ impl Engine {
             return Ok(None);
         }
         let authorized = authorized_now(read);
-        // The marker is read only when it can matter: money reserved and no order at all.
-        let order_creation_failed = self.rules.cancel.enabled
-            && authorized > 0
-            && read.orders.is_empty()
-            && self.settled(&order_creation_failed_key(pid)).await?;
-        let facts = cancel::CancelFacts {
-            payment: &read.payment,
-            orders: &read.orders,
-            authorized,
-            order_creation_failed,
-            grace_expired,
-        };
-        let reason = match cancel::decide(self.rules.cancels(), &facts) {
+        let order_creation_failed = self.order_creation_failed(read, authorized).await?;
+        let reason = match self.cancel_check(read, authorized, order_creation_failed, grace_expired)
+        {
             Ok(reason) => reason,
             Err(why) => {
                 debug!(payment_id = pid, why, "cancel check: nothing to do");
@@ -627,13 +663,59 @@ impl Engine {
         }))
     }
 
+    /// Whether Checkout's order-creation failure counts for the payment. The marker is read
+    /// only when it can matter: money reserved and no order at all.
+    async fn order_creation_failed(
+        &self,
+        read: &PaymentRead,
+        authorized: i64,
+    ) -> Result<bool, EngineError> {
+        Ok(self.rules.cancel.enabled
+            && authorized > 0
+            && read.orders.is_empty()
+            && self
+                .settled(&order_creation_failed_key(&read.payment.id))
+                .await?)
+    }
+
+    /// The cancel rules' answer for a payment as read: why it is cancelled, or why not.
+    fn cancel_check(
+        &self,
+        read: &PaymentRead,
+        authorized: i64,
+        order_creation_failed: bool,
+        grace_expired: bool,
+    ) -> Result<CancelReason, &'static str> {
+        let facts = cancel::CancelFacts {
+            payment: &read.payment,
+            orders: &read.orders,
+            authorized,
+            order_creation_failed,
+            grace_expired,
+        };
+        cancel::decide(self.rules.cancels(), &facts)
+    }
+
+    /// Whether capture_on_shipment applies to the order now, or why not.
+    fn capture_due(&self, order: &Order) -> Result<(), &'static str> {
+        if !self.rules.capture.enabled {
+            Err("capture_on_shipment is off")
+        } else if order.order_state == OrderState::Cancelled {
+            Err("the order is cancelled")
+        } else if !self.rules.capture.is_due(order) {
+            Err("the order has not reached the shipment state that triggers the capture")
+        } else {
+            Ok(())
+        }
+    }
+
     async fn evaluate_capture(
         &self,
         order: &Order,
         known: Option<&PaymentRead>,
         cause: &Cause<'_>,
     ) -> Result<Vec<Action>, EngineError> {
-        if order.order_state == OrderState::Cancelled || !self.rules.capture.is_due(order) {
+        if self.capture_due(order).is_err() {
             return Ok(Vec::new());
         }
         let currency = order.gross_total().currency_code.as_str();

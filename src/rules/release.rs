@@ -1,9 +1,12 @@
 //! release_for_fulfillment: an order that can still be fulfilled is released when the money of
 //! the payments allocated to it covers its gross total.
 
+use std::fmt;
 use std::time::Duration;
 
-use crate::model::{Order, ShipmentState};
+use serde::Serialize;
+
+use crate::model::{Order, OrderState, ShipmentState};
 
 /// Settings of the release rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,6 +110,88 @@ pub struct Release {
     pub payment_id: String,
     /// All payments counted.
     pub payment_ids: Vec<String>,
+    /// Σ covered(P) over the allocated payments.
+    pub covered: i64,
+    /// The gross total to cover.
+    pub total: i64,
+    /// The order's currency.
+    pub currency: String,
+}
+
+impl fmt::Display for Release {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.covered >= self.total {
+            write!(
+                f,
+                "covered {} ≥ {} {} cents",
+                self.covered, self.total, self.currency
+            )
+        } else {
+            write!(
+                f,
+                "covered {} of {} {} cents (require_full_coverage is off: any covering money releases)",
+                self.covered, self.total, self.currency
+            )
+        }
+    }
+}
+
+/// Why an order is not released (by the coverage check; the ledger is the caller's).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "why", rename_all = "snake_case")]
+pub enum NotReleased {
+    /// release_for_fulfillment is off.
+    RuleOff,
+    /// The order cannot be fulfilled (state or shipment state).
+    NotFulfillable {
+        /// `orderState`.
+        order_state: OrderState,
+        /// `shipmentState`.
+        shipment_state: Option<ShipmentState>,
+    },
+    /// No payment allocated to the order covers anything.
+    NothingCovered {
+        /// The gross total.
+        total: i64,
+        /// The order's currency.
+        currency: String,
+    },
+    /// The allocated payments cover less than the gross total.
+    Short {
+        /// Σ covered(P).
+        covered: i64,
+        /// The gross total.
+        total: i64,
+        /// The order's currency.
+        currency: String,
+    },
+}
+
+impl fmt::Display for NotReleased {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NotReleased::RuleOff => f.write_str("release_for_fulfillment is off"),
+            NotReleased::NotFulfillable {
+                order_state,
+                shipment_state,
+            } => {
+                write!(f, "the order cannot be fulfilled: orderState {order_state}")?;
+                match shipment_state {
+                    Some(s) => write!(f, ", shipmentState {s}"),
+                    None => Ok(()),
+                }
+            }
+            NotReleased::NothingCovered { total, currency } => write!(
+                f,
+                "covered 0 < {total} {currency} cents: no payment allocated to it covers anything"
+            ),
+            NotReleased::Short {
+                covered,
+                total,
+                currency,
+            } => write!(f, "covered {covered} < {total} {currency} cents"),
+        }
+    }
 }
 
 /// Σ covered(P) over the allocated payments.
@@ -124,26 +209,57 @@ pub fn decide(
     allocated: &[Counted],
     trigger: Option<&str>,
 ) -> Option<Release> {
-    if !order.is_fulfillable() {
-        return None;
+    check(rule, order, allocated, trigger).ok()
+}
+
+/// [`decide`] with the reason when the order is not released: the one coverage check, for
+/// the engine and for `payrules explain` alike.
+///
+/// # Errors
+/// Why the order is not released.
+pub fn check(
+    rule: &ReleaseRule,
+    order: &Order,
+    allocated: &[Counted],
+    trigger: Option<&str>,
+) -> Result<Release, NotReleased> {
+    if !rule.enabled {
+        return Err(NotReleased::RuleOff);
     }
+    if !order.is_fulfillable() {
+        return Err(NotReleased::NotFulfillable {
+            order_state: order.order_state,
+            shipment_state: order.shipment_state,
+        });
+    }
+    let gross = order.gross_total();
+    let (total, currency) = (gross.cent_amount, gross.currency_code.clone());
     let counted: Vec<String> = allocated
         .iter()
         .filter(|c| c.covered > 0)
         .map(|c| c.payment_id.clone())
         .collect();
     if counted.is_empty() {
-        return None;
+        return Err(NotReleased::NothingCovered { total, currency });
     }
-    if rule.require_full_coverage && total_covered(allocated) < order.gross_total().cent_amount {
-        return None;
+    let covered = total_covered(allocated);
+    if rule.require_full_coverage && covered < total {
+        return Err(NotReleased::Short {
+            covered,
+            total,
+            currency,
+        });
     }
     let payment_id = trigger
         .filter(|t| counted.iter().any(|c| c == t))
         .map(str::to_string)
-        .or_else(|| counted.last().cloned())?;
-    Some(Release {
+        .or_else(|| counted.last().cloned())
+        .unwrap_or_default();
+    Ok(Release {
         payment_id,
         payment_ids: counted,
+        covered,
+        total,
+        currency,
     })
 }

@@ -450,3 +450,84 @@ async fn broker_going_away_is_logged_once_each_way_and_the_worker_resumes() {
         .count();
     assert_eq!(noisy, 0, "per-attempt failures stay at debug\n{log}");
 }
+
+/// The Pub/Sub emulator goes away behind a relay and comes back on the same address: the
+/// stream is reopened (by the client library, or by the source after a permanent error) and
+/// what was published meanwhile is processed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pubsub_going_away_and_back_resumes() {
+    let emulator = peers::shared_pubsub_emulator().await;
+    let topic = peers::unique_name("away-topic");
+    let sub = peers::unique_name("away-sub");
+    let res =
+        peers::create_topic_and_subscription(emulator, "payrules-test", &topic, &sub, 10, None)
+            .await;
+    let port = peers::free_port();
+    let http = peers::free_port();
+    let target = format!("127.0.0.1:{}", emulator.port);
+    let up = peers::relay(port, target.clone()).await;
+    let worker = start_worker(&[
+        ("PAYRULES_SOURCE", "pubsub".into()),
+        ("PAYRULES_PUBSUB_SUBSCRIPTION", res.subscription.clone()),
+        ("PUBSUB_EMULATOR_HOST", format!("127.0.0.1:{port}")),
+        ("PAYRULES_DRY_RUN", "true".into()),
+        ("PAYRULES_HTTP_ADDR", format!("127.0.0.1:{http}")),
+        (
+            "PAYRULES_RELEASE_WEBHOOK_URL",
+            "https://unused.example/h".into(),
+        ),
+    ]);
+    let lines: Vec<String> = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures/scenarios/01-authorized-then-order.jsonl"),
+    )
+    .unwrap()
+    .lines()
+    .map(str::to_string)
+    .collect();
+    peers::pubsub_publish(emulator, &res.topic, lines[0].as_bytes(), &[]).await;
+    let acked = || async {
+        let text = reqwest::get(format!("http://127.0.0.1:{http}/metrics"))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        Some(
+            text.lines()
+                .filter(|l| {
+                    l.starts_with("payrules_messages_total{") && l.contains("outcome=\"acked\"")
+                })
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum::<f64>(),
+        )
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while acked().await.unwrap_or(0.0) < 1.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the first message was not processed"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    up.abort();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    for l in &lines[1..] {
+        peers::pubsub_publish(emulator, &res.topic, l.as_bytes(), &[]).await;
+    }
+    let _back = peers::relay(port, target).await;
+    // The emulator (not production Pub/Sub) keeps the cut stream alive on its side and lets
+    // it swallow messages (see tests/crash.rs): end it, as the crash tests do.
+    peers::pubsub_end_stale_streams(emulator, &res.subscription).await;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let all = lines.len() as f64;
+    while acked().await.unwrap_or(0.0) < all {
+        if Instant::now() > deadline {
+            let log = worker.stop().await;
+            panic!("the worker did not resume after the emulator came back\n{log}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let log = worker.stop().await;
+    assert!(lines_with(&log, "message parked").is_empty(), "{log}");
+}

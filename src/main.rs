@@ -12,7 +12,7 @@ use tracing::{error, info};
 use payrules::app::{build_processor, open_store};
 use payrules::config::{self, Settings, SourceSettings};
 use payrules::replay::Replay;
-use payrules::source::{FileInput, FileSource, InputReader, PubsubSource, Source, SqsSource};
+use payrules::source::{FileInput, FileSource, PubsubSource, Source, SqsSource};
 use payrules::telemetry::{self, SourceState};
 use payrules::worker::Worker;
 
@@ -141,29 +141,23 @@ async fn replay(config: Option<&Path>, state: Option<&Path>, inputs: &[PathBuf])
         }
         Ok(())
     };
-    let mut reported = 0;
-    for line in InputReader::new(inputs) {
-        let line = match line {
-            Ok(l) => l,
-            Err(e) => {
-                eprintln!("payrules replay: {e}");
-                return ExitCode::from(2);
+    let fed = replay
+        .feed_inputs(inputs, |actions, skipped| {
+            for s in skipped {
+                eprintln!("{}: skipped: {}", s.origin, s.error);
             }
-        };
-        let actions = replay.feed(&line.origin(), &line.bytes).await;
-        for s in &replay.summary().skipped[reported..] {
-            eprintln!("{}: skipped: {}", s.origin, s.error);
-        }
-        reported = replay.summary().skipped.len();
-        if write(actions).is_err() {
-            return ExitCode::FAILURE;
+            write(actions)
+        })
+        .await;
+    match fed {
+        Ok(()) => {}
+        Err(payrules::replay::ReplayError::Output(_)) => return ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("payrules replay: {e}");
+            return ExitCode::from(2);
         }
     }
-    let actions = replay.finish().await;
-    for s in &replay.summary().skipped[reported..] {
-        eprintln!("{}: skipped: {}", s.origin, s.error);
-    }
-    if write(actions).is_err() || out.flush().is_err() {
+    if out.flush().is_err() {
         return ExitCode::FAILURE;
     }
     let summary = replay.summary();

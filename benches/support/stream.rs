@@ -19,6 +19,10 @@
 //! `ResourceUpdated` change notifications, some Pending state changes as `payloadNotIncluded`,
 //! and the stream starts with the subscription test notification. With the default mix about
 //! 10 % of the messages lead to a release and 2 % to a cancel.
+//!
+//! [`Shape::Rich`] makes the resources larger (3–5 transactions per payment, custom fields on
+//! payments, transactions and orders) with the same outcomes; `cloudevents_share` wraps a share
+//! of the deliveries in CloudEvents envelopes.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -37,6 +41,8 @@ pub struct GenConfig {
     pub density: f64,
     /// Share of deliveries wrapped in a CloudEvents envelope.
     pub cloudevents_share: f64,
+    /// How large the payments and orders are.
+    pub shape: Shape,
     /// Share of messages delivered a second time.
     pub duplicate_share: f64,
     /// Share of messages delivered late.
@@ -52,11 +58,25 @@ impl Default for GenConfig {
             seed: 6,
             density: 50.0,
             cloudevents_share: 0.0,
+            shape: Shape::Basic,
             duplicate_share: 0.03,
             late_share: 0.05,
             start: Utc.with_ymd_and_hms(2026, 11, 20, 8, 0, 0).unwrap(),
         }
     }
+}
+
+/// How large the payments and orders are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Shape {
+    /// The fixtures as they are: one transaction per payment at creation.
+    #[default]
+    Basic,
+    /// Larger resources: every `PaymentCreated` carries 2–4 earlier failed authorization
+    /// attempts beside the live one (3–5 transactions, each with PSP custom fields) and
+    /// payment-level custom fields; every `OrderCreated` carries order custom fields. The
+    /// failed attempts hold no money, so the rules' outcomes are the same as for `Basic`.
+    Rich,
 }
 
 /// The kind of a flow, i.e. what the rules should do with it.
@@ -160,6 +180,7 @@ enum Var {
     Total,
     State,
     Refs,
+    ExtraTxs,
 }
 
 const VARS: &[(&str, Var)] = &[
@@ -178,6 +199,7 @@ const VARS: &[(&str, Var)] = &[
     ("TOTAL", Var::Total),
     ("STATE", Var::State),
     ("REFS", Var::Refs),
+    ("XTX", Var::ExtraTxs),
 ];
 
 enum Part {
@@ -289,14 +311,41 @@ struct Templates {
     subscription_test: Template,
 }
 
+/// Custom fields as a PSP integration or a shop would set them (the rules never read them).
+fn custom_fields(type_key: &str, n: usize) -> Value {
+    let mut fields = serde_json::Map::new();
+    for i in 0..n {
+        let value = match i % 4 {
+            0 => Value::String(format!("{type_key}-value-{i}-0123456789abcdef")),
+            1 => Value::from(1_000 + i as i64),
+            2 => Value::Bool(i % 3 == 0),
+            _ => serde_json::json!({"en": "Standard delivery", "de": "Standardversand"}),
+        };
+        fields.insert(format!("{type_key}Field{i}"), value);
+    }
+    serde_json::json!({"type": {"typeId": "type", "key": type_key}, "fields": fields})
+}
+
 impl Templates {
-    fn load() -> Self {
+    fn load(shape: Shape) -> Self {
+        let rich = shape == Shape::Rich;
         Self {
             payment_created: template("PaymentCreated", |v| {
                 set(v, "/payment/version", "V", true);
                 set(v, "/payment/amountPlanned/centAmount", "AMT", true);
                 set(v, "/payment/transactions/0/amount/centAmount", "AMT", true);
                 set(v, "/payment/transactions/0/state", "STATE", false);
+                if rich {
+                    if let Some(t) = v
+                        .pointer_mut("/payment/transactions")
+                        .and_then(Value::as_array_mut)
+                    {
+                        t.push(Value::String("@@#XTX@@".into()));
+                    }
+                    if let Some(p) = v.pointer_mut("/payment").and_then(Value::as_object_mut) {
+                        p.insert("custom".into(), custom_fields("checkoutPayment", 12));
+                    }
+                }
             }),
             tx_state_changed: template("PaymentTransactionStateChanged", |v| {
                 set(v, "/state", "STATE", false);
@@ -315,6 +364,9 @@ impl Templates {
                 set(v, "/order/totalPrice/centAmount", "TOTAL", true);
                 set(v, "/order/taxedPrice/totalGross/centAmount", "TOTAL", true);
                 set(v, "/order/paymentInfo/payments", "REFS", true);
+                if rich && let Some(o) = v.pointer_mut("/order").and_then(Value::as_object_mut) {
+                    o.insert("custom".into(), custom_fields("shopOrder", 16));
+                }
             }),
             order_payment_added: template("OrderPaymentAdded", |_| {}),
             order_state_changed: template("OrderStateChanged", |_| {}),
@@ -350,6 +402,7 @@ struct Vals<'a> {
     total: i64,
     state: &'a str,
     refs: &'a str,
+    extra_txs: &'a str,
 }
 
 fn render(t: &Template, v: &Vals<'_>, out: &mut Vec<u8>) {
@@ -370,6 +423,7 @@ fn render(t: &Template, v: &Vals<'_>, out: &mut Vec<u8>) {
                     Var::Ts => v.ts,
                     Var::State => v.state,
                     Var::Refs => v.refs,
+                    Var::ExtraTxs => v.extra_txs,
                     Var::Version => {
                         let _ = write!(out, "{}", v.version);
                         continue;
@@ -405,6 +459,8 @@ struct Pay {
     amount: i64,
     /// Next resourceVersion / sequenceNumber.
     version: u64,
+    /// [`Shape::Rich`]: the failed attempts, a JSON fragment for the transactions array.
+    extra_txs: String,
 }
 
 /// One checkout.
@@ -566,7 +622,23 @@ fn steps(flow: &Flow, rng: &mut fastrand::Rng) -> Vec<(i64, Step)> {
     s
 }
 
-fn new_flow(kind: FlowKind, seq: usize, rng: &mut fastrand::Rng) -> Flow {
+/// 2–4 failed authorization attempts (with PSP custom fields), listed after the live one.
+fn failed_attempts(amount: i64, rng: &mut fastrand::Rng) -> String {
+    let n = rng.usize(2..=4);
+    let mut out = Vec::with_capacity(n);
+    for attempt in 1..=n {
+        let custom = custom_fields("pspAttempt", 6);
+        out.push(format!(
+            r#"{{"id":"{}","timestamp":"2026-11-20T10:14:01.381Z","type":"Authorization","amount":{{"type":"centPrecision","currencyCode":"EUR","centAmount":{amount},"fractionDigits":2}},"interactionId":"PSP{:013}","state":"Failure","custom":{}}}"#,
+            uuid(rng),
+            rng.u64(..10_000_000_000_000),
+            serde_json::json!({"type": custom["type"], "fields": {"attempt": attempt, "resultCode": "Refused", "refusalReason": "Not enough balance", "fields": custom["fields"]}}),
+        ));
+    }
+    out.join(",")
+}
+
+fn new_flow(kind: FlowKind, seq: usize, rng: &mut fastrand::Rng, shape: Shape) -> Flow {
     let total = 1_000 + rng.i64(0..40_000);
     let split = kind == FlowKind::Release && rng.f64() < 0.1 && total > 3_000;
     let mk = |rng: &mut fastrand::Rng, amount: i64, n: usize| Pay {
@@ -576,6 +648,11 @@ fn new_flow(kind: FlowKind, seq: usize, rng: &mut fastrand::Rng) -> Flow {
         key: format!("pay-{}-{n}", 100_000_000 + seq),
         amount,
         version: 1,
+        extra_txs: if shape == Shape::Rich {
+            failed_attempts(amount, rng)
+        } else {
+            String::new()
+        },
     };
     let payments = if split {
         let gift = 2_500;
@@ -609,7 +686,7 @@ fn refs(ids: impl Iterator<Item = String>) -> String {
 
 /// Generates a stream; see the module docs.
 pub fn generate(cfg: &GenConfig) -> Stream {
-    let templates = Templates::load();
+    let templates = Templates::load(cfg.shape);
     let mut rng = fastrand::Rng::with_seed(cfg.seed);
     let start_ms = cfg.start.timestamp_millis();
 
@@ -626,7 +703,7 @@ pub fn generate(cfg: &GenConfig) -> Stream {
         let remaining = cfg.messages - count;
         let mut kind = pick_kind(&mut rng);
         let flow = loop {
-            let f = new_flow(kind, flows.len(), &mut rng);
+            let f = new_flow(kind, flows.len(), &mut rng, cfg.shape);
             let st = steps(&f, &mut rng);
             // Each message may add a duplicate: budget for the worst case near the end.
             if st.len() * 2 <= remaining || kind == FlowKind::Abandoned {
@@ -806,6 +883,7 @@ fn render_step(
             tx2_id: &p.charge_tx,
             payment_key: &p.key,
             amount: p.amount,
+            extra_txs: &p.extra_txs,
             ..base.clone()
         }
     };

@@ -6,6 +6,7 @@ use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -103,8 +104,11 @@ impl InputLine {
 }
 
 struct Open {
-    name: String,
-    reader: Box<dyn BufRead + Send>,
+    name: Arc<str>,
+    /// A `BufReader` (not `dyn BufRead`) so what it holds unread can be asked for.
+    reader: BufReader<Box<dyn Read + Send>>,
+    /// Stdin: lines may arrive one by one, as they are written.
+    interactive: bool,
     line: usize,
     whole: bool,
 }
@@ -129,19 +133,25 @@ impl InputReader {
 
     fn open_next(&mut self) -> Option<Result<(), SourceError>> {
         let input = self.pending.pop_front()?;
-        let name = input.name();
-        let (reader, whole): (Box<dyn BufRead + Send>, bool) = match &input {
-            FileInput::Stdin => (Box::new(BufReader::new(std::io::stdin())), false),
+        let name: Arc<str> = input.name().into();
+        let (reader, whole): (BufReader<Box<dyn Read + Send>>, bool) = match &input {
+            FileInput::Stdin => (BufReader::new(Box::new(std::io::stdin())), false),
             FileInput::Json(p) | FileInput::JsonLines(p) => match File::open(p) {
                 Ok(f) => (
-                    Box::new(BufReader::with_capacity(64 * 1024, f)),
+                    BufReader::with_capacity(64 * 1024, Box::new(f)),
                     matches!(input, FileInput::Json(_)),
                 ),
-                Err(source) => return Some(Err(SourceError::Io { path: name, source })),
+                Err(source) => {
+                    return Some(Err(SourceError::Io {
+                        path: name.to_string(),
+                        source,
+                    }));
+                }
             },
         };
         self.open = Some(Open {
             name,
+            interactive: input == FileInput::Stdin,
             reader,
             line: 0,
             whole,
@@ -150,10 +160,26 @@ impl InputReader {
     }
 }
 
-impl Iterator for InputReader {
-    type Item = Result<InputLine, SourceError>;
+impl InputReader {
+    /// The next non-empty line, borrowed from the reader's buffer: no copy, no allocation.
+    /// (`Iterator::next` is this plus an owned copy.)
+    pub fn next_line(&mut self) -> Option<Result<LineRef<'_>, SourceError>> {
+        let range = match self.advance()? {
+            Ok(range) => range,
+            Err(e) => return Some(Err(e)),
+        };
+        let open = self.open.as_ref()?;
+        Some(Ok(LineRef {
+            bytes: &self.buf[range],
+            file: &open.name,
+            line: open.line,
+            more_ready: !open.interactive || !open.reader.buffer().is_empty(),
+        }))
+    }
 
-    fn next(&mut self) -> Option<Self::Item> {
+    /// Reads until a non-empty line is in `buf`; its trimmed range. The current file stays
+    /// open (its name and line number describe the line) until the next call.
+    fn advance(&mut self) -> Option<Result<std::ops::Range<usize>, SourceError>> {
         loop {
             let Some(open) = self.open.as_mut() else {
                 if let Err(e) = self.open_next()? {
@@ -169,7 +195,7 @@ impl Iterator for InputReader {
             };
             match read {
                 Err(source) => {
-                    let path = open.name.clone();
+                    let path = open.name.to_string();
                     self.open = None;
                     return Some(Err(SourceError::Io { path, source }));
                 }
@@ -187,14 +213,37 @@ impl Iterator for InputReader {
                     if trimmed.is_empty() {
                         continue;
                     }
-                    return Some(Ok(InputLine {
-                        bytes: Bytes::copy_from_slice(trimmed),
-                        file: open.name.clone(),
-                        line: open.line,
-                    }));
+                    let start = trimmed.as_ptr() as usize - self.buf.as_ptr() as usize;
+                    return Some(Ok(start..start + trimmed.len()));
                 }
             }
         }
+    }
+}
+
+/// A line of [`InputReader::next_line`], borrowed from the reader.
+#[derive(Debug, Clone, Copy)]
+pub struct LineRef<'a> {
+    /// The message bytes (without the line terminator).
+    pub bytes: &'a [u8],
+    /// The file, or `-` for stdin; shared by every line of the file.
+    pub file: &'a Arc<str>,
+    /// 1-based line number; 1 for a `.json` file.
+    pub line: usize,
+    /// Whether the next line can be read without waiting for a writer: false on stdin when
+    /// nothing more is buffered, so a consumer batching lines knows to pass this one on now.
+    pub more_ready: bool,
+}
+
+impl Iterator for InputReader {
+    type Item = Result<InputLine, SourceError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        Some(self.next_line()?.map(|l| InputLine {
+            bytes: Bytes::copy_from_slice(l.bytes),
+            file: l.file.to_string(),
+            line: l.line,
+        }))
     }
 }
 

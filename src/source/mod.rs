@@ -23,7 +23,7 @@ pub mod pubsub;
 mod queue;
 pub mod sqs;
 
-pub use file::{FileInput, FileSource, InputLine, InputReader};
+pub use file::{FileInput, FileSource, InputLine, InputReader, LineRef};
 pub use memory::{MemoryHandle, MemorySource};
 pub use pubsub::{PubsubEndpoint, PubsubOptions, PubsubSource};
 pub use sqs::SqsSource;

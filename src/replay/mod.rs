@@ -20,6 +20,7 @@
 //! # }
 //! ```
 
+use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -27,10 +28,12 @@ use chrono::DateTime;
 
 use crate::action::Action;
 use crate::effects::PlanOnly;
-use crate::message::{Timestamp, decode};
+use crate::message::{DecodeError, Message, Timestamp, decode};
 use crate::process::Processor;
 use crate::rules::{Engine, Rules};
-use crate::source::{FileInput, InputReader, SourceError};
+use crate::source::{FileInput, SourceError};
+
+pub mod pipeline;
 use crate::store::{MemoryStore, Store};
 use crate::view::StreamView;
 use crate::view::stream::SnapshotError;
@@ -107,7 +110,18 @@ impl Replay {
     /// Feeds one notification; returns the actions planned because of it (timers that came
     /// due first included). Undecodable input is recorded in the summary and skipped.
     pub async fn feed(&mut self, origin: &str, bytes: &[u8]) -> Vec<Action> {
-        let message = match decode(bytes) {
+        let decoded = decode(bytes);
+        self.feed_decoded(&origin, decoded.as_ref()).await
+    }
+
+    /// [`Replay::feed`] for a notification decoded elsewhere (e.g. on the reader thread of
+    /// [`pipeline`]); `origin` is formatted only if the input is skipped.
+    pub async fn feed_decoded(
+        &mut self,
+        origin: &dyn fmt::Display,
+        decoded: Result<&Message, &DecodeError>,
+    ) -> Vec<Action> {
+        let message = match decoded {
             Ok(m) => m,
             Err(e) => {
                 self.skip(origin, e.to_string());
@@ -124,7 +138,7 @@ impl Replay {
         }
         let now = self.clock.unwrap_or(DateTime::UNIX_EPOCH);
         let mut planned = self.fire_timers(now).await;
-        match self.processor.message(&message, now).await {
+        match self.processor.message(message, now).await {
             Ok(actions) => planned.extend(actions),
             Err(e) => self.skip(origin, e.to_string()),
         }
@@ -144,7 +158,7 @@ impl Replay {
         &self.summary
     }
 
-    fn skip(&mut self, origin: &str, error: String) {
+    fn skip(&mut self, origin: &dyn fmt::Display, error: String) {
         self.summary.skipped.push(Skipped {
             origin: origin.to_string(),
             error,
@@ -196,15 +210,60 @@ pub async fn replay_files<P: AsRef<Path>>(
         replay.load_state(dir).map_err(ReplayError::State)?;
     }
     let mut actions = Vec::new();
-    for line in InputReader::new(FileInput::resolve(inputs)?) {
-        let line = line?;
-        actions.extend(replay.feed(&line.origin(), &line.bytes).await);
-    }
-    actions.extend(replay.finish().await);
+    replay
+        .feed_inputs(FileInput::resolve(inputs)?, |planned, _| {
+            actions.extend(planned);
+            Ok(())
+        })
+        .await?;
     Ok(ReplayOutput {
         actions,
         summary: replay.summary().clone(),
     })
+}
+
+impl Replay {
+    /// Replays `inputs` to the end (the remaining timers fire last), reading and decoding them
+    /// on a second thread ([`pipeline`]) while the rules run here, in input order: the actions
+    /// are exactly those of feeding every line to [`Replay::feed`]. `sink` gets the actions
+    /// planned and the inputs skipped since its previous call, as they happen.
+    ///
+    /// # Errors
+    /// An input that cannot be read (what came before it has been replayed), or the error
+    /// `sink` returned.
+    pub async fn feed_inputs<F>(
+        &mut self,
+        inputs: Vec<FileInput>,
+        mut sink: F,
+    ) -> Result<(), ReplayError>
+    where
+        F: FnMut(Vec<Action>, &[Skipped]) -> std::io::Result<()>,
+    {
+        let mut ahead = pipeline::DecodeAhead::start(inputs);
+        let mut reported = 0;
+        while let Some(mut batch) = ahead.next_batch().await {
+            for item in &batch {
+                let pipeline::Item::Line(line) = item else {
+                    continue;
+                };
+                let planned = self.feed_decoded(line, line.message.as_ref()).await;
+                if !planned.is_empty() || self.summary.skipped.len() > reported {
+                    sink(planned, &self.summary.skipped[reported..])
+                        .map_err(ReplayError::Output)?;
+                    reported = self.summary.skipped.len();
+                }
+            }
+            // A read failure is the last item of its batch, after the lines read before it.
+            if let Some(pipeline::Item::Failed(_)) = batch.last()
+                && let Some(pipeline::Item::Failed(e)) = batch.pop()
+            {
+                return Err(ReplayError::Input(e));
+            }
+            ahead.recycle(batch);
+        }
+        let planned = self.finish().await;
+        sink(planned, &self.summary.skipped[reported..]).map_err(ReplayError::Output)
+    }
 }
 
 /// An input that could not be read.
@@ -216,4 +275,7 @@ pub enum ReplayError {
     /// The `--state` snapshots.
     #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
     State(Vec<SnapshotError>),
+    /// Writing the output.
+    #[error("writing the output: {0}")]
+    Output(std::io::Error),
 }

@@ -37,6 +37,9 @@ impl std::fmt::Display for Decoded {
 }
 
 /// What the reader thread hands over.
+// Lines are nearly every item and the batch vectors are reused: boxing them would cost an
+// allocation per message to save space in a few hundred slots.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Item {
     /// A line and its decoding.

@@ -10,7 +10,6 @@ use payrules::config;
 use payrules::replay::{Replay, ReplayOutput, replay_files};
 use payrules::rules::Rules;
 
-#[allow(dead_code)]
 #[path = "../benches/support/stream.rs"]
 mod stream;
 

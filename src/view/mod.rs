@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use crate::message::Message;
 use crate::model::{Order, Payment};
 
+mod compact;
 pub mod stream;
 
 pub use stream::StreamView;

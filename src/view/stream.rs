@@ -19,6 +19,7 @@ use async_trait::async_trait;
 /// fast (seeded) hasher, not SipHash.
 type HashMap<K, V> = StdHashMap<K, V, foldhash::fast::RandomState>;
 
+use super::compact::{Amount, Id};
 use super::{CommerceView, ViewError};
 use crate::message::{Body, Message};
 use crate::model::{
@@ -66,33 +67,36 @@ impl<T> Versioned<T> {
 struct TxEntry {
     /// Known once a snapshot or `PaymentTransactionAdded` described the transaction; a state
     /// change can arrive before that.
-    kind: Option<(TransactionType, Money)>,
+    kind: Option<(TransactionType, Amount)>,
     state: Option<Versioned<TransactionState>>,
 }
 
 #[derive(Debug, Default)]
 struct PaymentEntry {
     version: u64,
-    amount_planned: Option<Versioned<Money>>,
-    /// Transactions by id, in the order first seen (commercetools' order for snapshots).
-    tx_order: Vec<String>,
-    txs: HashMap<String, TxEntry>,
+    amount_planned: Option<Versioned<Amount>>,
+    /// Transactions by id, in the order first seen (commercetools' order for snapshots). A
+    /// payment has a handful: a list is smaller and faster than a map.
+    txs: Vec<(Id, TxEntry)>,
 }
 
 impl PaymentEntry {
     fn tx(&mut self, id: &str) -> &mut TxEntry {
-        // Allocate the key only for a new transaction.
-        if !self.txs.contains_key(id) {
-            self.tx_order.push(id.to_string());
-            self.txs.insert(id.to_string(), TxEntry::default());
-        }
-        self.txs.get_mut(id).expect("inserted above")
+        let id = Id::new(id);
+        let at = match self.txs.iter().position(|(t, _)| *t == id) {
+            Some(at) => at,
+            None => {
+                self.txs.push((id, TxEntry::default()));
+                self.txs.len() - 1
+            }
+        };
+        &mut self.txs[at].1
     }
 
     fn add_transaction(&mut self, t: &Transaction, stamp: Stamp) {
         let entry = self.tx(&t.id);
         if entry.kind.is_none() {
-            entry.kind = Some((t.kind, t.amount.clone()));
+            entry.kind = Some((t.kind, Amount::from(&t.amount)));
         }
         match &mut entry.state {
             Some(s) => s.offer(t.state, stamp),
@@ -113,8 +117,8 @@ impl PaymentEntry {
         self.version = self.version.max(p.version);
         if let Some(m) = &p.amount_planned {
             match &mut self.amount_planned {
-                Some(v) => v.offer(m.clone(), stamp),
-                None => self.amount_planned = Some(Versioned::new(m.clone(), stamp)),
+                Some(v) => v.offer(Amount::from(m), stamp),
+                None => self.amount_planned = Some(Versioned::new(Amount::from(m), stamp)),
             }
         }
         for t in &p.transactions {
@@ -124,16 +128,15 @@ impl PaymentEntry {
 
     fn to_payment(&self, id: &str) -> Payment {
         let transactions = self
-            .tx_order
+            .txs
             .iter()
-            .filter_map(|tx_id| {
-                let e = self.txs.get(tx_id)?;
-                let (kind, amount) = e.kind.clone()?;
+            .filter_map(|(tx_id, e)| {
+                let (kind, amount) = e.kind.as_ref()?;
                 let state = e.state.as_ref()?.value;
                 Some(Transaction {
-                    id: tx_id.clone(),
-                    kind,
-                    amount,
+                    id: tx_id.to_string(),
+                    kind: *kind,
+                    amount: amount.to_money(),
                     state,
                 })
             })
@@ -141,62 +144,92 @@ impl PaymentEntry {
         Payment {
             id: id.to_string(),
             version: self.version,
-            amount_planned: self.amount_planned.as_ref().map(|v| v.value.clone()),
+            amount_planned: self.amount_planned.as_ref().map(|v| v.value.to_money()),
             transactions,
             payment_method_info: Default::default(),
         }
     }
 }
 
+/// What the newest order snapshot says that no message updates.
+#[derive(Debug)]
+struct OrderBase {
+    stamp: Stamp,
+    order_number: Option<Box<str>>,
+    created_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// A payment reference of an order; `type_id` only when it is not `payment`.
+#[derive(Debug)]
+struct PaymentRef {
+    id: Id,
+    other_type: Option<Box<str>>,
+}
+
+impl PaymentRef {
+    fn to_reference(&self) -> Reference {
+        Reference {
+            type_id: self.other_type.as_deref().unwrap_or("payment").to_string(),
+            id: self.id.to_string(),
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct OrderEntry {
-    /// The newest snapshot: number, total and the fields no message updates.
-    base: Option<Versioned<Order>>,
+    /// The newest snapshot's number and creation time.
+    base: Option<OrderBase>,
     state: Option<Versioned<OrderState>>,
     /// `None` inside: the snapshot had no shipment state.
     shipment: Option<Versioned<Option<ShipmentState>>>,
-    /// The totals, from the snapshot or the latest `OrderEditApplied`.
-    totals: Option<Versioned<(Money, Option<TaxedPrice>)>>,
+    /// The totals (`totalPrice`, `taxedPrice.totalGross`), from the snapshot or the latest
+    /// `OrderEditApplied`.
+    totals: Option<Versioned<(Amount, Option<Amount>)>>,
     /// Every payment reference ever seen for the order, in first-seen order.
-    payments: Vec<Reference>,
+    payments: Vec<PaymentRef>,
     version: u64,
 }
 
 impl OrderEntry {
     fn add_payment(&mut self, r: &Reference) {
-        if !self.payments.iter().any(|p| p.id == r.id) {
-            self.payments.push(r.clone());
+        let id = Id::new(&r.id);
+        if !self.payments.iter().any(|p| p.id == id) {
+            self.payments.push(PaymentRef {
+                id,
+                other_type: (r.type_id != "payment").then(|| r.type_id.as_str().into()),
+            });
         }
     }
 
-    fn to_order(&self) -> Option<Order> {
-        let base = &self.base.as_ref()?.value;
-        let mut order = base.clone();
-        order.version = self.version;
-        if let Some(s) = &self.state {
-            order.order_state = s.value;
-        }
-        if let Some(s) = &self.shipment {
-            order.shipment_state = s.value;
-        }
-        if let Some(t) = &self.totals {
-            order.total_price = t.value.0.clone();
-            order.taxed_price = t.value.1.clone();
-        }
-        order.payment_info = Some(PaymentInfo {
-            payments: self.payments.clone(),
-        });
-        Some(order)
+    fn to_order(&self, id: &str) -> Option<Order> {
+        let base = self.base.as_ref()?;
+        // A snapshot sets the state, shipment and totals along with the base.
+        let totals = &self.totals.as_ref()?.value;
+        Some(Order {
+            id: id.to_string(),
+            version: self.version,
+            order_number: base.order_number.as_deref().map(str::to_string),
+            total_price: totals.0.to_money(),
+            taxed_price: totals.1.as_ref().map(|g| TaxedPrice {
+                total_gross: g.to_money(),
+            }),
+            order_state: self.state.as_ref()?.value,
+            shipment_state: self.shipment.as_ref()?.value,
+            created_at: base.created_at,
+            payment_info: Some(PaymentInfo {
+                payments: self.payments.iter().map(PaymentRef::to_reference).collect(),
+            }),
+        })
     }
 }
 
 #[derive(Debug, Default)]
 struct State {
-    payments: HashMap<String, PaymentEntry>,
-    orders: HashMap<String, OrderEntry>,
-    /// payment id → ids of the orders referencing it, sorted so the answer does not depend
-    /// on arrival order.
-    orders_by_payment: HashMap<String, Vec<String>>,
+    payments: HashMap<Id, PaymentEntry>,
+    orders: HashMap<Id, OrderEntry>,
+    /// payment id → ids of the orders referencing it, sorted (as text) so the answer does
+    /// not depend on arrival order.
+    orders_by_payment: HashMap<Id, Vec<Id>>,
 }
 
 /// Offers a value to a field that may not be set yet.
@@ -207,19 +240,24 @@ fn offer<T>(field: &mut Option<Versioned<T>>, value: T, stamp: Stamp) {
     }
 }
 
-/// `map[key]`, inserting a default entry first if absent; allocates the key only then.
-fn entry_mut<'m, V: Default>(map: &'m mut HashMap<String, V>, key: &str) -> &'m mut V {
-    if !map.contains_key(key) {
-        map.insert(key.to_string(), V::default());
-    }
-    map.get_mut(key).expect("inserted above")
+/// `map[key]`, inserting a default entry first if absent.
+fn entry_mut<'m, V: Default>(map: &'m mut HashMap<Id, V>, key: &str) -> &'m mut V {
+    map.entry(Id::new(key)).or_default()
+}
+
+fn totals_of(total: &Money, taxed: Option<&TaxedPrice>) -> (Amount, Option<Amount>) {
+    (
+        Amount::from(total),
+        taxed.map(|t| Amount::from(&t.total_gross)),
+    )
 }
 
 impl State {
     fn index(&mut self, payment_id: &str, order_id: &str) {
         let ids = entry_mut(&mut self.orders_by_payment, payment_id);
-        if let Err(at) = ids.binary_search_by(|id| id.as_str().cmp(order_id)) {
-            ids.insert(at, order_id.to_string());
+        let order_id = Id::new(order_id);
+        if let Err(at) = ids.binary_search(&order_id) {
+            ids.insert(at, order_id);
         }
     }
 
@@ -227,24 +265,24 @@ impl State {
         let stamp = snapshot_stamp(o.version);
         let entry = entry_mut(&mut self.orders, &o.id);
         entry.version = entry.version.max(o.version);
-        match &mut entry.base {
-            // `offer`, without cloning an order that is not newer.
-            Some(b) if stamp > b.stamp => *b = Versioned::new(o.clone(), stamp),
-            Some(_) => {}
-            None => entry.base = Some(Versioned::new(o.clone(), stamp)),
+        if entry.base.as_ref().is_none_or(|b| stamp > b.stamp) {
+            entry.base = Some(OrderBase {
+                stamp,
+                order_number: o.order_number.as_deref().map(Into::into),
+                created_at: o.created_at,
+            });
         }
         offer(&mut entry.state, o.order_state, stamp);
         offer(&mut entry.shipment, o.shipment_state, stamp);
         if entry.totals.as_ref().is_none_or(|t| stamp > t.stamp) {
-            let totals = (o.total_price.clone(), o.taxed_price.clone());
+            let totals = totals_of(&o.total_price, o.taxed_price.as_ref());
             offer(&mut entry.totals, totals, stamp);
         }
         for r in o.payment_info.iter().flat_map(|i| i.payments.iter()) {
             entry.add_payment(r);
         }
-        let refs: Vec<String> = o.payment_ids().map(str::to_string).collect();
-        for pid in refs {
-            self.index(&pid, &o.id);
+        for pid in o.payment_ids() {
+            self.index(pid, &o.id);
         }
     }
 
@@ -300,7 +338,7 @@ impl State {
                 taxed_price,
             } => {
                 if let Some(e) = self.order_changed_by(m, stamp) {
-                    let totals = (total_price.clone(), taxed_price.clone());
+                    let totals = totals_of(total_price, taxed_price.as_ref());
                     offer(&mut e.totals, totals, stamp);
                 }
             }
@@ -351,11 +389,7 @@ impl StreamView {
 
     /// Adds a Payment snapshot (the commercetools representation, with its version).
     pub fn add_payment_snapshot(&self, p: &Payment) {
-        self.lock()
-            .payments
-            .entry(p.id.clone())
-            .or_default()
-            .apply_snapshot(p);
+        entry_mut(&mut self.lock().payments, &p.id).apply_snapshot(p);
     }
 
     /// Adds an Order snapshot (the commercetools representation, with its version).
@@ -420,21 +454,32 @@ impl StreamView {
 #[async_trait]
 impl CommerceView for StreamView {
     async fn payment(&self, id: &str) -> Result<Option<Payment>, ViewError> {
-        Ok(self.lock().payments.get(id).map(|e| e.to_payment(id)))
+        Ok(self
+            .lock()
+            .payments
+            .get(&Id::new(id))
+            .map(|e| e.to_payment(id)))
     }
 
     async fn order(&self, id: &str) -> Result<Option<Order>, ViewError> {
-        Ok(self.lock().orders.get(id).and_then(OrderEntry::to_order))
+        Ok(self
+            .lock()
+            .orders
+            .get(&Id::new(id))
+            .and_then(|e| e.to_order(id)))
     }
 
     async fn orders_for_payment(&self, payment_id: &str) -> Result<Vec<Order>, ViewError> {
         let state = self.lock();
         let found = state
             .orders_by_payment
-            .get(payment_id)
+            .get(&Id::new(payment_id))
             .into_iter()
             .flatten()
-            .filter_map(|oid| state.orders.get(oid).and_then(OrderEntry::to_order))
+            .filter_map(|oid| {
+                let e = state.orders.get(oid)?;
+                e.to_order(oid.as_str(&mut [0; 36]))
+            })
             .collect();
         Ok(found)
     }

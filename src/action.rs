@@ -1,13 +1,13 @@
 //! Decisions: what a rule wants done, with a deterministic idempotency key.
 
 use chrono::SecondsFormat;
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Serialize, Serializer};
 
 use crate::message::Timestamp;
 use crate::model::Money;
 
 /// What to do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ActionKind {
     /// Release the order to the fulfillment team.
@@ -30,7 +30,7 @@ impl ActionKind {
 }
 
 /// Which rule decided.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RuleName {
     /// Authorized payments cover the order.
@@ -56,7 +56,7 @@ impl RuleName {
 }
 
 /// Why a cancel was decided.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CancelReason {
     /// No order referenced the payment when its grace period ran out.
@@ -87,8 +87,9 @@ impl CancelReason {
 }
 
 /// One decision. Serialized, it is the replay output line: `action`, `rule`, `key`,
-/// `payment_id`, `order_id`, `message_id`, `at` come first and always; details follow.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// `payment_id`, `order_id`, `message_id`, `at` come first and always; details follow. A line
+/// deserializes back (see [`crate::testing`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Action {
     /// What to do.
     pub action: ActionKind,
@@ -112,7 +113,7 @@ pub struct Action {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub order_number: Option<String>,
     /// For a release: every payment counted toward the order.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub payment_ids: Vec<String>,
     /// Release: the order's gross total; cancel: the authorized amount; capture: the amount
     /// to capture.

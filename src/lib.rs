@@ -8,6 +8,18 @@
 //! and, opt-in, *capture on shipment*. Messages arrive late, twice and out of order; each side
 //! effect still happens once.
 //!
+//! # The API for your tests
+//! What a team running payrules can build its own tests on, kept stable:
+//! - [`replay`]: [`replay::replay_files`] and [`replay::Replay`] — feed notifications, get the
+//!   actions the rules plan, exactly as `payrules replay` prints them;
+//! - [`testing`]: compare those actions with an expected-actions file
+//!   ([`testing::check_scenario`], [`testing::compare`], [`testing::read_actions`]);
+//! - [`action::Action`] (serializes to, and deserializes from, a replay output line) and
+//!   [`rules::Rules`] (the rule settings).
+//!
+//! Every other module is public only so that payrules' own binary, tests, benchmarks and load
+//! tool can reach it; it is internal and may change in any release.
+//!
 //! # Layout: the flow of a notification
 //! - [`source`]: where notifications come from ([`source::Source`], [`source::Delivery`]
 //!   with its own ack/nack).
@@ -40,5 +52,6 @@ pub mod source;
 pub mod store;
 pub mod subscription;
 pub mod telemetry;
+pub mod testing;
 pub mod view;
 pub mod worker;

@@ -70,42 +70,11 @@ async fn every_scenario_plans_exactly_its_expected_actions() {
         "expected at least 12 scenarios, found {}",
         scenarios.len()
     );
+    // The same check users' tests get from `payrules::testing`.
     let mut failures = Vec::new();
     for stream in &scenarios {
-        let expected_path = PathBuf::from(
-            stream
-                .to_string_lossy()
-                .replace(".jsonl", ".expected.jsonl"),
-        );
-        let expected = read_expected(&expected_path);
-        let out = replay_files(&[stream], rules_for(stream), None)
-            .await
-            .unwrap();
-        assert!(
-            out.summary.skipped.is_empty(),
-            "{}: skipped {:?}",
-            stream.display(),
-            out.summary.skipped
-        );
-        let got: Vec<Value> = out
-            .actions
-            .iter()
-            .map(|a| project(&serde_json::to_value(a).unwrap()))
-            .collect();
-        let want: Vec<Value> = expected.iter().map(project).collect();
-        if got != want {
-            failures.push(format!(
-                "{}\n  got:  {}\n  want: {}",
-                stream.display(),
-                got.iter()
-                    .map(Value::to_string)
-                    .collect::<Vec<_>>()
-                    .join("\n        "),
-                want.iter()
-                    .map(Value::to_string)
-                    .collect::<Vec<_>>()
-                    .join("\n        ")
-            ));
+        if let Err(e) = payrules::testing::check_scenario(stream).await {
+            failures.push(format!("{}: {e}", stream.display()));
         }
     }
     assert!(
@@ -285,4 +254,40 @@ proptest::proptest! {
         want.sort();
         proptest::prop_assert_eq!(got, want, "{} in order {:?}", stream.display(), shuffled.iter().map(|l| committed_at(l)).collect::<Vec<_>>());
     }
+}
+
+#[tokio::test]
+async fn payrules_testing_reports_a_wrong_expectation_and_a_bad_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/scenarios");
+    let stream = dir.path().join("s.jsonl");
+    std::fs::copy(src.join("01-authorized-then-order.jsonl"), &stream).unwrap();
+    // Expect a cancel where the rules release.
+    let expected = std::fs::read_to_string(src.join("01-authorized-then-order.expected.jsonl"))
+        .unwrap()
+        .replace("\"release_order\"", "\"cancel_payment\"");
+    std::fs::write(dir.path().join("s.expected.jsonl"), &expected).unwrap();
+    let err = payrules::testing::check_scenario(&stream)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("got (1)") && err.contains("want (1)"), "{err}");
+    assert!(
+        err.contains("release_order") && err.contains("cancel_payment"),
+        "{err}"
+    );
+
+    std::fs::write(
+        dir.path().join("s.expected.jsonl"),
+        "\n{\"action\":\"fly\"}\n",
+    )
+    .unwrap();
+    let err = payrules::testing::check_scenario(&stream)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("s.expected.jsonl:2: not an action line"),
+        "{err}"
+    );
 }

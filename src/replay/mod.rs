@@ -5,18 +5,21 @@
 //! end of the input, all remaining timers fire in due order. A timer's decision is stamped
 //! with its due time, a message's with the clock. The same input always gives the same output.
 //!
-//! ```no_run
-//! # async fn demo() {
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
 //! use payrules::replay::Replay;
 //! use payrules::rules::Rules;
 //!
 //! let mut replay = Replay::new(Rules::default());
-//! let line = std::fs::read("fixtures/messages/PaymentCreated.json").unwrap();
+//! let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/messages/PaymentCreated.json");
+//! let line = std::fs::read(fixture).unwrap();
 //! let mut planned = replay.feed("PaymentCreated.json", &line).await;
 //! planned.extend(replay.finish().await);
 //! for action in &planned {
 //!     println!("{}", action.to_json_line());
 //! }
+//! assert_eq!(replay.summary().messages, 1);
 //! # }
 //! ```
 

@@ -26,6 +26,7 @@ use tracing::{Instrument, debug, error, info, info_span, warn};
 use crate::config::WorkerSettings;
 use crate::message::decode;
 use crate::process::{Handled, Processor};
+use crate::retry::Backoff;
 use crate::source::{Delivery, Source, SourceError};
 use crate::store::Store;
 use crate::telemetry::{
@@ -210,11 +211,8 @@ impl Worker {
                         debug!(error = %e, "receive failed");
                         Duration::from_millis(100)
                     } else {
-                        let delay = backoff(
-                            self.settings.retry_delay,
-                            receive_failures,
-                            Duration::from_secs(60),
-                        );
+                        let delay =
+                            outage_backoff(self.settings.retry_delay).delay(receive_failures);
                         warn!(error = %e, retry_in = ?delay, "receive failed");
                         delay
                     };
@@ -324,9 +322,15 @@ fn report_panic(res: Result<(), tokio::task::JoinError>) {
 /// retried at least this often, however long it lasts.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(300);
 
-/// ±20 %: messages that failed together do not all come back in the same instant.
-fn jittered(d: Duration) -> Duration {
-    d.mul_f64(0.8 + fastrand::f64() * 0.4)
+/// A failed message's retry policy: `retry_delay` doubling to [`MAX_RETRY_DELAY`], ±20 % so
+/// messages that failed together do not all come back in the same instant.
+fn message_backoff(retry_delay: Duration) -> Backoff {
+    Backoff::exponential(retry_delay, MAX_RETRY_DELAY).with_jitter(0.2)
+}
+
+/// Receive and timer-store failures: `retry_delay` doubling to 60 s.
+fn outage_backoff(retry_delay: Duration) -> Backoff {
+    Backoff::exponential(retry_delay, Duration::from_secs(60))
 }
 
 /// Of the shutdown budget, what is kept for closing the source (acks, returns) after the drain:
@@ -340,12 +344,6 @@ fn remaining(deadline: Option<tokio::time::Instant>) -> Duration {
     deadline.map_or(Duration::from_secs(86_400), |d| {
         d.saturating_duration_since(tokio::time::Instant::now())
     })
-}
-
-/// `base × 2^(attempt-1)`, capped.
-fn backoff(base: Duration, attempt: u32, cap: Duration) -> Duration {
-    let factor = 2u32.saturating_pow(attempt.saturating_sub(1).min(16));
-    base.saturating_mul(factor).min(cap)
 }
 
 /// How a handled delivery is to be settled.
@@ -459,7 +457,7 @@ async fn retry_or_park(
             .then_some(MessageOutcome::Parked);
     }
     let delay = retry_after
-        .unwrap_or_else(|| jittered(backoff(settings.retry_delay, attempt, MAX_RETRY_DELAY)))
+        .unwrap_or_else(|| message_backoff(settings.retry_delay).delay(attempt))
         .min(MAX_RETRY_DELAY);
     warn!(error, retry_in = ?delay, "message failed; retrying");
     stats.retried.fetch_add(1, Ordering::Relaxed);
@@ -603,7 +601,7 @@ async fn run_timers(
             }
             Err(e) => {
                 failures = failures.saturating_add(1);
-                let delay = backoff(retry_delay, failures, Duration::from_secs(60));
+                let delay = outage_backoff(retry_delay).delay(failures);
                 warn!(error = %e, retry_in = ?delay, "timer store unavailable");
                 delay
             }
@@ -622,17 +620,20 @@ mod tests {
     #[test]
     fn backoff_doubles_and_caps() {
         let base = Duration::from_secs(1);
-        assert_eq!(
-            backoff(base, 1, Duration::from_secs(60)),
-            Duration::from_secs(1)
-        );
-        assert_eq!(
-            backoff(base, 3, Duration::from_secs(60)),
-            Duration::from_secs(4)
-        );
-        assert_eq!(
-            backoff(base, 30, Duration::from_secs(60)),
-            Duration::from_secs(60)
-        );
+        assert_eq!(outage_backoff(base).delay(1), Duration::from_secs(1));
+        assert_eq!(outage_backoff(base).delay(3), Duration::from_secs(4));
+        assert_eq!(outage_backoff(base).delay(30), Duration::from_secs(60));
+    }
+
+    #[test]
+    fn message_retries_are_jittered_and_capped() {
+        let base = Duration::from_secs(1);
+        for _ in 0..100 {
+            let d = message_backoff(base).delay(30);
+            assert!(
+                d >= Duration::from_secs(240) && d < Duration::from_secs(360),
+                "{d:?}"
+            );
+        }
     }
 }

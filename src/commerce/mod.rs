@@ -19,6 +19,7 @@ use tracing::{debug, warn};
 
 use crate::config::{CommercetoolsSettings, Secret};
 use crate::model::{Order, Payment};
+use crate::retry::Backoff;
 use crate::telemetry::CommercetoolsRequest;
 
 pub mod view;
@@ -202,11 +203,13 @@ impl fmt::Debug for CtpClient {
     }
 }
 
-/// `base × 2^(attempt-1)` with ±50 % jitter, capped at 30 s.
-pub fn backoff_with_jitter(base: Duration, attempt: u32) -> Duration {
-    let exp = base.saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1).min(10)));
-    let capped = exp.min(Duration::from_secs(30));
-    capped.mul_f64(0.5 + fastrand::f64())
+/// The commercetools client's (and the release webhook's) retry policy from a first delay:
+/// `base × 2^(attempt-1)` (at most 10 doublings), capped at 30 s, with ±50 % jitter.
+#[must_use]
+pub fn retry_policy(base: Duration) -> Backoff {
+    Backoff::exponential(base, Duration::from_secs(30))
+        .with_max_doublings(10)
+        .with_jitter(0.5)
 }
 
 impl CtpClient {
@@ -398,7 +401,7 @@ impl CtpClient {
                 {
                     let delay = e
                         .retry_after()
-                        .unwrap_or_else(|| backoff_with_jitter(self.inner.backoff, attempt));
+                        .unwrap_or_else(|| retry_policy(self.inner.backoff).delay(attempt));
                     warn!(what, error = %e, retry_in = ?delay, "read failed; retrying");
                     tokio::time::sleep(delay).await;
                 }
@@ -601,10 +604,10 @@ mod tests {
     #[test]
     fn backoff_grows_with_jitter_and_caps() {
         for attempt in 1..20 {
-            let d = backoff_with_jitter(Duration::from_millis(100), attempt);
+            let d = retry_policy(Duration::from_millis(100)).delay(attempt);
             assert!(d <= Duration::from_secs(45), "{d:?}");
         }
-        let first = backoff_with_jitter(Duration::from_millis(100), 1);
+        let first = retry_policy(Duration::from_millis(100)).delay(1);
         assert!(first >= Duration::from_millis(50) && first <= Duration::from_millis(150));
     }
 

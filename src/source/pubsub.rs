@@ -55,6 +55,7 @@ use tracing::{debug, error, info, warn};
 
 use super::{AckError, Acker, Delivery, Source, SourceError};
 use crate::config::PubsubSettings;
+use crate::retry::Backoff;
 use crate::telemetry::SourceState;
 
 /// The attribute that carries the park reason on the dead-letter topic.
@@ -79,10 +80,9 @@ const MIN_HELD_NACK: Duration = Duration::from_millis(100);
 /// Without a dead-letter topic or policy a parked message can only be nacked; this delay keeps
 /// such a poison message from spinning through the worker.
 const PARK_RETRY_WITHOUT_POLICY: Duration = Duration::from_secs(60);
-/// Backoff between attempts to reopen a stream that failed permanently.
-const RESUBSCRIBE_BACKOFF_START: Duration = Duration::from_secs(1);
-/// Cap of that backoff.
-const RESUBSCRIBE_BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// Backoff between attempts to reopen a stream that failed permanently: 1 s doubling to 60 s.
+const RESUBSCRIBE_BACKOFF: Backoff =
+    Backoff::exponential(Duration::from_secs(1), Duration::from_secs(60));
 /// Stopping a stream: it counts as drained once nothing arrived for this long.
 const DRAIN_IDLE: Duration = Duration::from_millis(250);
 /// Stopping a stream: reading what is on the wire takes at most this long.
@@ -476,9 +476,7 @@ async fn run_stream(
             .await
             .unwrap_or_else(|_| warn!(stream = index, "Pub/Sub stream shutdown timed out"));
         failures = failures.saturating_add(1);
-        let delay = RESUBSCRIBE_BACKOFF_START
-            .saturating_mul(2u32.saturating_pow(failures.saturating_sub(1).min(16)))
-            .min(RESUBSCRIBE_BACKOFF_MAX);
+        let delay = RESUBSCRIBE_BACKOFF.delay(failures);
         warn!(stream = index, subscription = %options.subscription, retry_in = ?delay, "Pub/Sub stream closed; reopening");
         tokio::select! {
             () = stop.cancelled() => return,

@@ -52,6 +52,7 @@ use tracing::{debug, error, info, warn};
 
 use super::{AckError, Acker, Delivery, Source, SourceError};
 use crate::config::SqsSettings;
+use crate::retry::Backoff;
 use crate::telemetry::SourceState;
 
 /// The message attribute that carries the park reason on the dead-letter queue.
@@ -91,6 +92,12 @@ const CLOSE_ROUND: Duration = Duration::from_secs(2);
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(30);
 /// The shortest heartbeat period.
 const MIN_HEARTBEAT: Duration = Duration::from_millis(500);
+/// Receive retries after transient trouble: 1 s doubling to 30 s.
+const TRANSIENT_BACKOFF: Backoff =
+    Backoff::exponential(Duration::from_secs(1), Duration::from_secs(30));
+/// Receive retries after a configuration problem: 5 s doubling to 2 min.
+const CONFIG_BACKOFF: Backoff =
+    Backoff::exponential(Duration::from_secs(5), Duration::from_secs(120));
 
 /// What an SQS error means for the caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -171,12 +178,11 @@ impl ErrorClass {
 
     /// The pause before attempt `failures + 1`: short for transient trouble, long otherwise.
     fn backoff(self, failures: u32) -> Duration {
-        let (base, cap) = match self {
-            Self::Transient => (Duration::from_secs(1), Duration::from_secs(30)),
-            _ => (Duration::from_secs(5), Duration::from_secs(120)),
-        };
-        base.saturating_mul(2u32.saturating_pow(failures.saturating_sub(1).min(16)))
-            .min(cap)
+        match self {
+            Self::Transient => TRANSIENT_BACKOFF,
+            _ => CONFIG_BACKOFF,
+        }
+        .delay(failures)
     }
 }
 

@@ -12,6 +12,7 @@ use crate::commerce::{CtpClient, LiveView};
 use crate::config::Settings;
 use crate::effects::{Canceller, DryRun, Executor, LiveExecutor, OrderUpdater, Webhook};
 use crate::process::Processor;
+use crate::retry::Backoff;
 use crate::rules::Engine;
 use crate::store::{MemoryStore, SqlStore, Store, StoreError};
 use crate::telemetry::StoreState;
@@ -70,6 +71,10 @@ pub fn build_processor(
     Ok(Arc::new(Processor::new(engine, store, executor)))
 }
 
+/// Retries of opening the state store: 2 s doubling to 32 s.
+const STORE_OPEN_BACKOFF: Backoff =
+    Backoff::exponential(Duration::from_secs(2), Duration::from_secs(32));
+
 /// Opens the state store at `url` (`memory:`, `sqlite://…`, `postgres://…`), retrying with
 /// backoff while it is unavailable (PostgreSQL down, a locked or unreadable file) until
 /// `shutdown` resolves. Each failure is logged with what is wrong.
@@ -97,7 +102,7 @@ pub async fn open_store(
                 return Ok(store);
             }
             Err(e) => {
-                let delay = Duration::from_secs(1u64 << attempt.min(5));
+                let delay = STORE_OPEN_BACKOFF.delay(attempt);
                 StoreState {
                     result: Err(&e.to_string()),
                 }

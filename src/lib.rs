@@ -47,6 +47,7 @@ pub mod model;
 pub mod process;
 pub mod reconcile;
 pub mod replay;
+pub mod retry;
 pub mod rules;
 pub mod source;
 pub mod store;

@@ -6,6 +6,10 @@
 //! nacks the message); writes are never blindly retried here — the executors re-read first,
 //! because a write that failed with a 500 or a timeout may have happened.
 
+mod errors;
+
+pub use errors::{CtpError, Retry};
+
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,141 +23,13 @@ use tracing::{debug, warn};
 
 use crate::config::{CommercetoolsSettings, Secret};
 use crate::model::{Order, Payment};
+use crate::retry::Backoff;
 use crate::telemetry::CommercetoolsRequest;
 
 pub mod view;
 
+use errors::error_from;
 pub use view::LiveView;
-
-/// What kind of failure, for the retry decision.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Retry {
-    /// Connection error, timeout, 502, 503, 504: retry with backoff.
-    Backoff,
-    /// 429: retry after the given delay.
-    After(Duration),
-    /// 500: the request may have taken effect; re-read before retrying a write.
-    Verify,
-    /// 409 ConcurrentModification: re-read, re-decide, retry.
-    Conflict,
-    /// 400, 401 (after a token refresh), 403, 404: retrying the same request will not help.
-    Never,
-}
-
-/// A failed commercetools request. Carries commercetools' error codes; never a token or secret.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CtpError {
-    /// What to do about it.
-    pub retry: Retry,
-    /// The HTTP status, when there was a response.
-    pub status: Option<u16>,
-    /// commercetools' error codes (`errors[].code`), e.g. `InvalidOperation`.
-    pub codes: Vec<String>,
-    /// What happened, with the request's method and path.
-    pub message: String,
-}
-
-impl fmt::Display for CtpError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.message)?;
-        if let Some(s) = self.status {
-            write!(f, " (HTTP {s}")?;
-            if !self.codes.is_empty() {
-                write!(f, ", {}", self.codes.join(", "))?;
-            }
-            write!(f, ")")?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for CtpError {}
-
-impl CtpError {
-    /// Whether a later attempt may succeed.
-    pub fn is_retryable(&self) -> bool {
-        self.retry != Retry::Never
-    }
-
-    /// The delay the server asked for.
-    pub fn retry_after(&self) -> Option<Duration> {
-        match self.retry {
-            Retry::After(d) => Some(d),
-            _ => None,
-        }
-    }
-
-    fn transport(what: &str, e: &reqwest::Error) -> Self {
-        // reqwest's Display names the URL; ours carry no credentials (they go in headers).
-        let kind = if e.is_timeout() {
-            "timed out"
-        } else if e.is_connect() {
-            "could not connect"
-        } else {
-            "failed"
-        };
-        CtpError {
-            retry: Retry::Backoff,
-            status: None,
-            codes: Vec::new(),
-            message: format!("{what} {kind}: {e}"),
-        }
-    }
-
-    /// The `currentVersion` a 409 reported, when present.
-    pub fn is_conflict(&self) -> bool {
-        self.retry == Retry::Conflict
-    }
-}
-
-#[derive(Deserialize)]
-struct ErrorBody {
-    #[serde(default)]
-    message: Option<String>,
-    #[serde(default)]
-    errors: Vec<ErrorItem>,
-}
-
-#[derive(Deserialize)]
-struct ErrorItem {
-    #[serde(default)]
-    code: Option<String>,
-}
-
-/// Classifies a non-success response.
-async fn error_from(what: &str, resp: Response) -> CtpError {
-    let status = resp.status();
-    let retry_after = resp
-        .headers()
-        .get(reqwest::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs);
-    let body = resp.text().await.unwrap_or_default();
-    let parsed: Option<ErrorBody> = serde_json::from_str(&body).ok();
-    let codes: Vec<String> = parsed
-        .as_ref()
-        .map(|b| b.errors.iter().filter_map(|e| e.code.clone()).collect())
-        .unwrap_or_default();
-    let detail = parsed.and_then(|b| b.message).unwrap_or_default();
-    let retry = match status.as_u16() {
-        409 => Retry::Conflict,
-        429 => Retry::After(retry_after.unwrap_or(Duration::from_secs(1))),
-        500 => Retry::Verify,
-        502..=504 => Retry::Backoff,
-        _ => Retry::Never,
-    };
-    CtpError {
-        retry,
-        status: Some(status.as_u16()),
-        codes,
-        message: if detail.is_empty() {
-            format!("{what} failed")
-        } else {
-            format!("{what} failed: {detail}")
-        },
-    }
-}
 
 /// A cached access token.
 struct Token {
@@ -202,11 +78,13 @@ impl fmt::Debug for CtpClient {
     }
 }
 
-/// `base × 2^(attempt-1)` with ±50 % jitter, capped at 30 s.
-pub fn backoff_with_jitter(base: Duration, attempt: u32) -> Duration {
-    let exp = base.saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1).min(10)));
-    let capped = exp.min(Duration::from_secs(30));
-    capped.mul_f64(0.5 + fastrand::f64())
+/// The commercetools client's (and the release webhook's) retry policy from a first delay:
+/// `base × 2^(attempt-1)` (at most 10 doublings), capped at 30 s, with ±50 % jitter.
+#[must_use]
+pub fn retry_policy(base: Duration) -> Backoff {
+    Backoff::exponential(base, Duration::from_secs(30))
+        .with_max_doublings(10)
+        .with_jitter(0.5)
 }
 
 impl CtpClient {
@@ -398,7 +276,7 @@ impl CtpClient {
                 {
                     let delay = e
                         .retry_after()
-                        .unwrap_or_else(|| backoff_with_jitter(self.inner.backoff, attempt));
+                        .unwrap_or_else(|| retry_policy(self.inner.backoff).delay(attempt));
                     warn!(what, error = %e, retry_in = ?delay, "read failed; retrying");
                     tokio::time::sleep(delay).await;
                 }
@@ -601,10 +479,10 @@ mod tests {
     #[test]
     fn backoff_grows_with_jitter_and_caps() {
         for attempt in 1..20 {
-            let d = backoff_with_jitter(Duration::from_millis(100), attempt);
+            let d = retry_policy(Duration::from_millis(100)).delay(attempt);
             assert!(d <= Duration::from_secs(45), "{d:?}");
         }
-        let first = backoff_with_jitter(Duration::from_millis(100), 1);
+        let first = retry_policy(Duration::from_millis(100)).delay(1);
         assert!(first >= Duration::from_millis(50) && first <= Duration::from_millis(150));
     }
 

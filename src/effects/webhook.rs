@@ -30,7 +30,7 @@ use tracing::warn;
 
 use super::{Effect, EffectError, Executor};
 use crate::action::{Action, ActionKind, format_timestamp};
-use crate::commerce::backoff_with_jitter;
+use crate::commerce::retry_policy;
 use crate::config::Secret;
 use crate::model::Money;
 
@@ -293,7 +293,7 @@ impl Webhook {
         let mut last = String::new();
         for attempt in 1..=self.attempts {
             if attempt > 1 {
-                tokio::time::sleep(backoff_with_jitter(self.backoff, attempt - 1)).await;
+                tokio::time::sleep(retry_policy(self.backoff).delay(attempt - 1)).await;
             }
             // The attempt's time (Standard Webhooks): receivers reject one more than 5 min off.
             let timestamp = chrono::Utc::now().timestamp();

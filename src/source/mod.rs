@@ -167,3 +167,28 @@ pub trait Source: Send {
     /// the shutdown deadline passed.
     async fn close(&mut self) {}
 }
+
+/// For broker attributes with a size limit (park reasons): the longest prefix of `s` of at most `max` bytes that ends on a character boundary.
+pub(crate) fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+#[cfg(test)]
+mod truncate_tests {
+    use super::truncate;
+
+    #[test]
+    fn truncation_keeps_whole_characters() {
+        assert_eq!(truncate("abc", 10), "abc");
+        assert_eq!(truncate("abcdef", 3), "abc");
+        // "é" is two bytes: cutting in its middle keeps what comes before.
+        assert_eq!(truncate("aé", 2), "a");
+    }
+}

@@ -12,25 +12,26 @@
 //! store's last flush — ends within `shutdown_timeout` (the drain gets two thirds); whatever is
 //! still unsettled then is simply not acked, so the broker redelivers it.
 
+mod handle;
+mod tasks;
+
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use chrono::Utc;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use crate::config::WorkerSettings;
-use crate::message::decode;
-use crate::process::{Handled, Processor};
-use crate::source::{Delivery, Source, SourceError};
+use crate::process::Processor;
+use crate::source::{Source, SourceError};
 use crate::store::Store;
-use crate::telemetry::{
-    InFlight, MessageOutcome, MessageReceived, MessageSettled, StoreState, TimersPending,
-};
+use crate::telemetry::InFlight;
+use handle::{outage_backoff, process, settle};
+use tasks::{report_progress, run_timers};
 
 /// Messages received but not yet settled, per message worked on: a message whose outcome is
 /// decided frees its worker slot while its ack, nack or park is still on its way to the
@@ -210,11 +211,8 @@ impl Worker {
                         debug!(error = %e, "receive failed");
                         Duration::from_millis(100)
                     } else {
-                        let delay = backoff(
-                            self.settings.retry_delay,
-                            receive_failures,
-                            Duration::from_secs(60),
-                        );
+                        let delay =
+                            outage_backoff(self.settings.retry_delay).delay(receive_failures);
                         warn!(error = %e, retry_in = ?delay, "receive failed");
                         delay
                     };
@@ -320,15 +318,6 @@ fn report_panic(res: Result<(), tokio::task::JoinError>) {
     }
 }
 
-/// The longest a failed message waits before its next try: an outage of a dependency is
-/// retried at least this often, however long it lasts.
-const MAX_RETRY_DELAY: Duration = Duration::from_secs(300);
-
-/// ±20 %: messages that failed together do not all come back in the same instant.
-fn jittered(d: Duration) -> Duration {
-    d.mul_f64(0.8 + fastrand::f64() * 0.4)
-}
-
 /// Of the shutdown budget, what is kept for closing the source (acks, returns) after the drain:
 /// a third, at most 10 s.
 fn close_reserve(budget: Duration) -> Duration {
@@ -342,297 +331,28 @@ fn remaining(deadline: Option<tokio::time::Instant>) -> Duration {
     })
 }
 
-/// `base × 2^(attempt-1)`, capped.
-fn backoff(base: Duration, attempt: u32, cap: Duration) -> Duration {
-    let factor = 2u32.saturating_pow(attempt.saturating_sub(1).min(16));
-    base.saturating_mul(factor).min(cap)
-}
-
-/// How a handled delivery is to be settled.
-enum Outcome {
-    /// Done (or nothing to do): delete it; how it is counted.
-    Ack(MessageOutcome),
-    /// Failed transiently: redeliver it later, or park it once it has failed too often.
-    Retry {
-        /// What went wrong.
-        error: String,
-        /// When the failure says to come back, if it does.
-        retry_after: Option<Duration>,
-        /// A dependency's failure (or another worker's claim), not the message's: never a
-        /// reason to park it; it is retried until the dependency is back.
-        outage: bool,
-    },
-    /// Poison: park it with this reason.
-    Park(String),
-}
-
-/// Decides how `delivery` ends: decodes, deduplicates, decides and executes.
-async fn process(
-    delivery: &Delivery,
-    processor: &Processor,
-    stats: &RunStats,
-    max_bytes: usize,
-) -> Outcome {
-    if delivery.payload.len() > max_bytes {
-        return Outcome::Park(format!(
-            "message of {} bytes is over the limit of {max_bytes} (worker.max_message_bytes); not decoded",
-            delivery.payload.len()
-        ));
-    }
-    let message = match decode(&delivery.payload) {
-        Ok(m) => m,
-        Err(e) => return Outcome::Park(format!("undecodable message: {e}")),
-    };
-    let age = message
-        .created_at
-        .and_then(|created| (Utc::now() - created).to_std().ok());
-    if let Some(age) = age {
-        stats.last_age_ms.store(
-            u64::try_from(age.as_millis()).unwrap_or(u64::MAX),
-            Ordering::Relaxed,
-        );
-    }
-    MessageReceived { age }.emit();
-    if message.is_subscription_test() {
-        stats.subscription_tests.fetch_add(1, Ordering::Relaxed);
-        info!("subscription test notification skipped");
-        return Outcome::Ack(MessageOutcome::TestNotification);
-    }
-    match processor.handle(&message, Utc::now()).await {
-        Ok(Handled::Inert) => Outcome::Ack(MessageOutcome::Acked),
-        Ok(Handled::Duplicate) => {
-            stats.duplicates.fetch_add(1, Ordering::Relaxed);
-            Outcome::Ack(MessageOutcome::Duplicate)
-        }
-        Ok(Handled::Done(actions)) => {
-            stats.actions.fetch_add(actions.len(), Ordering::Relaxed);
-            Outcome::Ack(MessageOutcome::Acked)
-        }
-        Err(e) if e.is_retryable() => Outcome::Retry {
-            error: e.to_string(),
-            retry_after: e.retry_after(),
-            outage: e.is_outage(),
-        },
-        Err(e) => Outcome::Park(e.to_string()),
-    }
-}
-
-/// Acks, nacks or parks (or, if settling fails, leaves the delivery to the transport's
-/// redelivery).
-async fn settle(
-    delivery: Delivery,
-    outcome: Outcome,
-    settings: &WorkerSettings,
-    stats: &RunStats,
-    source: &'static str,
-) {
-    let settled = match outcome {
-        Outcome::Ack(counted) => ack(delivery, stats).await.then_some(counted),
-        Outcome::Retry {
-            error,
-            retry_after,
-            outage,
-        } => retry_or_park(delivery, &error, retry_after, outage, settings, stats).await,
-        Outcome::Park(reason) => park(delivery, &reason, stats)
-            .await
-            .then_some(MessageOutcome::Parked),
-    };
-    if let Some(outcome) = settled {
-        MessageSettled { source, outcome }.emit();
-    }
-}
-
-/// Nacks with a growing delay, or parks once `max_deliveries` is reached.
-async fn retry_or_park(
-    delivery: Delivery,
-    error: &str,
-    retry_after: Option<Duration>,
-    outage: bool,
-    settings: &WorkerSettings,
-    stats: &RunStats,
-) -> Option<MessageOutcome> {
-    let attempt = delivery.delivery_count.unwrap_or(1);
-    if attempt >= settings.max_deliveries && !outage {
-        let reason = format!("failed {attempt} deliveries, last error: {error}");
-        return park(delivery, &reason, stats)
-            .await
-            .then_some(MessageOutcome::Parked);
-    }
-    let delay = retry_after
-        .unwrap_or_else(|| jittered(backoff(settings.retry_delay, attempt, MAX_RETRY_DELAY)))
-        .min(MAX_RETRY_DELAY);
-    warn!(error, retry_in = ?delay, "message failed; retrying");
-    stats.retried.fetch_add(1, Ordering::Relaxed);
-    match delivery.nack(delay).await {
-        Ok(()) => Some(MessageOutcome::Retried),
-        Err((err, _)) => {
-            warn!(error = %err, "nack failed; the transport will redeliver after its timeout");
-            None
-        }
-    }
-}
-
-/// Acks; whether the transport took it.
-async fn ack(delivery: Delivery, stats: &RunStats) -> bool {
-    match delivery.ack().await {
-        Ok(()) => {
-            stats.acked.fetch_add(1, Ordering::Relaxed);
-            true
-        }
-        Err((e, _)) => {
-            warn!(error = %e, "ack failed; the message will be redelivered and deduplicated by the ledger");
-            false
-        }
-    }
-}
-
-/// Parks; whether the transport took it.
-async fn park(delivery: Delivery, reason: &str, stats: &RunStats) -> bool {
-    error!(reason, "message parked");
-    stats.parked.fetch_add(1, Ordering::Relaxed);
-    match delivery.park(reason).await {
-        Ok(()) => true,
-        Err((e, _)) => {
-            error!(error = %e, "parking failed; the message will be redelivered");
-            false
-        }
-    }
-}
-
-/// Logs a progress line every `interval`: counts, rate over the interval, lag.
-async fn report_progress(stats: Arc<RunStats>, interval: Duration, stop: CancellationToken) {
-    if interval.is_zero() {
-        return;
-    }
-    let mut last = stats.summary();
-    loop {
-        tokio::select! {
-            () = stop.cancelled() => return,
-            () = tokio::time::sleep(interval) => {}
-        }
-        let now = stats.summary();
-        let settled = |s: &RunSummary| s.acked + s.retried + s.parked;
-        #[allow(clippy::cast_precision_loss)]
-        let rate =
-            (settled(&now) - settled(&last).min(settled(&now))) as f64 / interval.as_secs_f64();
-        #[allow(clippy::cast_precision_loss)]
-        let lag_seconds = stats.last_age_ms.load(Ordering::Relaxed) as f64 / 1000.0;
-        info!(
-            acked = now.acked,
-            retried = now.retried,
-            parked = now.parked,
-            duplicates = now.duplicates,
-            actions = now.actions,
-            in_flight = stats.in_flight.load(Ordering::Relaxed),
-            rate_per_second = (rate * 10.0).round() / 10.0,
-            lag_seconds,
-            "progress"
-        );
-        last = now;
-    }
-}
-
-/// Fires due grace-period checks on the real clock. Polls at least once a second, so a timer
-/// scheduled by a message task is seen promptly. Exits on `stop`, or once `draining` and no
-/// timer is left.
-async fn run_timers(
-    processor: Arc<Processor>,
-    store: Arc<dyn Store>,
-    retry_delay: Duration,
-    stats: Arc<RunStats>,
-    stop: CancellationToken,
-    draining: CancellationToken,
-) {
-    const POLL: Duration = Duration::from_secs(1);
-    // Counting is a query of its own; the gauge needs no finer grain.
-    const COUNT_EVERY: Duration = Duration::from_secs(5);
-    let mut failures: u32 = 0;
-    let mut last_count = std::time::Instant::now()
-        .checked_sub(COUNT_EVERY)
-        .unwrap_or_else(std::time::Instant::now);
-    loop {
-        let now = Utc::now();
-        let step = async {
-            let due = store.take_due(now, 64).await?;
-            let fired = due.len();
-            for timer in due {
-                match processor.timer(&timer, now).await {
-                    Ok(actions) => {
-                        stats.actions.fetch_add(actions.len(), Ordering::Relaxed);
-                    }
-                    Err(e) if e.is_retryable() => {
-                        let again = now
-                            + chrono::Duration::from_std(retry_delay)
-                                .unwrap_or(chrono::Duration::seconds(1));
-                        warn!(timer = %timer.key(), error = %e, "grace-period check failed; retrying");
-                        store.retry_timer(&timer, again).await?;
-                    }
-                    Err(e) => {
-                        error!(timer = %timer.key(), error = %e, "grace-period check failed permanently");
-                    }
-                }
-            }
-            let next = store.next_due().await?;
-            Ok::<_, crate::store::StoreError>((fired, next))
-        };
-        let stepped = step.await;
-        match &stepped {
-            Ok(_) => StoreState { result: Ok(()) }.emit(),
-            Err(e) => StoreState {
-                result: Err(&e.to_string()),
-            }
-            .emit(),
-        }
-        if last_count.elapsed() >= COUNT_EVERY {
-            last_count = std::time::Instant::now();
-            if let Ok(n) = store.timers_pending().await {
-                TimersPending(n).emit();
-            }
-        }
-        let wait = match stepped {
-            Ok((fired, _)) if fired > 0 => {
-                failures = 0;
-                continue;
-            }
-            Ok((_, None)) if draining.is_cancelled() => return,
-            Ok((_, next)) => {
-                failures = 0;
-                next.and_then(|n| (n - Utc::now()).to_std().ok())
-                    .unwrap_or(POLL)
-                    .min(POLL)
-            }
-            Err(e) => {
-                failures = failures.saturating_add(1);
-                let delay = backoff(retry_delay, failures, Duration::from_secs(60));
-                warn!(error = %e, retry_in = ?delay, "timer store unavailable");
-                delay
-            }
-        };
-        tokio::select! {
-            () = stop.cancelled() => return,
-            () = tokio::time::sleep(wait) => {}
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::worker::handle::message_backoff;
 
     #[test]
     fn backoff_doubles_and_caps() {
         let base = Duration::from_secs(1);
-        assert_eq!(
-            backoff(base, 1, Duration::from_secs(60)),
-            Duration::from_secs(1)
-        );
-        assert_eq!(
-            backoff(base, 3, Duration::from_secs(60)),
-            Duration::from_secs(4)
-        );
-        assert_eq!(
-            backoff(base, 30, Duration::from_secs(60)),
-            Duration::from_secs(60)
-        );
+        assert_eq!(outage_backoff(base).delay(1), Duration::from_secs(1));
+        assert_eq!(outage_backoff(base).delay(3), Duration::from_secs(4));
+        assert_eq!(outage_backoff(base).delay(30), Duration::from_secs(60));
+    }
+
+    #[test]
+    fn message_retries_are_jittered_and_capped() {
+        let base = Duration::from_secs(1);
+        for _ in 0..100 {
+            let d = message_backoff(base).delay(30);
+            assert!(
+                d >= Duration::from_secs(240) && d < Duration::from_secs(360),
+                "{d:?}"
+            );
+        }
     }
 }

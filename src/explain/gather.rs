@@ -1,0 +1,410 @@
+//! Gathering the facts: the engine's reads and decision for an order or payment, joined with the
+//! ledger's history.
+
+use super::Kind;
+use super::history::{History, status_name};
+use super::report::{
+    Decision, Explanation, LedgerLine, OrderExplanation, OrderRef, OrderRulesNow, OrderSummary,
+    OrderVerdict, PaymentExplanation, PaymentLine, PaymentRulesNow, PaymentVerdict,
+};
+use super::text::{cancel_words, untouched_words};
+use crate::action::{Action, CancelReason, format_timestamp};
+use crate::model::Order;
+use crate::rules::explain::{OrderFacts, PaymentShare};
+use crate::rules::release::NotReleased;
+use crate::rules::{self, Engine, EngineError};
+use crate::store::LedgerStatus;
+use std::fmt::Write as _;
+
+/// Explains an order or a payment with `engine` (its view and ledger) and what `history` knows
+/// about when and why.
+///
+/// # Errors
+/// A view or store failure.
+pub async fn explain(
+    engine: &Engine,
+    history: &History,
+    kind: Kind,
+    id: &str,
+) -> Result<Explanation, EngineError> {
+    Ok(match kind {
+        Kind::Order => Explanation::Order(Box::new(explain_order(engine, history, id).await?)),
+        Kind::Payment => {
+            Explanation::Payment(Box::new(explain_payment(engine, history, id).await?))
+        }
+    })
+}
+
+pub(super) async fn explain_order(
+    engine: &Engine,
+    history: &History,
+    id: &str,
+) -> Result<OrderExplanation, EngineError> {
+    let key = Action::release_key(id);
+    let facts = engine.explain_order(id).await?;
+    let status = match &facts {
+        Some(f) => f.release_ledger,
+        None => engine.ledger(&key).await?,
+    };
+    let ledger: Vec<LedgerLine> = status
+        .map(|s| history.line(key.clone(), s))
+        .into_iter()
+        .collect();
+    let verdict = if status == Some(LedgerStatus::Done) {
+        OrderVerdict::Released
+    } else {
+        OrderVerdict::NotReleased
+    };
+    let release = match &facts {
+        Some(f) => match &f.release {
+            Ok(r) => Decision {
+                decision: "release",
+                reason: None,
+                because: r.to_string(),
+            },
+            Err(why) => Decision::none(why.to_string()),
+        },
+        None => Decision::none("the order is not known"),
+    };
+    let capture = match facts.as_ref().map(|f| f.capture) {
+        Some(Ok(())) => Decision {
+            decision: "capture",
+            reason: None,
+            because: "the order reached the shipment state that triggers the capture".into(),
+        },
+        Some(Err(why)) => Decision::none(why),
+        None => Decision::none("the order is not known"),
+    };
+    let because = match (status, ledger.first()) {
+        (Some(LedgerStatus::Done), Some(line)) => {
+            let mut s = "released".to_string();
+            match &line.stamp {
+                Some(stamp) => {
+                    let _ = write!(s, " {}", stamp.words());
+                }
+                None => s.push_str(" (release:… is done in the ledger)"),
+            }
+            if let Some(note) = line.note {
+                let _ = write!(s, "; {note}");
+            }
+            s
+        }
+        (Some(LedgerStatus::Failed), _) => {
+            "not released: the release was tried and failed for good (ledger: failed; the \
+             webhook or order update refused it)"
+                .into()
+        }
+        (Some(LedgerStatus::Claimed), _) => {
+            "not released yet: a worker is releasing it now (ledger: claimed)".into()
+        }
+        _ => match &facts {
+            None => format!("not released: the order {id} is not known"),
+            Some(OrderFacts { release: Ok(r), .. }) => format!(
+                "not released yet, but due: {r} — the next message about the order or its \
+                 payments releases it"
+            ),
+            Some(OrderFacts {
+                release: Err(why), ..
+            }) => format!("not released because {why}"),
+        },
+    };
+    let mut allocated = Vec::new();
+    let mut elsewhere = Vec::new();
+    let mut summary = None;
+    let mut covered = 0;
+    let mut because = because;
+    if let Some(f) = facts {
+        covered = f.covered;
+        let currency = f.order.gross_total().currency_code.clone();
+        for p in f.payments {
+            let note = share_note(&p, &currency);
+            let line = PaymentLine {
+                note,
+                found: p.payment.is_some(),
+                counts_toward: p.counts_toward,
+                covered: p.covered,
+                authorized: p.authorized,
+                charged: p.charged,
+                cancelled_by_us: p.cancelled_by_us,
+                cancel: p.cancel_ledger.map(status_name),
+                capturable: p.capturable,
+                capture: p.capture_ledger.map(status_name),
+                transactions: p.payment.map(|p| p.transactions).unwrap_or_default(),
+                payment_id: p.payment_id,
+            };
+            if p.allocated {
+                allocated.push(line);
+            } else {
+                elsewhere.push(line);
+            }
+        }
+        summary = Some(order_summary(&f.order));
+        // The payments behind the reason, in a few words each.
+        let notes: Vec<String> = allocated
+            .iter()
+            .chain(&elsewhere)
+            .filter_map(|p: &PaymentLine| {
+                Some(format!("payment {}: {}", p.payment_id, p.note.as_ref()?))
+            })
+            .collect();
+        match (&verdict, &f.release) {
+            (OrderVerdict::Released, Err(why)) => {
+                let _ = write!(because, "; the rules would not release it today: {why}");
+            }
+            (
+                OrderVerdict::NotReleased,
+                Err(NotReleased::Short { .. } | NotReleased::NothingCovered { .. }),
+            ) if !notes.is_empty() => {
+                let _ = write!(because, " ({})", notes.join("; "));
+            }
+            _ => {}
+        }
+    }
+    Ok(OrderExplanation {
+        kind: Kind::Order,
+        id: id.to_string(),
+        found: summary.is_some(),
+        verdict,
+        because,
+        source: history.source.clone(),
+        order: summary,
+        covered,
+        allocated,
+        allocated_elsewhere: elsewhere,
+        rules_now: OrderRulesNow { release, capture },
+        ledger,
+    })
+}
+
+/// Why a payment an order references covers nothing toward it, in a few words (descriptive
+/// only: what counts was decided by the rules).
+pub(super) fn share_note(p: &PaymentShare, currency: &str) -> Option<String> {
+    use crate::model::{TransactionState, TransactionType};
+    let Some(payment) = &p.payment else {
+        return Some("not found".into());
+    };
+    if !p.allocated {
+        return Some(match &p.counts_toward {
+            Some(h) => format!("its money counts toward order {h} (created earlier)"),
+            None => "only cancelled orders reference it".into(),
+        });
+    }
+    if p.covered > 0 {
+        return None;
+    }
+    if p.cancelled_by_us {
+        return Some(
+            "payrules cancelled it: its authorization counts for nothing until the payment shows \
+             that cancel"
+                .into(),
+        );
+    }
+    let waiting = payment.transactions.iter().any(|t| {
+        matches!(
+            t.kind,
+            TransactionType::Authorization | TransactionType::Charge
+        ) && matches!(
+            t.state,
+            TransactionState::Initial | TransactionState::Pending
+        )
+    });
+    if waiting {
+        return Some("its authorization or charge is still Initial or Pending".into());
+    }
+    let mut others: Vec<&str> = payment
+        .transactions
+        .iter()
+        .map(|t| t.amount.currency_code.as_str())
+        .filter(|c| *c != currency)
+        .collect();
+    others.dedup();
+    if !others.is_empty() {
+        return Some(format!(
+            "its money is in {}, not {currency}",
+            others.join(", ")
+        ));
+    }
+    Some("nothing authorized or charged stands".into())
+}
+
+pub(super) fn order_summary(o: &Order) -> OrderSummary {
+    OrderSummary {
+        order_number: o.order_number.clone(),
+        order_state: o.order_state,
+        shipment_state: o.shipment_state,
+        created_at: o.created_at.as_ref().map(format_timestamp),
+        fulfillable: o.is_fulfillable(),
+        gross_total: o.gross_total().clone(),
+        gross_total_from: if o.taxed_price.is_some() {
+            "taxedPrice.totalGross"
+        } else {
+            "totalPrice"
+        },
+    }
+}
+
+pub(super) async fn explain_payment(
+    engine: &Engine,
+    history: &History,
+    id: &str,
+) -> Result<PaymentExplanation, EngineError> {
+    let facts = engine.explain_payment(id).await?;
+    let keys = [
+        Action::cancel_key(id),
+        Action::capture_key(id),
+        rules::order_creation_failed_key(id),
+        rules::cancel_failed_key(id),
+    ];
+    let statuses = match &facts {
+        Some(f) => [
+            f.cancel_ledger,
+            f.capture_ledger,
+            f.order_creation_failed,
+            f.cancel_failed,
+        ],
+        None => {
+            let mut s = [None; 4];
+            for (slot, key) in s.iter_mut().zip(&keys) {
+                *slot = engine.ledger(key).await?;
+            }
+            s
+        }
+    };
+    let [cancel, capture, _, _] = statuses;
+    let ledger: Vec<LedgerLine> = keys
+        .iter()
+        .zip(statuses)
+        .filter_map(|(k, s)| s.map(|s| history.line(k.clone(), s)))
+        .collect();
+    let timer = history.timer(id);
+    let verdict = match (capture, cancel) {
+        (Some(LedgerStatus::Done), _) => PaymentVerdict::Captured,
+        (_, Some(LedgerStatus::Done)) => PaymentVerdict::Cancelled,
+        _ => PaymentVerdict::Untouched,
+    };
+    let decision = |d: &Result<CancelReason, &'static str>| match d {
+        Ok(reason) => Decision {
+            decision: "cancel",
+            reason: Some(*reason),
+            because: cancel_words(*reason).into(),
+        },
+        Err(why) => Decision::none(*why),
+    };
+    let rules_now = match &facts {
+        Some(f) => PaymentRulesNow {
+            cancel_on_message: decision(&f.cancel_on_message),
+            cancel_at_grace_check: decision(&f.cancel_at_grace_check),
+            capture: match (&f.capture, &f.counts_toward) {
+                (Some(Ok(amount)), Some(order)) => Decision {
+                    decision: "capture",
+                    reason: None,
+                    because: format!(
+                        "order {order} reached the shipment state that triggers the capture: \
+                         {amount} {} cents are open",
+                        f.currency.as_deref().unwrap_or_default()
+                    ),
+                },
+                (Some(Err(why)), _) => Decision::none(*why),
+                _ => Decision::none("no order holds the payment"),
+            },
+        },
+        None => PaymentRulesNow {
+            cancel_on_message: Decision::none("the payment is not known"),
+            cancel_at_grace_check: Decision::none("the payment is not known"),
+            capture: Decision::none("the payment is not known"),
+        },
+    };
+    let done = |key: &str| {
+        let line = ledger.iter().find(|l| l.key == key);
+        let mut s = String::new();
+        if let Some(stamp) = line.and_then(|l| l.stamp.as_ref()) {
+            let _ = write!(s, " {}", stamp.words());
+        }
+        s
+    };
+    let because = match verdict {
+        PaymentVerdict::Captured => {
+            let mut s = format!("captured{}", done(&keys[1]));
+            if let Some(a) = history.action(&keys[1]) {
+                if let Some(m) = &a.amount {
+                    let _ = write!(s, ": {} {} cents", m.cent_amount, m.currency_code);
+                }
+                if let Some(o) = &a.order_id {
+                    let _ = write!(s, " for order {o}");
+                }
+            }
+            s
+        }
+        PaymentVerdict::Cancelled => {
+            let mut s = format!("cancelled{}", done(&keys[0]));
+            match history.action(&keys[0]).and_then(|a| a.reason) {
+                Some(reason) => {
+                    let _ = write!(s, ": {} ({})", cancel_words(reason), reason.as_str());
+                }
+                None if history.replay => {}
+                None => s.push_str(" (cancel:… is done in the ledger; the store keeps no reason)"),
+            }
+            if let Some(f) = facts
+                .as_ref()
+                .filter(|f| f.payment.cancel_authorization_failed())
+            {
+                let _ = write!(
+                    s,
+                    " — but the cancel failed (CancelAuthorization in Failure): the authorization \
+                     stands, {} {} cents",
+                    f.authorized,
+                    f.currency.as_deref().unwrap_or_default()
+                );
+                if let Some(o) = &f.counts_toward {
+                    let _ = write!(s, ", and counts toward order {o}");
+                    if f.counts_toward_release == Some(LedgerStatus::Done) {
+                        s.push_str(" (released)");
+                    }
+                }
+            }
+            s
+        }
+        PaymentVerdict::Untouched => {
+            untouched_words(facts.as_ref(), cancel, capture, &timer, &rules_now)
+        }
+    };
+    let mut out = PaymentExplanation {
+        kind: Kind::Payment,
+        id: id.to_string(),
+        found: facts.is_some(),
+        verdict,
+        because,
+        source: history.source.clone(),
+        currency: None,
+        authorized: 0,
+        charged: 0,
+        payment_interface: None,
+        transactions: Vec::new(),
+        orders: Vec::new(),
+        counts_toward: None,
+        timer,
+        ledger,
+        rules_now,
+    };
+    if let Some(f) = facts {
+        out.orders = f
+            .orders
+            .iter()
+            .map(|o| OrderRef {
+                id: o.id.clone(),
+                order_number: o.order_number.clone(),
+                order_state: o.order_state,
+                shipment_state: o.shipment_state,
+                created_at: o.created_at.as_ref().map(format_timestamp),
+                holds_payment: f.counts_toward.as_deref() == Some(o.id.as_str()),
+            })
+            .collect();
+        out.currency = f.currency;
+        out.authorized = f.authorized;
+        out.charged = f.charged;
+        out.counts_toward = f.counts_toward;
+        out.payment_interface = f.payment.payment_method_info.payment_interface.clone();
+        out.transactions = f.payment.transactions;
+    }
+    Ok(out)
+}

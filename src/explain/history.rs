@@ -1,0 +1,394 @@
+//! Gathering what the store remembers: the ledger and timer history (live, from the ledger;
+//! offline, recorded while replaying streams).
+
+use super::Kind;
+use super::gather::explain;
+use super::report::{Explanation, LedgerLine, TimerLine};
+use crate::action::{Action, format_timestamp};
+use crate::message::{Timestamp, decode};
+use crate::replay::{Replay, ReplayError, ReplaySummary};
+use crate::rules::{Engine, EngineError, Rules};
+use crate::source::{FileInput, InputReader};
+use crate::store::{Claim, LedgerStatus, MemoryStore, Store, StoreError, Timer};
+use crate::view::StreamView;
+use async_trait::async_trait;
+use chrono::DateTime;
+use serde::Serialize;
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+/// The origin of a decision a timer made.
+pub(super) const GRACE_CHECK: &str = "grace-period check";
+
+/// When and why something happened: a ledger entry written, a timer scheduled or fired.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Stamp {
+    /// The clock then (RFC 3339); for a timer's decision, its due time.
+    pub at: Option<String>,
+    /// The message that caused it; `None` for a timer.
+    pub message_id: Option<String>,
+    /// That message's type.
+    pub message_type: Option<String>,
+    /// Where: `file:line`, `grace-period check`, `at the end of the input`, …
+    pub origin: Option<String>,
+}
+
+impl Stamp {
+    /// "at T by message M (Type, file:line)".
+    pub(super) fn words(&self) -> String {
+        let mut s = String::new();
+        if let Some(at) = &self.at {
+            let _ = write!(s, "at {at} ");
+        }
+        match (&self.message_id, &self.message_type, &self.origin) {
+            (Some(id), t, o) => {
+                let _ = write!(s, "by message {id}");
+                let detail: Vec<&str> = [t, o].into_iter().flatten().map(String::as_str).collect();
+                if !detail.is_empty() {
+                    let _ = write!(s, " ({})", detail.join(", "));
+                }
+            }
+            (None, _, Some(o)) if o == GRACE_CHECK => {
+                let _ = write!(s, "by its {o}");
+            }
+            (None, _, Some(o)) => {
+                let _ = write!(s, "({o})");
+            }
+            (None, _, None) => {}
+        }
+        s.trim_end().to_string()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(super) struct TimerSeen {
+    due: Timestamp,
+    scheduled: Stamp,
+    fired: Option<Stamp>,
+}
+
+/// What the replay recorded as it went.
+#[derive(Debug, Default)]
+pub(super) struct Log {
+    /// The input being fed.
+    current: Stamp,
+    /// Message id → (type, origin), first sighting.
+    messages: HashMap<String, (String, String)>,
+    /// Ledger key → the input during which it was written.
+    written: HashMap<String, Stamp>,
+    /// Ledger key → the action planned for it.
+    actions: HashMap<String, Action>,
+    /// Payment id → its grace-period timer.
+    timers: HashMap<String, TimerSeen>,
+}
+
+/// Where the explanation's facts come from, and what is known beyond the ledger's statuses.
+#[derive(Debug)]
+pub struct History {
+    pub(super) source: String,
+    pub(super) replay: bool,
+    log: Mutex<Log>,
+}
+
+impl History {
+    /// A live ledger: statuses only (the store keeps no time, message or timer read).
+    pub fn live(source: String) -> Self {
+        Self {
+            source,
+            replay: false,
+            log: Mutex::new(Log::default()),
+        }
+    }
+
+    fn replayed(source: String, log: Log) -> Self {
+        Self {
+            source,
+            replay: true,
+            log: Mutex::new(log),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Log> {
+        self.log.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The action planned for `key`, if the replay planned one.
+    pub(super) fn action(&self, key: &str) -> Option<Action> {
+        self.lock().actions.get(key).cloned()
+    }
+
+    /// When and why `key` was written, as far as known.
+    fn stamp(&self, key: &str) -> Option<Stamp> {
+        let log = self.lock();
+        if let Some(a) = log.actions.get(key) {
+            let (message_type, origin) = match &a.message_id {
+                Some(id) => log
+                    .messages
+                    .get(id)
+                    .map_or((None, None), |(t, o)| (Some(t.clone()), Some(o.clone()))),
+                None => (None, Some(GRACE_CHECK.to_string())),
+            };
+            return Some(Stamp {
+                at: Some(format_timestamp(&a.at)),
+                message_id: a.message_id.clone(),
+                message_type,
+                origin,
+            });
+        }
+        log.written.get(key).cloned()
+    }
+
+    /// One ledger entry.
+    pub(super) fn line(&self, key: String, status: LedgerStatus) -> LedgerLine {
+        let stamp = self.stamp(&key);
+        let note = match (self.replay, status, stamp.is_some()) {
+            (true, LedgerStatus::Done, _) if !key.contains("-failed:") => {
+                Some("replay: planned, nothing executed")
+            }
+            (false, _, false) => Some("the store keeps no time or message for its entries"),
+            _ => None,
+        };
+        LedgerLine {
+            key,
+            status: status_name(status),
+            stamp,
+            note,
+        }
+    }
+
+    /// The payment's grace-period timer, as far as known.
+    pub(super) fn timer(&self, payment_id: &str) -> Option<TimerLine> {
+        let log = self.lock();
+        let t = log.timers.get(payment_id)?;
+        Some(TimerLine {
+            due: format_timestamp(&t.due),
+            scheduled: t.scheduled.clone(),
+            fired: t.fired.clone(),
+        })
+    }
+}
+
+pub(super) fn status_name(s: LedgerStatus) -> &'static str {
+    match s {
+        LedgerStatus::Claimed => "claimed",
+        LedgerStatus::Done => "done",
+        LedgerStatus::Failed => "failed",
+    }
+}
+
+/// The replay's store, recording what happened when (the ledger itself is the memory store's).
+pub(super) struct Recording {
+    inner: MemoryStore,
+    log: Arc<Mutex<Log>>,
+}
+
+impl Recording {
+    fn lock(&self) -> MutexGuard<'_, Log> {
+        self.log.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[async_trait]
+impl Store for Recording {
+    async fn ledger_status(&self, key: &str) -> Result<Option<LedgerStatus>, StoreError> {
+        self.inner.ledger_status(key).await
+    }
+    async fn claim(&self, key: &str) -> Result<Claim, StoreError> {
+        self.inner.claim(key).await
+    }
+    async fn settle(&self, key: &str, status: LedgerStatus) -> Result<(), StoreError> {
+        self.inner.settle(key, status).await?;
+        let mut log = self.lock();
+        let stamp = log.current.clone();
+        log.written.insert(key.to_string(), stamp);
+        Ok(())
+    }
+    async fn release(&self, key: &str) -> Result<(), StoreError> {
+        self.inner.release(key).await
+    }
+    async fn schedule(&self, timer: Timer) -> Result<bool, StoreError> {
+        let (payment_id, due) = (timer.payment_id.clone(), timer.due);
+        let new = self.inner.schedule(timer).await?;
+        if new {
+            let mut log = self.lock();
+            let scheduled = log.current.clone();
+            log.timers.insert(
+                payment_id,
+                TimerSeen {
+                    due,
+                    scheduled,
+                    fired: None,
+                },
+            );
+        }
+        Ok(new)
+    }
+    async fn take_due(&self, now: Timestamp, limit: usize) -> Result<Vec<Timer>, StoreError> {
+        let due = self.inner.take_due(now, limit).await?;
+        let mut log = self.lock();
+        let origin = match &log.current.origin {
+            Some(o) if now != DateTime::<chrono::Utc>::MAX_UTC => format!("before {o}"),
+            _ => "at the end of the input".to_string(),
+        };
+        // Replay stamps a timer's decision with its due time: it fires "at" it.
+        for t in &due {
+            if let Some(seen) = log.timers.get_mut(&t.payment_id) {
+                seen.fired = Some(Stamp {
+                    at: Some(format_timestamp(&t.due)),
+                    message_id: None,
+                    message_type: None,
+                    origin: Some(origin.clone()),
+                });
+            }
+        }
+        Ok(due)
+    }
+    async fn timer_done(&self, timer: &Timer) -> Result<(), StoreError> {
+        self.inner.timer_done(timer).await
+    }
+    async fn retry_timer(&self, timer: &Timer, due: Timestamp) -> Result<(), StoreError> {
+        self.inner.retry_timer(timer, due).await
+    }
+    async fn next_due(&self) -> Result<Option<Timestamp>, StoreError> {
+        self.inner.next_due().await
+    }
+    async fn is_processed(&self, message_id: &str) -> Result<bool, StoreError> {
+        self.inner.is_processed(message_id).await
+    }
+    async fn mark_processed(&self, message_id: &str) -> Result<(), StoreError> {
+        self.inner.mark_processed(message_id).await
+    }
+    async fn timers_pending(&self) -> Result<u64, StoreError> {
+        self.inner.timers_pending().await
+    }
+    async fn record_sequence(&self, resource_id: &str, sequence: u64) -> Result<(), StoreError> {
+        self.inner.record_sequence(resource_id, sequence).await
+    }
+    async fn latest_sequence(&self, resource_id: &str) -> Result<Option<u64>, StoreError> {
+        self.inner.latest_sequence(resource_id).await
+    }
+    async fn flush(&self) -> Result<(), StoreError> {
+        self.inner.flush().await
+    }
+    fn lease(&self) -> Option<Duration> {
+        self.inner.lease()
+    }
+    async fn renew(&self, key: &str) -> Result<bool, StoreError> {
+        self.inner.renew(key).await
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Offline: explain from a replay
+
+/// A finished replay whose view and ledger can be explained: the library form of
+/// `payrules explain --input`.
+pub struct Offline {
+    engine: Engine,
+    history: History,
+    actions: Vec<Action>,
+    summary: ReplaySummary,
+}
+
+impl Offline {
+    /// Replays `inputs` (with `state` snapshots) exactly as `payrules replay` does, to the end
+    /// of the input (every timer fired).
+    ///
+    /// # Errors
+    /// An input or snapshot that cannot be read at all (undecodable lines are only skipped).
+    pub async fn replay<P: AsRef<Path>>(
+        inputs: &[P],
+        rules: Rules,
+        state: Option<&Path>,
+    ) -> Result<Self, ReplayError> {
+        let view = Arc::new(StreamView::new());
+        let log = Arc::new(Mutex::new(Log::default()));
+        let store: Arc<dyn Store> = Arc::new(Recording {
+            inner: MemoryStore::new(),
+            log: log.clone(),
+        });
+        let lock = || log.lock().unwrap_or_else(|p| p.into_inner());
+        let record = |actions: &[Action]| {
+            let mut log = lock();
+            for a in actions {
+                log.actions.insert(a.key.clone(), a.clone());
+            }
+        };
+        let mut replay = Replay::with_view(rules.clone(), store.clone(), view.clone());
+        if let Some(dir) = state {
+            replay.load_state(dir).map_err(ReplayError::State)?;
+        }
+        let mut actions = Vec::new();
+        let mut clock: Option<Timestamp> = None;
+        for line in InputReader::new(FileInput::resolve(inputs)?) {
+            let line = line?;
+            let origin = line.origin();
+            {
+                let mut log = lock();
+                log.current = Stamp {
+                    origin: Some(origin.clone()),
+                    ..Stamp::default()
+                };
+                if let Ok(m) = decode(&line.bytes) {
+                    if let Some(t) = m.created_at {
+                        clock = Some(clock.map_or(t, |c| c.max(t)));
+                    }
+                    log.current.at = clock.as_ref().map(format_timestamp);
+                    log.current.message_type = Some(m.kind.to_string());
+                    if let Some(id) = m.id {
+                        log.messages
+                            .entry(id.clone())
+                            .or_insert((m.kind.to_string(), origin.clone()));
+                        log.current.message_id = Some(id);
+                    }
+                }
+            }
+            let planned = replay.feed(&origin, &line.bytes).await;
+            record(&planned);
+            actions.extend(planned);
+        }
+        lock().current = Stamp {
+            origin: Some("at the end of the input".into()),
+            ..Stamp::default()
+        };
+        let planned = replay.finish().await;
+        record(&planned);
+        actions.extend(planned);
+        let summary = replay.summary().clone();
+        let names: Vec<String> = inputs
+            .iter()
+            .map(|p| p.as_ref().display().to_string())
+            .collect();
+        let log = std::mem::take(&mut *lock());
+        Ok(Self {
+            engine: Engine::new(view, store, rules),
+            history: History::replayed(format!("replay of {}", names.join(" ")), log),
+            actions,
+            summary,
+        })
+    }
+
+    /// Every action the replay planned, in order (what `payrules replay` prints).
+    pub fn actions(&self) -> &[Action] {
+        &self.actions
+    }
+
+    /// The replay's counters and skipped inputs.
+    pub fn summary(&self) -> &ReplaySummary {
+        &self.summary
+    }
+
+    /// Explains an order or a payment as the rules see it at the end of the replay.
+    ///
+    /// # Errors
+    /// A view or store failure.
+    pub async fn explain(&self, kind: Kind, id: &str) -> Result<Explanation, EngineError> {
+        explain(&self.engine, &self.history, kind, id).await
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// The explanation

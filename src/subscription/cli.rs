@@ -1,0 +1,303 @@
+//! The `payrules subscription` command line: its arguments, `create`, `show` and the settings they
+//! read.
+
+use super::api::{Api, apply};
+use super::destination::{Destination, Draft};
+use super::plan::{coverage, describe_format, indent, render};
+use super::{DEFAULT_KEY, SUBSCRIBED_EVENTS, SUBSCRIBED_MESSAGES, check_key};
+use crate::config::{self, CommercetoolsSettings, Secret};
+use crate::message::MessageType;
+use clap::{Args, Subcommand, ValueEnum};
+use serde_json::{Value, json};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// `payrules subscription …`.
+#[derive(Debug, Subcommand)]
+pub enum SubscriptionCommand {
+    /// Creates the Subscription, or updates the one with this key to match; changes nothing
+    /// when it already matches. Prints what it did and the grant the destination needs.
+    Create(CreateArgs),
+    /// Prints the live Subscription and what is missing from it (exit 1 when something is
+    /// missing or it does not exist).
+    Show(ShowArgs),
+}
+
+/// Where commercetools delivers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DestinationKind {
+    /// Google Cloud Pub/Sub (`--topic projects/P/topics/T`).
+    Pubsub,
+    /// AWS SQS (`--queue-url URL`).
+    Sqs,
+}
+
+/// How commercetools authenticates to SQS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AuthMode {
+    /// commercetools' AWS user sends; the queue policy grants it `sqs:SendMessage`.
+    Iam,
+    /// An access key of yours (`--access-key`, secret in the environment).
+    Credentials,
+}
+
+impl AuthMode {
+    pub(super) fn as_str(self) -> &'static str {
+        match self {
+            Self::Iam => "IAM",
+            Self::Credentials => "Credentials",
+        }
+    }
+}
+
+/// The delivery format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FormatArg {
+    /// commercetools' own format.
+    Platform,
+    /// CloudEvents 1.0.
+    Cloudevents,
+}
+
+impl FormatArg {
+    pub(super) fn to_json(self) -> Value {
+        match self {
+            Self::Platform => json!({ "type": "Platform" }),
+            Self::Cloudevents => json!({ "type": "CloudEvents", "cloudEventsVersion": "1.0" }),
+        }
+    }
+}
+
+/// `payrules subscription create`.
+#[derive(Debug, Clone, Args)]
+pub struct CreateArgs {
+    /// Where commercetools delivers.
+    #[arg(long, value_enum)]
+    pub destination: DestinationKind,
+    /// The Pub/Sub topic, `projects/P/topics/T`.
+    #[arg(long)]
+    pub topic: Option<String>,
+    /// The SQS queue URL, `https://sqs.REGION.amazonaws.com/ACCOUNT/QUEUE` (a standard queue).
+    #[arg(long)]
+    pub queue_url: Option<String>,
+    /// The queue's AWS region (derived from an `sqs.REGION.amazonaws.com` URL when absent).
+    #[arg(long)]
+    pub region: Option<String>,
+    /// How commercetools authenticates to SQS.
+    #[arg(long, value_enum, default_value = "iam")]
+    pub authentication_mode: AuthMode,
+    /// The access key id, with `--authentication-mode credentials` (the secret is read from
+    /// PAYRULES_SUBSCRIPTION_SQS_ACCESS_SECRET).
+    #[arg(long)]
+    pub access_key: Option<String>,
+    /// The delivery format.
+    #[arg(long, value_enum, default_value = "platform")]
+    pub format: FormatArg,
+    /// The Subscription's key.
+    #[arg(long, default_value = DEFAULT_KEY)]
+    pub key: String,
+    /// Prints the SubscriptionDraft JSON (and the grant) without calling anything.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// TOML configuration (its `[commercetools]` section); CTP_* variables override it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+/// `payrules subscription show`.
+#[derive(Debug, Clone, Args)]
+pub struct ShowArgs {
+    /// The Subscription's key.
+    #[arg(long, default_value = DEFAULT_KEY)]
+    pub key: String,
+    /// TOML configuration (its `[commercetools]` section); CTP_* variables override it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+/// The subscribed types, one line per resource type, indented.
+pub(super) fn list_lines() -> String {
+    let mut out = String::new();
+    for (field, list) in [
+        ("messages", SUBSCRIBED_MESSAGES),
+        ("events", SUBSCRIBED_EVENTS),
+    ] {
+        for (rt, types) in list {
+            let names: Vec<&str> = types.iter().map(MessageType::as_str).collect();
+            let _ = writeln!(out, "  {field} {rt}: {}", names.join(", "));
+        }
+    }
+    out
+}
+
+// ------------------------------------------------------------------------------------------------
+// The commercetools calls
+
+/// Reads the commercetools client settings: `--config FILE` and the CTP_* variables (which
+/// override it). Only the `[commercetools]` section is used and checked here: the worker's
+/// other options (source, rules, release targets) do not concern this command.
+pub(super) fn client_settings(config_file: Option<&Path>) -> Result<CommercetoolsSettings, String> {
+    let file =
+        config::merge_with(config_file, |k| std::env::var(k).ok()).map_err(|e| e.to_string())?;
+    let c = &file.commercetools;
+    let mut problems = Vec::new();
+    let mut required = |value: &Option<String>, env: &str, what: &str| -> String {
+        match value.as_deref().map(str::trim) {
+            Some(v) if !v.is_empty() => v.trim_end_matches('/').to_string(),
+            _ => {
+                problems.push(format!("{env} (commercetools.{what}) is not set"));
+                String::new()
+            }
+        }
+    };
+    let project_key = required(&c.project_key, "CTP_PROJECT_KEY", "project_key");
+    let client_id = required(&c.client_id, "CTP_CLIENT_ID", "client_id");
+    let auth_url = required(&c.auth_url, "CTP_AUTH_URL", "auth_url");
+    let api_url = required(&c.api_url, "CTP_API_URL", "api_url");
+    let client_secret = match &c.client_secret {
+        Some(s) if !s.expose().is_empty() => s.clone(),
+        _ => {
+            problems.push("CTP_CLIENT_SECRET (commercetools.client_secret) is not set".into());
+            Secret::default()
+        }
+    };
+    for (url, env) in [(&auth_url, "CTP_AUTH_URL"), (&api_url, "CTP_API_URL")] {
+        if !url.is_empty()
+            && reqwest::Url::parse(url).map_or(true, |u| !u.scheme().starts_with("http"))
+        {
+            problems.push(format!("{env} {url:?} is not an http(s) URL"));
+        }
+    }
+    let timeout = config::parse_duration(&c.timeout).unwrap_or_else(|e| {
+        problems.push(format!(
+            "PAYRULES_HTTP_TIMEOUT (commercetools.timeout): {e}"
+        ));
+        Duration::from_secs(10)
+    });
+    if !problems.is_empty() {
+        return Err(format!(
+            "the commercetools API client is not configured (set the CTP_* variables, or \
+             [commercetools] in --config FILE):\n  - {}",
+            problems.join("\n  - ")
+        ));
+    }
+    Ok(CommercetoolsSettings {
+        checkout_url: config::derive_checkout_url(&api_url).unwrap_or_else(|| api_url.clone()),
+        project_key,
+        client_id,
+        client_secret,
+        auth_url,
+        api_url,
+        scopes: c.scopes.clone(),
+        timeout,
+    })
+}
+
+/// Runs a `payrules subscription` command.
+pub async fn cli(command: SubscriptionCommand) -> ExitCode {
+    match command {
+        SubscriptionCommand::Create(args) => create(&args).await,
+        SubscriptionCommand::Show(args) => show(&args).await,
+    }
+}
+
+pub(super) async fn create(args: &CreateArgs) -> ExitCode {
+    let fail = |e: &dyn std::fmt::Display| {
+        eprintln!("payrules subscription create: {e}");
+        ExitCode::from(2)
+    };
+    if let Err(e) = check_key(&args.key) {
+        return fail(&e);
+    }
+    let destination = match Destination::from_args(args, |k| std::env::var(k).ok()) {
+        Ok(d) => d,
+        Err(e) => return fail(&e),
+    };
+    let draft = Draft {
+        key: args.key.clone(),
+        destination,
+        format: args.format,
+    };
+    if args.dry_run {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&draft.to_json(false)).unwrap_or_default()
+        );
+        eprintln!(
+            "payrules subscription create: dry run, nothing was called. The destination needs:\n{}",
+            indent(&draft.destination.grant())
+        );
+        return ExitCode::SUCCESS;
+    }
+    let settings = match client_settings(args.config.as_deref()) {
+        Ok(s) => s,
+        Err(e) => return fail(&e),
+    };
+    let project = settings.project_key.clone();
+    match apply(settings, &draft).await {
+        Ok(outcome) => {
+            println!("{outcome}");
+            println!(
+                "destination {}, format {}; subscribed:\n{}",
+                draft.destination.describe(),
+                describe_format(&draft.format.to_json()),
+                list_lines().trim_end()
+            );
+            println!(
+                "the destination needs (already in place if commercetools' test message got through):\n{}",
+                indent(&draft.destination.grant())
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            let hint = if e.codes.iter().any(|c| c == "InvalidInput") {
+                format!(
+                    "\ncommercetools delivers a test message before it accepts a destination; the destination needs:\n{}",
+                    indent(&draft.destination.grant())
+                )
+            } else {
+                String::new()
+            };
+            fail(&format!("project {project:?}: {e}{hint}"))
+        }
+    }
+}
+
+pub(super) async fn show(args: &ShowArgs) -> ExitCode {
+    let fail = |e: &dyn std::fmt::Display| {
+        eprintln!("payrules subscription show: {e}");
+        ExitCode::from(2)
+    };
+    if let Err(e) = check_key(&args.key) {
+        return fail(&e);
+    }
+    let settings = match client_settings(args.config.as_deref()) {
+        Ok(s) => s,
+        Err(e) => return fail(&e),
+    };
+    let project = settings.project_key.clone();
+    let live = match Api::connect(settings).await {
+        Ok(api) => api.by_key(&args.key).await,
+        Err(e) => Err(e),
+    };
+    let live = match live {
+        Ok(Some(live)) => live,
+        Ok(None) => {
+            println!(
+                "no Subscription with key {:?} in project {project:?}; create it with `payrules subscription create`\nit should carry:\n{}",
+                args.key,
+                list_lines().trim_end()
+            );
+            return ExitCode::FAILURE;
+        }
+        Err(e) => return fail(&format!("project {project:?}: {e}")),
+    };
+    print!("{}", render(&live, &args.key, &project));
+    if coverage(&live).missing.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}

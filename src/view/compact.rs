@@ -18,25 +18,26 @@ pub(super) enum Id {
 
 const HYPHENS: [usize; 4] = [8, 13, 18, 23];
 
+/// The value of a lowercase hex digit.
+fn hex(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    }
+}
+
 fn parse_uuid(s: &str) -> Option<u128> {
-    let b = s.as_bytes();
-    if b.len() != 36 {
+    let b: &[u8; 36] = s.as_bytes().try_into().ok()?;
+    if HYPHENS.iter().any(|&i| b[i] != b'-') {
         return None;
     }
     let mut v: u128 = 0;
     for (i, &c) in b.iter().enumerate() {
-        if HYPHENS.contains(&i) {
-            if c != b'-' {
-                return None;
-            }
+        if c == b'-' && HYPHENS.contains(&i) {
             continue;
         }
-        let d = match c {
-            b'0'..=b'9' => c - b'0',
-            b'a'..=b'f' => c - b'a' + 10,
-            _ => return None,
-        };
-        v = (v << 4) | u128::from(d);
+        v = (v << 4) | u128::from(hex(c)?);
     }
     Some(v)
 }
@@ -52,13 +53,14 @@ impl Id {
             Id::Text(s) => s,
             Id::Uuid(v) => {
                 const HEX: &[u8; 16] = b"0123456789abcdef";
-                let mut nibble = 32;
-                for (i, slot) in buf.iter_mut().enumerate() {
+                let mut v = *v;
+                // Last digit first: 32 nibbles into the 32 non-hyphen slots.
+                for i in (0..36).rev() {
                     if HYPHENS.contains(&i) {
-                        *slot = b'-';
+                        buf[i] = b'-';
                     } else {
-                        nibble -= 1;
-                        *slot = HEX[((v >> (nibble * 4)) & 0xf) as usize];
+                        buf[i] = HEX[(v & 0xf) as usize];
+                        v >>= 4;
                     }
                 }
                 // Only ASCII hex digits and hyphens were written.

@@ -86,6 +86,8 @@ impl PaymentEntry {
         let at = match self.txs.iter().position(|(t, _)| *t == id) {
             Some(at) => at,
             None => {
+                // Most lists hold one or two: grow by one, not to Vec's minimum of four.
+                self.txs.reserve_exact(1);
                 self.txs.push((id, TxEntry::default()));
                 self.txs.len() - 1
             }
@@ -194,6 +196,7 @@ impl OrderEntry {
     fn add_payment(&mut self, r: &Reference) {
         let id = Id::new(&r.id);
         if !self.payments.iter().any(|p| p.id == id) {
+            self.payments.reserve_exact(1);
             self.payments.push(PaymentRef {
                 id,
                 other_type: (r.type_id != "payment").then(|| r.type_id.as_str().into()),
@@ -257,6 +260,7 @@ impl State {
         let ids = entry_mut(&mut self.orders_by_payment, payment_id);
         let order_id = Id::new(order_id);
         if let Err(at) = ids.binary_search(&order_id) {
+            ids.reserve_exact(1);
             ids.insert(at, order_id);
         }
     }

@@ -533,6 +533,7 @@ async fn drain_round(
         "harness_cpu_secs_worker": worker_harness_cpu,
         "worker_cpu_secs": worker_cpu,
         "worker_cpu_share_of_one_core": if worker_secs > 0.0 { worker_cpu / worker_secs } else { 0.0 },
+        "worker_cpu_us_per_msg": 1e6 * worker_cpu / n.max(1) as f64,
         "worker_peak_rss_mb": peak_mb,
         "queue_depth_after": depth,
         "stub_requests": requests,
@@ -599,6 +600,7 @@ pub async fn run(kind: Kind, args: &crate::Args) -> Value {
         "ratio": median_of("ratio"),
         "ratio_is": "the median of the rounds' worker/bare ratios",
         "worker_cpu_share_of_one_core": median_of("worker_cpu_share_of_one_core"),
+        "worker_cpu_us_per_msg": median_of("worker_cpu_us_per_msg"),
         "finished": all_finished,
         "per_round": rounds,
     });

@@ -339,6 +339,15 @@ fn targets(r: &Value) -> Value {
             ">= 0.95",
             ratio.map(|v| v >= 0.95),
         );
+        if b == "sqs" {
+            let cpu = num(r, "/sqs/drain/worker_cpu_us_per_msg");
+            add(
+                "sqs_worker_cpu_us_per_msg",
+                cpu,
+                "<= 60",
+                cpu.map(|v| v <= 60.0),
+            );
+        }
         let idle = num(r, &format!("/{b}/rss_mb/idle"));
         add(
             &format!("{b}_idle_rss_mb"),
@@ -439,6 +448,11 @@ fn print_table(r: &Value) {
             &format!("{b}: worker / bare (median)"),
             fmt(p("drain/ratio"), 3),
             ">= 0.95",
+        );
+        row(
+            &format!("{b}: worker CPU per message (µs, median)"),
+            fmt(p("drain/worker_cpu_us_per_msg"), 0),
+            if b == "sqs" { "<= 60" } else { "" },
         );
         let rounds: Vec<String> = r
             .pointer(&format!("/{b}/drain/per_round"))

@@ -14,9 +14,10 @@ use crate::message::Timestamp;
 
 #[derive(Debug, Default)]
 struct Inner {
-    ledger: HashMap<String, LedgerStatus>,
+    /// `Box<str>` keys (not `String`): a replay holds one or two per payment story.
+    ledger: HashMap<Box<str>, LedgerStatus>,
     /// Payments that ever had a timer: "first seen authorized" happens once.
-    scheduled: HashSet<String>,
+    scheduled: HashSet<Box<str>>,
     /// Pending timers ordered by (due, payment id): deterministic firing order.
     pending: BTreeSet<(Timestamp, String)>,
     /// Taken but not yet done.
@@ -59,12 +60,12 @@ impl Store for MemoryStore {
         if let Some(status) = g.ledger.get(key) {
             return Ok(Claim::Exists(*status));
         }
-        g.ledger.insert(key.to_string(), LedgerStatus::Claimed);
+        g.ledger.insert(key.into(), LedgerStatus::Claimed);
         Ok(Claim::Acquired)
     }
 
     async fn settle(&self, key: &str, status: LedgerStatus) -> Result<(), StoreError> {
-        self.lock().ledger.insert(key.to_string(), status);
+        self.lock().ledger.insert(key.into(), status);
         Ok(())
     }
 
@@ -78,10 +79,10 @@ impl Store for MemoryStore {
 
     async fn schedule(&self, timer: Timer) -> Result<bool, StoreError> {
         let mut g = self.lock();
-        if g.scheduled.contains(&timer.payment_id) {
+        if g.scheduled.contains(timer.payment_id.as_str()) {
             return Ok(false);
         }
-        g.scheduled.insert(timer.payment_id.clone());
+        g.scheduled.insert(timer.payment_id.as_str().into());
         g.pending.insert((timer.due, timer.payment_id));
         Ok(true)
     }

@@ -8,11 +8,12 @@ use std::fmt;
 
 use crate::model::Money;
 
-/// An id as the view keeps it: a canonical (lowercase, hyphenated) UUID as its 128 bits,
-/// anything else as its text.
+/// An id as the view keeps it: a canonical (lowercase, hyphenated) UUID as its 16 bytes
+/// (big-endian, so they order as the text does; bytes, not `u128`, whose 16-byte alignment
+/// would make the enum 32 bytes), anything else as its text.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub(super) enum Id {
-    Uuid(u128),
+    Uuid([u8; 16]),
     Text(Box<str>),
 }
 
@@ -44,16 +45,16 @@ fn parse_uuid(s: &str) -> Option<u128> {
 
 impl Id {
     pub(super) fn new(s: &str) -> Self {
-        parse_uuid(s).map_or_else(|| Id::Text(s.into()), Id::Uuid)
+        parse_uuid(s).map_or_else(|| Id::Text(s.into()), |v| Id::Uuid(v.to_be_bytes()))
     }
 
     /// The text, written into `buf` for a UUID.
     pub(super) fn as_str<'a>(&'a self, buf: &'a mut [u8; 36]) -> &'a str {
         match self {
             Id::Text(s) => s,
-            Id::Uuid(v) => {
+            Id::Uuid(bytes) => {
                 const HEX: &[u8; 16] = b"0123456789abcdef";
-                let mut v = *v;
+                let mut v = u128::from_be_bytes(*bytes);
                 // Last digit first: 32 nibbles into the 32 non-hyphen slots.
                 for i in (0..36).rev() {
                     if HYPHENS.contains(&i) {
@@ -98,47 +99,82 @@ impl PartialOrd for Id {
     }
 }
 
-/// A currency code: three ASCII letters inline, anything else as text.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Currency {
-    Code([u8; 3]),
-    Text(Box<str>),
+/// A currency code, interned: a process has a handful, and every amount the view holds
+/// names one (2 bytes instead of a 24-byte string and its heap block).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Currency(u16);
+
+/// The interned codes (an index is a [`Currency`]) and their indexes by code. Past 65,536
+/// distinct codes (never, for real input) a code is not interned: [`Amount::Text`] keeps the
+/// money as it came.
+#[derive(Default)]
+struct Currencies {
+    codes: Vec<Box<str>>,
+    index: std::collections::HashMap<Box<str>, u16>,
 }
 
-/// [`Money`] as the view keeps it.
+static CURRENCIES: std::sync::LazyLock<std::sync::Mutex<Currencies>> =
+    std::sync::LazyLock::new(Default::default);
+
+fn intern(code: &str) -> Option<Currency> {
+    let mut table = CURRENCIES.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(&i) = table.index.get(code) {
+        return Some(Currency(i));
+    }
+    let i = u16::try_from(table.codes.len()).ok()?;
+    table.codes.push(code.into());
+    table.index.insert(code.into(), i);
+    Some(Currency(i))
+}
+
+fn currency_code(c: Currency) -> String {
+    let table = CURRENCIES.lock().unwrap_or_else(|p| p.into_inner());
+    table
+        .codes
+        .get(usize::from(c.0))
+        .map(|s| s.to_string())
+        .unwrap_or_default()
+}
+
+/// [`Money`] as the view keeps it: 24 bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Amount {
-    cent_amount: i64,
-    currency: Currency,
-    fraction_digits: Option<u32>,
+pub(super) enum Amount {
+    /// The usual case: an interned currency.
+    Interned {
+        cent_amount: i64,
+        fraction_digits: Option<u32>,
+        currency: Currency,
+    },
+    /// The interning table is full (65,536 distinct codes): the money as it came.
+    Text(Box<Money>),
 }
 
 impl From<&Money> for Amount {
     fn from(m: &Money) -> Self {
-        let b = m.currency_code.as_bytes();
-        let currency = match b {
-            [x, y, z] if b.iter().all(u8::is_ascii_alphabetic) => Currency::Code([*x, *y, *z]),
-            _ => Currency::Text(m.currency_code.as_str().into()),
-        };
-        Self {
-            cent_amount: m.cent_amount,
-            currency,
-            fraction_digits: m.fraction_digits,
+        match intern(&m.currency_code) {
+            Some(currency) => Amount::Interned {
+                cent_amount: m.cent_amount,
+                fraction_digits: m.fraction_digits,
+                currency,
+            },
+            None => Amount::Text(Box::new(m.clone())),
         }
     }
 }
 
 impl Amount {
     pub(super) fn to_money(&self) -> Money {
-        let currency_code = match &self.currency {
-            // Letters only (checked on the way in).
-            Currency::Code(c) => std::str::from_utf8(c).unwrap_or_default().to_string(),
-            Currency::Text(s) => s.to_string(),
-        };
-        Money {
-            currency_code,
-            cent_amount: self.cent_amount,
-            fraction_digits: self.fraction_digits,
+        match self {
+            Amount::Interned {
+                cent_amount,
+                fraction_digits,
+                currency,
+            } => Money {
+                currency_code: currency_code(*currency),
+                cent_amount: *cent_amount,
+                fraction_digits: *fraction_digits,
+            },
+            Amount::Text(m) => (**m).clone(),
         }
     }
 }
@@ -173,6 +209,12 @@ mod tests {
                 assert_eq!(ia.cmp(ib), a.cmp(b), "{a} vs {b}");
             }
         }
+    }
+
+    #[test]
+    fn the_compact_forms_are_small() {
+        assert_eq!(std::mem::size_of::<Id>(), 24);
+        assert_eq!(std::mem::size_of::<Amount>(), 24);
     }
 
     #[test]

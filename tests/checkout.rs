@@ -12,15 +12,13 @@ mod ctadmin;
 
 use std::time::Duration;
 
-use chrono::Utc;
-use payrules::action::{Action, ActionKind, CancelReason, RuleName};
 use payrules::commerce::CtpClient;
 use payrules::effects::{Canceller, EffectError};
 use serde_json::json;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use ctadmin::Admin;
+use ctadmin::{Admin, cancel};
 
 const PROJECT: &str = "payrules-checkout-edges";
 
@@ -32,22 +30,6 @@ fn canceller(mock: &peers::Peer, checkout: &str) -> Canceller {
     )
     .unwrap();
     Canceller::new(client, "cancelPayment".into())
-}
-
-fn cancel(payment_id: &str) -> Action {
-    Action {
-        action: ActionKind::CancelPayment,
-        rule: RuleName::CancelOrphanedAuthorization,
-        key: format!("cancel:{payment_id}"),
-        payment_id: payment_id.into(),
-        order_id: None,
-        message_id: None,
-        at: Utc::now(),
-        order_number: None,
-        payment_ids: Vec::new(),
-        amount: None,
-        reason: Some(CancelReason::GracePeriodExpired),
-    }
 }
 
 fn intent_path(payment_id: &str) -> String {

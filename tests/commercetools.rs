@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::Utc;
-use payrules::action::{Action, ActionKind, CancelReason, RuleName};
+use payrules::action::{Action, ActionKind, RuleName};
 use payrules::commerce::{CtpClient, Retry};
 use payrules::config::{CommercetoolsSettings, OrderUpdate, Secret};
 use payrules::effects::webhook::{
@@ -25,7 +25,7 @@ use serde_json::{Value, json};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
-use ctadmin::Admin;
+use ctadmin::{Admin, cancel};
 
 const PROJECT: &str = "payrules-test";
 
@@ -64,22 +64,6 @@ fn release(order: &Value, payment_id: &str) -> Action {
         payment_ids: vec![payment_id.into()],
         amount: None,
         reason: None,
-    }
-}
-
-fn cancel(payment_id: &str) -> Action {
-    Action {
-        action: ActionKind::CancelPayment,
-        rule: RuleName::CancelOrphanedAuthorization,
-        key: format!("cancel:{payment_id}"),
-        payment_id: payment_id.into(),
-        order_id: None,
-        message_id: None,
-        at: Utc::now(),
-        order_number: None,
-        payment_ids: Vec::new(),
-        amount: None,
-        reason: Some(CancelReason::GracePeriodExpired),
     }
 }
 

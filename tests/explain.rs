@@ -12,6 +12,9 @@ mod peers;
 #[path = "it/ctadmin.rs"]
 mod ctadmin;
 
+#[path = "it/fixtures.rs"]
+mod fixtures;
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -20,37 +23,13 @@ use std::time::Duration;
 
 use payrules::action::Action;
 use payrules::commerce::{CtpClient, LiveView};
-use payrules::config;
 use payrules::explain::{self, Explanation, History, Kind, Offline};
 use payrules::replay::replay_files;
 use payrules::rules::{Engine, Rules};
 use payrules::store::MemoryStore;
 use serde_json::{Value, json};
 
-fn scenarios() -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/scenarios");
-    let mut found: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .expect("fixtures/scenarios")
-        .map(|e| e.expect("entry").path())
-        .filter(|p| {
-            let name = p.file_name().unwrap_or_default().to_string_lossy();
-            name.ends_with(".jsonl") && !name.ends_with(".expected.jsonl")
-        })
-        .collect();
-    found.sort();
-    found
-}
-
-fn config_for(stream: &Path) -> Option<PathBuf> {
-    let toml = stream.with_extension("toml");
-    toml.exists().then_some(toml)
-}
-
-fn rules_for(stream: &Path) -> Rules {
-    config::merge_with(config_for(stream).as_deref(), |_| None)
-        .and_then(|c| c.rules())
-        .unwrap_or_else(|e| panic!("{}: {e}", stream.display()))
-}
+use fixtures::{config_for, rules_for, scenarios};
 
 /// Every `{"typeId": "order"|"payment", "id": …}` reference and every embedded order or payment
 /// (`"order": {"id": …}`, `"payment": {"id": …}`) in a stream.

@@ -140,15 +140,7 @@ async fn moto_creates_a_queue_with_the_sdk() {
     let peer = peers::moto().await;
     eprintln!("moto ready in {:?} at {}", started.elapsed(), peer.endpoint);
 
-    let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(&peer.endpoint)
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_sqs::config::Credentials::new(
-            "test", "test", None, None, "static",
-        ))
-        .load()
-        .await;
-    let client = aws_sdk_sqs::Client::new(&conf);
+    let client = peers::sqs_client(&peer).await;
     let name = peers::unique_name("orders");
     let out = client
         .create_queue()

@@ -6,34 +6,16 @@
 
 use std::path::{Path, PathBuf};
 
-use payrules::config;
 use payrules::replay::{Replay, ReplayOutput, replay_files};
 use payrules::rules::Rules;
+
+#[path = "it/fixtures.rs"]
+mod fixtures;
 
 #[path = "../benches/support/stream.rs"]
 mod stream;
 
-fn rules_for(stream: &Path) -> Rules {
-    let toml = stream.with_extension("toml");
-    let file = toml.exists().then_some(toml.as_path());
-    config::merge_with(file, |_| None)
-        .and_then(|c| c.rules())
-        .unwrap_or_else(|e| panic!("{}: {e}", toml.display()))
-}
-
-fn scenarios() -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/scenarios");
-    let mut found: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            let name = p.file_name().unwrap().to_string_lossy();
-            name.ends_with(".jsonl") && !name.ends_with(".expected.jsonl")
-        })
-        .collect();
-    found.sort();
-    found
-}
+use fixtures::{rules_for, scenarios};
 
 /// The one-thread replay: every non-empty line fed in order, then the remaining timers.
 async fn one_thread(files: &[PathBuf], rules: Rules) -> ReplayOutput {

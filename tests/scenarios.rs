@@ -2,26 +2,20 @@
 //! expected file beside it. Adding a scenario is adding two files: `NAME.jsonl` and
 //! `NAME.expected.jsonl` (plus `NAME.toml` when it needs rule settings).
 
+#[path = "it/fixtures.rs"]
+mod fixtures;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use payrules::config;
 use payrules::replay::{Replay, replay_files};
 use payrules::rules::Rules;
 use payrules::store::MemoryStore;
+use payrules::testing::CONTRACT;
 use payrules::view::StreamView;
 use serde_json::Value;
 
-/// The fields the replay output contract fixes; details after them may grow.
-const CONTRACT: [&str; 7] = [
-    "action",
-    "rule",
-    "key",
-    "payment_id",
-    "order_id",
-    "message_id",
-    "at",
-];
+use fixtures::{rules_for, scenarios};
 
 fn project(v: &Value) -> Value {
     let mut out = serde_json::Map::new();
@@ -40,26 +34,13 @@ fn read_expected(path: &Path) -> Vec<Value> {
         .collect()
 }
 
-fn rules_for(stream: &Path) -> Rules {
-    let toml = stream.with_extension("toml");
-    let file = toml.exists().then_some(toml.as_path());
-    config::merge_with(file, |_| None)
-        .and_then(|c| c.rules())
-        .unwrap_or_else(|e| panic!("{}: {e}", toml.display()))
-}
-
-fn scenarios() -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/scenarios");
-    let mut found: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            let name = p.file_name().unwrap().to_string_lossy();
-            name.ends_with(".jsonl") && !name.ends_with(".expected.jsonl")
-        })
-        .collect();
-    found.sort();
-    found
+/// The compared fields are the output contract's seven, pinned here as well as in the library.
+#[test]
+fn the_compared_fields_are_the_output_contract() {
+    assert_eq!(
+        CONTRACT.join(","),
+        "action,rule,key,payment_id,order_id,message_id,at"
+    );
 }
 
 #[tokio::test]

@@ -18,6 +18,9 @@ mod ctadmin;
 #[path = "it/ctmessages.rs"]
 mod ctmessages;
 
+#[path = "it/binary.rs"]
+mod binary;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
@@ -750,62 +753,8 @@ async fn payment_messages_reach_payrules_run_through_the_subscription() {
     assert_eq!(action["payment_ids"], json!([pid]), "{action}");
 }
 
-/// Runs `payrules run` with exactly `env` (plus PATH) until it printed one action line (or
-/// 30 s), then SIGTERM; returns (stdout lines, stderr, exit code).
+/// `payrules run` with exactly `env` (plus PATH) until it printed one action line (or 30 s),
+/// then 2 s more for a duplicate, then SIGTERM; returns (stdout lines, stderr, exit code).
 async fn run_worker(env: &[(&str, String)]) -> (Vec<String>, String, Option<i32>) {
-    use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_payrules"));
-    cmd.arg("run")
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("PAYRULES_LOG", "info")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().expect("spawn payrules run");
-    let pid = child.id().expect("pid");
-    let mut stderr = child.stderr.take().expect("stderr");
-    let stderr_task = tokio::spawn(async move {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s).await;
-        s
-    });
-    let mut out = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let mut lines = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Ok(Some(l)) = out.next_line().await {
-            if !l.trim().is_empty() {
-                lines.push(l);
-                break;
-            }
-        }
-    })
-    .await;
-    // Let a duplicate action, if any, show up before stopping.
-    let _ = tokio::time::timeout(Duration::from_secs(2), async {
-        while let Ok(Some(l)) = out.next_line().await {
-            if !l.trim().is_empty() {
-                lines.push(l);
-            }
-        }
-    })
-    .await;
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
-    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
-        .await
-        .expect("payrules exits within 30 s of SIGTERM")
-        .expect("wait");
-    while let Ok(Some(l)) = out.next_line().await {
-        if !l.trim().is_empty() {
-            lines.push(l);
-        }
-    }
-    (lines, stderr_task.await.unwrap_or_default(), status.code())
+    binary::run_binary(env, 1, Duration::from_secs(2)).await
 }

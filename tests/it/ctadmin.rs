@@ -3,10 +3,29 @@
 
 use std::time::Duration;
 
+use chrono::Utc;
+use payrules::action::{Action, ActionKind, CancelReason, RuleName};
 use payrules::config::{CommercetoolsSettings, Secret};
 use serde_json::{Value, json};
 
 use super::peers;
+
+/// The cancel action the orphan rule plans for `payment_id` (grace period expired).
+pub fn cancel(payment_id: &str) -> Action {
+    Action {
+        action: ActionKind::CancelPayment,
+        rule: RuleName::CancelOrphanedAuthorization,
+        key: format!("cancel:{payment_id}"),
+        payment_id: payment_id.into(),
+        order_id: None,
+        message_id: None,
+        at: Utc::now(),
+        order_number: None,
+        payment_ids: Vec::new(),
+        amount: None,
+        reason: Some(CancelReason::GracePeriodExpired),
+    }
+}
 
 /// payrules' client settings for `project` on the mock (the mock accepts any client), with
 /// Checkout at `checkout`.

@@ -6,44 +6,31 @@
 //! baseline, a worker with a dry-run executor, and a [`Recording`] source wrapper that notes
 //! how each delivery was settled.
 
+mod binary;
+mod fixtures;
 mod peers;
 mod pubsub;
 mod sqs;
 
 use std::collections::BTreeSet;
 use std::io::Write;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use payrules::action::Action;
-use payrules::config::{self, WorkerSettings};
+use payrules::config::WorkerSettings;
 use payrules::effects::{DryRun, Effect, EffectError, Executor};
 use payrules::process::Processor;
-use payrules::rules::{Engine, Rules};
+use payrules::rules::Engine;
 use payrules::source::{AckError, Acker, Delivery, Source, SourceError};
 use payrules::store::MemoryStore;
 use payrules::view::StreamView;
-use payrules::worker::Worker;
+use payrules::worker::{RunSummary, Worker};
 
-/// `fixtures/scenarios/NAME`.
-pub fn scenario(name: &str) -> PathBuf {
-    peers::repo_root().join("fixtures/scenarios").join(name)
-}
-
-/// The messages of a scenario: its non-empty lines, trimmed.
-pub fn scenario_lines(name: &str) -> Vec<Vec<u8>> {
-    let path = scenario(name);
-    std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .map(|l| l.as_bytes().to_vec())
-        .collect()
-}
+pub use binary::{run_binary_until_lines, sigterm};
+pub use fixtures::{default_rules, scenario, scenario_lines};
 
 /// `lines` with every UUID changed in its last four digits to `copy`: an independent copy of
 /// a scenario (other payments, orders and message ids), consistent within itself.
@@ -72,13 +59,6 @@ pub fn scenario_copy(lines: &[Vec<u8>], copy: u16) -> Vec<Vec<u8>> {
             out
         })
         .collect()
-}
-
-/// The rules `payrules run` uses without a configuration file.
-pub fn default_rules() -> Rules {
-    config::merge_with(None, |_| None)
-        .and_then(|c| c.rules())
-        .expect("the default rules")
 }
 
 /// The action keys `payrules replay` plans for a scenario, sorted.
@@ -189,6 +169,49 @@ pub async fn until(mut done: impl FnMut() -> bool, limit: Duration) -> bool {
 /// A shutdown signal for [`Worker::run`]: resolves once `done()` holds, or after `limit`.
 pub async fn shutdown_when(done: impl FnMut() -> bool, limit: Duration) {
     until(done, limit).await;
+}
+
+/// Runs `source`, wrapped in a [`Recording`], through a dry-run [`worker`] (concurrency 1,
+/// shutdown timeout 5 s) until `done` holds for its settlements, or 30 s; returns the run's
+/// summary, the settlements and the dry run's output.
+pub async fn run_recorded(
+    source: Box<dyn Source>,
+    done: impl Fn(&Settlements) -> bool,
+) -> (RunSummary, Settlements, Vec<u8>) {
+    let (source, log) = Recording::new(source);
+    let (executor, out) = dry_run();
+    let watch = log.clone();
+    let summary = worker(executor, 1, Duration::from_secs(5))
+        .run(
+            Box::new(source),
+            shutdown_when(
+                move || done(&watch.lock().unwrap()),
+                Duration::from_secs(30),
+            ),
+        )
+        .await;
+    let log = log.lock().unwrap().clone();
+    (summary, log, out.contents())
+}
+
+/// Runs `source`, wrapped in a [`Recording`], through a [`worker`] (concurrency 8, shutdown
+/// timeout 300 ms) whose every action blocks, and shuts it down once `blocked` actions are
+/// stuck (or after 30 s); returns the run's summary and the settlements.
+pub async fn run_blocked(source: Box<dyn Source>, blocked: usize) -> (RunSummary, Settlements) {
+    let (source, log) = Recording::new(source);
+    let blocking = Arc::new(Blocking::default());
+    let calls = blocking.clone();
+    let summary = worker(blocking, 8, Duration::from_millis(300))
+        .run(
+            Box::new(source),
+            shutdown_when(
+                move || calls.calls.load(Ordering::SeqCst) >= blocked,
+                Duration::from_secs(30),
+            ),
+        )
+        .await;
+    let log = log.lock().unwrap().clone();
+    (summary, log)
 }
 
 /// How the deliveries of a [`Recording`] source were settled, by origin.
@@ -324,66 +347,4 @@ impl Acker for RecordingAcker {
 /// The set of the strings.
 pub fn set<'a>(items: impl IntoIterator<Item = &'a String>) -> BTreeSet<String> {
     items.into_iter().cloned().collect()
-}
-
-/// Sends SIGTERM to a child process.
-pub fn sigterm(pid: u32) {
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .expect("run kill");
-    assert!(status.success(), "kill -TERM {pid}");
-}
-
-/// Runs `payrules run` with exactly `env` (plus PATH), reads its stdout until `want_lines`
-/// non-empty lines arrived (or 30 s), sends SIGTERM and returns (stdout lines, stderr, exit
-/// code).
-pub async fn run_binary_until_lines(
-    env: &[(&str, String)],
-    want_lines: usize,
-) -> (Vec<String>, String, Option<i32>) {
-    use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_payrules"));
-    cmd.arg("run")
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("PAYRULES_LOG", "info")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().expect("spawn payrules");
-    let pid = child.id().expect("pid");
-    let mut stderr = child.stderr.take().expect("stderr");
-    let stderr_task = tokio::spawn(async move {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s).await;
-        s
-    });
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let mut got = Vec::new();
-    let read = async {
-        while got.len() < want_lines {
-            match lines.next_line().await {
-                Ok(Some(l)) if !l.trim().is_empty() => got.push(l),
-                Ok(Some(_)) => {}
-                _ => break,
-            }
-        }
-    };
-    let _ = tokio::time::timeout(Duration::from_secs(30), read).await;
-    sigterm(pid);
-    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
-        .await
-        .expect("payrules exits within 30 s of SIGTERM")
-        .expect("wait");
-    while let Ok(Some(l)) = lines.next_line().await {
-        if !l.trim().is_empty() {
-            got.push(l);
-        }
-    }
-    let stderr = stderr_task.await.unwrap_or_default();
-    (got, stderr, status.code())
 }

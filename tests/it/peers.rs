@@ -1003,8 +1003,36 @@ pub async fn relay(listen: u16, target: String) -> tokio::task::JoinHandle<()> {
 
 /// Messages on an SQS queue, visible or in flight.
 pub async fn sqs_queue_depth(peer: &Peer, queue_url: &str) -> usize {
+    let attrs = sqs_count_attributes(peer, queue_url).await;
+    attrs
+        .attributes()
+        .map(|a| a.values().filter_map(|v| v.parse::<usize>().ok()).sum())
+        .unwrap_or(0)
+}
+
+/// (visible, in flight) as the queue counts them; panics when the queue leaves one out.
+pub async fn sqs_queue_counts(peer: &Peer, queue_url: &str) -> (u64, u64) {
     use aws_sdk_sqs::types::QueueAttributeName;
-    let attrs = sqs_client(peer)
+    let out = sqs_count_attributes(peer, queue_url).await;
+    let get = |name: QueueAttributeName| -> u64 {
+        out.attributes()
+            .and_then(|a| a.get(&name))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name:?} in {out:?}"))
+    };
+    (
+        get(QueueAttributeName::ApproximateNumberOfMessages),
+        get(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
+    )
+}
+
+/// GetQueueAttributes for the two message counts (visible, not visible).
+async fn sqs_count_attributes(
+    peer: &Peer,
+    queue_url: &str,
+) -> aws_sdk_sqs::operation::get_queue_attributes::GetQueueAttributesOutput {
+    use aws_sdk_sqs::types::QueueAttributeName;
+    sqs_client(peer)
         .await
         .get_queue_attributes()
         .queue_url(queue_url)
@@ -1012,9 +1040,5 @@ pub async fn sqs_queue_depth(peer: &Peer, queue_url: &str) -> usize {
         .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
         .send()
         .await
-        .expect("GetQueueAttributes");
-    attrs
-        .attributes()
-        .map(|a| a.values().filter_map(|v| v.parse::<usize>().ok()).sum())
-        .unwrap_or(0)
+        .unwrap_or_else(|e| panic!("GetQueueAttributes: {:?}", e.into_service_error()))
 }

@@ -10,7 +10,6 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use payrules::config::PubsubSettings;
@@ -19,8 +18,8 @@ use payrules::source::{PubsubEndpoint, PubsubOptions, PubsubSource, Source};
 
 use crate::peers::{self, Peer, PubsubResources, PulledMessage};
 use crate::{
-    Blocking, Recording, action_keys, dry_run, replay_keys, run_binary_until_lines, scenario_copy,
-    scenario_lines, set, shutdown_when, worker,
+    Recording, action_keys, dry_run, replay_keys, run_binary_until_lines, run_blocked,
+    run_recorded, scenario_copy, scenario_lines, set, worker,
 };
 
 const PROJECT: &str = "payrules-it";
@@ -160,21 +159,9 @@ async fn scenario_through_pubsub(name: &str, streams: usize) {
     let ids = publish(peer, &res.topic, &lines).await;
 
     let source = connect(peer, &settings(&res.subscription, streams, None)).await;
-    let (source, log) = Recording::new(Box::new(source));
-    let (executor, out) = dry_run();
     let n = lines.len();
-    let watch = log.clone();
-    let summary = worker(executor, 1, Duration::from_secs(5))
-        .run(
-            Box::new(source),
-            shutdown_when(
-                move || watch.lock().unwrap().acked.len() >= n,
-                Duration::from_secs(30),
-            ),
-        )
-        .await;
+    let (summary, log, out) = run_recorded(Box::new(source), |log| log.acked.len() >= n).await;
 
-    let log = log.lock().unwrap().clone();
     assert_eq!(
         set(&log.acked),
         origins(&ids),
@@ -187,7 +174,7 @@ async fn scenario_through_pubsub(name: &str, streams: usize) {
         "{name}: without a dead-letter policy Pub/Sub reports no delivery attempt: {log:?}"
     );
     assert_eq!(
-        action_keys(&out.contents()),
+        action_keys(&out),
         replay_keys(name).await,
         "{name}: the same actions as replay, each once"
     );
@@ -261,20 +248,8 @@ async fn pubsub_poison_is_parked_on_the_dead_letter_topic_and_not_redelivered() 
     let id = peers::pubsub_publish(peer, &res.topic, &poison, &[("kind", "poison")]).await;
 
     let source = connect(peer, &settings(&res.subscription, 1, Some(&dlq.topic))).await;
-    let (source, log) = Recording::new(Box::new(source));
-    let (executor, _) = dry_run();
-    let watch = log.clone();
-    let summary = worker(executor, 1, Duration::from_secs(5))
-        .run(
-            Box::new(source),
-            shutdown_when(
-                move || !watch.lock().unwrap().parked.is_empty(),
-                Duration::from_secs(30),
-            ),
-        )
-        .await;
+    let (summary, log, _) = run_recorded(Box::new(source), |log| !log.parked.is_empty()).await;
     assert_eq!(summary.parked, 1);
-    let log = log.lock().unwrap().clone();
     assert_eq!(log.parked.len(), 1, "{log:?}");
     assert!(log.acked.is_empty(), "{log:?}");
 
@@ -351,19 +326,7 @@ async fn pubsub_shutdown_with_messages_in_flight_loses_none() {
     let ids = publish(peer, &res.topic, &messages).await;
 
     let source = connect(peer, &settings(&res.subscription, 1, None)).await;
-    let (source, log) = Recording::new(Box::new(source));
-    let blocking = Arc::new(Blocking::default());
-    let calls = blocking.clone();
-    let summary = worker(blocking, 8, Duration::from_millis(300))
-        .run(
-            Box::new(source),
-            shutdown_when(
-                move || calls.calls.load(Ordering::SeqCst) >= 4,
-                Duration::from_secs(30),
-            ),
-        )
-        .await;
-    let log = log.lock().unwrap().clone();
+    let (summary, log) = run_blocked(Box::new(source), 4).await;
     let acked = set(&log.acked);
     let expected: BTreeSet<String> = origins(&ids).difference(&acked).cloned().collect();
     assert!(

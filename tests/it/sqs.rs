@@ -7,20 +7,17 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use aws_sdk_sqs::types::{
-    Message, MessageAttributeValue, MessageSystemAttributeName, QueueAttributeName,
-};
+use aws_sdk_sqs::types::{Message, MessageAttributeValue, MessageSystemAttributeName};
 use payrules::config::SqsSettings;
 use payrules::source::sqs::PARK_REASON_ATTRIBUTE;
 use payrules::source::{Source, SourceError, SqsSource};
 
 use crate::peers::{self, Peer};
 use crate::{
-    Blocking, Recording, action_keys, dry_run, replay_keys, run_binary_until_lines, scenario_copy,
-    scenario_lines, set, shutdown_when, worker,
+    Recording, action_keys, dry_run, replay_keys, run_binary_until_lines, run_blocked,
+    run_recorded, scenario_copy, scenario_lines, set, worker,
 };
 
 fn settings(
@@ -66,29 +63,6 @@ async fn send(peer: &Peer, queue_url: &str, bodies: &[Vec<u8>]) -> Vec<String> {
         ids.push(out.message_id().expect("a message id").to_string());
     }
     ids
-}
-
-/// (visible, in flight) as the queue counts them.
-async fn counts(peer: &Peer, queue_url: &str) -> (u64, u64) {
-    let out = peers::sqs_client(peer)
-        .await
-        .get_queue_attributes()
-        .queue_url(queue_url)
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("GetQueueAttributes: {:?}", e.into_service_error()));
-    let get = |name: QueueAttributeName| -> u64 {
-        out.attributes()
-            .and_then(|a| a.get(&name))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("no {name:?} in {out:?}"))
-    };
-    (
-        get(QueueAttributeName::ApproximateNumberOfMessages),
-        get(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
-    )
 }
 
 /// Receives (and deletes) with a fresh client until `want` messages arrived or `limit` passed.
@@ -161,21 +135,9 @@ async fn sqs_worker_plans_the_replay_actions_and_deletes_every_message() {
         let ids = send(peer, &url, &lines).await;
 
         let source = connect(peer, &settings(&url, pollers, 30, None)).await;
-        let (source, log) = Recording::new(Box::new(source));
-        let (executor, out) = dry_run();
         let n = lines.len();
-        let watch = log.clone();
-        let summary = worker(executor, 1, Duration::from_secs(5))
-            .run(
-                Box::new(source),
-                shutdown_when(
-                    move || watch.lock().unwrap().acked.len() >= n,
-                    Duration::from_secs(30),
-                ),
-            )
-            .await;
+        let (summary, log, out) = run_recorded(Box::new(source), |log| log.acked.len() >= n).await;
 
-        let log = log.lock().unwrap().clone();
         assert_eq!(
             set(&log.acked),
             origins(&ids),
@@ -188,12 +150,12 @@ async fn sqs_worker_plans_the_replay_actions_and_deletes_every_message() {
             "{name}: ApproximateReceiveCount is the delivery count: {log:?}"
         );
         assert_eq!(
-            action_keys(&out.contents()),
+            action_keys(&out),
             replay_keys(name).await,
             "{name}: the same actions as replay, each once"
         );
         assert_eq!(
-            counts(peer, &url).await,
+            peers::sqs_queue_counts(peer, &url).await,
             (0, 0),
             "{name}: every message deleted"
         );
@@ -243,7 +205,7 @@ async fn sqs_nack_redelivers_after_the_delay_with_the_receive_count() {
         "redelivered after {waited:?}, before the {delay:?} delay"
     );
     second.ack().await.map_err(|(e, _)| e).expect("ack");
-    assert_eq!(counts(peer, &url).await, (0, 0), "deleted");
+    assert_eq!(peers::sqs_queue_counts(peer, &url).await, (0, 0), "deleted");
     source.close().await;
 }
 
@@ -262,26 +224,14 @@ async fn sqs_poison_is_sent_to_the_dead_letter_queue_and_deleted() {
     let ids = send(peer, &url, std::slice::from_ref(&poison)).await;
 
     let source = connect(peer, &settings(&url, 1, 30, Some(&dlq))).await;
-    let (source, log) = Recording::new(Box::new(source));
-    let (executor, _) = dry_run();
-    let watch = log.clone();
-    let summary = worker(executor, 1, Duration::from_secs(5))
-        .run(
-            Box::new(source),
-            shutdown_when(
-                move || !watch.lock().unwrap().parked.is_empty(),
-                Duration::from_secs(30),
-            ),
-        )
-        .await;
+    let (summary, log, _) = run_recorded(Box::new(source), |log| !log.parked.is_empty()).await;
     assert_eq!(summary.parked, 1);
-    let log = log.lock().unwrap().clone();
     assert_eq!(
         log.parked,
         vec![(first_origin(&ids), log.parked[0].1.clone())]
     );
     assert_eq!(
-        counts(peer, &url).await,
+        peers::sqs_queue_counts(peer, &url).await,
         (0, 0),
         "deleted from the main queue"
     );
@@ -347,19 +297,7 @@ async fn sqs_shutdown_with_messages_in_flight_loses_none() {
 
     let visibility = 3;
     let source = connect(peer, &settings(&url, 2, visibility, None)).await;
-    let (source, log) = Recording::new(Box::new(source));
-    let blocking = Arc::new(Blocking::default());
-    let calls = blocking.clone();
-    let summary = worker(blocking, 8, Duration::from_millis(300))
-        .run(
-            Box::new(source),
-            shutdown_when(
-                move || calls.calls.load(Ordering::SeqCst) >= 4,
-                Duration::from_secs(30),
-            ),
-        )
-        .await;
-    let log = log.lock().unwrap().clone();
+    let (summary, log) = run_blocked(Box::new(source), 4).await;
     let acked = set(&log.acked);
     let expected: BTreeSet<String> = origins(&ids).difference(&acked).cloned().collect();
     assert!(
@@ -441,7 +379,7 @@ async fn sqs_a_full_pipeline_stops_receiving_and_close_returns_the_buffer() {
     let mut source = connect(peer, &settings(&url, 1, 60, None)).await;
     // Let the poller fill its buffer.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let (visible, in_flight) = counts(peer, &url).await;
+    let (visible, in_flight) = peers::sqs_queue_counts(peer, &url).await;
     assert!(
         in_flight > 0 && in_flight <= 20,
         "buffered at most two batches: {in_flight}"
@@ -449,7 +387,7 @@ async fn sqs_a_full_pipeline_stops_receiving_and_close_returns_the_buffer() {
     assert_eq!(visible + in_flight, 45);
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(
-        counts(peer, &url).await,
+        peers::sqs_queue_counts(peer, &url).await,
         (visible, in_flight),
         "no further receives"
     );
@@ -459,7 +397,7 @@ async fn sqs_a_full_pipeline_stops_receiving_and_close_returns_the_buffer() {
     one.ack().await.map_err(|(e, _)| e).expect("ack");
     source.close().await;
     assert_eq!(
-        counts(peer, &url).await,
+        peers::sqs_queue_counts(peer, &url).await,
         (44, 0),
         "the buffer is visible again, the ack deleted"
     );
@@ -523,10 +461,10 @@ async fn sqs_payrules_run_uses_the_aws_environment_and_exits_cleanly_on_sigterm(
     // SIGTERM came as soon as the action was printed: later messages may still have been
     // buffered. Nothing may stay invisible: close made the buffer visible again.
     let deadline = Instant::now() + Duration::from_secs(5);
-    let mut last = counts(peer, &url).await;
+    let mut last = peers::sqs_queue_counts(peer, &url).await;
     while last.1 > 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        last = counts(peer, &url).await;
+        last = peers::sqs_queue_counts(peer, &url).await;
     }
     assert_eq!(
         last.1, 0,

@@ -1,7 +1,7 @@
 //! `payrules subscription create|show`, and the list of subscribed types.
 //!
 //! - The list ([`SUBSCRIBED_MESSAGES`], [`SUBSCRIBED_EVENTS`]) is exactly the decoded types the
-//!   engine acts on, checked against the decoder's own list in `src/message.rs`.
+//!   engine acts on, checked against the decoder's own list in `src/message/mod.rs`.
 //! - `create` and `show` as processes against commercetools-mock with Messages on
 //!   (`CTMOCK_MESSAGES=1`), delivering to Google's Pub/Sub emulator or fauxqs (SQS).
 //! - End to end: the Subscription created by payrules carries the mock's payment and order
@@ -45,13 +45,13 @@ const GCP_PROJECT: &str = "payrules-subscription-it";
 // ------------------------------------------------------------------------------------------------
 // The list
 
-/// The variant names of the `message_types!( … );` invocation in src/message.rs: every type
+/// The variant names of the `message_types!( … );` invocation in src/message/mod.rs: every type
 /// the decoder knows.
 fn decoded_type_names() -> Vec<String> {
-    let source = include_str!("../src/message.rs");
+    let source = include_str!("../src/message/mod.rs");
     let start = source
         .find("\nmessage_types!(")
-        .expect("the message_types!( … ) invocation in src/message.rs")
+        .expect("the message_types!( … ) invocation in src/message/mod.rs")
         + "\nmessage_types!(".len();
     let end = start + source[start..].find(");").expect("its closing );");
     source[start..end]

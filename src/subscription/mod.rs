@@ -5,7 +5,7 @@
 //! [`SUBSCRIBED_MESSAGES`] and [`SUBSCRIBED_EVENTS`], the one list. `tests/subscription.rs`
 //! proves it against the decoder and the engine: every type listed decodes into a body the
 //! rules use, every type the decoder knows that the engine acts on is listed, and the list of
-//! decoded types is the one in `src/message.rs`.
+//! decoded types is the one in `src/message/mod.rs`.
 //!
 //! `create` is idempotent: it reads the Subscription by key, creates it when absent, updates
 //! what differs (`changeDestination`, `setMessages`, `setEvents`, `setChanges`) with the

@@ -1,0 +1,304 @@
+//! The engine's evaluations: gathering what an order's payments cover and deciding releases,
+//! cancels and captures from it (the decisions themselves are in `release`, `cancel` and
+//! `coverage`).
+
+use super::*;
+
+impl Engine {
+    /// Every payment `order` references (once each, in order), with the order its money counts
+    /// toward and, when that is `order`, what it covers. `known` is a payment just read (not
+    /// read again).
+    pub(super) async fn shares(
+        &self,
+        order: &Order,
+        known: Option<&PaymentRead>,
+    ) -> Result<Vec<Share>, EngineError> {
+        let currency = order.gross_total().currency_code.as_str();
+        let mut out = Vec::new();
+        for pid in unique(order.payment_ids()) {
+            let read = match known {
+                Some(k) if k.payment.id == pid => None,
+                _ => match self.read_payment(pid, Some(order)).await? {
+                    Some(r) => Some(r),
+                    None => {
+                        out.push(Share {
+                            payment_id: pid.to_string(),
+                            holder: None,
+                            counted: None,
+                            read: None,
+                        });
+                        continue;
+                    }
+                },
+            };
+            let Some(r) = read.as_ref().or(known) else {
+                continue;
+            };
+            let holder = coverage::allocated(&r.orders);
+            let counted = holder
+                .filter(|h| h.id == order.id)
+                .map(|_| release::Counted {
+                    payment_id: pid.to_string(),
+                    covered: coverage::covered(&r.payment, currency, r.cancelled_by_us()),
+                });
+            out.push(Share {
+                payment_id: pid.to_string(),
+                holder: holder.map(|h| (h.id.clone(), h.is_fulfillable())),
+                counted,
+                read,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The payments allocated to `order`, with what each covers. `known` is a payment just
+    /// read (not read again).
+    pub(super) async fn allocated_payments(
+        &self,
+        order: &Order,
+        known: Option<&PaymentRead>,
+    ) -> Result<Vec<Allocated>, EngineError> {
+        let mut out = Vec::new();
+        for share in self.shares(order, known).await? {
+            match share.counted {
+                Some(counted) => out.push(Allocated {
+                    counted,
+                    read: share.read,
+                }),
+                None => {
+                    if let Some((holder, true)) = &share.holder {
+                        warn!(
+                            payment_id = %share.payment_id,
+                            order_id = %order.id,
+                            counts_toward = %holder,
+                            "payment referenced by two open orders: its money counts toward the earlier one only"
+                        );
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    pub(super) async fn evaluate_release(
+        &self,
+        order: &Order,
+        known: Option<&PaymentRead>,
+        cause: &Cause<'_>,
+    ) -> Result<Option<Action>, EngineError> {
+        let key = Action::release_key(&order.id);
+        if !order.is_fulfillable() || self.settled(&key).await? {
+            return Ok(None);
+        }
+        let allocated = self.allocated_payments(order, known).await?;
+        let counted: Vec<release::Counted> = allocated.iter().map(|a| a.counted.clone()).collect();
+        let trigger = known.map(|k| k.payment.id.as_str());
+        let Ok(r) = release::check(&self.rules.release, order, &counted, trigger) else {
+            self.warn_if_settled_short(order, &allocated, known);
+            return Ok(None);
+        };
+        Ok(Some(Action {
+            action: ActionKind::ReleaseOrder,
+            rule: RuleName::ReleaseForFulfillment,
+            key,
+            payment_id: r.payment_id,
+            order_id: Some(order.id.clone()),
+            message_id: cause.message_id.map(str::to_string),
+            at: cause.at,
+            order_number: order.order_number.clone(),
+            payment_ids: r.payment_ids,
+            amount: Some(order.gross_total().clone()),
+            reason: None,
+        }))
+    }
+
+    /// An order whose allocated payments have all settled (nothing Initial or Pending) and
+    /// still do not cover it will not be released by itself: the merchant should hear of it.
+    pub(super) fn warn_if_settled_short(
+        &self,
+        order: &Order,
+        allocated: &[Allocated],
+        known: Option<&PaymentRead>,
+    ) {
+        if allocated.is_empty() {
+            return;
+        }
+        let payments = allocated.iter().filter_map(|a| a.read(known));
+        let unsettled = payments.clone().any(|r| {
+            r.payment.transactions.iter().any(|t| {
+                matches!(
+                    t.state,
+                    TransactionState::Initial | TransactionState::Pending
+                ) && matches!(
+                    t.kind,
+                    TransactionType::Authorization | TransactionType::Charge
+                )
+            })
+        });
+        if unsettled {
+            return;
+        }
+        let covered = release::total_covered(allocated.iter().map(|a| &a.counted));
+        let total = order.gross_total();
+        if covered < total.cent_amount {
+            let ids: Vec<&str> = payments.map(|r| r.payment.id.as_str()).collect();
+            warn!(
+                order_id = %order.id,
+                payment_ids = ?ids,
+                covered,
+                total = total.cent_amount,
+                currency = %total.currency_code,
+                "order not covered after its payments settled: not released"
+            );
+        }
+    }
+
+    pub(super) async fn evaluate_cancel(
+        &self,
+        read: &PaymentRead,
+        cause: &Cause<'_>,
+        grace_expired: bool,
+    ) -> Result<Option<Action>, EngineError> {
+        let pid = read.payment.id.as_str();
+        if read.cancel_settled() {
+            return Ok(None);
+        }
+        let authorized = authorized_now(read);
+        let order_creation_failed = self.order_creation_failed(read, authorized).await?;
+        let reason = match self.cancel_check(read, authorized, order_creation_failed, grace_expired)
+        {
+            Ok(reason) => reason,
+            Err(why) => {
+                debug!(payment_id = pid, why, "cancel check: nothing to do");
+                return Ok(None);
+            }
+        };
+        let order_id = (reason == CancelReason::OrderCancelled)
+            .then(|| read.orders.iter().min_by_key(|o| o.allocation_key()))
+            .flatten()
+            .map(|o| o.id.clone());
+        Ok(Some(Action {
+            action: ActionKind::CancelPayment,
+            rule: reason.rule(),
+            key: Action::cancel_key(pid),
+            payment_id: pid.to_string(),
+            order_id,
+            message_id: cause.message_id.map(str::to_string),
+            at: cause.at,
+            order_number: None,
+            payment_ids: Vec::new(),
+            amount: authorized_money(&read.payment, authorized),
+            reason: Some(reason),
+        }))
+    }
+
+    /// Whether Checkout's order-creation failure counts for the payment. The marker is read
+    /// only when it can matter: money reserved and no order at all.
+    pub(super) async fn order_creation_failed(
+        &self,
+        read: &PaymentRead,
+        authorized: i64,
+    ) -> Result<bool, EngineError> {
+        Ok(self.rules.cancel.enabled
+            && authorized > 0
+            && read.orders.is_empty()
+            && self
+                .settled(&order_creation_failed_key(&read.payment.id))
+                .await?)
+    }
+
+    /// The cancel rules' answer for a payment as read: why it is cancelled, or why not.
+    pub(super) fn cancel_check(
+        &self,
+        read: &PaymentRead,
+        authorized: i64,
+        order_creation_failed: bool,
+        grace_expired: bool,
+    ) -> Result<CancelReason, &'static str> {
+        let facts = cancel::CancelFacts {
+            payment: &read.payment,
+            orders: &read.orders,
+            authorized,
+            order_creation_failed,
+            grace_expired,
+        };
+        cancel::decide(self.rules.cancels(), &facts)
+    }
+
+    /// Whether capture_on_shipment applies to the order now, or why not.
+    pub(super) fn capture_due(&self, order: &Order) -> Result<(), &'static str> {
+        if !self.rules.capture.enabled {
+            Err("capture_on_shipment is off")
+        } else if order.order_state == OrderState::Cancelled {
+            Err("the order is cancelled")
+        } else if !self.rules.capture.is_due(order) {
+            Err("the order has not reached the shipment state that triggers the capture")
+        } else {
+            Ok(())
+        }
+    }
+
+    pub(super) async fn evaluate_capture(
+        &self,
+        order: &Order,
+        known: Option<&PaymentRead>,
+        cause: &Cause<'_>,
+    ) -> Result<Vec<Action>, EngineError> {
+        if self.capture_due(order).is_err() {
+            return Ok(Vec::new());
+        }
+        let currency = order.gross_total().currency_code.as_str();
+        let mut actions = Vec::new();
+        for allocated in self.allocated_payments(order, known).await? {
+            let counted = &allocated.counted;
+            let key = Action::capture_key(&counted.payment_id);
+            let Some(r) = allocated.read(known) else {
+                continue;
+            };
+            let amount = coverage::capturable(&r.payment, currency, r.cancelled_by_us());
+            if amount <= 0 || self.settled(&key).await? {
+                continue;
+            }
+            actions.push(Action {
+                action: ActionKind::CapturePayment,
+                rule: RuleName::CaptureOnShipment,
+                key,
+                payment_id: counted.payment_id.clone(),
+                order_id: Some(order.id.clone()),
+                message_id: cause.message_id.map(str::to_string),
+                at: cause.at,
+                order_number: order.order_number.clone(),
+                payment_ids: Vec::new(),
+                amount: Some(Money {
+                    currency_code: currency.to_string(),
+                    cent_amount: amount,
+                    fraction_digits: order.gross_total().fraction_digits,
+                }),
+                reason: None,
+            });
+        }
+        Ok(actions)
+    }
+}
+
+/// authorized(P) in the payment's own currency, with our own cancel taken into account.
+pub(super) fn authorized_now(read: &PaymentRead) -> i64 {
+    read.payment.currency().map_or(0, |c| {
+        coverage::effective_authorized(&read.payment, c, read.cancelled_by_us())
+    })
+}
+
+/// The authorized amount as money, in the payment's currency.
+pub(super) fn authorized_money(p: &Payment, authorized: i64) -> Option<Money> {
+    let currency = p.currency()?;
+    let digits = p
+        .transactions
+        .iter()
+        .find(|t| t.kind == TransactionType::Authorization && t.amount.currency_code == currency)
+        .and_then(|t| t.amount.fraction_digits);
+    Some(Money {
+        currency_code: currency.to_string(),
+        cent_amount: authorized,
+        fraction_digits: digits,
+    })
+}

@@ -10,7 +10,6 @@ use crate::message::Timestamp;
 
 pub mod memory;
 pub mod sql;
-mod sqlite;
 
 pub use memory::MemoryStore;
 pub use sql::SqlStore;

@@ -7,13 +7,83 @@
 //! process' alone (an exclusive lock), so one connection is all there is.
 
 use std::path::Path;
+use std::str::FromStr;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqliteLockingMode, SqlitePoolOptions,
+    SqliteSynchronous,
+};
+
+use super::err;
+use crate::store::StoreError;
 
 /// Result of the statements here; [`super::sql`] names what failed.
 pub(super) type Result<T> = rusqlite::Result<T>;
+
+/// Opens the SQLite file at `url`, creating and migrating it, and hands it over to [`Lite`].
+///
+/// sqlx creates and migrates the file (the same migration machinery as PostgreSQL's) on a
+/// connection that is closed again; the long-lived connection is opened after it.
+pub(super) async fn open_sqlite(
+    url: &str,
+    display: &str,
+    started: &str,
+) -> std::result::Result<Lite, StoreError> {
+    let busy = Duration::from_secs(5);
+    let opts = SqliteConnectOptions::from_str(url)
+        .map_err(|e| err("invalid SQLite URL", display, e))?
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        // The file belongs to one worker (replicas share PostgreSQL): an exclusive lock, held
+        // by one connection for the process' life, keeps a second worker out and spares every
+        // statement the file locking and the page-cache revalidation that sharing needs. A
+        // second worker fails at start (after the busy timeout).
+        .locking_mode(SqliteLockingMode::Exclusive)
+        .busy_timeout(busy);
+    let file = opts.get_filename().to_path_buf();
+    let hint = |what: &str, e: &dyn std::fmt::Display| err(what, display, open_hint(e, &file));
+    let pool = SqlitePoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_with(opts)
+        .await
+        .map_err(|e| hint("opening the SQLite state store", &e))?;
+    let migrated = sqlx::migrate!("migrations/sqlite").run(&pool).await;
+    // Closed before the file is reopened: the exclusive lock goes with this connection.
+    pool.close().await;
+    migrated.map_err(|e| hint("migrating the SQLite state store", &e))?;
+    Lite::open(&file, busy, started).map_err(|e| hint("opening the SQLite state store", &e))
+}
+
+/// Names the likely cause of SQLite's terse errors at start: "database is locked" (another
+/// worker) and "disk I/O error" (with an exclusive lock, what a read-only file or directory
+/// gives: the write-ahead log cannot be created).
+fn open_hint(e: impl std::fmt::Display, file: &Path) -> String {
+    let text = e.to_string();
+    if text.contains("database is locked") {
+        format!(
+            "{text} (another payrules worker holds this file; a SQLite state store serves one worker, replicas need PostgreSQL)"
+        )
+    } else if text.contains("I/O error") && !writable(file) {
+        format!("{text} (the file or its directory is readonly: the state store must be writable)")
+    } else {
+        text
+    }
+}
+
+/// Whether the file (if it exists) can be opened for writing and a file created beside it.
+fn writable(file: &Path) -> bool {
+    let file_ok = !file.exists() || std::fs::OpenOptions::new().write(true).open(file).is_ok();
+    let mut probe = file.as_os_str().to_owned();
+    probe.push(format!("-probe-{}", std::process::id()));
+    let dir_ok = std::fs::File::create(&probe).is_ok();
+    let _ = std::fs::remove_file(&probe);
+    file_ok && dir_ok
+}
 
 /// One connection to the state file.
 pub(super) struct Lite {

@@ -7,7 +7,7 @@
 //! sequence numbers — is buffered and written in batches, so the store does not cost a write
 //! per message. SQLite runs in WAL mode with `synchronous = NORMAL`: a commit is durable
 //! against a process crash (kill -9) without an fsync; the WAL is synced at checkpoints. Its
-//! statements run on the caller's thread ([`super::sqlite`]); PostgreSQL's go through sqlx.
+//! statements run on the caller's thread ([`sqlite`]); PostgreSQL's go through sqlx.
 //!
 //! Claims and taken timers carry a lease: a worker that dies holding one leaves it to be taken
 //! over once the lease has passed. The executors re-read commercetools before writing, so the

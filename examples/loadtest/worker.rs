@@ -144,10 +144,14 @@ pub fn acked_from_log(log: &str) -> Option<u64> {
     summary_count(log, "acked")
 }
 
-/// A count from the worker's final summary line (`acked`, `retried`, `parked`, …).
+/// A count from the worker's final summary line (`acked`, `retried`, `parked`, …): a JSON
+/// line (the log format when stderr is not a terminal) or a text one (`acked=…`).
 pub fn summary_count(log: &str, field: &str) -> Option<u64> {
     let line = log.lines().rev().find(|l| l.contains("worker stopped"))?;
-    let label = format!("{field}: ");
+    if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
+        return v.get(field).and_then(serde_json::Value::as_u64);
+    }
+    let label = format!("{field}=");
     let at = line.find(&label)? + label.len();
     line[at..]
         .split(|c: char| !c.is_ascii_digit())
@@ -159,7 +163,12 @@ pub fn summary_count(log: &str, field: &str) -> Option<u64> {
 /// Lines at WARN or ERROR in the log (a few, for the report).
 pub fn problems(log: &str) -> Vec<String> {
     log.lines()
-        .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+        .filter(|l| {
+            l.contains(" WARN ")
+                || l.contains(" ERROR ")
+                || l.contains(r#""level":"WARN""#)
+                || l.contains(r#""level":"ERROR""#)
+        })
         .take(5)
         .map(|l| l.chars().take(300).collect())
         .collect()

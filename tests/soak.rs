@@ -13,6 +13,9 @@ mod stream;
 #[path = "../examples/loadtest/stub.rs"]
 mod stub;
 
+#[path = "../examples/loadtest/procfs.rs"]
+mod procfs;
+
 #[allow(dead_code)]
 #[path = "../examples/loadtest/soak.rs"]
 mod soak;

@@ -44,6 +44,7 @@ static ALLOCATOR: alloc::Counting = alloc::Counting;
 
 mod brokers;
 mod peers;
+mod procfs;
 mod replay;
 mod soak;
 mod stub;
@@ -146,7 +147,7 @@ fn main() {
     let mut report = json!({
         "tool": "examples/loadtest",
         "command": std::env::args().collect::<Vec<_>>().join(" "),
-        "machine": machine(),
+        "machine": procfs::machine(),
         "args": {
             "messages": args.messages,
             "seed": args.seed,
@@ -263,22 +264,6 @@ fn main() {
     .expect("writing the report");
     print_table(&report);
     eprintln!("report: {}", args.report.display());
-}
-
-fn machine() -> Value {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|s| s.trim().to_string())
-        })
-        .unwrap_or_default();
-    json!({
-        "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-        "cpu": cpu,
-    })
 }
 
 /// CPU time of this process (user + system), from /proc/self/stat.

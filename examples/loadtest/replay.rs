@@ -173,15 +173,7 @@ pub fn replay_binary(s: &stream::Stream, expected: &[String], bin: &Path, label:
         let (peak_kb, cpu_bits) = (peak_kb.clone(), cpu_bits.clone());
         let pid = pid.clone();
         std::thread::spawn(move || {
-            while let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
-                let Some(kb) = status
-                    .lines()
-                    .find(|l| l.starts_with("VmHWM:"))
-                    .and_then(|l| l.split_whitespace().nth(1))
-                    .and_then(|v| v.parse::<u64>().ok())
-                else {
-                    break;
-                };
+            while let Some(kb) = crate::procfs::status_kb(&pid, "VmHWM:") {
                 peak_kb.fetch_max(kb, std::sync::atomic::Ordering::Relaxed);
                 if let Some(c) = crate::proc_cpu_secs(&pid) {
                     cpu_bits.store(c.to_bits(), std::sync::atomic::Ordering::Relaxed);

@@ -28,7 +28,7 @@
 //! soak (about a million stub requests).
 //!
 //! Shared by `examples/loadtest` (`--soak`, driven by `scripts/soak.sh`) and `tests/soak.rs`
-//! (included with `#[path]`; it needs `crate::stream` and `crate::stub` beside it).
+//! (included with `#[path]`; it needs `crate::stream`, `crate::stub` and `crate::procfs` beside it).
 
 use std::collections::HashSet;
 use std::io::Read;
@@ -359,20 +359,8 @@ pub async fn cli(cfg: &Config, report_path: &std::path::Path) -> i32 {
     let r = run(&cfg).await;
     r.print();
     let mut v = r.to_json();
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|s| s.trim().to_string())
-        })
-        .unwrap_or_default();
     v["command"] = json!(std::env::args().collect::<Vec<_>>().join(" "));
-    v["machine"] = json!({
-        "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-        "cpu": cpu,
-    });
+    v["machine"] = crate::procfs::machine();
     v["worker_bin"] = json!(cfg.worker_bin.display().to_string());
     v["grace_period"] = json!(cfg.grace);
     v["concurrency"] = json!(cfg.concurrency);
@@ -395,13 +383,7 @@ pub async fn cli(cfg: &Config, report_path: &std::path::Path) -> i32 {
 /// (VmRSS, VmHWM, RssAnon) of a live process, kB; `None` once it has exited.
 fn proc_mem_kb(pid: u32) -> Option<(u64, u64, u64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<u64>().ok())
-    };
+    let field = |name| crate::procfs::status_field(&status, name);
     // A zombie has no Vm* lines.
     Some((
         field("VmRSS:")?,

@@ -18,29 +18,14 @@ pub struct Worker {
 /// RSS figures of a process, in kB: (VmRSS, VmHWM).
 pub fn rss_kb(pid: u32) -> Option<(u64, u64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<u64>().ok())
-    };
+    let field = |name| crate::procfs::status_field(&status, name);
     Some((field("VmRSS:")?, field("VmHWM:")?))
 }
 
 /// (RssAnon, RssFile) of a process, in MB: heap and stacks vs. mapped binary and libraries.
 pub fn rss_split_mb(pid: u32) -> (f64, f64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-            / 1024.0
-    };
-    (field("RssAnon:"), field("RssFile:"))
+    let mb = |name| crate::procfs::status_kb(&pid.to_string(), name).unwrap_or(0) as f64 / 1024.0;
+    (mb("RssAnon:"), mb("RssFile:"))
 }
 
 impl Worker {

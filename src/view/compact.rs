@@ -19,33 +19,54 @@ pub(super) enum Id {
 
 const HYPHENS: [usize; 4] = [8, 13, 18, 23];
 
-/// The value of a lowercase hex digit.
-fn hex(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        _ => None,
-    }
-}
+/// Where the 32 hex digits of a hyphenated UUID are, most significant first.
+const DIGITS: [usize; 32] = [
+    0, 1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 14, 15, 16, 17, 19, 20, 21, 22, 24, 25, 26, 27, 28, 29,
+    30, 31, 32, 33, 34, 35,
+];
 
-fn parse_uuid(s: &str) -> Option<u128> {
+/// The value of each byte as a lowercase hex digit; 0xff for anything else.
+const HEX_VALUE: [u8; 256] = {
+    let mut t = [0xff; 256];
+    let mut c = 0;
+    while c < 10 {
+        t[b'0' as usize + c] = c as u8;
+        c += 1;
+    }
+    let mut c = 0;
+    while c < 6 {
+        t[b'a' as usize + c] = 10 + c as u8;
+        c += 1;
+    }
+    t
+};
+
+/// The 16 bytes of a canonical UUID (lowercase, hyphenated), big-endian.
+fn parse_uuid(s: &str) -> Option<[u8; 16]> {
     let b: &[u8; 36] = s.as_bytes().try_into().ok()?;
     if HYPHENS.iter().any(|&i| b[i] != b'-') {
         return None;
     }
-    let mut v: u128 = 0;
-    for (i, &c) in b.iter().enumerate() {
-        if c == b'-' && HYPHENS.contains(&i) {
-            continue;
+    let mut out = [0u8; 16];
+    for (k, byte) in out.iter_mut().enumerate() {
+        let hi = HEX_VALUE[usize::from(b[DIGITS[2 * k]])];
+        let lo = HEX_VALUE[usize::from(b[DIGITS[2 * k + 1]])];
+        if (hi | lo) > 0xf {
+            return None;
         }
-        v = (v << 4) | u128::from(hex(c)?);
+        *byte = (hi << 4) | lo;
     }
-    Some(v)
+    Some(out)
 }
 
 impl Id {
     pub(super) fn new(s: &str) -> Self {
-        parse_uuid(s).map_or_else(|| Id::Text(s.into()), |v| Id::Uuid(v.to_be_bytes()))
+        parse_uuid(s).map_or_else(|| Id::Text(s.into()), Id::Uuid)
+    }
+
+    /// The text, as a new `String` (without going through `fmt`).
+    pub(super) fn to_text(&self) -> String {
+        self.as_str(&mut [0; 36]).to_owned()
     }
 
     /// The text, written into `buf` for a UUID.
@@ -54,15 +75,12 @@ impl Id {
             Id::Text(s) => s,
             Id::Uuid(bytes) => {
                 const HEX: &[u8; 16] = b"0123456789abcdef";
-                let mut v = u128::from_be_bytes(*bytes);
-                // Last digit first: 32 nibbles into the 32 non-hyphen slots.
-                for i in (0..36).rev() {
-                    if HYPHENS.contains(&i) {
-                        buf[i] = b'-';
-                    } else {
-                        buf[i] = HEX[(v & 0xf) as usize];
-                        v >>= 4;
-                    }
+                for i in HYPHENS {
+                    buf[i] = b'-';
+                }
+                for (k, byte) in bytes.iter().enumerate() {
+                    buf[DIGITS[2 * k]] = HEX[usize::from(byte >> 4)];
+                    buf[DIGITS[2 * k + 1]] = HEX[usize::from(byte & 0xf)];
                 }
                 // Only ASCII hex digits and hyphens were written.
                 std::str::from_utf8(buf).unwrap_or_default()
@@ -99,65 +117,28 @@ impl PartialOrd for Id {
     }
 }
 
-/// A currency code, interned: a process has a handful, and every amount the view holds
-/// names one (2 bytes instead of a 24-byte string and its heap block).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Currency(u16);
-
-/// The interned codes (an index is a [`Currency`]) and their indexes by code. Past 65,536
-/// distinct codes (never, for real input) a code is not interned: [`Amount::Text`] keeps the
-/// money as it came.
-#[derive(Default)]
-struct Currencies {
-    codes: Vec<Box<str>>,
-    index: std::collections::HashMap<Box<str>, u16>,
-}
-
-static CURRENCIES: std::sync::LazyLock<std::sync::Mutex<Currencies>> =
-    std::sync::LazyLock::new(Default::default);
-
-fn intern(code: &str) -> Option<Currency> {
-    let mut table = CURRENCIES.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(&i) = table.index.get(code) {
-        return Some(Currency(i));
-    }
-    let i = u16::try_from(table.codes.len()).ok()?;
-    table.codes.push(code.into());
-    table.index.insert(code.into(), i);
-    Some(Currency(i))
-}
-
-fn currency_code(c: Currency) -> String {
-    let table = CURRENCIES.lock().unwrap_or_else(|p| p.into_inner());
-    table
-        .codes
-        .get(usize::from(c.0))
-        .map(|s| s.to_string())
-        .unwrap_or_default()
-}
-
 /// [`Money`] as the view keeps it: 24 bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Amount {
-    /// The usual case: an interned currency.
-    Interned {
+    /// The usual case: a three-character ASCII currency code, inline.
+    Code {
         cent_amount: i64,
         fraction_digits: Option<u32>,
-        currency: Currency,
+        currency: [u8; 3],
     },
-    /// The interning table is full (65,536 distinct codes): the money as it came.
-    Text(Box<Money>),
+    /// Any other currency code: the money as it came.
+    Other(Box<Money>),
 }
 
 impl From<&Money> for Amount {
     fn from(m: &Money) -> Self {
-        match intern(&m.currency_code) {
-            Some(currency) => Amount::Interned {
+        match <[u8; 3]>::try_from(m.currency_code.as_bytes()) {
+            Ok(currency) if currency.is_ascii() => Amount::Code {
                 cent_amount: m.cent_amount,
                 fraction_digits: m.fraction_digits,
                 currency,
             },
-            None => Amount::Text(Box::new(m.clone())),
+            _ => Amount::Other(Box::new(m.clone())),
         }
     }
 }
@@ -165,16 +146,17 @@ impl From<&Money> for Amount {
 impl Amount {
     pub(super) fn to_money(&self) -> Money {
         match self {
-            Amount::Interned {
+            Amount::Code {
                 cent_amount,
                 fraction_digits,
                 currency,
             } => Money {
-                currency_code: currency_code(*currency),
+                // ASCII (checked on the way in).
+                currency_code: String::from_utf8_lossy(currency).into_owned(),
                 cent_amount: *cent_amount,
                 fraction_digits: *fraction_digits,
             },
-            Amount::Text(m) => (**m).clone(),
+            Amount::Other(m) => (**m).clone(),
         }
     }
 }

@@ -142,7 +142,7 @@ impl PaymentEntry {
             .iter()
             .filter_map(|(tx_id, e)| {
                 Some(Transaction {
-                    id: tx_id.to_string(),
+                    id: tx_id.to_text(),
                     kind: e.kind?,
                     amount: e.amount.as_ref()?.to_money(),
                     state: e.state?,
@@ -178,7 +178,7 @@ impl PaymentRef {
     fn to_reference(&self) -> Reference {
         Reference {
             type_id: self.other_type.as_deref().unwrap_or("payment").to_string(),
-            id: self.id.to_string(),
+            id: self.id.to_text(),
         }
     }
 }

@@ -64,9 +64,23 @@ impl Id {
         parse_uuid(s).map_or_else(|| Id::Text(s.into()), Id::Uuid)
     }
 
-    /// The text, as a new `String` (without going through `fmt`).
+    /// The text, as a new `String` (without `fmt` or a UTF-8 check).
     pub(super) fn to_text(&self) -> String {
-        self.as_str(&mut [0; 36]).to_owned()
+        match self {
+            Id::Text(s) => s.to_string(),
+            Id::Uuid(bytes) => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                let mut s = String::with_capacity(36);
+                for (k, byte) in bytes.iter().enumerate() {
+                    if matches!(k, 4 | 6 | 8 | 10) {
+                        s.push('-');
+                    }
+                    s.push(char::from(HEX[usize::from(byte >> 4)]));
+                    s.push(char::from(HEX[usize::from(byte & 0xf)]));
+                }
+                s
+            }
+        }
     }
 
     /// The text, written into `buf` for a UUID.
@@ -185,6 +199,7 @@ mod tests {
         assert!(matches!(ids[3], Id::Text(_)), "uppercase stays text");
         for (t, id) in texts.iter().zip(&ids) {
             assert_eq!(&id.to_string(), t);
+            assert_eq!(&id.to_text(), t);
         }
         for (a, ia) in texts.iter().zip(&ids) {
             for (b, ib) in texts.iter().zip(&ids) {

@@ -210,12 +210,12 @@ impl OrderEntry {
         }
     }
 
-    fn to_order(&self, id: &str) -> Option<Order> {
+    fn to_order(&self, id: String) -> Option<Order> {
         let base = self.base.as_ref()?;
         // A snapshot sets the state, shipment and totals along with the base.
         let totals = &self.totals.as_ref()?.value;
         Some(Order {
-            id: id.to_string(),
+            id,
             version: self.version,
             order_number: base.order_number.as_deref().map(str::to_string),
             total_price: totals.0.to_money(),
@@ -476,7 +476,7 @@ impl CommerceView for StreamView {
             .lock()
             .orders
             .get(&Id::new(id))
-            .and_then(|e| e.to_order(id)))
+            .and_then(|e| e.to_order(id.to_string())))
     }
 
     async fn orders_for_payment(&self, payment_id: &str) -> Result<Vec<Order>, ViewError> {
@@ -486,10 +486,7 @@ impl CommerceView for StreamView {
             .get(&Id::new(payment_id))
             .into_iter()
             .flatten()
-            .filter_map(|oid| {
-                let e = state.orders.get(oid)?;
-                e.to_order(oid.as_str(&mut [0; 36]))
-            })
+            .filter_map(|oid| state.orders.get(oid)?.to_order(oid.to_text()))
             .collect();
         Ok(found)
     }

@@ -23,7 +23,7 @@ use crate::app::{build_processor, open_store};
 use crate::commerce::CtpClient;
 use crate::config::{self, Settings};
 use crate::message::decode;
-use crate::process::{Handled, Processor};
+use crate::process::{Handled, ProcessError, Processor};
 use crate::store::{LedgerStatus, MemoryStore, Store};
 use crate::subscription::SUBSCRIBED_MESSAGES;
 
@@ -334,6 +334,14 @@ impl Reconciler {
         Ok(summary)
     }
 
+    /// How long to wait on a claim another process holds before calling it a failure: two
+    /// leases, so a live holder settles it and a dead holder's claim runs out.
+    fn claim_wait(&self) -> Duration {
+        self.ledger
+            .lease()
+            .map_or(Duration::from_secs(30), |lease| lease * 2)
+    }
+
     async fn feed(
         &self,
         notification: &Value,
@@ -354,7 +362,19 @@ impl Reconciler {
         // grace period that started in the window runs from there, and is due at once if it
         // has run out since.
         let at = message.created_at.unwrap_or_else(Utc::now).min(Utc::now());
-        match self.processor.handle(&message, at).await {
+        let deadline = tokio::time::Instant::now() + self.claim_wait();
+        let result = loop {
+            match self.processor.handle(&message, at).await {
+                // The worker (or another reconcile) is executing it: wait for its outcome.
+                Err(ProcessError::Claimed { retry_after, .. })
+                    if tokio::time::Instant::now() + retry_after < deadline =>
+                {
+                    tokio::time::sleep(retry_after).await;
+                }
+                other => break other,
+            }
+        };
+        match result {
             Ok(Handled::Inert) => summary.inert += 1,
             Ok(Handled::Duplicate) => summary.already_processed += 1,
             Ok(Handled::Done(actions)) => self.taken(actions, summary, on_action).await,
@@ -399,7 +419,18 @@ impl Reconciler {
             }
             for timer in due {
                 summary.timers_fired += 1;
-                match self.processor.timer(&timer, now).await {
+                let deadline = tokio::time::Instant::now() + self.claim_wait();
+                let result = loop {
+                    match self.processor.timer(&timer, now).await {
+                        Err(ProcessError::Claimed { retry_after, .. })
+                            if tokio::time::Instant::now() + retry_after < deadline =>
+                        {
+                            tokio::time::sleep(retry_after).await;
+                        }
+                        other => break other,
+                    }
+                };
+                match result {
                     Ok(actions) => self.taken(actions, summary, on_action).await,
                     Err(e) => summary.failures.push(format!("{}: {e}", timer.key())),
                 }

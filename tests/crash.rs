@@ -15,6 +15,9 @@ mod peers;
 #[path = "it/ctadmin.rs"]
 mod ctadmin;
 
+#[path = "it/pg.rs"]
+mod pg;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -608,16 +611,7 @@ async fn replica_killed(broker: Broker, limit: Duration) {
 }
 
 async fn fresh_pg() -> String {
-    use sqlx::Executor;
-    let admin = sqlx::PgPool::connect("postgres://postgres@127.0.0.1:5432/test")
-        .await
-        .unwrap_or_else(|e| panic!("PostgreSQL must run on 127.0.0.1:5432: {e}"));
-    let name = format!("payrules_crash_{:016x}", fastrand::u64(..));
-    admin
-        .execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .await
-        .unwrap();
-    format!("postgres://postgres@127.0.0.1:5432/{name}")
+    pg::fresh_pg("payrules_crash").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

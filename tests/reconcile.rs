@@ -2,7 +2,10 @@
 //! (`CTMOCK_MESSAGES=1`): the traffic of the outage is only in the Messages API (no
 //! Subscription delivered it), reconcile takes exactly the actions it calls for, a second run
 //! takes none, a dry run executes nothing and writes no ledger, and a window of about 2,000
-//! messages is read across many pages.
+//! messages is read across many pages. Run while the worker runs (`payrules run` on the same
+//! messages, two reconciles beside it, one PostgreSQL store), every release and every cancel
+//! still happens exactly once and every process exits 0
+//! (`reconcile_while_the_worker_runs_executes_nothing_twice`).
 //!
 //! Peers are started on first use and never skipped: a missing peer fails the test.
 
@@ -15,9 +18,16 @@ mod ctadmin;
 #[path = "it/ctmessages.rs"]
 mod ctmessages;
 
-use std::collections::BTreeSet;
+#[path = "it/pg.rs"]
+mod pg;
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use payrules::effects::webhook::KEY_HEADER;
 use serde_json::{Value, json};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::OnceCell;
 use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -39,6 +49,33 @@ struct Run {
     stderr: String,
 }
 
+/// The environment `payrules reconcile` (and `run`) get: commercetools is the mock, Checkout and
+/// the release webhook are the stubs, the state store is `state_url`.
+fn env(
+    mock: &Peer,
+    project: &str,
+    state_url: &str,
+    checkout: &str,
+    webhook: &str,
+) -> Vec<(&'static str, String)> {
+    vec![
+        ("CTP_PROJECT_KEY", project.into()),
+        ("CTP_CLIENT_ID", "reconcile".into()),
+        ("CTP_CLIENT_SECRET", "reconcile-secret".into()),
+        ("CTP_AUTH_URL", mock.endpoint.clone()),
+        ("CTP_API_URL", mock.endpoint.clone()),
+        ("CTP_CHECKOUT_URL", checkout.into()),
+        ("PAYRULES_STATE_URL", state_url.into()),
+        ("PAYRULES_GRACE_PERIOD", "1s".into()),
+        ("PAYRULES_RELEASE_WEBHOOK_URL", webhook.into()),
+        (
+            "PAYRULES_RELEASE_WEBHOOK_SECRET",
+            "whsec_cmVjb25jaWxlLXRlc3Q=".into(),
+        ),
+        ("PAYRULES_LOG", "warn".into()),
+    ]
+}
+
 fn reconcile(
     mock: &Peer,
     project: &str,
@@ -47,27 +84,12 @@ fn reconcile(
     webhook: &str,
     extra: &[&str],
 ) -> Run {
+    let state_url = format!("sqlite://{}", state.display());
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_payrules"))
         .args(["reconcile", "--since", "1h"])
         .args(extra)
         .env_clear()
-        .env("CTP_PROJECT_KEY", project)
-        .env("CTP_CLIENT_ID", "reconcile")
-        .env("CTP_CLIENT_SECRET", "reconcile-secret")
-        .env("CTP_AUTH_URL", &mock.endpoint)
-        .env("CTP_API_URL", &mock.endpoint)
-        .env("CTP_CHECKOUT_URL", checkout)
-        .env(
-            "PAYRULES_STATE_URL",
-            format!("sqlite://{}", state.display()),
-        )
-        .env("PAYRULES_GRACE_PERIOD", "1s")
-        .env("PAYRULES_RELEASE_WEBHOOK_URL", webhook)
-        .env(
-            "PAYRULES_RELEASE_WEBHOOK_SECRET",
-            "whsec_cmVjb25jaWxlLXRlc3Q=",
-        )
-        .env("PAYRULES_LOG", "warn")
+        .envs(env(mock, project, &state_url, checkout, webhook))
         .output()
         .expect("payrules reconcile");
     Run {
@@ -271,4 +293,297 @@ async fn without_the_messages_api_payments_are_swept() {
         keys(&run.stdout),
         BTreeSet::from([format!("release:{order_id}")])
     );
+}
+
+const CONCURRENT_RELEASES: usize = 24;
+const CONCURRENT_ORPHANS: usize = 8;
+
+/// Counts each value once per occurrence.
+fn tally(items: impl IntoIterator<Item = String>) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for item in items {
+        *counts.entry(item).or_default() += 1;
+    }
+    counts
+}
+
+/// The keys of the `event` events in `log` (JSON logs, fields flattened): "action done" once
+/// per executed action, "action not run" per action decided again and found in the ledger.
+fn logged_keys(log: &str, event: &str) -> Vec<String> {
+    log.lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["message"] == event)
+        .map(|v| v["key"].as_str().unwrap_or("?").to_string())
+        .collect()
+}
+
+/// `payrules reconcile --since 1h` as a process of its own, started now; its output when it
+/// exits (at most a minute).
+async fn reconcile_process(env: Vec<(&'static str, String)>) -> Run {
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_payrules"))
+        .args(["reconcile", "--since", "1h"])
+        .env_clear()
+        .envs(env)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start payrules reconcile");
+    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("payrules reconcile did not finish within 60 s")
+        .expect("payrules reconcile");
+    Run {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Issue 16's "a run concurrent with a worker": `payrules run` (the file source, on stdin) and
+/// two `payrules reconcile --since 1h` share one PostgreSQL store and work on the same window at
+/// the same time — the worker is fed the Messages API's messages newest first while the
+/// reconciles read them oldest first, so they meet in the middle. Every release (webhook and
+/// order update) and every cancel happens exactly once in total, the ledger holds each key done
+/// once, and all three processes exit 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_while_the_worker_runs_executes_nothing_twice() {
+    let started = Instant::now();
+    let mock = mock().await;
+    let project = "payrules-reconcile-concurrent";
+    let admin = Admin::new(mock, project).await;
+    // The window: paid orders to release, one half-paid order, orphan authorizations to cancel.
+    let mut orders: BTreeMap<String, u64> = BTreeMap::new();
+    for n in 0..CONCURRENT_RELEASES {
+        let p = admin.payment(3000, &[("Authorization", "Success")]).await;
+        let o = admin.order_for(&p, &format!("CON-{n}")).await;
+        orders.insert(
+            o["id"].as_str().unwrap().to_string(),
+            o["version"].as_u64().unwrap(),
+        );
+    }
+    let half = admin.payment(0, &[("Authorization", "Failure")]).await;
+    admin.order_for(&half, "CON-HALF").await;
+    let mut orphans = BTreeSet::new();
+    for _ in 0..CONCURRENT_ORPHANS {
+        orphans.insert(admin.payment(1500, &[("Authorization", "Success")]).await);
+    }
+    // The orphans' grace period (1 s) runs out.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    // The worker's input: the messages the Messages API holds, as a Subscription delivers them.
+    let page = admin
+        .get("messages?limit=500&sort=createdAt%20asc&sort=id%20asc")
+        .await;
+    let messages = page["results"].as_array().expect("a page of messages");
+    assert!(
+        messages.len() >= CONCURRENT_RELEASES * 2 + CONCURRENT_ORPHANS && messages.len() < 500,
+        "{} messages",
+        messages.len()
+    );
+    let lines: Vec<String> = messages
+        .iter()
+        .map(|m| {
+            let mut n = m.clone();
+            n["notificationType"] = json!("Message");
+            n["projectKey"] = json!(project);
+            n.to_string()
+        })
+        .collect();
+
+    let (checkout, receiver) = stubs().await;
+    let state_url = pg::fresh_pg("payrules_reconcile").await;
+    let mut env = env(
+        mock,
+        project,
+        &state_url,
+        &checkout.uri(),
+        &format!("{}/hook", receiver.uri()),
+    );
+    env.retain(|(k, _)| *k != "PAYRULES_LOG");
+    env.extend([
+        ("PAYRULES_LOG", "info".to_string()),
+        ("PAYRULES_LOG_FORMAT", "json".to_string()),
+        (
+            "PAYRULES_RELEASE_ORDER_UPDATE",
+            "changeOrderState".to_string(),
+        ),
+        ("PAYRULES_RELEASE_ORDER_STATE", "Confirmed".to_string()),
+    ]);
+
+    // The worker: the file source on stdin, so it runs until the test closes its input.
+    let dir = tempfile::tempdir().unwrap();
+    let worker_log = dir.path().join("worker.log");
+    let mut worker = tokio::process::Command::new(env!("CARGO_BIN_EXE_payrules"))
+        .arg("run")
+        .env_clear()
+        .envs(env.iter().cloned())
+        .envs([("PAYRULES_SOURCE", "file"), ("PAYRULES_FILE_PATH", "-")])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&worker_log).unwrap())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start payrules run");
+    let read_log = || std::fs::read_to_string(&worker_log).unwrap_or_default();
+    let ready = Instant::now();
+    while !read_log().contains("payrules worker starting") {
+        assert!(
+            ready.elapsed() < Duration::from_secs(30),
+            "the worker did not start within 30 s:\n{}",
+            read_log()
+        );
+        assert!(
+            worker.try_wait().unwrap().is_none(),
+            "the worker exited at start:\n{}",
+            read_log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Newest first into the worker, a line every 20 ms; the stdin stays open afterwards.
+    let mut stdin = worker.stdin.take().unwrap();
+    let feeder = tokio::spawn(async move {
+        for line in lines.iter().rev() {
+            stdin.write_all(line.as_bytes()).await.unwrap();
+            stdin.write_all(b"\n").await.unwrap();
+            stdin.flush().await.unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        stdin
+    });
+    let window = Instant::now();
+    let first = tokio::spawn(reconcile_process(env.clone()));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let second = tokio::spawn(reconcile_process(env.clone()));
+    let (first, second) = (first.await.unwrap(), second.await.unwrap());
+    eprintln!(
+        "reconciles done {:?} after the worker's first line",
+        window.elapsed()
+    );
+    let stdin = feeder.await.unwrap();
+
+    // Every effect at least once (the worker may still be at it), then the worker's input ends.
+    let releases: BTreeSet<String> = orders.keys().map(|o| format!("release:{o}")).collect();
+    let all_seen = Instant::now();
+    loop {
+        let hooks = receiver.received_requests().await.unwrap().len();
+        let cancels = checkout.received_requests().await.unwrap().len();
+        if hooks >= releases.len() && cancels >= orphans.len() {
+            break;
+        }
+        assert!(
+            all_seen.elapsed() < Duration::from_secs(30),
+            "after 30 s: {hooks} webhooks for {} releases, {cancels} cancels for {} orphans\nworker:\n{}",
+            releases.len(),
+            orphans.len(),
+            read_log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(stdin);
+    let status = tokio::time::timeout(Duration::from_secs(30), worker.wait())
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "the worker did not exit within 30 s of its input's end:\n{}",
+                read_log()
+            )
+        })
+        .unwrap();
+    let worker_log = read_log();
+    assert!(status.success(), "the worker: {status}\n{worker_log}");
+
+    // Each release webhook once, under its key; each order updated once.
+    let hooks = tally(receiver.received_requests().await.unwrap().iter().map(|r| {
+        r.headers
+            .get(KEY_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("(no key)")
+            .to_string()
+    }));
+    let once = |keys: &BTreeSet<String>| -> BTreeMap<String, usize> {
+        keys.iter().map(|k| (k.clone(), 1)).collect()
+    };
+    assert_eq!(hooks, once(&releases), "release webhooks per key");
+    for (id, version) in &orders {
+        let o = admin.get(&format!("orders/{id}")).await;
+        assert_eq!(o["orderState"], "Confirmed", "order {id} released");
+        assert_eq!(
+            o["version"].as_u64(),
+            Some(version + 1),
+            "order {id} updated exactly once"
+        );
+    }
+    // Each orphan cancelled once at Checkout.
+    let cancels = tally(
+        checkout
+            .received_requests()
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.url.path().rsplit('/').next().unwrap_or("").to_string()),
+    );
+    assert_eq!(cancels, once(&orphans), "Checkout cancels per payment");
+    let cancel_keys: BTreeSet<String> = orphans.iter().map(|p| format!("cancel:{p}")).collect();
+
+    // The ledger: each key done, once (the key is its primary key), and no other action.
+    let db = sqlx::PgPool::connect(&state_url).await.unwrap();
+    let ledger: Vec<(String, String)> = sqlx::query_as(
+        "SELECT key, status FROM ledger WHERE key LIKE 'release:%' OR key LIKE 'cancel:%' ORDER BY key",
+    )
+    .fetch_all(&db)
+    .await
+    .unwrap();
+    db.close().await;
+    let mut want_ledger: Vec<(String, String)> = releases
+        .iter()
+        .chain(&cancel_keys)
+        .map(|k| (k.clone(), "done".to_string()))
+        .collect();
+    want_ledger.sort();
+    assert_eq!(ledger, want_ledger, "the ledger");
+
+    // By the processes' own account: each action executed once, by one of the three.
+    let by_worker = logged_keys(&worker_log, "action done");
+    let by_first = logged_keys(&first.stderr, "action done");
+    let by_second = logged_keys(&second.stderr, "action done");
+    let executed = tally(by_worker.iter().chain(&by_first).chain(&by_second).cloned());
+    let all: BTreeSet<String> = releases.union(&cancel_keys).cloned().collect();
+    assert_eq!(
+        executed,
+        once(&all),
+        "\"action done\" per key, all processes"
+    );
+    // How often one process decided an action another had taken (found done in the ledger).
+    let again = [&worker_log, &first.stderr, &second.stderr]
+        .map(|log| logged_keys(log, "action not run").len());
+    eprintln!(
+        "{} releases and {} cancels, each once: executed by the worker {}, the first reconcile {}, the second {}; decided again and found done: {again:?}; {:?} in all",
+        releases.len(),
+        cancel_keys.len(),
+        by_worker.len(),
+        by_first.len(),
+        by_second.len(),
+        started.elapsed()
+    );
+    for run in [&first, &second] {
+        if let Some(summary) = run
+            .stderr
+            .lines()
+            .find(|l| l.starts_with("payrules reconcile:"))
+        {
+            eprintln!("{summary}");
+        }
+    }
+    // Last, so that a failure here has shown the counts above to be right.
+    for (name, run) in [("first", &first), ("second", &second)] {
+        assert_eq!(
+            run.code,
+            Some(0),
+            "the {name} reconcile:\n{}\nworker:\n{worker_log}",
+            run.stderr,
+        );
+    }
 }

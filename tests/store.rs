@@ -8,20 +8,12 @@ use std::time::Duration;
 use chrono::{TimeZone, Utc};
 use payrules::store::{Claim, LedgerStatus, SqlStore, Store, Timer};
 
-const PG_ADMIN: &str = "postgres://postgres@127.0.0.1:5432/test";
+#[path = "it/pg.rs"]
+mod pg;
 
 /// A fresh PostgreSQL database; fails (never skips) when the server is not there.
 async fn fresh_pg() -> String {
-    use sqlx::Executor;
-    let name = format!("payrules_{:016x}", fastrand::u64(..));
-    let admin = sqlx::PgPool::connect(PG_ADMIN)
-        .await
-        .unwrap_or_else(|e| panic!("PostgreSQL must run at {PG_ADMIN} for these tests: {e}"));
-    admin
-        .execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .await
-        .unwrap();
-    format!("postgres://postgres@127.0.0.1:5432/{name}")
+    pg::fresh_pg("payrules").await
 }
 
 fn sqlite_url(dir: &tempfile::TempDir) -> String {

@@ -373,8 +373,13 @@ async fn webhook_receiver_down_then_500s_delivers_once_after_recovery() {
         .named("500s")
         .mount(&receiver)
         .await;
-    tokio::time::sleep(Duration::from_secs(8)).await;
-    assert!(failing.load(Ordering::SeqCst) >= 1, "the 500s were met");
+    // The next attempt comes after the jittered backoff the refused connections built up
+    // (and later on a loaded machine): wait for it rather than a fixed time.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while failing.load(Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "the 500s were met within 60 s");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     assert_eq!(
         peers::sqs_queue_depth(fauxqs, &queue).await,
         1,

@@ -183,7 +183,7 @@ fn ledger(c: &mut Criterion) {
             async move {
                 store.claim(&key).await.unwrap();
                 store
-                    .settle(&key, payrules::store::LedgerStatus::Done)
+                    .settle(&key, payrules::store::LedgerStatus::Done, None)
                     .await
                     .unwrap();
             }

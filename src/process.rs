@@ -272,7 +272,13 @@ impl Processor {
                 Ok(None)
             }
             Ok(effect) => {
-                self.store.settle(&action.key, LedgerStatus::Done).await?;
+                self.store
+                    .settle(
+                        &action.key,
+                        LedgerStatus::Done,
+                        action.message_id.as_deref(),
+                    )
+                    .await?;
                 finished(ActionOutcome::Done, &effect.summary);
                 Ok(Some(action))
             }
@@ -285,7 +291,13 @@ impl Processor {
                 })
             }
             Err(error @ EffectError::Permanent { .. }) => {
-                self.store.settle(&action.key, LedgerStatus::Failed).await?;
+                self.store
+                    .settle(
+                        &action.key,
+                        LedgerStatus::Failed,
+                        action.message_id.as_deref(),
+                    )
+                    .await?;
                 finished(
                     ActionOutcome::Failed,
                     &format!("{error}; recorded as failed, not retried"),

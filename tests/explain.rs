@@ -26,7 +26,7 @@ use payrules::commerce::{CtpClient, LiveView};
 use payrules::explain::{self, Explanation, History, Kind, Offline};
 use payrules::replay::replay_files;
 use payrules::rules::{Engine, Rules};
-use payrules::store::MemoryStore;
+use payrules::store::{MemoryStore, Store};
 use serde_json::{Value, json};
 
 use fixtures::{config_for, rules_for, scenarios};
@@ -313,12 +313,13 @@ async fn live_a_partly_covered_order_is_not_released_and_says_why() {
     // The library, over the live view.
     let settings = ctadmin::client_settings(mock, PROJECT, "http://127.0.0.1:9");
     let client = CtpClient::with_retry(settings, 3, Duration::from_millis(20)).expect("client");
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
     let engine = Engine::new(
         Arc::new(LiveView::new(client)),
-        Arc::new(MemoryStore::new()),
+        store.clone(),
         Rules::default(),
     );
-    let history = History::live("commercetools-mock".into());
+    let history = History::live("commercetools-mock".into(), store);
     let why = explain::explain(&engine, &history, Kind::Order, &oid)
         .await
         .expect("explains");

@@ -21,6 +21,9 @@ mod ctmessages;
 #[path = "it/pg.rs"]
 mod pg;
 
+#[path = "it/binary.rs"]
+mod binary;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -84,10 +87,23 @@ fn reconcile(
     webhook: &str,
     extra: &[&str],
 ) -> Run {
+    let mut args = vec!["reconcile", "--since", "1h"];
+    args.extend(extra);
+    payrules(mock, project, state, checkout, webhook, &args)
+}
+
+/// `payrules ARGS` in `env`'s environment.
+fn payrules(
+    mock: &Peer,
+    project: &str,
+    state: &std::path::Path,
+    checkout: &str,
+    webhook: &str,
+    args: &[&str],
+) -> Run {
     let state_url = format!("sqlite://{}", state.display());
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_payrules"))
-        .args(["reconcile", "--since", "1h"])
-        .args(extra)
+        .args(args)
         .env_clear()
         .envs(env(mock, project, &state_url, checkout, webhook))
         .output()
@@ -209,6 +225,43 @@ async fn reconcile_takes_what_the_outage_left_undone_once() {
         &["--dry-run"],
     );
     assert_eq!(dry.stdout, "", "{}", dry.stderr);
+
+    // `payrules explain`, live, reads from the ledger when and on which message each action ran,
+    // and when the orphan's grace-period check fired.
+    let explain = |args: &[&str]| {
+        let run = payrules(mock, project, &state, &checkout.uri(), &hook, args);
+        assert_eq!(run.code, Some(0), "{}{}", run.stdout, run.stderr);
+        run.stdout
+    };
+    let why: Value = serde_json::from_str(&explain(&["explain", "order", &orders[0], "--json"]))
+        .expect("one JSON object");
+    assert_eq!(why["verdict"], "released", "{why:#}");
+    let entry = &why["ledger"][0];
+    assert_eq!(entry["key"], format!("release:{}", orders[0]), "{why:#}");
+    assert!(
+        entry["at"].as_str().is_some_and(|t| t.starts_with("20")),
+        "{why:#}"
+    );
+    assert!(entry["message_id"].as_str().is_some(), "{why:#}");
+    let text = explain(&["explain", "order", &orders[0]]);
+    assert!(text.contains("released at 20"), "{text}");
+    assert!(text.contains(" by message "), "{text}");
+
+    let why: Value = serde_json::from_str(&explain(&["explain", "payment", &orphan, "--json"]))
+        .expect("one JSON object");
+    assert_eq!(why["verdict"], "cancelled", "{why:#}");
+    let timer = &why["timer"];
+    assert!(timer["due"].as_str().is_some(), "{why:#}");
+    assert!(timer["scheduled"]["at"].as_str().is_some(), "{why:#}");
+    assert!(timer["fired"]["at"].as_str().is_some(), "{why:#}");
+    let cancel = &why["ledger"][0];
+    assert_eq!(cancel["key"], format!("cancel:{orphan}"), "{why:#}");
+    assert_eq!(cancel["status"], "done", "{why:#}");
+    assert!(cancel["at"].as_str().is_some(), "{why:#}");
+    assert_eq!(cancel["origin"], "grace-period check", "{why:#}");
+    let text = explain(&["explain", "payment", &orphan]);
+    assert!(text.contains("by its grace-period check"), "{text}");
+    assert!(text.contains("fired at 20"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -293,6 +346,205 @@ async fn without_the_messages_api_payments_are_swept() {
         keys(&run.stdout),
         BTreeSet::from([format!("release:{order_id}")])
     );
+}
+
+/// The webhook receiver's order ids, in arrival order.
+async fn released_orders(receiver: &MockServer) -> Vec<String> {
+    receiver
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let v: Value = serde_json::from_slice(&r.body).unwrap();
+            v["order_id"].as_str().unwrap().to_string()
+        })
+        .collect()
+}
+
+/// Issue 16's outage, end to end. `payrules subscription create` makes the mock deliver to the
+/// Pub/Sub emulator and `payrules run` (live executors, a SQLite ledger) releases a paid order.
+/// Then the Subscription is deleted; while it is gone a second order is paid and an orphan
+/// authorization runs out of its grace period. The Subscription is recreated and a third order
+/// is paid and released. After the worker stopped, `reconcile` takes exactly the release and
+/// the cancel the dropped Messages called for, and a second run takes none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_after_a_subscription_outage_takes_what_was_dropped() {
+    static DELIVERING: OnceCell<Peer> = OnceCell::const_new();
+    let emulator = peers::shared_pubsub_emulator().await;
+    let mock = DELIVERING
+        .get_or_init(|| async {
+            ctmessages::commercetools_mock_with_messages(&emulator.host_port()).await
+        })
+        .await;
+    let project = peers::unique_name("outage");
+    let admin = Admin::new(mock, &project).await;
+    let res = peers::create_topic_and_subscription(
+        emulator,
+        "payrules-reconcile-it",
+        &peers::unique_name("ct"),
+        &peers::unique_name("ct-sub"),
+        10,
+        None,
+    )
+    .await;
+    let (checkout, receiver) = stubs().await;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.db");
+    let hook = format!("{}/hook", receiver.uri());
+    let create = || {
+        payrules(
+            mock,
+            &project,
+            &state,
+            &checkout.uri(),
+            &hook,
+            &[
+                "subscription",
+                "create",
+                "--destination",
+                "pubsub",
+                "--topic",
+                &res.topic,
+            ],
+        )
+    };
+    let created = create();
+    assert_eq!(
+        created.code,
+        Some(0),
+        "{}{}",
+        created.stdout,
+        created.stderr
+    );
+
+    let mut worker_env = env(
+        mock,
+        &project,
+        &format!("sqlite://{}", state.display()),
+        &checkout.uri(),
+        &hook,
+    );
+    worker_env.extend([
+        ("PAYRULES_SOURCE", "pubsub".to_string()),
+        ("PAYRULES_PUBSUB_SUBSCRIPTION", res.subscription.clone()),
+        ("PUBSUB_EMULATOR_HOST", emulator.host_port()),
+        ("PAYRULES_SHUTDOWN_TIMEOUT", "5s".to_string()),
+        ("PAYRULES_LOG", "info".to_string()),
+    ]);
+    let worker_log = dir.path().join("worker.log");
+    let mut worker = tokio::process::Command::new(env!("CARGO_BIN_EXE_payrules"))
+        .arg("run")
+        .env_clear()
+        .envs(worker_env)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&worker_log).unwrap())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start payrules run");
+    let log = || std::fs::read_to_string(&worker_log).unwrap_or_default();
+    let wait_for_releases = |n: usize| {
+        let receiver = &receiver;
+        let log = &log;
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                let got = released_orders(receiver).await;
+                if got.len() >= n {
+                    return got;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{n} releases expected within 60 s, got {got:?}; worker log:\n{}",
+                    log()
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+
+    // Before the outage: delivered and released by the worker.
+    let before = admin.payment(3000, &[("Authorization", "Success")]).await;
+    let before = admin.order_for(&before, "OUT-BEFORE").await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(wait_for_releases(1).await, [before.clone()]);
+
+    // The outage: the Subscription is gone, commercetools delivers nothing.
+    let sub = admin.get("subscriptions/key=payrules").await;
+    admin
+        .delete(&format!(
+            "subscriptions/{}?version={}",
+            sub["id"].as_str().unwrap(),
+            sub["version"]
+        ))
+        .await;
+    let dropped = admin.payment(4000, &[("Authorization", "Success")]).await;
+    let dropped = admin.order_for(&dropped, "OUT-DROPPED").await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let orphan = admin.payment(1500, &[("Authorization", "Success")]).await;
+
+    // Recreated: what happens from now on is delivered again.
+    let created = create();
+    assert_eq!(
+        created.code,
+        Some(0),
+        "{}{}",
+        created.stdout,
+        created.stderr
+    );
+    let after = admin.payment(5000, &[("Authorization", "Success")]).await;
+    let after = admin.order_for(&after, "OUT-AFTER").await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(wait_for_releases(2).await, [before.clone(), after.clone()]);
+    // The orphan's grace period (1 s) has run out; the worker never heard of it.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(checkout.received_requests().await.unwrap().is_empty());
+    binary::sigterm(worker.id().expect("the worker's pid"));
+    let status = tokio::time::timeout(Duration::from_secs(30), worker.wait())
+        .await
+        .expect("the worker stops within 30 s")
+        .unwrap();
+    assert!(status.success(), "{status}; worker log:\n{}", log());
+
+    let first = reconcile(mock, &project, &state, &checkout.uri(), &hook, &[]);
+    assert_eq!(first.code, Some(0), "{}", first.stderr);
+    assert!(
+        first
+            .stderr
+            .contains("actions taken: 1 cancel_payment, 1 release_order"),
+        "{}",
+        first.stderr
+    );
+    let released = released_orders(&receiver).await;
+    assert_eq!(
+        released,
+        [before, after, dropped],
+        "each order released once"
+    );
+    let cancels = checkout.received_requests().await.unwrap();
+    assert_eq!(cancels.len(), 1);
+    assert!(
+        cancels[0].url.path().ends_with(&orphan),
+        "{}",
+        cancels[0].url
+    );
+
+    let second = reconcile(mock, &project, &state, &checkout.uri(), &hook, &[]);
+    assert_eq!(second.code, Some(0), "{}", second.stderr);
+    assert!(
+        second.stderr.contains("actions taken: none"),
+        "{}",
+        second.stderr
+    );
+    assert_eq!(released_orders(&receiver).await.len(), 3);
+    assert_eq!(checkout.received_requests().await.unwrap().len(), 1);
 }
 
 const CONCURRENT_RELEASES: usize = 24;

@@ -32,7 +32,7 @@ async fn ledger_and_timers_behave(store: &dyn Store) {
         "a live claim is not handed out twice"
     );
     store
-        .settle("release:o1", LedgerStatus::Done)
+        .settle("release:o1", LedgerStatus::Done, Some("m1"))
         .await
         .unwrap();
     assert_eq!(
@@ -43,6 +43,13 @@ async fn ledger_and_timers_behave(store: &dyn Store) {
         store.ledger_status("release:o1").await.unwrap(),
         Some(LedgerStatus::Done)
     );
+    // What `payrules explain` reads: when, and on which message.
+    let entry = store.ledger_entry("release:o1").await.unwrap().unwrap();
+    assert_eq!(entry.status, LedgerStatus::Done);
+    assert_eq!(entry.message_id.as_deref(), Some("m1"));
+    let written = entry.at.expect("a SQL store keeps the time");
+    assert!((Utc::now() - written).num_seconds().abs() < 60, "{written}");
+    assert_eq!(store.ledger_entry("release:nothing").await.unwrap(), None);
 
     assert_eq!(store.claim("cancel:p9").await.unwrap(), Claim::Acquired);
     store.release("cancel:p9").await.unwrap();
@@ -75,6 +82,16 @@ async fn ledger_and_timers_behave(store: &dyn Store) {
         !store.schedule(t("p1", 50)).await.unwrap(),
         "a done timer is never scheduled again"
     );
+    let fired = store.timer_entry("p1").await.unwrap().unwrap();
+    assert_eq!(fired.due, at(10));
+    assert!(fired.fired && fired.fired_at.is_some() && fired.scheduled_at.is_some());
+    assert!(fired.scheduled_at <= fired.fired_at, "{fired:?}");
+    let pending = store.timer_entry("p2").await.unwrap().unwrap();
+    assert_eq!(
+        (pending.due, pending.fired, pending.fired_at),
+        (at(40), false, None)
+    );
+    assert_eq!(store.timer_entry("p-none").await.unwrap(), None);
 
     assert!(!store.is_processed("m1").await.unwrap());
     store.mark_processed("m1").await.unwrap();
@@ -117,7 +134,7 @@ async fn sqlite_state_survives_a_restart_and_a_dead_claim_is_taken_over() {
             .unwrap();
         assert_eq!(crashed.claim("cancel:p1").await.unwrap(), Claim::Acquired);
         crashed
-            .settle("release:o1", LedgerStatus::Done)
+            .settle("release:o1", LedgerStatus::Done, Some("m1"))
             .await
             .unwrap();
         crashed
@@ -497,7 +514,7 @@ async fn concurrent_reads_get_their_own_answers(store: Arc<SqlStore>) {
         }
         if i % 5 == 0 {
             store
-                .settle(&format!("release:o{i}"), LedgerStatus::Done)
+                .settle(&format!("release:o{i}"), LedgerStatus::Done, None)
                 .await
                 .unwrap();
         }

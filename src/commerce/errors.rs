@@ -91,6 +91,9 @@ impl CtpError {
 pub(super) struct ErrorBody {
     #[serde(default)]
     message: Option<String>,
+    /// OAuth's own error field (the token endpoint), where `message` is absent.
+    #[serde(default)]
+    error_description: Option<String>,
     #[serde(default)]
     errors: Vec<ErrorItem>,
 }
@@ -101,8 +104,9 @@ pub(super) struct ErrorItem {
     code: Option<String>,
 }
 
-/// Classifies a non-success response.
-pub(super) async fn error_from(what: &str, resp: Response) -> CtpError {
+/// Classifies a non-success response (every commercetools call of payrules, the subscription
+/// command's included).
+pub(crate) async fn error_from(what: &str, resp: Response) -> CtpError {
     let status = resp.status();
     let retry_after = resp
         .headers()
@@ -116,7 +120,9 @@ pub(super) async fn error_from(what: &str, resp: Response) -> CtpError {
         .as_ref()
         .map(|b| b.errors.iter().filter_map(|e| e.code.clone()).collect())
         .unwrap_or_default();
-    let detail = parsed.and_then(|b| b.message).unwrap_or_default();
+    let detail = parsed
+        .and_then(|b| b.message.or(b.error_description))
+        .unwrap_or_default();
     let retry = match status.as_u16() {
         409 => Retry::Conflict,
         429 => Retry::After(retry_after.unwrap_or(Duration::from_secs(1))),

@@ -28,7 +28,7 @@ use crate::telemetry::CommercetoolsRequest;
 
 pub mod view;
 
-use errors::error_from;
+pub(crate) use errors::error_from;
 pub use view::LiveView;
 
 /// A cached access token.

@@ -91,12 +91,15 @@ pub(super) async fn run(args: &ExplainArgs) -> Result<Explanation, String> {
     let lease = config::parse_duration(&file.state.claim_lease).unwrap_or(Duration::from_secs(15));
     let store = open_ledger(&url, lease).await?;
     let client = CtpClient::new(settings.clone()).map_err(|e| e.to_string())?;
-    let engine = Engine::new(Arc::new(LiveView::new(client)), store, rules);
-    let history = History::live(format!(
-        "commercetools project {}, ledger {}",
-        settings.project_key,
-        config::mask_url_password(&url)
-    ));
+    let engine = Engine::new(Arc::new(LiveView::new(client)), store.clone(), rules);
+    let history = History::live(
+        format!(
+            "commercetools project {}, ledger {}",
+            settings.project_key,
+            config::mask_url_password(&url)
+        ),
+        store,
+    );
     explain(&engine, &history, args.kind, &args.id)
         .await
         .map_err(|e| e.to_string())

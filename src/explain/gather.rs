@@ -46,10 +46,10 @@ pub(super) async fn explain_order(
         Some(f) => f.release_ledger,
         None => engine.ledger(&key).await?,
     };
-    let ledger: Vec<LedgerLine> = status
-        .map(|s| history.line(key.clone(), s))
-        .into_iter()
-        .collect();
+    let mut ledger: Vec<LedgerLine> = Vec::new();
+    if let Some(s) = status {
+        ledger.push(history.line(key.clone(), s).await?);
+    }
     let verdict = if status == Some(LedgerStatus::Done) {
         OrderVerdict::Released
     } else {
@@ -271,12 +271,13 @@ pub(super) async fn explain_payment(
         }
     };
     let [cancel, capture, _, _] = statuses;
-    let ledger: Vec<LedgerLine> = keys
-        .iter()
-        .zip(statuses)
-        .filter_map(|(k, s)| s.map(|s| history.line(k.clone(), s)))
-        .collect();
-    let timer = history.timer(id);
+    let mut ledger: Vec<LedgerLine> = Vec::new();
+    for (k, s) in keys.iter().zip(statuses) {
+        if let Some(s) = s {
+            ledger.push(history.line(k.clone(), s).await?);
+        }
+    }
+    let timer = history.timer(id).await?;
     let verdict = match (capture, cancel) {
         (Some(LedgerStatus::Done), _) => PaymentVerdict::Captured,
         (_, Some(LedgerStatus::Done)) => PaymentVerdict::Cancelled,

@@ -86,20 +86,32 @@ pub(super) struct Log {
 }
 
 /// Where the explanation's facts come from, and what is known beyond the ledger's statuses.
-#[derive(Debug)]
 pub struct History {
     pub(super) source: String,
     pub(super) replay: bool,
     log: Mutex<Log>,
+    /// Live: the store whose ledger rows and timers give the times and messages.
+    store: Option<Arc<dyn Store>>,
+}
+
+impl std::fmt::Debug for History {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("History")
+            .field("source", &self.source)
+            .field("replay", &self.replay)
+            .finish_non_exhaustive()
+    }
 }
 
 impl History {
-    /// A live ledger: statuses only (the store keeps no time, message or timer read).
-    pub fn live(source: String) -> Self {
+    /// A live ledger: times, messages and the grace-period check come from `store` as far as
+    /// it keeps them (a SQL store does; the memory store keeps statuses only).
+    pub fn live(source: String, store: Arc<dyn Store>) -> Self {
         Self {
             source,
             replay: false,
             log: Mutex::new(Log::default()),
+            store: Some(store),
         }
     }
 
@@ -108,6 +120,7 @@ impl History {
             source,
             replay: true,
             log: Mutex::new(log),
+            store: None,
         }
     }
 
@@ -142,7 +155,14 @@ impl History {
     }
 
     /// One ledger entry.
-    pub(super) fn line(&self, key: String, status: LedgerStatus) -> LedgerLine {
+    pub(super) async fn line(
+        &self,
+        key: String,
+        status: LedgerStatus,
+    ) -> Result<LedgerLine, StoreError> {
+        if let Some(store) = &self.store {
+            return live_line(store.as_ref(), key, status).await;
+        }
         let stamp = self.stamp(&key);
         let note = match (self.replay, status, stamp.is_some()) {
             (true, LedgerStatus::Done, _) if !key.contains("-failed:") => {
@@ -151,24 +171,81 @@ impl History {
             (false, _, false) => Some("the store keeps no time or message for its entries"),
             _ => None,
         };
-        LedgerLine {
+        Ok(LedgerLine {
             key,
             status: status_name(status),
             stamp,
             note,
-        }
+        })
     }
 
     /// The payment's grace-period timer, as far as known.
-    pub(super) fn timer(&self, payment_id: &str) -> Option<TimerLine> {
+    pub(super) async fn timer(&self, payment_id: &str) -> Result<Option<TimerLine>, StoreError> {
+        if let Some(store) = &self.store {
+            let entry = store.timer_entry(payment_id).await?;
+            return Ok(entry.map(|t| TimerLine {
+                due: format_timestamp(&t.due),
+                scheduled: Stamp {
+                    at: t.scheduled_at.as_ref().map(format_timestamp),
+                    ..Stamp::default()
+                },
+                fired: t.fired.then(|| Stamp {
+                    at: t.fired_at.as_ref().map(format_timestamp),
+                    ..Stamp::default()
+                }),
+            }));
+        }
         let log = self.lock();
-        let t = log.timers.get(payment_id)?;
-        Some(TimerLine {
+        let Some(t) = log.timers.get(payment_id) else {
+            return Ok(None);
+        };
+        Ok(Some(TimerLine {
             due: format_timestamp(&t.due),
             scheduled: t.scheduled.clone(),
             fired: t.fired.clone(),
-        })
+        }))
     }
+}
+
+/// A ledger entry as a live store remembers it: the time it was written and the message whose
+/// decision it records. A cancel recorded without a message, of a payment whose grace-period
+/// check fired, is that check's.
+async fn live_line(
+    store: &dyn Store,
+    key: String,
+    status: LedgerStatus,
+) -> Result<LedgerLine, StoreError> {
+    let Some(entry) = store.ledger_entry(&key).await? else {
+        return Ok(LedgerLine {
+            key,
+            status: status_name(status),
+            stamp: None,
+            note: None,
+        });
+    };
+    let Some(at) = entry.at.as_ref().map(format_timestamp) else {
+        return Ok(LedgerLine {
+            key,
+            status: status_name(entry.status),
+            stamp: None,
+            note: Some("this store keeps no time or message for its entries"),
+        });
+    };
+    let by_timer = match (key.strip_prefix("cancel:"), &entry.message_id) {
+        (Some(pid), None) => store.timer_entry(pid).await?.is_some_and(|t| t.fired),
+        _ => false,
+    };
+    Ok(LedgerLine {
+        status: status_name(entry.status),
+        stamp: Some(Stamp {
+            at: Some(at),
+            message_id: entry.message_id,
+            message_type: None,
+            origin: by_timer.then(|| GRACE_CHECK.to_string()),
+        }),
+        note: None,
+        key,
+    })
 }
 
 pub(super) fn status_name(s: LedgerStatus) -> &'static str {
@@ -199,8 +276,13 @@ impl Store for Recording {
     async fn claim(&self, key: &str) -> Result<Claim, StoreError> {
         self.inner.claim(key).await
     }
-    async fn settle(&self, key: &str, status: LedgerStatus) -> Result<(), StoreError> {
-        self.inner.settle(key, status).await?;
+    async fn settle(
+        &self,
+        key: &str,
+        status: LedgerStatus,
+        message_id: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.inner.settle(key, status, message_id).await?;
         let mut log = self.lock();
         let stamp = log.current.clone();
         log.written.insert(key.to_string(), stamp);

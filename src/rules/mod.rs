@@ -215,7 +215,8 @@ impl Engine {
             Concern::OrderCreationFailed(payments) => {
                 for pid in payments {
                     if self.rules.cancel.enabled {
-                        self.remember(&order_creation_failed_key(pid)).await?;
+                        self.remember(&order_creation_failed_key(pid), cause.message_id)
+                            .await?;
                     }
                     self.payment_changed(pid, &cause, &mut actions).await?;
                 }
@@ -278,7 +279,7 @@ impl Engine {
             return Ok(());
         };
         if read.cancelled_by_us() && cause.reports_failed_cancel {
-            self.report_failed_cancel(&read).await?;
+            self.report_failed_cancel(&read, cause.message_id).await?;
         }
         if self.rules.any_cancel() {
             self.schedule_grace_check(&read, cause).await?;
@@ -349,22 +350,28 @@ impl Engine {
     }
 
     /// Records a marker in the ledger; says whether it is new.
-    async fn remember(&self, key: &str) -> Result<bool, StoreError> {
+    async fn remember(&self, key: &str, message_id: Option<&str>) -> Result<bool, StoreError> {
         match self.store.claim(key).await? {
             Claim::Acquired => {
-                self.store.settle(key, LedgerStatus::Done).await?;
+                self.store
+                    .settle(key, LedgerStatus::Done, message_id)
+                    .await?;
                 Ok(true)
             }
             Claim::Exists(_) => Ok(false),
         }
     }
 
-    async fn report_failed_cancel(&self, read: &PaymentRead) -> Result<(), EngineError> {
+    async fn report_failed_cancel(
+        &self,
+        read: &PaymentRead,
+        message_id: Option<&str>,
+    ) -> Result<(), EngineError> {
         let p = &read.payment;
         if !p.cancel_authorization_failed() {
             return Ok(());
         }
-        if self.remember(&cancel_failed_key(&p.id)).await? {
+        if self.remember(&cancel_failed_key(&p.id), message_id).await? {
             self.failed_cancels.fetch_add(1, Ordering::Relaxed);
             let currency = p.currency().unwrap_or_default();
             error!(

@@ -64,7 +64,12 @@ impl Store for MemoryStore {
         Ok(Claim::Acquired)
     }
 
-    async fn settle(&self, key: &str, status: LedgerStatus) -> Result<(), StoreError> {
+    async fn settle(
+        &self,
+        key: &str,
+        status: LedgerStatus,
+        _message_id: Option<&str>,
+    ) -> Result<(), StoreError> {
         self.lock().ledger.insert(key.into(), status);
         Ok(())
     }

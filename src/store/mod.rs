@@ -50,6 +50,31 @@ pub enum Claim {
     Exists(LedgerStatus),
 }
 
+/// What the store remembers of one ledger entry, for `payrules explain`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerEntry {
+    /// Where the key stands.
+    pub status: LedgerStatus,
+    /// When it was last written (wall clock); `None` where the store keeps no time.
+    pub at: Option<Timestamp>,
+    /// The message whose decision it records; `None` for a grace-period check's decision, or
+    /// where the store does not know (memory, or an entry older than this column).
+    pub message_id: Option<String>,
+}
+
+/// What the store remembers of one payment's grace-period check, for `payrules explain`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimerEntry {
+    /// When the check is (or was) due.
+    pub due: Timestamp,
+    /// When it was scheduled (wall clock), where known.
+    pub scheduled_at: Option<Timestamp>,
+    /// When it ran (wall clock); `None` while pending, or where not known.
+    pub fired_at: Option<Timestamp>,
+    /// Whether it ran.
+    pub fired: bool,
+}
+
 /// A store failure.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("state store: {0}")]
@@ -66,8 +91,14 @@ pub trait Store: Send + Sync {
     /// another worker answers `Exists(Claimed)`.
     async fn claim(&self, key: &str) -> Result<Claim, StoreError>;
 
-    /// Records how a claimed key ended.
-    async fn settle(&self, key: &str, status: LedgerStatus) -> Result<(), StoreError>;
+    /// Records how a claimed key ended, and which message's decision it was (`None` for a
+    /// grace-period check's), so `payrules explain` can say so.
+    async fn settle(
+        &self,
+        key: &str,
+        status: LedgerStatus,
+        message_id: Option<&str>,
+    ) -> Result<(), StoreError>;
 
     /// Gives a claimed key back (the action failed transiently and will be decided again).
     async fn release(&self, key: &str) -> Result<(), StoreError>;
@@ -104,6 +135,21 @@ pub trait Store: Send + Sync {
 
     /// The latest sequenceNumber seen for a resource.
     async fn latest_sequence(&self, resource_id: &str) -> Result<Option<u64>, StoreError>;
+
+    /// The ledger entry for `key` with its time and message, as far as this store keeps them
+    /// (by default only the status).
+    async fn ledger_entry(&self, key: &str) -> Result<Option<LedgerEntry>, StoreError> {
+        Ok(self.ledger_status(key).await?.map(|status| LedgerEntry {
+            status,
+            at: None,
+            message_id: None,
+        }))
+    }
+
+    /// The payment's grace-period check, where this store can tell (by default it cannot).
+    async fn timer_entry(&self, _payment_id: &str) -> Result<Option<TimerEntry>, StoreError> {
+        Ok(None)
+    }
 
     /// Writes anything buffered.
     async fn flush(&self) -> Result<(), StoreError> {

@@ -2,9 +2,9 @@
 
 use super::destination::Draft;
 use super::plan::plan_update;
-use crate::commerce::{CtpError, Retry};
+use crate::commerce::{CtpError, Retry, error_from};
 use crate::config::{CommercetoolsSettings, Secret};
-use reqwest::{Response, StatusCode};
+use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -24,36 +24,6 @@ pub(super) fn ctp_error(what: &str, retry: Retry, message: String) -> CtpError {
         status: None,
         codes: Vec::new(),
         message: format!("{what}: {message}"),
-    }
-}
-
-pub(super) async fn error_from(what: &str, resp: Response) -> CtpError {
-    let status = resp.status();
-    let body: Value = resp.json().await.unwrap_or(Value::Null);
-    let codes: Vec<String> = body["errors"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|e| e["code"].as_str().map(str::to_string))
-        .collect();
-    let detail = body["message"]
-        .as_str()
-        .or_else(|| body["error_description"].as_str())
-        .unwrap_or_default();
-    CtpError {
-        retry: match status.as_u16() {
-            409 => Retry::Conflict,
-            500 => Retry::Verify,
-            502..=504 => Retry::Backoff,
-            _ => Retry::Never,
-        },
-        status: Some(status.as_u16()),
-        codes,
-        message: if detail.is_empty() {
-            format!("{what} failed")
-        } else {
-            format!("{what} failed: {detail}")
-        },
     }
 }
 

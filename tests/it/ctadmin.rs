@@ -84,6 +84,21 @@ impl Admin {
         v
     }
 
+    /// DELETEs `path` (with its `?version=`), asserting success.
+    pub async fn delete(&self, path: &str) -> Value {
+        let resp = self
+            .http
+            .delete(format!("{}/{path}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status();
+        let v: Value = resp.json().await.unwrap();
+        assert!(status.is_success(), "DELETE {path}: {status} {v}");
+        v
+    }
+
     /// GETs `path`.
     pub async fn get(&self, path: &str) -> Value {
         self.http

@@ -7,7 +7,7 @@ use std::fmt;
 
 use super::postgres::Pg;
 use super::sqlite::Lite;
-use super::status_of;
+use super::{TimerRow, status_of};
 use crate::store::{LedgerStatus, StoreError};
 
 /// Where the state lives.
@@ -81,17 +81,23 @@ impl Backend {
         })
     }
 
-    /// Records `status` (its text) for `key`.
+    /// Records `status` (its text) for `key`, decided on `message_id`.
     pub(super) async fn settle(
         &self,
         key: &str,
         status: &str,
         owner: &str,
         now: i64,
+        message_id: Option<&str>,
     ) -> Result<()> {
         match self {
-            Self::Sqlite(l) => l.settle(key, status, owner, now).map_err(Into::into),
-            Self::Postgres(p) => p.settle(key, status, owner, now).await.map_err(Into::into),
+            Self::Sqlite(l) => l
+                .settle(key, status, owner, now, message_id)
+                .map_err(Into::into),
+            Self::Postgres(p) => p
+                .settle(key, status, owner, now, message_id)
+                .await
+                .map_err(Into::into),
         }
     }
 
@@ -116,6 +122,26 @@ impl Backend {
         Ok(match self {
             Self::Sqlite(l) => l.ledger(key)?.as_deref().map(status_of),
             Self::Postgres(p) => p.ledger(key).await?,
+        })
+    }
+
+    /// The ledger row for `key`: status, last written (ms), message id.
+    pub(super) async fn ledger_entry(
+        &self,
+        key: &str,
+    ) -> Result<Option<(LedgerStatus, i64, Option<String>)>> {
+        let row = match self {
+            Self::Sqlite(l) => l.ledger_entry(key)?,
+            Self::Postgres(p) => p.ledger_entry(key).await?,
+        };
+        Ok(row.map(|(status, at, message_id)| (status_of(&status), at, message_id)))
+    }
+
+    /// The grace-period timer row of `payment_id`.
+    pub(super) async fn timer_entry(&self, payment_id: &str) -> Result<Option<TimerRow>> {
+        Ok(match self {
+            Self::Sqlite(l) => l.timer_entry(payment_id)?,
+            Self::Postgres(p) => p.timer_entry(payment_id).await?,
         })
     }
 
@@ -150,11 +176,11 @@ impl Backend {
         })
     }
 
-    /// Marks a taken timer as handled.
-    pub(super) async fn timer_done(&self, payment_id: &str) -> Result<()> {
+    /// Marks a taken timer as handled at `now`.
+    pub(super) async fn timer_done(&self, payment_id: &str, now: i64) -> Result<()> {
         match self {
-            Self::Sqlite(l) => l.timer_done(payment_id).map_err(Into::into),
-            Self::Postgres(p) => p.timer_done(payment_id).await.map_err(Into::into),
+            Self::Sqlite(l) => l.timer_done(payment_id, now).map_err(Into::into),
+            Self::Postgres(p) => p.timer_done(payment_id, now).await.map_err(Into::into),
         }
     }
 

@@ -25,7 +25,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use tracing::{debug, warn};
 
-use super::{Claim, LedgerStatus, Store, StoreError, Timer};
+use super::{Claim, LedgerEntry, LedgerStatus, Store, StoreError, Timer, TimerEntry};
 use crate::message::Timestamp;
 use backend::{Backend, Failure};
 use postgres::Pg;
@@ -108,6 +108,18 @@ pub struct SqlStore {
     flushing: tokio::sync::Mutex<()>,
     /// Where the store lives, for messages (never the password).
     display: String,
+}
+
+/// A grace-period timer's row, as `payrules explain` reads it.
+pub(super) struct TimerRow {
+    /// Due (ms since epoch).
+    pub(super) due: i64,
+    /// `pending`, `taken` or `done`.
+    pub(super) state: String,
+    /// When it was stored; `None` for rows older than the column.
+    pub(super) scheduled_at: Option<i64>,
+    /// When it was done; `None` before, or for rows older than the column.
+    pub(super) fired_at: Option<i64>,
 }
 
 fn ms(t: Timestamp) -> i64 {
@@ -368,12 +380,17 @@ impl Store for SqlStore {
         }
     }
 
-    async fn settle(&self, key: &str, status: LedgerStatus) -> Result<(), StoreError> {
+    async fn settle(
+        &self,
+        key: &str,
+        status: LedgerStatus,
+        message_id: Option<&str>,
+    ) -> Result<(), StoreError> {
         const SETTLE: &str = "recording an action's outcome";
         let s = status_text(status);
         let now = now_ms();
         self.backend
-            .settle(key, s, &self.owner, now)
+            .settle(key, s, &self.owner, now, message_id)
             .await
             .map_err(self.fail(SETTLE))?;
         match status {
@@ -384,6 +401,33 @@ impl Store for SqlStore {
             settled => self.known().settle(key, settled),
         }
         Ok(())
+    }
+
+    async fn ledger_entry(&self, key: &str) -> Result<Option<LedgerEntry>, StoreError> {
+        let row = self
+            .backend
+            .ledger_entry(key)
+            .await
+            .map_err(self.fail(READ))?;
+        Ok(row.map(|(status, at, message_id)| LedgerEntry {
+            status,
+            at: Some(from_ms(at)),
+            message_id,
+        }))
+    }
+
+    async fn timer_entry(&self, payment_id: &str) -> Result<Option<TimerEntry>, StoreError> {
+        let row = self
+            .backend
+            .timer_entry(payment_id)
+            .await
+            .map_err(self.fail(READ))?;
+        Ok(row.map(|t| TimerEntry {
+            due: from_ms(t.due),
+            scheduled_at: t.scheduled_at.map(from_ms),
+            fired_at: t.fired_at.map(from_ms),
+            fired: t.state == "done",
+        }))
     }
 
     fn lease(&self) -> Option<Duration> {
@@ -455,7 +499,7 @@ impl Store for SqlStore {
     async fn timer_done(&self, timer: &Timer) -> Result<(), StoreError> {
         const DONE: &str = "completing a grace-period check";
         self.backend
-            .timer_done(&timer.payment_id)
+            .timer_done(&timer.payment_id, now_ms())
             .await
             .map_err(self.fail(DONE))
     }

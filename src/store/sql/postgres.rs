@@ -12,7 +12,7 @@ use sqlx::Row;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{err, now_ms, status_of};
+use super::{TimerRow, err, now_ms, status_of};
 use crate::store::{LedgerStatus, StoreError};
 
 /// Rows per multi-row INSERT when a batch is written (2 parameters each).
@@ -96,22 +96,24 @@ impl Pg {
         .map(|won| won.is_some())
     }
 
-    /// Records `status` for `key`.
+    /// Records `status` for `key`, decided on `message_id`.
     pub(super) async fn settle(
         &self,
         key: &str,
         status: &str,
         owner: &str,
         now: i64,
+        message_id: Option<&str>,
     ) -> Result<(), sqlx::Error> {
         sqlx::query(
-            "INSERT INTO ledger (key, status, owner, claimed_until, updated_at) VALUES ($1, $2, $3, 0, $4)
-                 ON CONFLICT (key) DO UPDATE SET status = excluded.status, owner = excluded.owner, claimed_until = 0, updated_at = excluded.updated_at",
+            "INSERT INTO ledger (key, status, owner, claimed_until, updated_at, message_id) VALUES ($1, $2, $3, 0, $4, $5)
+                 ON CONFLICT (key) DO UPDATE SET status = excluded.status, owner = excluded.owner, claimed_until = 0, updated_at = excluded.updated_at, message_id = excluded.message_id",
         )
         .bind(key)
         .bind(status)
         .bind(owner)
         .bind(now)
+        .bind(message_id)
         .execute(&self.pool)
         .await
         .map(|_| ())
@@ -149,6 +151,36 @@ impl Pg {
     pub(super) async fn ledger(&self, key: &str) -> Result<Option<LedgerStatus>, StoreError> {
         self.ask(|reply| Lookup::Ledger(key.to_string(), reply))
             .await
+    }
+
+    /// The ledger row for `key`: status, last written (ms), message id (not batched: explain's).
+    pub(super) async fn ledger_entry(
+        &self,
+        key: &str,
+    ) -> Result<Option<(String, i64, Option<String>)>, sqlx::Error> {
+        sqlx::query_as("SELECT status, updated_at, message_id FROM ledger WHERE key = $1")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+    }
+
+    /// The timer row for `payment_id`: due, state, scheduled at, fired at (ms).
+    pub(super) async fn timer_entry(
+        &self,
+        payment_id: &str,
+    ) -> Result<Option<TimerRow>, sqlx::Error> {
+        let row: Option<(i64, String, Option<i64>, Option<i64>)> = sqlx::query_as(
+            "SELECT due, state, scheduled_at, fired_at FROM timers WHERE payment_id = $1",
+        )
+        .bind(payment_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|(due, state, scheduled_at, fired_at)| TimerRow {
+            due,
+            state,
+            scheduled_at,
+            fired_at,
+        }))
     }
 
     /// Whether `message_id` is recorded as processed and not expired (batched).
@@ -194,10 +226,11 @@ impl Pg {
         })
     }
 
-    /// Marks a taken timer as handled.
-    pub(super) async fn timer_done(&self, payment_id: &str) -> Result<(), sqlx::Error> {
-        sqlx::query("UPDATE timers SET state = 'done' WHERE payment_id = $1")
+    /// Marks a taken timer as handled at `now`.
+    pub(super) async fn timer_done(&self, payment_id: &str, now: i64) -> Result<(), sqlx::Error> {
+        sqlx::query("UPDATE timers SET state = 'done', fired_at = $2 WHERE payment_id = $1")
             .bind(payment_id)
+            .bind(now)
             .execute(&self.pool)
             .await
             .map(|_| ())
@@ -402,10 +435,13 @@ async fn insert_timers(
     timers: &[(&str, i64)],
 ) -> Result<HashSet<String>, sqlx::Error> {
     let slots = timers.len().next_power_of_two();
-    let rows = pairs_then(slots, ", 'pending', 0");
+    let rows = pairs_then(
+        slots,
+        ", 'pending', 0, (extract(epoch from clock_timestamp()) * 1000)::bigint",
+    );
     // A padding row repeats the first one: it conflicts and is skipped.
     let sql = format!(
-        "INSERT INTO timers (payment_id, due, state, taken_until) VALUES {rows} ON CONFLICT (payment_id) DO NOTHING RETURNING payment_id"
+        "INSERT INTO timers (payment_id, due, state, taken_until, scheduled_at) VALUES {rows} ON CONFLICT (payment_id) DO NOTHING RETURNING payment_id"
     );
     let padded = timers
         .iter()

@@ -17,7 +17,7 @@ use sqlx::sqlite::{
     SqliteSynchronous,
 };
 
-use super::err;
+use super::{TimerRow, err};
 use crate::store::StoreError;
 
 /// Result of the statements here; [`super::sql`] names what failed.
@@ -133,14 +133,21 @@ impl Lite {
             .map(|changed| changed == 1)
     }
 
-    /// Records `status` for `key`.
-    pub(super) fn settle(&self, key: &str, status: &str, owner: &str, now: i64) -> Result<()> {
+    /// Records `status` for `key`, decided on `message_id`.
+    pub(super) fn settle(
+        &self,
+        key: &str,
+        status: &str,
+        owner: &str,
+        now: i64,
+        message_id: Option<&str>,
+    ) -> Result<()> {
         self.conn()
             .prepare_cached(
-                "INSERT INTO ledger (key, status, owner, claimed_until, updated_at) VALUES (?1, ?2, ?3, 0, ?4)
-                 ON CONFLICT (key) DO UPDATE SET status = excluded.status, owner = excluded.owner, claimed_until = 0, updated_at = excluded.updated_at",
+                "INSERT INTO ledger (key, status, owner, claimed_until, updated_at, message_id) VALUES (?1, ?2, ?3, 0, ?4, ?5)
+                 ON CONFLICT (key) DO UPDATE SET status = excluded.status, owner = excluded.owner, claimed_until = 0, updated_at = excluded.updated_at, message_id = excluded.message_id",
             )?
-            .execute(params![key, status, owner, now])
+            .execute(params![key, status, owner, now, message_id])
             .map(|_| ())
     }
 
@@ -172,6 +179,31 @@ impl Lite {
             .optional()
     }
 
+    /// The ledger row for `key`: status, last written (ms), message id.
+    pub(super) fn ledger_entry(&self, key: &str) -> Result<Option<(String, i64, Option<String>)>> {
+        self.conn()
+            .prepare_cached("SELECT status, updated_at, message_id FROM ledger WHERE key = ?1")?
+            .query_row([key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .optional()
+    }
+
+    /// The timer row for `payment_id`: due, state, scheduled at, fired at (ms).
+    pub(super) fn timer_entry(&self, payment_id: &str) -> Result<Option<TimerRow>> {
+        self.conn()
+            .prepare_cached(
+                "SELECT due, state, scheduled_at, fired_at FROM timers WHERE payment_id = ?1",
+            )?
+            .query_row([payment_id], |r| {
+                Ok(TimerRow {
+                    due: r.get(0)?,
+                    state: r.get(1)?,
+                    scheduled_at: r.get(2)?,
+                    fired_at: r.get(3)?,
+                })
+            })
+            .optional()
+    }
+
     /// Whether `message_id` is recorded as processed and not expired at `now`.
     pub(super) fn processed(&self, message_id: &str, now: i64) -> Result<bool> {
         self.conn()
@@ -183,7 +215,7 @@ impl Lite {
     pub(super) fn schedule(&self, payment_id: &str, due: i64) -> Result<bool> {
         self.conn()
             .prepare_cached(
-                "INSERT INTO timers (payment_id, due, state, taken_until) VALUES (?1, ?2, 'pending', 0) ON CONFLICT (payment_id) DO NOTHING",
+                "INSERT INTO timers (payment_id, due, state, taken_until, scheduled_at) VALUES (?1, ?2, 'pending', 0, CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)) ON CONFLICT (payment_id) DO NOTHING",
             )?
             .execute(params![payment_id, due])
             .map(|changed| changed == 1)
@@ -212,11 +244,13 @@ impl Lite {
         rows.collect()
     }
 
-    /// Marks a taken timer as handled.
-    pub(super) fn timer_done(&self, payment_id: &str) -> Result<()> {
+    /// Marks a taken timer as handled at `now`.
+    pub(super) fn timer_done(&self, payment_id: &str, now: i64) -> Result<()> {
         self.conn()
-            .prepare_cached("UPDATE timers SET state = 'done' WHERE payment_id = ?1")?
-            .execute([payment_id])
+            .prepare_cached(
+                "UPDATE timers SET state = 'done', fired_at = ?2 WHERE payment_id = ?1",
+            )?
+            .execute(params![payment_id, now])
             .map(|_| ())
     }
 

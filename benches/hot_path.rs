@@ -183,7 +183,11 @@ fn ledger(c: &mut Criterion) {
             async move {
                 store.claim(&key).await.unwrap();
                 store
-                    .settle(&key, payrules::store::LedgerStatus::Done, None)
+                    .settle(
+                        &key,
+                        payrules::store::LedgerStatus::Done,
+                        payrules::store::Decided::default(),
+                    )
                     .await
                     .unwrap();
             }

@@ -6,11 +6,11 @@ use std::sync::{Arc, Mutex as StdMutex};
 
 use std::time::{Duration, Instant};
 
-use crate::action::Action;
+use crate::action::{Action, CancelReason};
 use crate::effects::{EffectError, Executor};
 use crate::message::{Message, Timestamp};
 use crate::rules::{Engine, EngineError};
-use crate::store::{Claim, LedgerStatus, Store, StoreError, Timer};
+use crate::store::{Claim, Decided, LedgerStatus, Store, StoreError, Timer};
 use crate::telemetry::{ActionFinished, ActionOutcome};
 
 /// Why a message or timer could not be fully handled.
@@ -276,7 +276,10 @@ impl Processor {
                     .settle(
                         &action.key,
                         LedgerStatus::Done,
-                        action.message_id.as_deref(),
+                        Decided {
+                            message_id: action.message_id.as_deref(),
+                            reason: action.reason.map(CancelReason::as_str),
+                        },
                     )
                     .await?;
                 finished(ActionOutcome::Done, &effect.summary);
@@ -295,7 +298,10 @@ impl Processor {
                     .settle(
                         &action.key,
                         LedgerStatus::Failed,
-                        action.message_id.as_deref(),
+                        Decided {
+                            message_id: action.message_id.as_deref(),
+                            reason: action.reason.map(CancelReason::as_str),
+                        },
                     )
                     .await?;
                 finished(

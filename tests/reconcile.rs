@@ -244,6 +244,7 @@ async fn reconcile_takes_what_the_outage_left_undone_once() {
     );
     assert!(entry["message_id"].as_str().is_some(), "{why:#}");
     let text = explain(&["explain", "order", &orders[0]]);
+    eprintln!("{text}");
     assert!(text.contains("released at 20"), "{text}");
     assert!(text.contains(" by message "), "{text}");
 
@@ -259,8 +260,11 @@ async fn reconcile_takes_what_the_outage_left_undone_once() {
     assert_eq!(cancel["status"], "done", "{why:#}");
     assert!(cancel["at"].as_str().is_some(), "{why:#}");
     assert_eq!(cancel["origin"], "grace-period check", "{why:#}");
+    assert_eq!(cancel["reason"], "grace_period_expired", "{why:#}");
     let text = explain(&["explain", "payment", &orphan]);
+    eprintln!("{text}");
     assert!(text.contains("by its grace-period check"), "{text}");
+    assert!(text.contains("(grace_period_expired)"), "{text}");
     assert!(text.contains("fired at 20"), "{text}");
 }
 

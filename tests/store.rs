@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
-use payrules::store::{Claim, LedgerStatus, SqlStore, Store, Timer};
+use payrules::store::{Claim, Decided, LedgerStatus, SqlStore, Store, Timer};
 
 #[path = "it/pg.rs"]
 mod pg;
@@ -32,7 +32,14 @@ async fn ledger_and_timers_behave(store: &dyn Store) {
         "a live claim is not handed out twice"
     );
     store
-        .settle("release:o1", LedgerStatus::Done, Some("m1"))
+        .settle(
+            "release:o1",
+            LedgerStatus::Done,
+            Decided {
+                message_id: Some("m1"),
+                reason: None,
+            },
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -55,6 +62,19 @@ async fn ledger_and_timers_behave(store: &dyn Store) {
     store.release("cancel:p9").await.unwrap();
     assert_eq!(store.ledger_status("cancel:p9").await.unwrap(), None);
     assert_eq!(store.claim("cancel:p9").await.unwrap(), Claim::Acquired);
+    let by_timer = Decided {
+        message_id: None,
+        reason: Some("grace_period_expired"),
+    };
+    store
+        .settle("cancel:p9", LedgerStatus::Done, by_timer)
+        .await
+        .unwrap();
+    let entry = store.ledger_entry("cancel:p9").await.unwrap().unwrap();
+    assert_eq!(
+        (entry.message_id, entry.reason.as_deref()),
+        (None, Some("grace_period_expired"))
+    );
 
     let t = |p: &str, s| Timer {
         payment_id: p.into(),
@@ -134,7 +154,14 @@ async fn sqlite_state_survives_a_restart_and_a_dead_claim_is_taken_over() {
             .unwrap();
         assert_eq!(crashed.claim("cancel:p1").await.unwrap(), Claim::Acquired);
         crashed
-            .settle("release:o1", LedgerStatus::Done, Some("m1"))
+            .settle(
+                "release:o1",
+                LedgerStatus::Done,
+                Decided {
+                    message_id: Some("m1"),
+                    reason: None,
+                },
+            )
             .await
             .unwrap();
         crashed
@@ -514,7 +541,11 @@ async fn concurrent_reads_get_their_own_answers(store: Arc<SqlStore>) {
         }
         if i % 5 == 0 {
             store
-                .settle(&format!("release:o{i}"), LedgerStatus::Done, None)
+                .settle(
+                    &format!("release:o{i}"),
+                    LedgerStatus::Done,
+                    Decided::default(),
+                )
                 .await
                 .unwrap();
         }
@@ -590,4 +621,29 @@ async fn concurrent_reads_get_their_own_answers_on_postgres() {
         .await
         .unwrap();
     concurrent_reads_get_their_own_answers(Arc::new(store)).await;
+}
+
+/// Replicas share PostgreSQL: during a rolling upgrade a replica of this version restarts on a
+/// database a newer version already migrated, and must still open it (migrations only add).
+#[tokio::test]
+async fn postgres_store_opens_a_database_a_newer_version_migrated() {
+    let url = fresh_pg().await;
+    drop(
+        SqlStore::connect(&url, Duration::from_secs(60))
+            .await
+            .unwrap(),
+    );
+    let db = sqlx::PgPool::connect(&url).await.unwrap();
+    sqlx::query(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
+         VALUES (99990101000000, 'a later payrules', true, '\\x00', 0)",
+    )
+    .execute(&db)
+    .await
+    .unwrap();
+    db.close().await;
+    let store = SqlStore::connect(&url, Duration::from_secs(60))
+        .await
+        .expect("opens despite a migration it does not know");
+    assert_eq!(store.claim("release:o1").await.unwrap(), Claim::Acquired);
 }

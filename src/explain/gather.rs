@@ -338,7 +338,13 @@ pub(super) async fn explain_payment(
         }
         PaymentVerdict::Cancelled => {
             let mut s = format!("cancelled{}", done(&keys[0]));
-            match history.action(&keys[0]).and_then(|a| a.reason) {
+            let reason = history.action(&keys[0]).and_then(|a| a.reason).or_else(|| {
+                ledger
+                    .iter()
+                    .find(|l| l.key == keys[0])
+                    .and_then(|l| l.reason)
+            });
+            match reason {
                 Some(reason) => {
                     let _ = write!(s, ": {} ({})", cancel_words(reason), reason.as_str());
                 }

@@ -4,12 +4,12 @@
 use super::Kind;
 use super::gather::explain;
 use super::report::{Explanation, LedgerLine, TimerLine};
-use crate::action::{Action, format_timestamp};
+use crate::action::{Action, CancelReason, format_timestamp};
 use crate::message::{Timestamp, decode};
 use crate::replay::{Replay, ReplayError, ReplaySummary};
 use crate::rules::{Engine, EngineError, Rules};
 use crate::source::{FileInput, InputReader};
-use crate::store::{Claim, LedgerStatus, MemoryStore, Store, StoreError, Timer};
+use crate::store::{Claim, Decided, LedgerStatus, MemoryStore, Store, StoreError, Timer};
 use crate::view::StreamView;
 use async_trait::async_trait;
 use chrono::DateTime;
@@ -171,10 +171,12 @@ impl History {
             (false, _, false) => Some("the store keeps no time or message for its entries"),
             _ => None,
         };
+        let reason = self.action(&key).and_then(|a| a.reason);
         Ok(LedgerLine {
             key,
             status: status_name(status),
             stamp,
+            reason,
             note,
         })
     }
@@ -220,6 +222,7 @@ async fn live_line(
             key,
             status: status_name(status),
             stamp: None,
+            reason: None,
             note: None,
         });
     };
@@ -228,6 +231,7 @@ async fn live_line(
             key,
             status: status_name(entry.status),
             stamp: None,
+            reason: None,
             note: Some("this store keeps no time or message for its entries"),
         });
     };
@@ -243,9 +247,21 @@ async fn live_line(
             message_type: None,
             origin: by_timer.then(|| GRACE_CHECK.to_string()),
         }),
+        reason: entry.reason.as_deref().and_then(cancel_reason),
         note: None,
         key,
     })
+}
+
+/// A reason as the store wrote it ([`CancelReason::as_str`]).
+fn cancel_reason(text: &str) -> Option<CancelReason> {
+    [
+        CancelReason::GracePeriodExpired,
+        CancelReason::OrderCreationFailed,
+        CancelReason::OrderCancelled,
+    ]
+    .into_iter()
+    .find(|r| r.as_str() == text)
 }
 
 pub(super) fn status_name(s: LedgerStatus) -> &'static str {
@@ -280,9 +296,9 @@ impl Store for Recording {
         &self,
         key: &str,
         status: LedgerStatus,
-        message_id: Option<&str>,
+        decided: Decided<'_>,
     ) -> Result<(), StoreError> {
-        self.inner.settle(key, status, message_id).await?;
+        self.inner.settle(key, status, decided).await?;
         let mut log = self.lock();
         let stamp = log.current.clone();
         log.written.insert(key.to_string(), stamp);

@@ -40,6 +40,9 @@ pub struct LedgerLine {
     /// When and why it was written, as far as known.
     #[serde(flatten)]
     pub stamp: Option<Stamp>,
+    /// The action's reason (a cancel's), where known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<CancelReason>,
     /// A note on the entry.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<&'static str>,

@@ -16,7 +16,7 @@ use tracing::{debug, error, warn};
 use crate::action::{Action, ActionKind, CancelReason, RuleName};
 use crate::message::{Body, Message, MessageType, NotificationType, Timestamp};
 use crate::model::{Money, Order, OrderState, Payment, TransactionState, TransactionType};
-use crate::store::{Claim, LedgerStatus, Store, StoreError, Timer};
+use crate::store::{Claim, Decided, LedgerStatus, Store, StoreError, Timer};
 use crate::view::{CommerceView, ViewError};
 
 pub mod cancel;
@@ -354,7 +354,14 @@ impl Engine {
         match self.store.claim(key).await? {
             Claim::Acquired => {
                 self.store
-                    .settle(key, LedgerStatus::Done, message_id)
+                    .settle(
+                        key,
+                        LedgerStatus::Done,
+                        Decided {
+                            message_id,
+                            reason: None,
+                        },
+                    )
                     .await?;
                 Ok(true)
             }

@@ -9,7 +9,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
 
-use super::{Claim, LedgerStatus, Store, StoreError, Timer};
+use super::{Claim, Decided, LedgerStatus, Store, StoreError, Timer};
 use crate::message::Timestamp;
 
 #[derive(Debug, Default)]
@@ -68,7 +68,7 @@ impl Store for MemoryStore {
         &self,
         key: &str,
         status: LedgerStatus,
-        _message_id: Option<&str>,
+        _decided: Decided<'_>,
     ) -> Result<(), StoreError> {
         self.lock().ledger.insert(key.into(), status);
         Ok(())

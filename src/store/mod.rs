@@ -50,6 +50,15 @@ pub enum Claim {
     Exists(LedgerStatus),
 }
 
+/// What decided a ledger entry, written with its outcome so `payrules explain` can say why.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Decided<'a> {
+    /// The message whose decision it records; `None` for a grace-period check's.
+    pub message_id: Option<&'a str>,
+    /// The action's reason (a cancel's `grace_period_expired`, …), where it has one.
+    pub reason: Option<&'a str>,
+}
+
 /// What the store remembers of one ledger entry, for `payrules explain`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LedgerEntry {
@@ -60,6 +69,8 @@ pub struct LedgerEntry {
     /// The message whose decision it records; `None` for a grace-period check's decision, or
     /// where the store does not know (memory, or an entry older than this column).
     pub message_id: Option<String>,
+    /// The action's reason, where it has one and the store knows it.
+    pub reason: Option<String>,
 }
 
 /// What the store remembers of one payment's grace-period check, for `payrules explain`.
@@ -91,13 +102,12 @@ pub trait Store: Send + Sync {
     /// another worker answers `Exists(Claimed)`.
     async fn claim(&self, key: &str) -> Result<Claim, StoreError>;
 
-    /// Records how a claimed key ended, and which message's decision it was (`None` for a
-    /// grace-period check's), so `payrules explain` can say so.
+    /// Records how a claimed key ended, and what decided it, so `payrules explain` can say so.
     async fn settle(
         &self,
         key: &str,
         status: LedgerStatus,
-        message_id: Option<&str>,
+        decided: Decided<'_>,
     ) -> Result<(), StoreError>;
 
     /// Gives a claimed key back (the action failed transiently and will be decided again).
@@ -143,6 +153,7 @@ pub trait Store: Send + Sync {
             status,
             at: None,
             message_id: None,
+            reason: None,
         }))
     }
 

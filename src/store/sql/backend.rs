@@ -7,8 +7,8 @@ use std::fmt;
 
 use super::postgres::Pg;
 use super::sqlite::Lite;
-use super::{TimerRow, status_of};
-use crate::store::{LedgerStatus, StoreError};
+use super::{LedgerRow, TimerRow, status_of};
+use crate::store::{Decided, LedgerStatus, StoreError};
 
 /// Where the state lives.
 pub(super) enum Backend {
@@ -88,14 +88,14 @@ impl Backend {
         status: &str,
         owner: &str,
         now: i64,
-        message_id: Option<&str>,
+        decided: Decided<'_>,
     ) -> Result<()> {
         match self {
             Self::Sqlite(l) => l
-                .settle(key, status, owner, now, message_id)
+                .settle(key, status, owner, now, decided)
                 .map_err(Into::into),
             Self::Postgres(p) => p
-                .settle(key, status, owner, now, message_id)
+                .settle(key, status, owner, now, decided)
                 .await
                 .map_err(Into::into),
         }
@@ -125,16 +125,12 @@ impl Backend {
         })
     }
 
-    /// The ledger row for `key`: status, last written (ms), message id.
-    pub(super) async fn ledger_entry(
-        &self,
-        key: &str,
-    ) -> Result<Option<(LedgerStatus, i64, Option<String>)>> {
-        let row = match self {
+    /// The ledger row for `key`.
+    pub(super) async fn ledger_entry(&self, key: &str) -> Result<Option<LedgerRow>> {
+        Ok(match self {
             Self::Sqlite(l) => l.ledger_entry(key)?,
             Self::Postgres(p) => p.ledger_entry(key).await?,
-        };
-        Ok(row.map(|(status, at, message_id)| (status_of(&status), at, message_id)))
+        })
     }
 
     /// The grace-period timer row of `payment_id`.

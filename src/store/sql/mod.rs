@@ -25,7 +25,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use tracing::{debug, warn};
 
-use super::{Claim, LedgerEntry, LedgerStatus, Store, StoreError, Timer, TimerEntry};
+use super::{Claim, Decided, LedgerEntry, LedgerStatus, Store, StoreError, Timer, TimerEntry};
 use crate::message::Timestamp;
 use backend::{Backend, Failure};
 use postgres::Pg;
@@ -108,6 +108,18 @@ pub struct SqlStore {
     flushing: tokio::sync::Mutex<()>,
     /// Where the store lives, for messages (never the password).
     display: String,
+}
+
+/// A ledger row, as `payrules explain` reads it.
+pub(super) struct LedgerRow {
+    /// The status text.
+    pub(super) status: String,
+    /// Last written (ms since epoch).
+    pub(super) at: i64,
+    /// The deciding message; `None` for a grace-period check's, or rows older than the column.
+    pub(super) message_id: Option<String>,
+    /// The action's reason, where it has one.
+    pub(super) reason: Option<String>,
 }
 
 /// A grace-period timer's row, as `payrules explain` reads it.
@@ -384,13 +396,13 @@ impl Store for SqlStore {
         &self,
         key: &str,
         status: LedgerStatus,
-        message_id: Option<&str>,
+        decided: Decided<'_>,
     ) -> Result<(), StoreError> {
         const SETTLE: &str = "recording an action's outcome";
         let s = status_text(status);
         let now = now_ms();
         self.backend
-            .settle(key, s, &self.owner, now, message_id)
+            .settle(key, s, &self.owner, now, decided)
             .await
             .map_err(self.fail(SETTLE))?;
         match status {
@@ -409,10 +421,11 @@ impl Store for SqlStore {
             .ledger_entry(key)
             .await
             .map_err(self.fail(READ))?;
-        Ok(row.map(|(status, at, message_id)| LedgerEntry {
-            status,
-            at: Some(from_ms(at)),
-            message_id,
+        Ok(row.map(|r| LedgerEntry {
+            status: status_of(&r.status),
+            at: Some(from_ms(r.at)),
+            message_id: r.message_id,
+            reason: r.reason,
         }))
     }
 

@@ -12,8 +12,8 @@ use sqlx::Row;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{TimerRow, err, now_ms, status_of};
-use crate::store::{LedgerStatus, StoreError};
+use super::{LedgerRow, TimerRow, err, now_ms, status_of};
+use crate::store::{Decided, LedgerStatus, StoreError};
 
 /// Rows per multi-row INSERT when a batch is written (2 parameters each).
 const ROWS_PER_STATEMENT: usize = 500;
@@ -39,7 +39,10 @@ impl Pg {
             .connect_with(opts)
             .await
             .map_err(|e| err("connecting to the PostgreSQL state store", display, e))?;
+        // Replicas share the database: during a rolling upgrade an older replica restarts
+        // against a schema a newer one migrated. Migrations only add, so it may go on.
         sqlx::migrate!("migrations/postgres")
+            .set_ignore_missing(true)
             .run(&pool)
             .await
             .map_err(|e| err("migrating the PostgreSQL state store", display, e))?;
@@ -103,17 +106,18 @@ impl Pg {
         status: &str,
         owner: &str,
         now: i64,
-        message_id: Option<&str>,
+        decided: Decided<'_>,
     ) -> Result<(), sqlx::Error> {
         sqlx::query(
-            "INSERT INTO ledger (key, status, owner, claimed_until, updated_at, message_id) VALUES ($1, $2, $3, 0, $4, $5)
-                 ON CONFLICT (key) DO UPDATE SET status = excluded.status, owner = excluded.owner, claimed_until = 0, updated_at = excluded.updated_at, message_id = excluded.message_id",
+            "INSERT INTO ledger (key, status, owner, claimed_until, updated_at, message_id, reason) VALUES ($1, $2, $3, 0, $4, $5, $6)
+                 ON CONFLICT (key) DO UPDATE SET status = excluded.status, owner = excluded.owner, claimed_until = 0, updated_at = excluded.updated_at, message_id = excluded.message_id, reason = excluded.reason",
         )
         .bind(key)
         .bind(status)
         .bind(owner)
         .bind(now)
-        .bind(message_id)
+        .bind(decided.message_id)
+        .bind(decided.reason)
         .execute(&self.pool)
         .await
         .map(|_| ())
@@ -153,15 +157,20 @@ impl Pg {
             .await
     }
 
-    /// The ledger row for `key`: status, last written (ms), message id (not batched: explain's).
-    pub(super) async fn ledger_entry(
-        &self,
-        key: &str,
-    ) -> Result<Option<(String, i64, Option<String>)>, sqlx::Error> {
-        sqlx::query_as("SELECT status, updated_at, message_id FROM ledger WHERE key = $1")
-            .bind(key)
-            .fetch_optional(&self.pool)
-            .await
+    /// The ledger row for `key` (not batched: explain's).
+    pub(super) async fn ledger_entry(&self, key: &str) -> Result<Option<LedgerRow>, sqlx::Error> {
+        let row: Option<(String, i64, Option<String>, Option<String>)> = sqlx::query_as(
+            "SELECT status, updated_at, message_id, reason FROM ledger WHERE key = $1",
+        )
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|(status, at, message_id, reason)| LedgerRow {
+            status,
+            at,
+            message_id,
+            reason,
+        }))
     }
 
     /// The timer row for `payment_id`: due, state, scheduled at, fired at (ms).

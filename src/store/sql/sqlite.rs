@@ -17,7 +17,8 @@ use sqlx::sqlite::{
     SqliteSynchronous,
 };
 
-use super::{TimerRow, err};
+use super::{LedgerRow, TimerRow, err};
+use crate::store::Decided;
 use crate::store::StoreError;
 
 /// Result of the statements here; [`super::sql`] names what failed.
@@ -52,7 +53,11 @@ pub(super) async fn open_sqlite(
         .connect_with(opts)
         .await
         .map_err(|e| hint("opening the SQLite state store", &e))?;
-    let migrated = sqlx::migrate!("migrations/sqlite").run(&pool).await;
+    // A rollback to an older payrules opens a file a newer one migrated: migrations only add.
+    let migrated = sqlx::migrate!("migrations/sqlite")
+        .set_ignore_missing(true)
+        .run(&pool)
+        .await;
     // Closed before the file is reopened: the exclusive lock goes with this connection.
     pool.close().await;
     migrated.map_err(|e| hint("migrating the SQLite state store", &e))?;
@@ -140,14 +145,21 @@ impl Lite {
         status: &str,
         owner: &str,
         now: i64,
-        message_id: Option<&str>,
+        decided: Decided<'_>,
     ) -> Result<()> {
         self.conn()
             .prepare_cached(
-                "INSERT INTO ledger (key, status, owner, claimed_until, updated_at, message_id) VALUES (?1, ?2, ?3, 0, ?4, ?5)
-                 ON CONFLICT (key) DO UPDATE SET status = excluded.status, owner = excluded.owner, claimed_until = 0, updated_at = excluded.updated_at, message_id = excluded.message_id",
+                "INSERT INTO ledger (key, status, owner, claimed_until, updated_at, message_id, reason) VALUES (?1, ?2, ?3, 0, ?4, ?5, ?6)
+                 ON CONFLICT (key) DO UPDATE SET status = excluded.status, owner = excluded.owner, claimed_until = 0, updated_at = excluded.updated_at, message_id = excluded.message_id, reason = excluded.reason",
             )?
-            .execute(params![key, status, owner, now, message_id])
+            .execute(params![
+                key,
+                status,
+                owner,
+                now,
+                decided.message_id,
+                decided.reason
+            ])
             .map(|_| ())
     }
 
@@ -179,11 +191,20 @@ impl Lite {
             .optional()
     }
 
-    /// The ledger row for `key`: status, last written (ms), message id.
-    pub(super) fn ledger_entry(&self, key: &str) -> Result<Option<(String, i64, Option<String>)>> {
+    /// The ledger row for `key`.
+    pub(super) fn ledger_entry(&self, key: &str) -> Result<Option<LedgerRow>> {
         self.conn()
-            .prepare_cached("SELECT status, updated_at, message_id FROM ledger WHERE key = ?1")?
-            .query_row([key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .prepare_cached(
+                "SELECT status, updated_at, message_id, reason FROM ledger WHERE key = ?1",
+            )?
+            .query_row([key], |r| {
+                Ok(LedgerRow {
+                    status: r.get(0)?,
+                    at: r.get(1)?,
+                    message_id: r.get(2)?,
+                    reason: r.get(3)?,
+                })
+            })
             .optional()
     }
 

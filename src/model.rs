@@ -388,6 +388,20 @@ impl Payment {
             })
     }
 
+    /// An Authorization or Charge is still Initial or Pending: the payment's money may yet
+    /// change without anyone acting.
+    pub fn awaiting_money(&self) -> bool {
+        self.transactions.iter().any(|t| {
+            matches!(
+                t.kind,
+                TransactionType::Authorization | TransactionType::Charge
+            ) && matches!(
+                t.state,
+                TransactionState::Initial | TransactionState::Pending
+            )
+        })
+    }
+
     /// A CancelAuthorization exists and every one of them failed: a cancel was tried and the
     /// authorization still stands.
     pub fn cancel_authorization_failed(&self) -> bool {

@@ -189,18 +189,12 @@ async fn reconcile_takes_what_the_outage_left_undone_once() {
         "{}",
         first.stderr
     );
-    let released: BTreeSet<String> = receiver
-        .received_requests()
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| {
-            let v: Value = serde_json::from_slice(&r.body).unwrap();
-            v["order_id"].as_str().unwrap().to_string()
-        })
-        .collect();
-    assert_eq!(released, orders.iter().cloned().collect());
-    assert_eq!(receiver.received_requests().await.unwrap().len(), 2);
+    let released = released_orders(&receiver).await;
+    assert_eq!(released.len(), 2, "{released:?}");
+    assert_eq!(
+        released.into_iter().collect::<BTreeSet<_>>(),
+        orders.iter().cloned().collect()
+    );
     let cancels = checkout.received_requests().await.unwrap();
     assert_eq!(cancels.len(), 1);
     assert!(cancels[0].url.path().ends_with(&orphan));
@@ -366,6 +360,15 @@ async fn released_orders(receiver: &MockServer) -> Vec<String> {
         .collect()
 }
 
+/// A payment of `cents` authorized and an order for it; the order's id.
+async fn paid_order(admin: &Admin, cents: i64, number: &str) -> String {
+    let payment = admin.payment(cents, &[("Authorization", "Success")]).await;
+    admin.order_for(&payment, number).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
 /// Issue 16's outage, end to end. `payrules subscription create` makes the mock deliver to the
 /// Pub/Sub emulator and `payrules run` (live executors, a SQLite ledger) releases a paid order.
 /// Then the Subscription is deleted; while it is gone a second order is paid and an orphan
@@ -397,7 +400,7 @@ async fn reconcile_after_a_subscription_outage_takes_what_was_dropped() {
     let state = dir.path().join("state.db");
     let hook = format!("{}/hook", receiver.uri());
     let create = || {
-        payrules(
+        let created = payrules(
             mock,
             &project,
             &state,
@@ -411,16 +414,16 @@ async fn reconcile_after_a_subscription_outage_takes_what_was_dropped() {
                 "--topic",
                 &res.topic,
             ],
-        )
+        );
+        assert_eq!(
+            created.code,
+            Some(0),
+            "{}{}",
+            created.stdout,
+            created.stderr
+        );
     };
-    let created = create();
-    assert_eq!(
-        created.code,
-        Some(0),
-        "{}{}",
-        created.stdout,
-        created.stderr
-    );
+    create();
 
     let mut worker_env = env(
         mock,
@@ -469,11 +472,7 @@ async fn reconcile_after_a_subscription_outage_takes_what_was_dropped() {
     };
 
     // Before the outage: delivered and released by the worker.
-    let before = admin.payment(3000, &[("Authorization", "Success")]).await;
-    let before = admin.order_for(&before, "OUT-BEFORE").await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let before = paid_order(&admin, 3000, "OUT-BEFORE").await;
     assert_eq!(wait_for_releases(1).await, [before.clone()]);
 
     // The outage: the Subscription is gone, commercetools delivers nothing.
@@ -485,27 +484,12 @@ async fn reconcile_after_a_subscription_outage_takes_what_was_dropped() {
             sub["version"]
         ))
         .await;
-    let dropped = admin.payment(4000, &[("Authorization", "Success")]).await;
-    let dropped = admin.order_for(&dropped, "OUT-DROPPED").await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let dropped = paid_order(&admin, 4000, "OUT-DROPPED").await;
     let orphan = admin.payment(1500, &[("Authorization", "Success")]).await;
 
     // Recreated: what happens from now on is delivered again.
-    let created = create();
-    assert_eq!(
-        created.code,
-        Some(0),
-        "{}{}",
-        created.stdout,
-        created.stderr
-    );
-    let after = admin.payment(5000, &[("Authorization", "Success")]).await;
-    let after = admin.order_for(&after, "OUT-AFTER").await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    create();
+    let after = paid_order(&admin, 5000, "OUT-AFTER").await;
     assert_eq!(wait_for_releases(2).await, [before.clone(), after.clone()]);
     // The orphan's grace period (1 s) has run out; the worker never heard of it.
     tokio::time::sleep(Duration::from_millis(1500)).await;

@@ -179,7 +179,6 @@ pub(super) async fn explain_order(
 /// Why a payment an order references covers nothing toward it, in a few words (descriptive
 /// only: what counts was decided by the rules).
 pub(super) fn share_note(p: &PaymentShare, currency: &str) -> Option<String> {
-    use crate::model::{TransactionState, TransactionType};
     let Some(payment) = &p.payment else {
         return Some("not found".into());
     };
@@ -199,16 +198,7 @@ pub(super) fn share_note(p: &PaymentShare, currency: &str) -> Option<String> {
                 .into(),
         );
     }
-    let waiting = payment.transactions.iter().any(|t| {
-        matches!(
-            t.kind,
-            TransactionType::Authorization | TransactionType::Charge
-        ) && matches!(
-            t.state,
-            TransactionState::Initial | TransactionState::Pending
-        )
-    });
-    if waiting {
+    if payment.awaiting_money() {
         return Some("its authorization or charge is still Initial or Pending".into());
     }
     let mut others: Vec<&str> = payment

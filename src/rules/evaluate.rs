@@ -124,18 +124,7 @@ impl Engine {
             return;
         }
         let payments = allocated.iter().filter_map(|a| a.read(known));
-        let unsettled = payments.clone().any(|r| {
-            r.payment.transactions.iter().any(|t| {
-                matches!(
-                    t.state,
-                    TransactionState::Initial | TransactionState::Pending
-                ) && matches!(
-                    t.kind,
-                    TransactionType::Authorization | TransactionType::Charge
-                )
-            })
-        });
-        if unsettled {
+        if payments.clone().any(|r| r.payment.awaiting_money()) {
             return;
         }
         let covered = release::total_covered(allocated.iter().map(|a| &a.counted));

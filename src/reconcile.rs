@@ -257,7 +257,9 @@ impl Reconciler {
     }
 
     /// Runs the window `[since, until)`; `on_action` gets each action taken (or, in a dry
-    /// run, each action the ledger does not show done), `on_progress` the count read so far.
+    /// run, each action the ledger does not show done), `on_progress` the count read so far and
+    /// how far into the window the last page reached (its last `createdAt`, or `lastModifiedAt`
+    /// when sweeping).
     ///
     /// # Errors
     /// The window cannot be read (neither the Messages API nor the sweep).
@@ -267,7 +269,7 @@ impl Reconciler {
         until: DateTime<Utc>,
         page_size: u32,
         mut on_action: impl FnMut(&Action),
-        mut on_progress: impl FnMut(usize),
+        mut on_progress: impl FnMut(usize, Option<DateTime<Utc>>),
     ) -> Result<Summary, String> {
         let mut summary = Summary::default();
         let types = message_types();
@@ -328,7 +330,12 @@ impl Reconciler {
                 };
                 self.feed(&notification, &mut summary, &mut on_action).await;
             }
-            on_progress(summary.read);
+            let reached = page
+                .last()
+                .and_then(|item| item[cursor.field].as_str())
+                .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| t.with_timezone(&Utc));
+            on_progress(summary.read, reached);
         }
         self.fire_due_timers(&mut summary, &mut on_action).await;
         Ok(summary)
@@ -483,9 +490,18 @@ pub async fn cli(args: ReconcileArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // A bar over the window's time (the Messages API gives no total): how far the messages
+    // read so far have come from `since` toward `until`.
+    let window_ms = |t: DateTime<Utc>| u64::try_from((t - since).num_milliseconds()).unwrap_or(0);
     let bar = std::io::stderr().is_terminal().then(|| {
-        let b = indicatif::ProgressBar::new_spinner();
-        b.set_message(format!("reading {} .. {}", stamp(since), stamp(until)));
+        let b = indicatif::ProgressBar::new(window_ms(until).max(1));
+        if let Ok(style) = indicatif::ProgressStyle::with_template(
+            "{spinner} [{bar:30}] {percent:>3}% of the window  {msg}",
+        ) {
+            b.set_style(style.progress_chars("=> "));
+        }
+        b.set_message("reading");
+        b.enable_steady_tick(Duration::from_millis(200));
         b
     });
     let stdout = std::io::stdout();
@@ -501,10 +517,12 @@ pub async fn cli(args: ReconcileArgs) -> ExitCode {
                     let _ = writeln!(out, "{}", a.to_json_line());
                 }
             },
-            |read| {
+            |read, reached| {
                 if let Some(b) = &bar {
-                    b.set_position(read as u64);
-                    b.set_message(format!("{read} messages read"));
+                    if let Some(t) = reached {
+                        b.set_position(window_ms(t).min(b.length().unwrap_or(0)));
+                    }
+                    b.set_message(format!("{read} read"));
                 }
             },
         )

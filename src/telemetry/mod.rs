@@ -11,6 +11,7 @@ use std::time::Duration;
 use tracing::{error, info, warn};
 
 use crate::action::ActionKind;
+use crate::worker::RunSummary;
 
 pub mod http;
 pub mod logging;
@@ -222,6 +223,58 @@ impl SourceState<'_> {
                 }
             }
         }
+    }
+}
+
+/// The worker's periodic progress line (every `PAYRULES_PROGRESS_INTERVAL`).
+#[derive(Debug, Clone, Copy)]
+pub struct Progress<'a> {
+    /// The run's counts so far.
+    pub counts: &'a RunSummary,
+    /// Messages being processed now.
+    pub in_flight: usize,
+    /// Messages settled per second since the last line.
+    pub rate_per_second: f64,
+    /// How far behind commercetools the last message received was (now − createdAt).
+    pub lag_seconds: f64,
+}
+
+impl Progress<'_> {
+    /// Logs the line.
+    pub fn emit(self) {
+        let c = self.counts;
+        info!(
+            acked = c.acked,
+            retried = c.retried,
+            parked = c.parked,
+            duplicates = c.duplicates,
+            actions = c.actions,
+            in_flight = self.in_flight,
+            rate_per_second = (self.rate_per_second * 10.0).round() / 10.0,
+            lag_seconds = self.lag_seconds,
+            "progress"
+        );
+    }
+}
+
+/// The worker stopped: its run summary, as one structured line.
+#[derive(Debug, Clone, Copy)]
+pub struct WorkerStopped<'a>(pub &'a RunSummary);
+
+impl WorkerStopped<'_> {
+    /// Logs the line.
+    pub fn emit(self) {
+        let c = self.0;
+        info!(
+            acked = c.acked,
+            retried = c.retried,
+            parked = c.parked,
+            duplicates = c.duplicates,
+            subscription_tests = c.subscription_tests,
+            actions = c.actions,
+            failed_cancels = c.failed_cancels,
+            "worker stopped"
+        );
     }
 }
 

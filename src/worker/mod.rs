@@ -29,7 +29,7 @@ use crate::config::WorkerSettings;
 use crate::process::Processor;
 use crate::source::{Source, SourceError};
 use crate::store::Store;
-use crate::telemetry::InFlight;
+use crate::telemetry::{InFlight, WorkerStopped};
 use handle::{outage_backoff, process, settle};
 use tasks::{report_progress, run_timers};
 
@@ -296,16 +296,7 @@ impl Worker {
             failed_cancels: self.processor.failed_cancels(),
             ..self.stats.summary()
         };
-        info!(
-            acked = summary.acked,
-            retried = summary.retried,
-            parked = summary.parked,
-            duplicates = summary.duplicates,
-            subscription_tests = summary.subscription_tests,
-            actions = summary.actions,
-            failed_cancels = summary.failed_cancels,
-            "worker stopped"
-        );
+        WorkerStopped(&summary).emit();
         summary
     }
 }

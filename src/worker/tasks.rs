@@ -4,13 +4,13 @@ use super::handle::outage_backoff;
 use super::{RunStats, RunSummary};
 use crate::process::Processor;
 use crate::store::Store;
-use crate::telemetry::{StoreState, TimersPending};
+use crate::telemetry::{Progress, StoreState, TimersPending};
 use chrono::Utc;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{error, warn};
 
 /// Logs a progress line every `interval`: counts, rate over the interval, lag.
 pub(super) async fn report_progress(
@@ -34,17 +34,13 @@ pub(super) async fn report_progress(
             (settled(&now) - settled(&last).min(settled(&now))) as f64 / interval.as_secs_f64();
         #[allow(clippy::cast_precision_loss)]
         let lag_seconds = stats.last_age_ms.load(Ordering::Relaxed) as f64 / 1000.0;
-        info!(
-            acked = now.acked,
-            retried = now.retried,
-            parked = now.parked,
-            duplicates = now.duplicates,
-            actions = now.actions,
-            in_flight = stats.in_flight.load(Ordering::Relaxed),
-            rate_per_second = (rate * 10.0).round() / 10.0,
+        Progress {
+            counts: &now,
+            in_flight: stats.in_flight.load(Ordering::Relaxed),
+            rate_per_second: rate,
             lag_seconds,
-            "progress"
-        );
+        }
+        .emit();
         last = now;
     }
 }

@@ -423,3 +423,42 @@ try {
         assert_eq!(stdout.trim(), "raw-1\nstring rejected", "{lang}");
     }
 }
+
+/// The README's excerpts of the two recipes are the recipes' own lines (comments and `...`
+/// aside), so the README cannot drift from the code the tests above run.
+#[test]
+fn the_readme_excerpts_stand_in_the_recipes() {
+    let readme = std::fs::read_to_string(peers::repo_root().join("README.md")).unwrap();
+    let block = |fence: &str| -> Vec<String> {
+        let start = readme
+            .find(&format!("```{fence}\nfrom standardwebhooks"))
+            .or_else(|| readme.find(&format!("```{fence}\nconst {{ Webhook }}")))
+            .unwrap_or_else(|| panic!("README has no {fence} excerpt of a receiver"));
+        let body = &readme[start + fence.len() + 4..];
+        let end = body.find("```").expect("closed fence");
+        body[..end]
+            .lines()
+            .map(|l| {
+                let code = match fence {
+                    "python" => l.split("  #").next().unwrap_or(l),
+                    _ => l.split(" //").next().unwrap_or(l),
+                };
+                code.trim().to_string()
+            })
+            .filter(|l| !l.is_empty() && l != "...")
+            .collect()
+    };
+    for (fence, recipe) in [("python", "receiver.py"), ("js", "receiver.cjs")] {
+        let path = peers::repo_root().join("examples/receivers").join(recipe);
+        let code = std::fs::read_to_string(&path).unwrap();
+        let lines = block(fence);
+        assert!(lines.len() >= 3, "{fence}: {lines:?}");
+        for line in lines {
+            assert!(
+                code.lines().any(|l| l.trim().starts_with(&line)),
+                "README's {fence} excerpt line `{line}` is not in {}",
+                path.display()
+            );
+        }
+    }
+}

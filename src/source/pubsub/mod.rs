@@ -84,9 +84,14 @@ const MIN_HELD_NACK: Duration = Duration::from_millis(100);
 /// Without a dead-letter topic or policy a parked message can only be nacked; this delay keeps
 /// such a poison message from spinning through the worker.
 const PARK_RETRY_WITHOUT_POLICY: Duration = Duration::from_secs(60);
-/// Backoff between attempts to reopen a stream that failed permanently: 1 s doubling to 60 s.
+/// Backoff between attempts to reopen a stream that failed permanently: 1 s doubling to 30 s.
+/// A subscription that was briefly misconfigured (a permission taken away and given back) is
+/// read again within 30 s of the fix; a reopen every 30 s costs the API nothing.
 const RESUBSCRIBE_BACKOFF: Backoff =
-    Backoff::exponential(Duration::from_secs(1), Duration::from_secs(60));
+    Backoff::exponential(Duration::from_secs(1), Duration::from_secs(30));
+/// A stream that stayed open this long before it failed was healthy: the backoff starts over,
+/// as after a message (a quiet subscription receives none).
+const STREAM_HEALTHY_AFTER: Duration = Duration::from_secs(30);
 /// Stopping a stream: it counts as drained once nothing arrived for this long.
 const DRAIN_IDLE: Duration = Duration::from_millis(250);
 /// Stopping a stream: reading what is on the wire takes at most this long.

@@ -3,7 +3,8 @@
 
 use super::settle::PubsubAcker;
 use super::{
-    CLOSE_TIMEOUT, DRAIN_IDLE, DRAIN_MAX, MAX_LEASE, RESUBSCRIBE_BACKOFF, Shared, StreamOptions,
+    CLOSE_TIMEOUT, DRAIN_IDLE, DRAIN_MAX, MAX_LEASE, RESUBSCRIBE_BACKOFF, STREAM_HEALTHY_AFTER,
+    Shared, StreamOptions,
 };
 use crate::source::{Delivery, SourceError};
 use crate::telemetry::SourceState;
@@ -14,6 +15,7 @@ use google_cloud_pubsub::subscriber::{MessageStream, ShutdownBehavior};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
@@ -40,6 +42,7 @@ pub(super) async fn run_stream(
             // after the worker settled or abandoned its deliveries.
             .set_shutdown_behavior(ShutdownBehavior::NackImmediately)
             .build();
+        let opened = Instant::now();
         let token = stream.shutdown_token();
         let ended = loop {
             // Room first, then the message: a message is only taken from the library's pool
@@ -102,6 +105,9 @@ pub(super) async fn run_stream(
         tokio::time::timeout(CLOSE_TIMEOUT, token.shutdown())
             .await
             .unwrap_or_else(|_| warn!(stream = index, "Pub/Sub stream shutdown timed out"));
+        if opened.elapsed() >= STREAM_HEALTHY_AFTER {
+            failures = 0;
+        }
         failures = failures.saturating_add(1);
         let delay = RESUBSCRIBE_BACKOFF.delay(failures);
         warn!(stream = index, subscription = %options.subscription, retry_in = ?delay, "Pub/Sub stream closed; reopening");

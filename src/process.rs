@@ -1,7 +1,7 @@
 //! One step of work: decide with the [`Engine`], claim each action's key in the ledger,
 //! execute it, record the outcome. Shared by `replay` and `run`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex as StdMutex};
 
 use std::time::{Duration, Instant};
@@ -101,6 +101,15 @@ pub enum Handled {
     Done(Vec<Action>),
 }
 
+/// What a processor's actions came to, over its life: `payrules reconcile`'s summary.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// Actions executed (or, with a dry-run executor, planned), by kind.
+    pub executed: BTreeMap<&'static str, usize>,
+    /// Actions decided again and found settled in the ledger (done or failed).
+    pub already_settled: usize,
+}
+
 /// Decide, claim, execute, record.
 pub struct Processor {
     /// Decides what is due.
@@ -114,6 +123,9 @@ pub struct Processor {
     /// second waits here for the first instead of meeting its claim in the ledger, which
     /// would send its message back to the broker for a pointless redelivery a second later.
     running: KeyLocks,
+    /// Counted per action (not per message), so a message retried after another worker's
+    /// claim does not count what its first attempt executed as found done.
+    tally: StdMutex<Tally>,
 }
 
 impl Processor {
@@ -124,7 +136,17 @@ impl Processor {
             store,
             executor,
             running: KeyLocks::default(),
+            tally: StdMutex::default(),
         }
+    }
+
+    /// What the actions came to so far.
+    pub fn tally(&self) -> Tally {
+        self.lock_tally().clone()
+    }
+
+    fn lock_tally(&self) -> std::sync::MutexGuard<'_, Tally> {
+        self.tally.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The store (timers are driven from outside).
@@ -237,6 +259,7 @@ impl Processor {
                 });
             }
             Claim::Exists(status) => {
+                self.lock_tally().already_settled += 1;
                 ActionFinished {
                     action: action.action,
                     key: &action.key,
@@ -272,6 +295,11 @@ impl Processor {
                 Ok(None)
             }
             Ok(effect) => {
+                *self
+                    .lock_tally()
+                    .executed
+                    .entry(action.action.as_str())
+                    .or_default() += 1;
                 self.store
                     .settle(
                         &action.key,

@@ -60,7 +60,7 @@ pub struct Summary {
     pub already_processed: usize,
     /// Actions taken, by kind.
     pub actions: BTreeMap<&'static str, usize>,
-    /// Actions the window called for that the ledger shows done already (dry run).
+    /// Actions the window called for that the ledger shows settled already (done or failed).
     pub already_done: usize,
     /// Grace-period checks that came due and were evaluated.
     pub timers_fired: usize,
@@ -338,6 +338,13 @@ impl Reconciler {
             on_progress(summary.read, reached);
         }
         self.fire_due_timers(&mut summary, &mut on_action).await;
+        if !self.dry_run {
+            // Counted per action by the processor: an action executed before its message met
+            // another worker's claim, then found done on the retry, is counted as taken.
+            let tally = self.processor.tally();
+            summary.actions = tally.executed;
+            summary.already_done = tally.already_settled;
+        }
         Ok(summary)
     }
 
@@ -396,16 +403,17 @@ impl Reconciler {
         on_action: &mut impl FnMut(&Action),
     ) {
         for action in actions {
-            if self.dry_run
-                && matches!(
+            if self.dry_run {
+                // Decided on a scratch store: the real ledger says what is done already.
+                if matches!(
                     self.ledger.ledger_status(&action.key).await,
                     Ok(Some(LedgerStatus::Done | LedgerStatus::Failed))
-                )
-            {
-                summary.already_done += 1;
-                continue;
+                ) {
+                    summary.already_done += 1;
+                    continue;
+                }
+                *summary.actions.entry(action.action.as_str()).or_default() += 1;
             }
-            *summary.actions.entry(action.action.as_str()).or_default() += 1;
             on_action(&action);
         }
     }

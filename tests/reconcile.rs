@@ -557,6 +557,31 @@ fn logged_keys(log: &str, event: &str) -> Vec<String> {
         .collect()
 }
 
+/// (actions taken, already done) from a summary line: "…, actions taken: 1 cancel_payment,
+/// 2 release_order, 3 already done, 0 failed" (or "actions taken: none, …").
+fn summary_counts(line: &str) -> (usize, usize) {
+    let counts = line
+        .split_once("actions taken: ")
+        .and_then(|(_, rest)| rest.split_once(" already done"))
+        .unwrap_or_else(|| panic!("not a summary line: {line}"))
+        .0;
+    let mut items: Vec<&str> = counts.split(", ").collect();
+    let already = items
+        .pop()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{line}"));
+    let taken = items
+        .iter()
+        .filter(|i| **i != "none")
+        .map(|i| {
+            i.split_once(' ')
+                .and_then(|(n, _)| n.parse::<usize>().ok())
+                .unwrap_or_else(|| panic!("{line}"))
+        })
+        .sum();
+    (taken, already)
+}
+
 /// `payrules reconcile --since 1h` as a process of its own, started now; its output when it
 /// exits (at most a minute).
 async fn reconcile_process(env: Vec<(&'static str, String)>) -> Run {
@@ -816,6 +841,35 @@ async fn reconcile_while_the_worker_runs_executes_nothing_twice() {
         {
             eprintln!("{summary}");
         }
+    }
+    // Each reconcile's summary agrees with its own log: actions taken = its "action done"
+    // lines, already done = its "action not run" lines for keys found in the ledger.
+    for (name, run, done) in [
+        ("first", &first, &by_first),
+        ("second", &second, &by_second),
+    ] {
+        let line = run
+            .stderr
+            .lines()
+            .find(|l| l.starts_with("payrules reconcile:"))
+            .unwrap_or_else(|| panic!("the {name} reconcile printed no summary:\n{}", run.stderr));
+        let (taken, already) = summary_counts(line);
+        let found_done = run
+            .stderr
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| {
+                v["message"] == "action not run"
+                    && v["reason"]
+                        .as_str()
+                        .is_some_and(|r| r.starts_with("already in the ledger"))
+            })
+            .count();
+        assert_eq!(
+            (taken, already),
+            (done.len(), found_done),
+            "the {name} reconcile's summary against its log: {line}"
+        );
     }
     // Last, so that a failure here has shown the counts above to be right.
     for (name, run) in [("first", &first), ("second", &second)] {

@@ -307,13 +307,17 @@ impl Payment {
         })
     }
 
-    /// A Charge in Pending or Success: the money is (being) captured, too late to cancel.
-    pub fn has_pending_or_successful_charge(&self) -> bool {
+    /// A Charge in Initial, Pending or Success: the money is (being) captured, too late to
+    /// cancel. Initial counts: a connector adds the Charge in Initial before it calls the
+    /// provider (domain §5.1), so the capture is under way.
+    pub fn has_live_charge(&self) -> bool {
         self.transactions.iter().any(|t| {
             t.kind == TransactionType::Charge
                 && matches!(
                     t.state,
-                    TransactionState::Pending | TransactionState::Success
+                    TransactionState::Initial
+                        | TransactionState::Pending
+                        | TransactionState::Success
                 )
         })
     }
@@ -354,11 +358,16 @@ impl Payment {
             .saturating_sub(self.amount_in(TransactionType::Chargeback, &[Success], currency))
     }
 
-    /// Charges in Pending or Success: what is captured or being captured (refunds do not make
-    /// an authorization capturable again).
+    /// Charges in Initial, Pending or Success: what is captured or being captured (refunds do
+    /// not make an authorization capturable again; a connector adds its Charge in Initial
+    /// before calling the provider).
     pub fn captured(&self, currency: &str) -> i64 {
-        use TransactionState::{Pending, Success};
-        self.amount_in(TransactionType::Charge, &[Pending, Success], currency)
+        use TransactionState::{Initial, Pending, Success};
+        self.amount_in(
+            TransactionType::Charge,
+            &[Initial, Pending, Success],
+            currency,
+        )
     }
 
     /// covered(P) = max(authorized(P), charged(P), 0): a capture of an authorization is the

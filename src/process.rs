@@ -2,6 +2,7 @@
 //! execute it, record the outcome. Shared by `replay` and `run`.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
 
 use std::time::{Duration, Instant};
@@ -126,6 +127,9 @@ pub struct Processor {
     /// Counted per action (not per message), so a message retried after another worker's
     /// claim does not count what its first attempt executed as found done.
     tally: StdMutex<Tally>,
+    /// Off once the input has ended (a file, a replay): a grace-period check waiting for money
+    /// in flight is not made again, as nothing new will arrive to change its answer.
+    rechecks: AtomicBool,
 }
 
 impl Processor {
@@ -137,7 +141,13 @@ impl Processor {
             executor,
             running: KeyLocks::default(),
             tally: StdMutex::default(),
+            rechecks: AtomicBool::new(true),
         }
+    }
+
+    /// The input has ended: grace-period checks are final from now on.
+    pub fn input_ended(&self) {
+        self.rechecks.store(false, Ordering::Relaxed);
     }
 
     /// What the actions came to so far.
@@ -207,18 +217,22 @@ impl Processor {
         self.execute_all(actions).await
     }
 
-    /// Handles one due timer, stamping decisions `at`; the timer is marked done on success and
-    /// given back on a retryable failure.
+    /// Handles one due timer, stamping decisions `at`; the timer is marked done on success,
+    /// scheduled again when the rules ask to check later, and given back on a retryable
+    /// failure.
     ///
     /// # Errors
     /// See [`ProcessError`].
     pub async fn timer(&self, timer: &Timer, at: Timestamp) -> Result<Vec<Action>, ProcessError> {
-        let result = match self.engine.on_timer(timer, at).await {
-            Ok(actions) => self.execute_all(actions).await,
-            Err(e) => Err(e.into()),
+        let (result, recheck_at) = match self.engine.on_timer(timer, at).await {
+            Ok(d) => (self.execute_all(d.actions).await, d.recheck_at),
+            Err(e) => (Err(e.into()), None),
         };
-        match &result {
-            Err(e) if e.is_retryable() => {}
+        match (&result, recheck_at) {
+            (Err(e), _) if e.is_retryable() => {}
+            (Ok(_), Some(due)) if self.rechecks.load(Ordering::Relaxed) => {
+                self.store.retry_timer(timer, due).await?;
+            }
             _ => self.store.timer_done(timer).await?,
         }
         result

@@ -1,6 +1,7 @@
 //! Checkout's edges: an empty `{}` answer (the API reference's own example), an outcome this
-//! version does not know, a payment Checkout does not manage, and ids that need escaping in
-//! URLs. commercetools is commercetools-mock; Checkout, which has no local peer, is a stub.
+//! version does not know, a payment Checkout does not manage, ids that need escaping in URLs,
+//! a connector that cannot be reached (`ConnectorFailed` under 400), a capture answered 500 on a
+//! payment with an earlier partial capture, and Charges a connector added in Initial. commercetools is commercetools-mock; Checkout, which has no local peer, is a stub.
 //!
 //! Peers are started on first use and never skipped: a missing peer fails the test.
 
@@ -19,6 +20,8 @@ use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use ctadmin::{Admin, cancel};
+use payrules::action::{Action, ActionKind, RuleName};
+use payrules::model::Money;
 
 const PROJECT: &str = "payrules-checkout-edges";
 
@@ -180,5 +183,124 @@ async fn ids_are_percent_encoded_in_every_url() {
             .iter()
             .all(|r| r.url.query().is_none() && r.url.fragment().is_none()),
         "ids stayed in their path segment"
+    );
+}
+
+/// The capture capture_on_shipment plans for `payment_id`: `cents` EUR.
+fn capture(payment_id: &str, cents: i64) -> Action {
+    Action {
+        action: ActionKind::CapturePayment,
+        rule: RuleName::CaptureOnShipment,
+        key: format!("capture:{payment_id}"),
+        amount: Some(Money {
+            currency_code: "EUR".into(),
+            cent_amount: cents,
+            fraction_digits: Some(2),
+        }),
+        reason: None,
+        ..cancel(payment_id)
+    }
+}
+
+/// A payment of `authorized` EUR cents authorized, with `charges` (cents, state) beside it.
+async fn payment_with_charges(admin: &Admin, authorized: i64, charges: &[(i64, &str)]) -> String {
+    let mut transactions = vec![json!({"type": "Authorization", "state": "Success",
+        "amount": {"currencyCode": "EUR", "centAmount": authorized}})];
+    transactions.extend(charges.iter().map(|(cents, state)| {
+        json!({"type": "Charge", "state": state,
+               "amount": {"currencyCode": "EUR", "centAmount": cents}})
+    }));
+    let p = admin
+        .post(
+            "payments",
+            json!({"amountPlanned": {"currencyCode": "EUR", "centAmount": authorized},
+                   "transactions": transactions}),
+        )
+        .await;
+    p["id"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn a_connector_that_cannot_be_reached_is_retried_not_failed_for_good() {
+    let mock = peers::shared_commercetools_mock().await;
+    let admin = Admin::new(mock, PROJECT).await;
+    let stub = MockServer::start().await;
+    let pid = admin.payment(900, &[("Authorization", "Success")]).await;
+    Mock::given(method("POST"))
+        .and(path(intent_path(&pid)))
+        .respond_with(ResponseTemplate::new(400).set_body_json(json!({
+            "statusCode": 400,
+            "message": "The connector could not be reached.",
+            "errors": [{"code": "ConnectorFailed", "message": "The connector could not be reached."}]
+        })))
+        .expect(1)
+        .mount(&stub)
+        .await;
+    let err = canceller(mock, &stub.uri())
+        .cancel(&cancel(&pid))
+        .await
+        .unwrap_err();
+    // Recorded as failed, the authorization would stay blocked for good.
+    assert!(
+        matches!(&err, EffectError::Transient { detail, .. } if detail.contains("could not be reached")),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_capture_answered_500_counts_only_charges_beyond_the_earlier_ones() {
+    let mock = peers::shared_commercetools_mock().await;
+    let admin = Admin::new(mock, PROJECT).await;
+    let stub = MockServer::start().await;
+    // 100.00 authorized, 60.00 captured before: 40.00 is still open.
+    let pid = payment_with_charges(&admin, 10000, &[(6000, "Success")]).await;
+    Mock::given(method("POST"))
+        .and(path(intent_path(&pid)))
+        .respond_with(ResponseTemplate::new(500).set_body_json(json!({
+            "statusCode": 500, "message": "General", "errors": [{"code": "General"}]
+        })))
+        .expect(1)
+        .mount(&stub)
+        .await;
+    let err = canceller(mock, &stub.uri())
+        .capture(&capture(&pid, 10000))
+        .await
+        .unwrap_err();
+    // The payment shows no new Charge: the 40.00 is not captured, so it is tried again (the
+    // earlier 60.00 must not pass for this capture).
+    assert!(matches!(err, EffectError::Transient { .. }), "{err}");
+    let body: serde_json::Value =
+        serde_json::from_slice(&stub.received_requests().await.unwrap()[0].body).unwrap();
+    assert_eq!(
+        body["actions"][0]["amount"],
+        json!({"centAmount": 4000, "currencyCode": "EUR"}),
+        "only what is still open"
+    );
+}
+
+#[tokio::test]
+async fn a_charge_a_connector_added_in_initial_blocks_a_cancel_and_a_second_capture() {
+    let mock = peers::shared_commercetools_mock().await;
+    let admin = Admin::new(mock, PROJECT).await;
+    let stub = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"outcome": "approved"})))
+        .mount(&stub)
+        .await;
+    // The connector added its Charge (Initial) and is calling the provider.
+    let pid = payment_with_charges(&admin, 5000, &[(5000, "Initial")]).await;
+    let checkout = canceller(mock, &stub.uri());
+    let cancelled = checkout.cancel(&cancel(&pid)).await.unwrap();
+    assert!(!cancelled.applied, "{cancelled:?}");
+    assert!(
+        cancelled.summary.contains("Charge is under way"),
+        "{cancelled:?}"
+    );
+    let captured = checkout.capture(&capture(&pid, 5000)).await.unwrap();
+    assert!(captured.applied, "{captured:?}");
+    assert!(captured.summary.contains("no call made"), "{captured:?}");
+    assert!(
+        stub.received_requests().await.unwrap().is_empty(),
+        "nothing was sent to Checkout"
     );
 }

@@ -473,7 +473,7 @@ async fn reconcile_after_a_subscription_outage_takes_what_was_dropped() {
 
     // Before the outage: delivered and released by the worker.
     let before = paid_order(&admin, 3000, "OUT-BEFORE").await;
-    assert_eq!(wait_for_releases(1).await, [before.clone()]);
+    assert_eq!(wait_for_releases(1).await, std::slice::from_ref(&before));
 
     // The outage: the Subscription is gone, commercetools delivers nothing.
     let sub = admin.get("subscriptions/key=payrules").await;

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes the money-rule scenarios 22-35 of fixtures/scenarios/ (issue 13): each stream and the
+"""Writes the money-rule scenarios 22-36 of fixtures/scenarios/ (issue 13; 36 since): each stream and the
 actions a merchant expects, written down here by hand from the rule definitions in the README
 (never copied from payrules' own output). Re-running it rewrites the same files.
 
@@ -357,5 +357,23 @@ def s35():
     s.write(toml="[rules.capture_on_shipment]\nenabled = true\non = \"Shipped\"\n")
 
 
-for f in (s22, s23, s24, s25, s26, s27, s28, s29, s30, s31, s32, s33, s34, s35):
+def s36():
+    # A Charge a connector added (Initial) or is waiting on (Pending) when the grace period runs
+    # out: too late to cancel, and not known yet whether the money arrives. The check is made
+    # again a grace period later: P's capture failed meanwhile, so its authorization (no order)
+    # is cancelled then; S's capture succeeded, so nothing is cancelled.
+    s = Stream("36-grace-check-waits-for-a-capture-in-flight")
+    s.payment("P", "10:00:00", txs=[("a", "Authorization", 5000, "Success")])
+    s.payment("S", "10:00:01", txs=[("a", "Authorization", 5000, "Success")])
+    s.tx_added("P", "c", "Charge", 5000, "Initial", "10:00:05")
+    s.tx_added("S", "c", "Charge", 5000, "Pending", "10:00:06")
+    s.payment("Q", "10:15:00", amount=100)  # P and S checked at 10:10: again at 10:20, 10:30
+    s.tx_state("P", "c", "Failure", "10:25:00")
+    s.tx_state("S", "c", "Success", "10:26:00")
+    s.payment("R", "10:40:00", amount=100)
+    s.cancel("P", ORPHAN, None, "10:30:00")
+    s.write()
+
+
+for f in (s22, s23, s24, s25, s26, s27, s28, s29, s30, s31, s32, s33, s34, s35, s36):
     f()

@@ -128,6 +128,15 @@ pub(crate) async fn error_from(what: &str, resp: Response) -> CtpError {
         429 => Retry::After(retry_after.unwrap_or(Duration::from_secs(1))),
         500 => Retry::Verify,
         502..=504 => Retry::Backoff,
+        // Checkout could not reach the connector, or is itself unavailable: an outage, not a
+        // refusal, whatever the status (ConnectorFailed comes with a 400). Nothing happened, so
+        // it is retried; recorded as failed, the authorization would stay blocked for good.
+        _ if codes
+            .iter()
+            .any(|c| c == "ConnectorFailed" || c == "ServiceUnavailable") =>
+        {
+            Retry::Backoff
+        }
         _ => Retry::Never,
     };
     CtpError {

@@ -3,9 +3,9 @@
 //! The API documents no idempotency key, so right before each call the payment is re-read and
 //! the call is skipped when the amounts say it already happened (maybe by an earlier attempt of
 //! ours): for a cancel, no authorized money is left (a CancelAuthorization takes it), or a
-//! Charge in Pending or Success is there (too late to cancel); for a capture, Charges in
-//! Pending or Success already take the authorization. After a 500 the payment is re-read too:
-//! the call may have happened.
+//! Charge in Initial, Pending or Success is there (too late to cancel); for a capture, such
+//! Charges already take the authorization. After a 500 the payment is re-read too: the call may
+//! have happened.
 
 use serde_json::{Value, json};
 use tracing::{info, warn};
@@ -24,6 +24,14 @@ pub struct Canceller {
     intent_action: String,
     /// The `paymentInterface`s whose payments Checkout manages; `None`: any.
     interfaces: Option<Vec<String>>,
+}
+
+/// A capture to make, as the pre-check read the payment.
+struct CapturePlan {
+    /// What to capture.
+    amount: i64,
+    /// What Charges took before the call: after a 500 only Charges beyond this are ours.
+    captured_before: i64,
 }
 
 /// What a pre-check found.
@@ -85,9 +93,9 @@ impl Canceller {
     async fn cancel_check(&self, payment_id: &str) -> Result<Check, EffectError> {
         let payment = self.read(payment_id).await?;
         self.managed_by_checkout(&payment, "cancel")?;
-        if payment.has_pending_or_successful_charge() {
+        if payment.has_live_charge() {
             return Ok(Check::Settled(Effect::skipped(
-                "a Charge is pending or succeeded; not cancelling",
+                "a Charge is under way or succeeded; not cancelling",
             )));
         }
         let authorized = payment.currency().map_or(0, |c| payment.authorized(c));
@@ -103,26 +111,29 @@ impl Canceller {
         Ok(Check::Call)
     }
 
-    /// Re-reads the payment: how much may still be captured (`None`: nothing, no call).
+    /// Re-reads the payment: how much to capture and what Charges already take, or the
+    /// effect when nothing may be captured (no call).
     async fn capture_check(
         &self,
         payment_id: &str,
         currency: &str,
         wanted: i64,
-    ) -> Result<Result<i64, Effect>, EffectError> {
+    ) -> Result<Result<CapturePlan, Effect>, EffectError> {
         let payment = self.read(payment_id).await?;
         self.managed_by_checkout(&payment, "capture")?;
-        let capturable = payment
-            .authorized(currency)
-            .saturating_sub(payment.captured(currency));
+        let captured = payment.captured(currency);
+        let capturable = payment.authorized(currency).saturating_sub(captured);
         if capturable <= 0 {
-            return Ok(Err(if payment.captured(currency) > 0 {
+            return Ok(Err(if captured > 0 {
                 Effect::applied("Charges already take the authorization; no call made")
             } else {
                 Effect::skipped("no authorized money to capture")
             }));
         }
-        Ok(Ok(capturable.min(wanted)))
+        Ok(Ok(CapturePlan {
+            amount: capturable.min(wanted),
+            captured_before: captured,
+        }))
     }
 
     /// Sends one Payment Intents action and maps its outcome; after a 500, `recheck` decides
@@ -226,11 +237,14 @@ impl Canceller {
             });
         };
         let currency = money.currency_code.as_str();
-        let amount = match self
+        let CapturePlan {
+            amount,
+            captured_before,
+        } = match self
             .capture_check(payment_id, currency, money.cent_amount)
             .await?
         {
-            Ok(amount) => amount,
+            Ok(plan) => plan,
             Err(effect) => return Ok(effect),
         };
         let intent = json!({
@@ -239,10 +253,13 @@ impl Canceller {
             "merchantReference": action.key,
         });
         self.call("capture", payment_id, &intent, || async {
-            // After a 500: captured if Charges now take what we asked for.
+            // After a 500: captured if Charges now take what we asked for on top of what
+            // they took before the call (an earlier partial capture is not ours).
             let payment = self.read(payment_id).await?;
-            Ok((payment.captured(currency) >= amount)
-                .then(|| Effect::applied("the capture happened despite the 500")))
+            Ok(
+                (payment.captured(currency) >= captured_before.saturating_add(amount))
+                    .then(|| Effect::applied("the capture happened despite the 500")),
+            )
         })
         .await
     }

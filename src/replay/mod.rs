@@ -23,6 +23,7 @@
 //! # }
 //! ```
 
+use std::collections::HashSet;
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
@@ -151,6 +152,7 @@ impl Replay {
 
     /// Ends the input: every remaining timer fires in due order.
     pub async fn finish(&mut self) -> Vec<Action> {
+        self.processor.input_ended();
         let planned = self.fire_timers(DateTime::<chrono::Utc>::MAX_UTC).await;
         self.summary.actions += planned.len();
         planned
@@ -170,12 +172,20 @@ impl Replay {
 
     async fn fire_timers(&mut self, now: Timestamp) -> Vec<Action> {
         let mut planned = Vec::new();
+        // A check that asked to be made again (money in flight) may come due again before
+        // `now`; nothing changes until the next input, so it waits for that input, due at it.
+        let mut fired = HashSet::new();
+        let mut again = Vec::new();
         loop {
             let due = match self.store.take_due(now, 256).await {
                 Ok(due) if !due.is_empty() => due,
                 _ => break,
             };
             for timer in due {
+                if !fired.insert(timer.payment_id.clone()) {
+                    again.push(timer);
+                    continue;
+                }
                 match self.processor.timer(&timer, timer.due).await {
                     Ok(actions) => planned.extend(actions),
                     Err(e) => {
@@ -183,6 +193,12 @@ impl Replay {
                         self.skip(&origin, e.to_string());
                     }
                 }
+            }
+        }
+        for timer in again {
+            if let Err(e) = self.store.retry_timer(&timer, now).await {
+                let origin = format!("timer {}", timer.key());
+                self.skip(&origin, e.to_string());
             }
         }
         planned

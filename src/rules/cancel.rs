@@ -34,8 +34,8 @@ pub fn decide(enabled: Enabled, f: &CancelFacts<'_>) -> Result<CancelReason, &'s
         // Also a zero-amount authorization (card verification): nothing is reserved.
         return Err("no authorized money");
     }
-    if f.payment.has_pending_or_successful_charge() {
-        return Err("a charge is pending or succeeded");
+    if f.payment.has_live_charge() {
+        return Err("a charge is under way or succeeded");
     }
     if f.orders
         .iter()

@@ -230,10 +230,14 @@ impl Engine {
     ///
     /// # Errors
     /// A view or store failure; the timer should be retried.
-    pub async fn on_timer(&self, timer: &Timer, at: Timestamp) -> Result<Vec<Action>, EngineError> {
-        let mut actions = Vec::new();
+    pub async fn on_timer(
+        &self,
+        timer: &Timer,
+        at: Timestamp,
+    ) -> Result<TimerDecision, EngineError> {
+        let mut decision = TimerDecision::default();
         if !self.rules.any_cancel() {
-            return Ok(actions);
+            return Ok(decision);
         }
         let cause = Cause {
             message_id: None,
@@ -241,9 +245,19 @@ impl Engine {
             reports_failed_cancel: false,
         };
         if let Some(read) = self.read_payment(&timer.payment_id, None).await? {
-            actions.extend(self.evaluate_cancel(&read, &cause, true).await?);
+            decision
+                .actions
+                .extend(self.evaluate_cancel(&read, &cause, true).await?);
+            if decision.actions.is_empty() && self.rules.cancel.enabled && money_in_flight(&read) {
+                // A Charge or Authorization still Initial or Pending, no order: the check is
+                // made again a grace period later, so an authorization whose capture failed
+                // meanwhile does not stay blocked (the check runs once per payment otherwise).
+                let grace = chrono::Duration::from_std(self.rules.cancel.grace_period)
+                    .unwrap_or(chrono::Duration::MAX);
+                decision.recheck_at = at.checked_add_signed(grace);
+            }
         }
-        Ok(actions)
+        Ok(decision)
     }
 
     /// Reads a payment, every order referencing it (with `order`, the caller's newest copy,
@@ -400,6 +414,26 @@ impl Engine {
             Some(LedgerStatus::Done | LedgerStatus::Failed)
         ))
     }
+}
+
+/// What a grace-period check decided.
+#[derive(Debug, Default)]
+pub struct TimerDecision {
+    /// The actions due now.
+    pub actions: Vec<Action>,
+    /// Check again then: money is still in flight on an authorized payment no order holds.
+    pub recheck_at: Option<Timestamp>,
+}
+
+/// Authorized money that no live order holds, while a Charge or Authorization is still Initial
+/// or Pending: whether it must be cancelled is not known yet.
+fn money_in_flight(read: &PaymentRead) -> bool {
+    evaluate::authorized_now(read) > 0
+        && read.payment.awaiting_money()
+        && read
+            .orders
+            .iter()
+            .all(|o| o.order_state == OrderState::Cancelled)
 }
 
 /// Ids without repeats, in first-seen order (an order may list a payment twice).

@@ -231,6 +231,7 @@ impl Worker {
             while let Some(res) = tasks.join_next().await {
                 report_panic(res);
             }
+            self.processor.input_ended();
             draining.cancel();
             tokio::select! {
                 _ = timers => {}

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes the money-rule scenarios 22-36 of fixtures/scenarios/ (issue 13; 36 since): each stream and the
+"""Writes the money-rule scenarios 22-37 of fixtures/scenarios/ (issue 13; 36, 37 since): each stream and the
 actions a merchant expects, written down here by hand from the rule definitions in the README
 (never copied from payrules' own output). Re-running it rewrites the same files.
 
@@ -375,5 +375,16 @@ def s36():
     s.write()
 
 
-for f in (s22, s23, s24, s25, s26, s27, s28, s29, s30, s31, s32, s33, s34, s35, s36):
+def s37():
+    # A Recurring Order's schedule creates the order with OrderCreatedFromRecurringOrder, which
+    # replaces OrderCreated: the subscription's payment, authorized before, covers it.
+    s = Stream("37-recurring-order-released")
+    s.payment("P", "10:00:00", txs=[("a", "Authorization", 4990, "Success")])
+    m = s.order("O", "10:00:30", 4990, ["P"], typ="OrderCreatedFromRecurringOrder")
+    s.lines[-1]["recurringOrderRef"] = {"typeId": "recurring-order", "id": uid(f"{s.name}/R")}
+    s.release("O", "P", m, "10:00:30")
+    s.write()
+
+
+for f in (s22, s23, s24, s25, s26, s27, s28, s29, s30, s31, s32, s33, s34, s35, s36, s37):
     f()

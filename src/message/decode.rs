@@ -298,12 +298,12 @@ fn message(raw: Raw<'_>, embedded: Embedded, format: Format) -> Result<Message, 
             MessageType::PaymentStatusStateTransition => Body::PaymentStatusStateTransition {
                 state: field("state", raw.state, &kind)?,
             },
-            MessageType::OrderCreated | MessageType::OrderImported => {
-                Body::OrderCreated(match embedded.order {
-                    Some(o) => o,
-                    None => Box::new(field("order", raw.order, &kind)?),
-                })
-            }
+            MessageType::OrderCreated
+            | MessageType::OrderCreatedFromRecurringOrder
+            | MessageType::OrderImported => Body::OrderCreated(match embedded.order {
+                Some(o) => o,
+                None => Box::new(field("order", raw.order, &kind)?),
+            }),
             MessageType::OrderPaymentAdded => Body::OrderPaymentAdded(
                 raw.payment_ref
                     .ok_or_else(|| DecodeError::missing("paymentRef", &kind))?,

@@ -187,6 +187,7 @@ message_types!(
     PaymentTransactionStateChanged,
     PaymentStatusStateTransition,
     OrderCreated,
+    OrderCreatedFromRecurringOrder,
     OrderImported,
     OrderPaymentAdded,
     OrderStateChanged,
@@ -242,7 +243,7 @@ pub enum Body {
         /// The new State.
         state: Reference,
     },
-    /// `OrderCreated` or `OrderImported`: the full order.
+    /// `OrderCreated`, `OrderCreatedFromRecurringOrder` or `OrderImported`: the full order.
     OrderCreated(Box<Order>),
     /// `OrderPaymentAdded`: a payment now pays for the order.
     OrderPaymentAdded(Reference),

@@ -57,6 +57,7 @@ pub const SUBSCRIBED_MESSAGES: &[(&str, &[MessageType])] = &[
         "order",
         &[
             MessageType::OrderCreated,
+            MessageType::OrderCreatedFromRecurringOrder,
             MessageType::OrderImported,
             MessageType::OrderPaymentAdded,
             MessageType::OrderStateChanged,

@@ -9,7 +9,7 @@ use std::time::Duration;
 use tracing::debug;
 
 use crate::commerce::{CtpClient, LiveView};
-use crate::config::Settings;
+use crate::config::{OrderUpdate, Settings};
 use crate::effects::{Canceller, DryRun, Executor, LiveExecutor, OrderUpdater, Webhook};
 use crate::process::Processor;
 use crate::retry::Backoff;
@@ -125,6 +125,13 @@ pub fn needed_scopes(settings: &Settings, project: &str) -> Vec<String> {
     ];
     if settings.order_update.is_some() {
         needed.push(format!("manage_orders:{project}"));
+    }
+    if matches!(
+        settings.order_update,
+        Some(OrderUpdate::TransitionState { .. })
+    ) {
+        // The State is looked up by key before the first transition.
+        needed.push(format!("view_states:{project}"));
     }
     let r = &settings.rules;
     if r.cancel.enabled || r.cancel_on_order_cancelled.enabled || r.capture.enabled {

@@ -548,10 +548,11 @@ async fn check_config_connect_tries_each_dependency() {
             .await;
         server
     };
-    let run = |queue: String, auth: String| {
+    let run_with = |queue: String, auth: String, extra: &[(&str, &str)]| {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_payrules"))
             .args(["check-config", "--connect"])
             .env_clear()
+            .envs(extra.iter().copied())
             .env("PAYRULES_SOURCE", "sqs")
             .env("PAYRULES_SQS_QUEUE_URL", queue)
             .env("AWS_ENDPOINT_URL", &fauxqs.endpoint)
@@ -577,6 +578,7 @@ async fn check_config_connect_tries_each_dependency() {
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
     };
+    let run = |queue: String, auth: String| run_with(queue, auth, &[]);
     let good = auth("manage_project:connect-shop").await;
     let (code, err) = run(queue.clone(), good.uri());
     assert_eq!(code, Some(0), "{err}");
@@ -603,4 +605,19 @@ async fn check_config_connect_tries_each_dependency() {
         "{err}"
     );
     assert!(err.contains("state store: ok"), "{err}");
+
+    // A release by transitionState looks the State up: view_states is needed too.
+    let no_states = auth("manage_payments:connect-shop manage_orders:connect-shop manage_checkout_payment_intents:connect-shop").await;
+    let transition = [
+        ("PAYRULES_RELEASE_ORDER_UPDATE", "transitionState"),
+        ("PAYRULES_RELEASE_STATE_KEY", "released"),
+    ];
+    let (code, err) = run_with(queue.clone(), no_states.uri(), &transition);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains(
+            "the token lacks scopes the enabled rules need: view_states:connect-shop (granted"
+        ),
+        "{err}"
+    );
 }

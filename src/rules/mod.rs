@@ -248,6 +248,16 @@ impl Engine {
             decision
                 .actions
                 .extend(self.evaluate_cancel(&read, &cause, true).await?);
+            // The order a payment's money counts toward is looked at again too: the query
+            // that finds it is eventually consistent, so a Success evaluated right after the
+            // order was created may not have seen it (domain §3.3).
+            if self.rules.release.enabled
+                && let Some(order) = coverage::allocated(&read.orders)
+            {
+                decision
+                    .actions
+                    .extend(self.evaluate_release(order, Some(&read), &cause).await?);
+            }
             if decision.actions.is_empty() && self.rules.cancel.enabled && money_in_flight(&read) {
                 // A Charge or Authorization still Initial or Pending, no order: the check is
                 // made again a grace period later, so an authorization whose capture failed

@@ -148,3 +148,78 @@ async fn a_current_view_is_not_read_for_messages_that_cannot_enable() {
         }
     }
 }
+
+/// A current view whose find-orders-by-payment query lags behind a just-created order, as
+/// commercetools' may (domain §3.3).
+struct LaggingView {
+    inner: StreamView,
+    lagging: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl CommerceView for LaggingView {
+    async fn payment(&self, id: &str) -> Result<Option<Payment>, ViewError> {
+        self.inner.payment(id).await
+    }
+    async fn order(&self, id: &str) -> Result<Option<Order>, ViewError> {
+        self.inner.order(id).await
+    }
+    async fn orders_for_payment(&self, id: &str) -> Result<Vec<Order>, ViewError> {
+        if self.lagging.load(Ordering::Relaxed) {
+            return Ok(Vec::new());
+        }
+        self.inner.orders_for_payment(id).await
+    }
+    fn observe(&self, m: &Message) {
+        self.inner.observe(m);
+    }
+    fn reads_are_current(&self) -> bool {
+        true
+    }
+}
+
+/// The order is created while the authorization is Pending; the Success is evaluated while
+/// the query does not find the new order yet, so nothing is released then. The payment's
+/// grace-period check looks at the order its money counts toward and releases it.
+#[tokio::test]
+async fn the_grace_check_releases_an_order_a_lagging_query_missed() {
+    let view = Arc::new(LaggingView {
+        inner: StreamView::new(),
+        lagging: std::sync::atomic::AtomicBool::new(false),
+    });
+    let engine = Engine::new(view.clone(), Arc::new(MemoryStore::new()), Rules::default());
+    let at = chrono::Utc::now();
+    for m in [fixture("PaymentCreated"), fixture("OrderCreated")] {
+        let actions = engine.on_message(&m, at).await.expect("decides");
+        assert!(actions.is_empty(), "the authorization is still Pending");
+    }
+    view.lagging.store(true, Ordering::Relaxed);
+    let success = fixture("PaymentTransactionStateChanged");
+    let actions = engine.on_message(&success, at).await.expect("decides");
+    assert!(
+        actions.is_empty(),
+        "the query missed the order: {actions:?}"
+    );
+    view.lagging.store(false, Ordering::Relaxed);
+
+    let pid = success.payment_id().expect("a payment message").to_string();
+    let due = at + chrono::Duration::minutes(10);
+    let checked = engine
+        .on_timer(
+            &Timer {
+                payment_id: pid.clone(),
+                due,
+            },
+            due,
+        )
+        .await
+        .expect("decides");
+    let keys: Vec<&str> = checked.actions.iter().map(|a| a.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        ["release:5a5709de-26e8-47c5-ab8a-4e7953b072d1"],
+        "{checked:?}"
+    );
+    assert_eq!(checked.actions[0].message_id, None);
+    assert_eq!(checked.recheck_at, None);
+}

@@ -164,6 +164,11 @@ impl Processor {
         &self.store
     }
 
+    /// See [`Engine::failed_captures`].
+    pub fn failed_captures(&self) -> u64 {
+        self.engine.failed_captures()
+    }
+
     /// See [`Engine::failed_cancels`].
     pub fn failed_cancels(&self) -> u64 {
         self.engine.failed_cancels()

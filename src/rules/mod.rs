@@ -147,6 +147,11 @@ pub fn cancel_failed_key(payment_id: &str) -> String {
     format!("cancel-failed:{payment_id}")
 }
 
+/// The ledger marker of a capture of ours that the payment reports failed.
+pub fn capture_failed_key(payment_id: &str) -> String {
+    format!("capture-failed:{payment_id}")
+}
+
 /// Decides actions from messages and timers.
 pub struct Engine {
     /// Where current state is read.
@@ -157,6 +162,9 @@ pub struct Engine {
     rules: Rules,
     /// Cancels of ours that the payment reports failed (each payment once).
     failed_cancels: AtomicU64,
+    /// Captures of ours that the payment reports failed (each payment once): shipped goods
+    /// whose money was not taken.
+    failed_captures: AtomicU64,
 }
 
 impl Engine {
@@ -167,7 +175,13 @@ impl Engine {
             store,
             rules,
             failed_cancels: AtomicU64::new(0),
+            failed_captures: AtomicU64::new(0),
         }
+    }
+
+    /// Captures of ours reported failed since start.
+    pub fn failed_captures(&self) -> u64 {
+        self.failed_captures.load(Ordering::Relaxed)
     }
 
     /// The rule settings.
@@ -305,6 +319,9 @@ impl Engine {
         if read.cancelled_by_us() && cause.reports_failed_cancel {
             self.report_failed_cancel(&read, cause.message_id).await?;
         }
+        if self.rules.capture.enabled && cause.reports_failed_cancel {
+            self.report_failed_capture(&read, cause.message_id).await?;
+        }
         if self.rules.any_cancel() {
             self.schedule_grace_check(&read, cause).await?;
             actions.extend(self.evaluate_cancel(&read, cause, false).await?);
@@ -411,6 +428,43 @@ impl Engine {
                 currency,
                 "our cancel of this authorization failed: the money is still reserved (an order \
                  referencing the payment is released; otherwise cancel it at the PSP)"
+            );
+        }
+        Ok(())
+    }
+
+    /// A Charge failed after we captured (Checkout answered `received`, the provider then
+    /// refused), and authorized money is still open: the order shipped and its money was not
+    /// taken. Nothing captures it again by itself (`capture:{P}` runs once), so it is logged
+    /// at error and counted, once per payment.
+    async fn report_failed_capture(
+        &self,
+        read: &PaymentRead,
+        message_id: Option<&str>,
+    ) -> Result<(), EngineError> {
+        let p = &read.payment;
+        let charge_failed = p
+            .transactions
+            .iter()
+            .any(|t| t.kind == TransactionType::Charge && t.state == TransactionState::Failure);
+        let currency = p.currency().unwrap_or_default();
+        let open = p.authorized(currency).saturating_sub(p.captured(currency));
+        if !charge_failed || open <= 0 || !self.settled(&Action::capture_key(&p.id)).await? {
+            return Ok(());
+        }
+        if self
+            .remember(&capture_failed_key(&p.id), message_id)
+            .await?
+        {
+            self.failed_captures.fetch_add(1, Ordering::Relaxed);
+            let orders: Vec<&str> = read.orders.iter().map(|o| o.id.as_str()).collect();
+            error!(
+                payment_id = %p.id,
+                order_ids = ?orders,
+                open,
+                currency,
+                "our capture of this payment failed at the provider: the order shipped and its \
+                 money was not taken (capture it at the PSP, or contact the customer)"
             );
         }
         Ok(())

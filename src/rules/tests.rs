@@ -223,3 +223,59 @@ async fn the_grace_check_releases_an_order_a_lagging_query_missed() {
     assert_eq!(checked.actions[0].message_id, None);
     assert_eq!(checked.recheck_at, None);
 }
+
+/// Our capture was received, then the provider refused the Charge: the order shipped and its
+/// money was not taken. Reported (logged at error and counted) once per payment.
+#[tokio::test]
+async fn a_capture_of_ours_that_fails_at_the_provider_is_reported_once() {
+    let store = Arc::new(MemoryStore::new());
+    let mut rules = Rules::default();
+    rules.capture.enabled = true;
+    rules.capture.on = crate::model::ShipmentState::Shipped;
+    let engine = Engine::new(Arc::new(StreamView::new()), store.clone(), rules);
+    let at = chrono::Utc::now();
+    let authorized = edited("PaymentCreated", |v| {
+        v["payment"]["transactions"][0]["state"] = "Success".into();
+    });
+    let shipped = edited("OrderShipmentStateChanged", |v| {
+        v["shipmentState"] = "Shipped".into();
+    });
+    let mut keys = Vec::new();
+    for m in [authorized, fixture("OrderCreated"), shipped] {
+        for a in engine.on_message(&m, at).await.expect("decides") {
+            keys.push(a.key);
+        }
+    }
+    let pid = "ee476c7e-2964-4b6d-96f8-2d8ee6e88d4e";
+    assert!(keys.contains(&format!("capture:{pid}")), "{keys:?}");
+    // The capture executed: Checkout answered `received`, the connector added a Charge.
+    store
+        .settle(
+            &format!("capture:{pid}"),
+            LedgerStatus::Done,
+            Decided::default(),
+        )
+        .await
+        .unwrap();
+    let pending = fixture("PaymentTransactionAdded"); // the Charge, Pending
+    engine.on_message(&pending, at).await.expect("decides");
+    assert_eq!(
+        engine.failed_captures(),
+        0,
+        "still pending: nothing to report"
+    );
+    let refused = edited("PaymentTransactionStateChanged", |v| {
+        v["transactionId"] = "836dcfbb-89a0-4e43-9cac-c3fb53e447c1".into();
+        v["state"] = "Failure".into();
+        v["resourceVersion"] = 6.into();
+        v["sequenceNumber"] = 6.into();
+    });
+    engine.on_message(&refused, at).await.expect("decides");
+    assert_eq!(engine.failed_captures(), 1);
+    engine.on_message(&refused, at).await.expect("decides");
+    assert_eq!(engine.failed_captures(), 1, "once per payment");
+    assert_eq!(
+        store.ledger_status(&capture_failed_key(pid)).await.unwrap(),
+        Some(LedgerStatus::Done)
+    );
+}

@@ -273,6 +273,7 @@ impl WorkerStopped<'_> {
             subscription_tests = c.subscription_tests,
             actions = c.actions,
             failed_cancels = c.failed_cancels,
+            failed_captures = c.failed_captures,
             "worker stopped"
         );
     }

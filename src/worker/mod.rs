@@ -76,6 +76,8 @@ pub struct RunSummary {
     pub actions: usize,
     /// Cancels of ours the payments reported failed (their money is still reserved).
     pub failed_cancels: u64,
+    /// Captures of ours the payments reported failed (shipped, money not taken).
+    pub failed_captures: u64,
 }
 
 impl RunStats {
@@ -88,6 +90,7 @@ impl RunStats {
             duplicates: self.duplicates.load(Ordering::Relaxed),
             actions: self.actions.load(Ordering::Relaxed),
             failed_cancels: 0,
+            failed_captures: 0,
         }
     }
 }
@@ -295,6 +298,7 @@ impl Worker {
         progress.abort();
         let summary = RunSummary {
             failed_cancels: self.processor.failed_cancels(),
+            failed_captures: self.processor.failed_captures(),
             ..self.stats.summary()
         };
         WorkerStopped(&summary).emit();

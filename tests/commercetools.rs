@@ -21,6 +21,7 @@ use payrules::effects::webhook::{
     WEBHOOK_TIMESTAMP_HEADER, verify, verify_standard,
 };
 use payrules::effects::{Canceller, EffectError, OrderUpdater, Webhook};
+use payrules::model::Money;
 use serde_json::{Value, json};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
@@ -811,4 +812,44 @@ async fn run_over_a_file_with_live_targets_releases_and_cancels_exactly_once() {
         "one order update"
     );
     checkout.verify().await;
+}
+
+/// The release was decided on one gross total and the order now has another (an edit came in
+/// between): the order is not updated, the effect says so, and nothing is sent.
+#[tokio::test]
+async fn an_order_whose_total_changed_since_the_decision_is_not_updated() {
+    let mock = peers::shared_commercetools_mock().await;
+    let admin = Admin::new(mock, PROJECT).await;
+    let c = client(mock, "http://127.0.0.1:9");
+    let pid = admin.payment(1000, &[("Authorization", "Success")]).await;
+    let order = admin.order_for(&pid, &peers::unique_name("ORD")).await;
+    let total = order["totalPrice"].clone();
+    let updater = OrderUpdater::new(
+        c,
+        OrderUpdate::ChangeOrderState {
+            order_state: "Confirmed".into(),
+        },
+    );
+    let mut stale = release(&order, &pid);
+    stale.amount = Some(Money {
+        currency_code: "EUR".into(),
+        cent_amount: total["centAmount"].as_i64().unwrap() + 5000,
+        fraction_digits: Some(2),
+    });
+    let effect = updater.release(&stale).await.unwrap();
+    assert!(!effect.applied, "{effect:?}");
+    assert!(effect.summary.contains("gross total"), "{effect:?}");
+    let oid = order["id"].as_str().unwrap();
+    let now = admin.get(&format!("orders/{oid}")).await;
+    assert_eq!(now["version"], order["version"], "not updated");
+
+    let mut current = stale.clone();
+    current.amount = Some(Money {
+        currency_code: total["currencyCode"].as_str().unwrap().into(),
+        cent_amount: total["centAmount"].as_i64().unwrap(),
+        fraction_digits: Some(2),
+    });
+    assert!(updater.release(&current).await.unwrap().applied);
+    let now = admin.get(&format!("orders/{oid}")).await;
+    assert_eq!(now["orderState"], "Confirmed");
 }

@@ -32,6 +32,10 @@ impl Executor for LiveExecutor {
                 let mut summary = Vec::new();
                 if let Some(u) = &self.order_update {
                     let e = u.release(action).await?;
+                    if !e.applied {
+                        // No longer applies: no webhook either; decided again later.
+                        return Ok(e);
+                    }
                     summary.push(e.summary);
                 }
                 if let Some(w) = &self.webhook {

@@ -40,6 +40,23 @@ pub(crate) fn effect_error(e: CtpError) -> EffectError {
     }
 }
 
+/// Whether the order's gross total differs from the one the release was decided on (the
+/// action's `amount`), in words. The same reading of the total as the rules'
+/// ([`crate::model::Order::gross_total`]).
+fn total_changed(action: &Action, order: &Value) -> Option<String> {
+    let decided = action.amount.as_ref()?;
+    let now = serde_json::from_value::<crate::model::Order>(order.clone()).ok()?;
+    let now = now.gross_total();
+    (now.currency_code != decided.currency_code || now.cent_amount != decided.cent_amount).then(
+        || {
+            format!(
+                "the order's gross total is {} {}, the release was decided on {} {}",
+                now.cent_amount, now.currency_code, decided.cent_amount, decided.currency_code
+            )
+        },
+    )
+}
+
 impl OrderUpdater {
     /// An updater for `update`.
     pub fn new(client: CtpClient, update: OrderUpdate) -> Self {
@@ -125,6 +142,11 @@ impl OrderUpdater {
             let (update, done) = self.plan(&order).await?;
             if done {
                 return Ok(Effect::applied("order already updated"));
+            }
+            if let Some(changed) = total_changed(action, &order) {
+                // Decided on another total (an edit came in between, or while re-reading
+                // after a 409): not released now; the edit's message decides again.
+                return Ok(Effect::skipped(changed));
             }
             let version = order.get("version").and_then(Value::as_u64).unwrap_or(0);
             match self.client.update_order(order_id, version, &[update]).await {

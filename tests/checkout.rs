@@ -63,21 +63,37 @@ async fn an_empty_answer_is_received_never_an_unknown_outcome() {
     );
 }
 
-#[tokio::test]
-async fn an_unknown_outcome_is_checked_on_the_payment_and_retried_not_failed() {
-    let mock = peers::shared_commercetools_mock().await;
-    let admin = Admin::new(mock, PROJECT).await;
+/// The error of the cancel of a fresh authorized payment that Checkout answers with `answer`
+/// (called once).
+async fn cancel_error_when_checkout_answers(
+    mock: &peers::Peer,
+    admin: &Admin,
+    answer: ResponseTemplate,
+) -> EffectError {
     let stub = MockServer::start().await;
     let pid = admin.payment(900, &[("Authorization", "Success")]).await;
     Mock::given(method("POST"))
         .and(path(intent_path(&pid)))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"outcome": "deferred"})))
+        .respond_with(answer)
+        .expect(1)
         .mount(&stub)
         .await;
-    let err = canceller(mock, &stub.uri())
+    canceller(mock, &stub.uri())
         .cancel(&cancel(&pid))
         .await
-        .unwrap_err();
+        .unwrap_err()
+}
+
+#[tokio::test]
+async fn an_unknown_outcome_is_checked_on_the_payment_and_retried_not_failed() {
+    let mock = peers::shared_commercetools_mock().await;
+    let admin = Admin::new(mock, PROJECT).await;
+    let err = cancel_error_when_checkout_answers(
+        mock,
+        &admin,
+        ResponseTemplate::new(200).set_body_json(json!({"outcome": "deferred"})),
+    )
+    .await;
     // The payment shows no cancel: retried later, not recorded as failed for good.
     assert!(
         matches!(&err, EffectError::Transient { detail, .. } if detail.contains("\"deferred\"")),
@@ -224,22 +240,16 @@ async fn payment_with_charges(admin: &Admin, authorized: i64, charges: &[(i64, &
 async fn a_connector_that_cannot_be_reached_is_retried_not_failed_for_good() {
     let mock = peers::shared_commercetools_mock().await;
     let admin = Admin::new(mock, PROJECT).await;
-    let stub = MockServer::start().await;
-    let pid = admin.payment(900, &[("Authorization", "Success")]).await;
-    Mock::given(method("POST"))
-        .and(path(intent_path(&pid)))
-        .respond_with(ResponseTemplate::new(400).set_body_json(json!({
+    let err = cancel_error_when_checkout_answers(
+        mock,
+        &admin,
+        ResponseTemplate::new(400).set_body_json(json!({
             "statusCode": 400,
             "message": "The connector could not be reached.",
             "errors": [{"code": "ConnectorFailed", "message": "The connector could not be reached."}]
-        })))
-        .expect(1)
-        .mount(&stub)
-        .await;
-    let err = canceller(mock, &stub.uri())
-        .cancel(&cancel(&pid))
-        .await
-        .unwrap_err();
+        })),
+    )
+    .await;
     // Recorded as failed, the authorization would stay blocked for good.
     assert!(
         matches!(&err, EffectError::Transient { detail, .. } if detail.contains("could not be reached")),

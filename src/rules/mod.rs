@@ -11,7 +11,9 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use tracing::{debug, error, warn};
+use tracing::{debug, warn};
+
+use crate::telemetry::{PaymentOperation, PaymentOperationFailed};
 
 use crate::action::{Action, ActionKind, CancelReason, RuleName};
 use crate::message::{Body, Message, MessageType, NotificationType, Timestamp};
@@ -422,13 +424,15 @@ impl Engine {
         if self.remember(&cancel_failed_key(&p.id), message_id).await? {
             self.failed_cancels.fetch_add(1, Ordering::Relaxed);
             let currency = p.currency().unwrap_or_default();
-            error!(
-                payment_id = %p.id,
-                authorized = p.authorized(currency),
+            let orders: Vec<&str> = read.orders.iter().map(|o| o.id.as_str()).collect();
+            PaymentOperationFailed {
+                operation: PaymentOperation::Cancel,
+                payment_id: &p.id,
+                order_ids: &orders,
+                amount: p.authorized(currency),
                 currency,
-                "our cancel of this authorization failed: the money is still reserved (an order \
-                 referencing the payment is released; otherwise cancel it at the PSP)"
-            );
+            }
+            .emit();
         }
         Ok(())
     }
@@ -458,14 +462,14 @@ impl Engine {
         {
             self.failed_captures.fetch_add(1, Ordering::Relaxed);
             let orders: Vec<&str> = read.orders.iter().map(|o| o.id.as_str()).collect();
-            error!(
-                payment_id = %p.id,
-                order_ids = ?orders,
-                open,
+            PaymentOperationFailed {
+                operation: PaymentOperation::Capture,
+                payment_id: &p.id,
+                order_ids: &orders,
+                amount: open,
                 currency,
-                "our capture of this payment failed at the provider: the order shipped and its \
-                 money was not taken (capture it at the PSP, or contact the customer)"
-            );
+            }
+            .emit();
         }
         Ok(())
     }

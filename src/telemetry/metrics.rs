@@ -48,6 +48,8 @@ pub const BUILD_INFO: &str = "payrules_build_info";
 pub const SOURCE_CONNECTED: &str = "payrules_source_connected";
 /// 1 while the state store answers, 0 while it does not.
 pub const STORE_READY: &str = "payrules_store_ready";
+/// Cancels and captures of ours that the payments report failed at the provider.
+pub const FAILED_PAYMENT_OPERATIONS: &str = "payrules_failed_payment_operations_total";
 
 /// Every metric, for the `# HELP` lines and the README's table.
 pub const METRICS: &[MetricSpec] = &[
@@ -110,6 +112,12 @@ pub const METRICS: &[MetricSpec] = &[
         kind: MetricKind::Gauge,
         labels: &[],
         help: "1 while the state store is open and answering, 0 otherwise.",
+    },
+    MetricSpec {
+        name: FAILED_PAYMENT_OPERATIONS,
+        kind: MetricKind::Counter,
+        labels: &["operation"],
+        help: "Cancels and captures of ours that the payment reports failed at the provider, each payment once: cancel — the money is still reserved; capture — the order shipped and its money was not taken. Alert on any increase.",
     },
 ];
 

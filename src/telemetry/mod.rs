@@ -226,6 +226,63 @@ impl SourceState<'_> {
     }
 }
 
+/// Which payment operation of ours failed at the provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PaymentOperation {
+    /// A cancel (CancelAuthorization in Failure).
+    Cancel,
+    /// A capture (Charge in Failure after Checkout answered `received`).
+    Capture,
+}
+
+/// A cancel or capture of ours that the payment reports failed at the provider, reported once
+/// per payment: someone must act where the payment was authorized.
+#[derive(Debug, Clone, Copy)]
+pub struct PaymentOperationFailed<'a> {
+    /// Which.
+    pub operation: PaymentOperation,
+    /// The payment.
+    pub payment_id: &'a str,
+    /// The orders referencing it.
+    pub order_ids: &'a [&'a str],
+    /// Still reserved (cancel) or still open, not taken (capture), in `currency` cents.
+    pub amount: i64,
+    /// The payment's currency.
+    pub currency: &'a str,
+}
+
+impl PaymentOperationFailed<'_> {
+    /// Counts it and logs it at error.
+    pub fn emit(self) {
+        let operation = match self.operation {
+            PaymentOperation::Cancel => "cancel",
+            PaymentOperation::Capture => "capture",
+        };
+        ::metrics::counter!(names::FAILED_PAYMENT_OPERATIONS, "operation" => operation)
+            .increment(1);
+        let (payment_id, order_ids, amount, currency) =
+            (self.payment_id, self.order_ids, self.amount, self.currency);
+        match self.operation {
+            PaymentOperation::Cancel => error!(
+                payment_id,
+                ?order_ids,
+                authorized = amount,
+                currency,
+                "our cancel of this authorization failed: the money is still reserved (an order \
+                 referencing the payment is released; otherwise cancel it at the PSP)"
+            ),
+            PaymentOperation::Capture => error!(
+                payment_id,
+                ?order_ids,
+                open = amount,
+                currency,
+                "our capture of this payment failed at the provider: the order shipped and its \
+                 money was not taken (capture it at the PSP, or contact the customer)"
+            ),
+        }
+    }
+}
+
 /// The worker's periodic progress line (every `PAYRULES_PROGRESS_INTERVAL`).
 #[derive(Debug, Clone, Copy)]
 pub struct Progress<'a> {

@@ -102,6 +102,14 @@ pub enum Handled {
     Done(Vec<Action>),
 }
 
+/// What decided `action`, as the ledger keeps it beside the outcome.
+fn decided(action: &Action) -> Decided<'_> {
+    Decided {
+        message_id: action.message_id.as_deref(),
+        reason: action.reason.map(CancelReason::as_str),
+    }
+}
+
 /// What a processor's actions came to, over its life: `payrules reconcile`'s summary.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Tally {
@@ -320,14 +328,7 @@ impl Processor {
                     .entry(action.action.as_str())
                     .or_default() += 1;
                 self.store
-                    .settle(
-                        &action.key,
-                        LedgerStatus::Done,
-                        Decided {
-                            message_id: action.message_id.as_deref(),
-                            reason: action.reason.map(CancelReason::as_str),
-                        },
-                    )
+                    .settle(&action.key, LedgerStatus::Done, decided(&action))
                     .await?;
                 finished(ActionOutcome::Done, &effect.summary);
                 Ok(Some(action))
@@ -342,14 +343,7 @@ impl Processor {
             }
             Err(error @ EffectError::Permanent { .. }) => {
                 self.store
-                    .settle(
-                        &action.key,
-                        LedgerStatus::Failed,
-                        Decided {
-                            message_id: action.message_id.as_deref(),
-                            reason: action.reason.map(CancelReason::as_str),
-                        },
-                    )
+                    .settle(&action.key, LedgerStatus::Failed, decided(&action))
                     .await?;
                 finished(
                     ActionOutcome::Failed,

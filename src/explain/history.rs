@@ -253,15 +253,13 @@ async fn live_line(
     })
 }
 
-/// A reason as the store wrote it ([`CancelReason::as_str`]).
+/// A reason as the store wrote it: its output name, read back as the output is.
 fn cancel_reason(text: &str) -> Option<CancelReason> {
-    [
-        CancelReason::GracePeriodExpired,
-        CancelReason::OrderCreationFailed,
-        CancelReason::OrderCancelled,
-    ]
-    .into_iter()
-    .find(|r| r.as_str() == text)
+    use serde::Deserialize;
+    use serde::de::IntoDeserializer;
+    let name: serde::de::value::StrDeserializer<'_, serde::de::value::Error> =
+        text.into_deserializer();
+    CancelReason::deserialize(name).ok()
 }
 
 pub(super) fn status_name(s: LedgerStatus) -> &'static str {

@@ -13,12 +13,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use tracing::{debug, warn};
 
-use crate::telemetry::{PaymentOperation, PaymentOperationFailed};
-
 use crate::action::{Action, ActionKind, CancelReason, RuleName};
 use crate::message::{Body, Message, MessageType, NotificationType, Timestamp};
 use crate::model::{Money, Order, OrderState, Payment, TransactionState, TransactionType};
 use crate::store::{Claim, Decided, LedgerStatus, Store, StoreError, Timer};
+use crate::telemetry::{PaymentOperation, PaymentOperationFailed};
 use crate::view::{CommerceView, ViewError};
 
 pub mod cancel;
@@ -448,11 +447,11 @@ impl Engine {
     ) -> Result<(), EngineError> {
         let p = &read.payment;
         let charge_failed = p
-            .transactions
-            .iter()
-            .any(|t| t.kind == TransactionType::Charge && t.state == TransactionState::Failure);
+            .transactions_in(TransactionType::Charge, TransactionState::Failure)
+            .next()
+            .is_some();
         let currency = p.currency().unwrap_or_default();
-        let open = p.authorized(currency).saturating_sub(p.captured(currency));
+        let open = coverage::capturable(p, currency, read.cancelled_by_us());
         if !charge_failed || open <= 0 || !self.settled(&Action::capture_key(&p.id)).await? {
             return Ok(());
         }

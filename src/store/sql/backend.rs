@@ -81,7 +81,7 @@ impl Backend {
         })
     }
 
-    /// Records `status` (its text) for `key`, decided on `message_id`.
+    /// Records `status` (its text) for `key`, with what decided it (`decided`).
     pub(super) async fn settle(
         &self,
         key: &str,

@@ -99,7 +99,7 @@ impl Pg {
         .map(|won| won.is_some())
     }
 
-    /// Records `status` for `key`, decided on `message_id`.
+    /// Records `status` for `key`, with what decided it (`decided`).
     pub(super) async fn settle(
         &self,
         key: &str,

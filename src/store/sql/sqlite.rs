@@ -138,7 +138,7 @@ impl Lite {
             .map(|changed| changed == 1)
     }
 
-    /// Records `status` for `key`, decided on `message_id`.
+    /// Records `status` for `key`, with what decided it (`decided`).
     pub(super) fn settle(
         &self,
         key: &str,

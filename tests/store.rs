@@ -647,3 +647,67 @@ async fn postgres_store_opens_a_database_a_newer_version_migrated() {
         .expect("opens despite a migration it does not know");
     assert_eq!(store.claim("release:o1").await.unwrap(), Claim::Acquired);
 }
+
+/// Two workers on one PostgreSQL ledger. One takes an orphan's grace check, claims its cancel
+/// and dies (kill -9) before calling Checkout. The survivor takes the check over once the
+/// lease passes and cancels: the dead worker's claim is a cancel that may not have happened,
+/// not a cancel done (the crash test once ended with one authorization never cancelled).
+#[tokio::test]
+async fn a_cancel_claimed_by_a_dead_worker_is_taken_over_at_the_grace_check() {
+    use payrules::action::Action;
+    use payrules::process::Processor;
+    use payrules::rules::{Engine, Rules};
+    use payrules::view::StreamView;
+
+    let url = fresh_pg().await;
+    let lease = Duration::from_millis(300);
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fixtures/messages/PaymentCreated.json"
+    );
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    v["payment"]["transactions"][0]["state"] = "Success".into();
+    let authorized = payrules::message::decode(&serde_json::to_vec(&v).unwrap()).unwrap();
+    let pid = authorized.payment_id().unwrap().to_string();
+    let key = Action::cancel_key(&pid);
+    let timer = Timer {
+        payment_id: pid.clone(),
+        due: at(0),
+    };
+
+    let dead = SqlStore::connect(&url, lease).await.unwrap();
+    assert!(dead.schedule(timer.clone()).await.unwrap());
+    assert_eq!(dead.take_due(at(1), 10).await.unwrap().len(), 1);
+    assert_eq!(dead.claim(&key).await.unwrap(), Claim::Acquired);
+    drop(dead); // killed: neither the claim nor the timer is settled
+
+    let store = Arc::new(SqlStore::connect(&url, lease).await.unwrap());
+    let recorder = Arc::new(Recorder::default());
+    let engine = Engine::new(Arc::new(StreamView::new()), store.clone(), Rules::default());
+    let processor = Processor::new(engine, store.clone(), recorder.clone());
+    let seen = processor.message(&authorized, at(1)).await.unwrap();
+    assert!(seen.is_empty(), "inside the grace period: {seen:?}");
+
+    // While the claim is live the check is retried, never concluded.
+    let err = processor
+        .timer(&timer, at(1))
+        .await
+        .expect_err("the cancel is claimed by the dead worker");
+    assert!(err.is_retryable(), "{err}");
+    assert!(recorder.0.lock().unwrap().is_empty());
+
+    tokio::time::sleep(lease + Duration::from_millis(200)).await;
+    let taken = store.take_due(at(2), 10).await.unwrap();
+    assert_eq!(taken.len(), 1, "the dead worker's check is taken over");
+    let done = processor.timer(&taken[0], at(2)).await.unwrap();
+    assert_eq!(
+        done.iter().map(|a| a.key.as_str()).collect::<Vec<_>>(),
+        [key.as_str()]
+    );
+    assert_eq!(recorder.0.lock().unwrap().clone(), [key.clone()]);
+    assert_eq!(
+        store.ledger_status(&key).await.unwrap(),
+        Some(LedgerStatus::Done)
+    );
+    assert_eq!(store.timers_pending().await.unwrap(), 0);
+}

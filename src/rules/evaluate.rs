@@ -152,7 +152,7 @@ impl Engine {
         if read.cancel_settled() {
             return Ok(None);
         }
-        let authorized = authorized_now(read);
+        let authorized = authorized_for_cancel(read);
         let order_creation_failed = self.order_creation_failed(read, authorized).await?;
         let reason = match self.cancel_check(read, authorized, order_creation_failed, grace_expired)
         {
@@ -270,10 +270,16 @@ impl Engine {
     }
 }
 
-/// authorized(P) in the payment's own currency, with our own cancel taken into account.
-pub(super) fn authorized_now(read: &PaymentRead) -> i64 {
+/// authorized(P) in the payment's own currency, as the cancel rules weigh it: a cancel of ours
+/// done takes it away, one only claimed does not. A claim is a cancel running — or one whose
+/// worker died before recording how it ended; counting that as done left the authorization
+/// blocked for good. The cancel is proposed again and the ledger's claim decides who runs it
+/// (a dead worker's claim is taken over once its lease passes, and the executor re-reads the
+/// payment before calling Checkout). Coverage, by contrast, counts a claimed cancel as gone,
+/// so no order is released on money being given back.
+pub(super) fn authorized_for_cancel(read: &PaymentRead) -> i64 {
     read.payment.currency().map_or(0, |c| {
-        coverage::effective_authorized(&read.payment, c, read.cancelled_by_us())
+        coverage::effective_authorized(&read.payment, c, read.cancel_done())
     })
 }
 

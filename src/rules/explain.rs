@@ -13,8 +13,8 @@ use crate::store::LedgerStatus;
 
 use super::release::{NotReleased, Release};
 use super::{
-    Engine, EngineError, authorized_now, cancel_failed_key, coverage, order_creation_failed_key,
-    release,
+    Engine, EngineError, authorized_for_cancel, cancel_failed_key, coverage,
+    order_creation_failed_key, release,
 };
 
 /// An order as the release rule sees it now.
@@ -164,7 +164,7 @@ impl Engine {
         let Some(read) = self.read_payment(id, None).await? else {
             return Ok(None);
         };
-        let authorized = authorized_now(&read);
+        let authorized = authorized_for_cancel(&read);
         let order_creation_failed = self.order_creation_failed(&read, authorized).await?;
         let cancel = |grace_expired| {
             self.cancel_check(&read, authorized, order_creation_failed, grace_expired)

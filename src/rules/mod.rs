@@ -30,7 +30,7 @@ pub mod release;
 pub use release::{CancelRule, CaptureRule, OrderCancelledRule, ReleaseRule};
 
 use concerns::{Concern, can_enable, concern, reports_failed_cancel};
-use evaluate::authorized_now;
+use evaluate::authorized_for_cancel;
 
 /// Every rule's settings.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -102,6 +102,11 @@ impl PaymentRead {
             self.cancel,
             Some(LedgerStatus::Claimed | LedgerStatus::Done)
         )
+    }
+
+    /// This worker's cancel of the payment is done.
+    fn cancel_done(&self) -> bool {
+        self.cancel == Some(LedgerStatus::Done)
     }
 
     /// The cancel is done or failed for good.
@@ -375,7 +380,7 @@ impl Engine {
         read: &PaymentRead,
         cause: &Cause<'_>,
     ) -> Result<(), EngineError> {
-        if !self.rules.cancel.enabled || authorized_now(read) <= 0 {
+        if !self.rules.cancel.enabled || authorized_for_cancel(read) <= 0 {
             return Ok(());
         }
         let grace = chrono::Duration::from_std(self.rules.cancel.grace_period)
@@ -495,7 +500,7 @@ pub struct TimerDecision {
 /// Authorized money that no live order holds, while a Charge or Authorization is still Initial
 /// or Pending: whether it must be cancelled is not known yet.
 fn money_in_flight(read: &PaymentRead) -> bool {
-    evaluate::authorized_now(read) > 0
+    evaluate::authorized_for_cancel(read) > 0
         && read.payment.awaiting_money()
         && read
             .orders

@@ -279,3 +279,53 @@ async fn a_capture_of_ours_that_fails_at_the_provider_is_reported_once() {
         Some(LedgerStatus::Done)
     );
 }
+
+/// A worker claimed an orphan's cancel and died before recording how it ended (kill -9
+/// between the claim and Checkout). The claim alone must not read as "cancelled": the grace
+/// check proposes the cancel again, and the ledger's claim decides who runs it (the dead
+/// worker's is taken over once its lease passes; the executor re-reads the payment first).
+/// Counting the authorization as gone left it blocked for good (seen in the crash test).
+#[tokio::test]
+async fn a_cancel_only_claimed_does_not_count_as_done_at_the_grace_check() {
+    let store = Arc::new(MemoryStore::new());
+    let engine = Engine::new(Arc::new(StreamView::new()), store.clone(), Rules::default());
+    let at = chrono::Utc::now();
+    let authorized = edited("PaymentCreated", |v| {
+        v["payment"]["transactions"][0]["state"] = "Success".into();
+    });
+    assert!(
+        engine
+            .on_message(&authorized, at)
+            .await
+            .expect("decides")
+            .is_empty()
+    );
+    let pid = authorized
+        .payment_id()
+        .expect("a payment message")
+        .to_string();
+    let key = Action::cancel_key(&pid);
+    assert_eq!(store.claim(&key).await.unwrap(), Claim::Acquired);
+
+    let due = at + chrono::Duration::minutes(10);
+    let timer = Timer {
+        payment_id: pid.clone(),
+        due,
+    };
+    let checked = engine.on_timer(&timer, due).await.expect("decides");
+    let keys: Vec<&str> = checked.actions.iter().map(|a| a.key.as_str()).collect();
+    assert_eq!(keys, [key.as_str()], "{checked:?}");
+    assert_eq!(
+        checked.actions[0].amount.as_ref().map(|m| m.cent_amount),
+        Some(17465),
+        "the whole authorization is still to cancel"
+    );
+
+    // Once the cancel is in the ledger as done, the check has nothing left to do.
+    store
+        .settle(&key, LedgerStatus::Done, Decided::default())
+        .await
+        .unwrap();
+    let again = engine.on_timer(&timer, due).await.expect("decides");
+    assert!(again.actions.is_empty(), "{again:?}");
+}

@@ -651,7 +651,8 @@ async fn postgres_store_opens_a_database_a_newer_version_migrated() {
 /// Two workers on one PostgreSQL ledger. One takes an orphan's grace check, claims its cancel
 /// and dies (kill -9) before calling Checkout. The survivor takes the check over once the
 /// lease passes and cancels: the dead worker's claim is a cancel that may not have happened,
-/// not a cancel done (the crash test once ended with one authorization never cancelled).
+/// not a cancel done (the crash test once ended with one authorization never cancelled), and
+/// an order arriving meanwhile does not leave it half done.
 #[tokio::test]
 async fn a_cancel_claimed_by_a_dead_worker_is_taken_over_at_the_grace_check() {
     use payrules::action::Action;
@@ -675,18 +676,31 @@ async fn a_cancel_claimed_by_a_dead_worker_is_taken_over_at_the_grace_check() {
         due: at(0),
     };
 
-    let dead = SqlStore::connect(&url, lease).await.unwrap();
-    assert!(dead.schedule(timer.clone()).await.unwrap());
-    assert_eq!(dead.take_due(at(1), 10).await.unwrap().len(), 1);
-    assert_eq!(dead.claim(&key).await.unwrap(), Claim::Acquired);
-    drop(dead); // killed: neither the claim nor the timer is settled
-
     let store = Arc::new(SqlStore::connect(&url, lease).await.unwrap());
     let recorder = Arc::new(Recorder::default());
     let engine = Engine::new(Arc::new(StreamView::new()), store.clone(), Rules::default());
     let processor = Processor::new(engine, store.clone(), recorder.clone());
-    let seen = processor.message(&authorized, at(1)).await.unwrap();
+    let seen = processor.message(&authorized, at(-600)).await.unwrap();
     assert!(seen.is_empty(), "inside the grace period: {seen:?}");
+    store.flush().await.unwrap();
+
+    let dead = SqlStore::connect(&url, lease).await.unwrap();
+    assert_eq!(dead.take_due(at(1), 10).await.unwrap(), [timer.clone()]);
+    assert_eq!(dead.claim(&key).await.unwrap(), Claim::Acquired);
+    drop(dead); // killed: neither the claim nor the timer is settled
+
+    // A late order for the payment: the cancel was decided before the order existed and
+    // stands, so the order is not released on money being given back.
+    let order = payrules::message::decode(
+        &std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fixtures/messages/OrderCreated.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let held = processor.message(&order, at(1)).await.unwrap();
+    assert!(held.is_empty(), "{held:?}");
 
     // While the claim is live the check is retried, never concluded.
     let err = processor
@@ -704,10 +718,19 @@ async fn a_cancel_claimed_by_a_dead_worker_is_taken_over_at_the_grace_check() {
         done.iter().map(|a| a.key.as_str()).collect::<Vec<_>>(),
         [key.as_str()]
     );
-    assert_eq!(recorder.0.lock().unwrap().clone(), [key.clone()]);
+    assert_eq!(
+        recorder.0.lock().unwrap().as_slice(),
+        std::slice::from_ref(&key)
+    );
     assert_eq!(
         store.ledger_status(&key).await.unwrap(),
         Some(LedgerStatus::Done)
     );
     assert_eq!(store.timers_pending().await.unwrap(), 0);
+    let retried = processor.message(&order, at(3)).await.unwrap();
+    assert!(retried.is_empty(), "the money is given back: {retried:?}");
+    assert_eq!(
+        recorder.0.lock().unwrap().as_slice(),
+        std::slice::from_ref(&key)
+    );
 }

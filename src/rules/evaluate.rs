@@ -157,6 +157,14 @@ impl Engine {
         let reason = match self.cancel_check(read, authorized, order_creation_failed, grace_expired)
         {
             Ok(reason) => reason,
+            // A cancel claimed but not recorded was decided: it is carried out even if an
+            // order has appeared since, as it would have been had its worker not stopped
+            // (scenario 09). Left alone, the claim would keep the authorization out of every
+            // coverage and uncancelled: money blocked for good. The executor re-reads the
+            // payment, so what a Charge took or a cancel already gave back is not cancelled.
+            Err(_) if read.cancel == Some(LedgerStatus::Claimed) => {
+                self.claimed_cancel_reason(read).await?
+            }
             Err(why) => {
                 debug!(payment_id = pid, why, "cancel check: nothing to do");
                 return Ok(None);
@@ -179,6 +187,29 @@ impl Engine {
             amount: authorized_money(&read.payment, authorized),
             reason: Some(reason),
         }))
+    }
+
+    /// Why a cancel claimed earlier was decided, as far as what is read now tells: every order
+    /// cancelled, Checkout's order-creation failure, or else the grace period (the reason
+    /// itself is recorded only when the cancel is).
+    async fn claimed_cancel_reason(&self, read: &PaymentRead) -> Result<CancelReason, EngineError> {
+        Ok(
+            if !read.orders.is_empty()
+                && read
+                    .orders
+                    .iter()
+                    .all(|o| o.order_state == OrderState::Cancelled)
+            {
+                CancelReason::OrderCancelled
+            } else if self
+                .settled(&order_creation_failed_key(&read.payment.id))
+                .await?
+            {
+                CancelReason::OrderCreationFailed
+            } else {
+                CancelReason::GracePeriodExpired
+            },
+        )
     }
 
     /// Whether Checkout's order-creation failure counts for the payment. The marker is read

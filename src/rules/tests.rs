@@ -320,6 +320,10 @@ async fn a_cancel_only_claimed_does_not_count_as_done_at_the_grace_check() {
         Some(17465),
         "the whole authorization is still to cancel"
     );
+    assert_eq!(
+        checked.actions[0].reason,
+        Some(CancelReason::GracePeriodExpired)
+    );
 
     // Once the cancel is in the ledger as done, the check has nothing left to do.
     store
@@ -328,4 +332,65 @@ async fn a_cancel_only_claimed_does_not_count_as_done_at_the_grace_check() {
         .unwrap();
     let again = engine.on_timer(&timer, due).await.expect("decides");
     assert!(again.actions.is_empty(), "{again:?}");
+}
+
+/// The same dead worker's claim, and then an order for the payment arrives (late: the grace
+/// period had run out). The cancel was decided before the order existed and is carried out
+/// by the grace check that decided it (taken over from the dead worker),
+/// as it would have been without the crash (scenario 09): the order is not released on
+/// money being given back, and the authorization does not stay blocked by a claim nobody
+/// finishes.
+#[tokio::test]
+async fn a_claimed_cancel_is_carried_out_when_an_order_arrives_after_it_was_decided() {
+    let store = Arc::new(MemoryStore::new());
+    let engine = Engine::new(Arc::new(StreamView::new()), store.clone(), Rules::default());
+    let at = chrono::Utc::now();
+    let authorized = edited("PaymentCreated", |v| {
+        v["payment"]["transactions"][0]["state"] = "Success".into();
+    });
+    assert!(
+        engine
+            .on_message(&authorized, at)
+            .await
+            .expect("decides")
+            .is_empty()
+    );
+    let pid = authorized
+        .payment_id()
+        .expect("a payment message")
+        .to_string();
+    let key = Action::cancel_key(&pid);
+    assert_eq!(store.claim(&key).await.unwrap(), Claim::Acquired);
+
+    let late = at + chrono::Duration::minutes(20);
+    let actions = engine
+        .on_message(&fixture("OrderCreated"), late)
+        .await
+        .expect("decides");
+    assert!(
+        actions.is_empty(),
+        "not released on an authorization being cancelled: {actions:?}"
+    );
+    let checked = engine
+        .on_timer(
+            &Timer {
+                payment_id: pid.clone(),
+                due: late,
+            },
+            late,
+        )
+        .await
+        .expect("decides");
+    let keys: Vec<&str> = checked.actions.iter().map(|a| a.key.as_str()).collect();
+    assert_eq!(keys, [key.as_str()], "{checked:?}");
+
+    store
+        .settle(&key, LedgerStatus::Done, Decided::default())
+        .await
+        .unwrap();
+    let after = engine
+        .on_message(&fixture("OrderCreated"), late)
+        .await
+        .expect("decides");
+    assert!(after.is_empty(), "cancelled: nothing to release: {after:?}");
 }

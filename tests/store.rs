@@ -685,7 +685,10 @@ async fn a_cancel_claimed_by_a_dead_worker_is_taken_over_at_the_grace_check() {
     store.flush().await.unwrap();
 
     let dead = SqlStore::connect(&url, lease).await.unwrap();
-    assert_eq!(dead.take_due(at(1), 10).await.unwrap(), [timer.clone()]);
+    assert_eq!(
+        dead.take_due(at(1), 10).await.unwrap(),
+        std::slice::from_ref(&timer)
+    );
     assert_eq!(dead.claim(&key).await.unwrap(), Claim::Acquired);
     drop(dead); // killed: neither the claim nor the timer is settled
 

@@ -280,13 +280,16 @@ async fn a_capture_of_ours_that_fails_at_the_provider_is_reported_once() {
     );
 }
 
-/// A worker claimed an orphan's cancel and died before recording how it ended (kill -9
-/// between the claim and Checkout). The claim alone must not read as "cancelled": the grace
-/// check proposes the cancel again, and the ledger's claim decides who runs it (the dead
-/// worker's is taken over once its lease passes; the executor re-reads the payment first).
-/// Counting the authorization as gone left it blocked for good (seen in the crash test).
-#[tokio::test]
-async fn a_cancel_only_claimed_does_not_count_as_done_at_the_grace_check() {
+/// An authorized payment, no order, and its cancel claimed by a worker that then died.
+struct ClaimedCancel {
+    store: Arc<MemoryStore>,
+    engine: Engine,
+    at: Timestamp,
+    pid: String,
+    key: String,
+}
+
+async fn claimed_cancel() -> ClaimedCancel {
     let store = Arc::new(MemoryStore::new());
     let engine = Engine::new(Arc::new(StreamView::new()), store.clone(), Rules::default());
     let at = chrono::Utc::now();
@@ -306,6 +309,29 @@ async fn a_cancel_only_claimed_does_not_count_as_done_at_the_grace_check() {
         .to_string();
     let key = Action::cancel_key(&pid);
     assert_eq!(store.claim(&key).await.unwrap(), Claim::Acquired);
+    ClaimedCancel {
+        store,
+        engine,
+        at,
+        pid,
+        key,
+    }
+}
+
+/// A worker claimed an orphan's cancel and died before recording how it ended (kill -9
+/// between the claim and Checkout). The claim alone must not read as "cancelled": the grace
+/// check proposes the cancel again, and the ledger's claim decides who runs it (the dead
+/// worker's is taken over once its lease passes; the executor re-reads the payment first).
+/// Counting the authorization as gone left it blocked for good (seen in the crash test).
+#[tokio::test]
+async fn a_cancel_only_claimed_does_not_count_as_done_at_the_grace_check() {
+    let ClaimedCancel {
+        store,
+        engine,
+        at,
+        pid,
+        key,
+    } = claimed_cancel().await;
 
     let due = at + chrono::Duration::minutes(10);
     let timer = Timer {
@@ -336,31 +362,18 @@ async fn a_cancel_only_claimed_does_not_count_as_done_at_the_grace_check() {
 
 /// The same dead worker's claim, and then an order for the payment arrives (late: the grace
 /// period had run out). The cancel was decided before the order existed and is carried out
-/// by the grace check that decided it (taken over from the dead worker),
-/// as it would have been without the crash (scenario 09): the order is not released on
-/// money being given back, and the authorization does not stay blocked by a claim nobody
-/// finishes.
+/// by the grace check that decided it (taken over from the dead worker), as it would have
+/// been without the crash (scenario 09): the order is not released on money being given
+/// back, and the authorization does not stay blocked by a claim nobody finishes.
 #[tokio::test]
 async fn a_claimed_cancel_is_carried_out_when_an_order_arrives_after_it_was_decided() {
-    let store = Arc::new(MemoryStore::new());
-    let engine = Engine::new(Arc::new(StreamView::new()), store.clone(), Rules::default());
-    let at = chrono::Utc::now();
-    let authorized = edited("PaymentCreated", |v| {
-        v["payment"]["transactions"][0]["state"] = "Success".into();
-    });
-    assert!(
-        engine
-            .on_message(&authorized, at)
-            .await
-            .expect("decides")
-            .is_empty()
-    );
-    let pid = authorized
-        .payment_id()
-        .expect("a payment message")
-        .to_string();
-    let key = Action::cancel_key(&pid);
-    assert_eq!(store.claim(&key).await.unwrap(), Claim::Acquired);
+    let ClaimedCancel {
+        store,
+        engine,
+        at,
+        pid,
+        key,
+    } = claimed_cancel().await;
 
     let late = at + chrono::Duration::minutes(20);
     let actions = engine

@@ -161,8 +161,13 @@ impl Engine {
             // order has appeared since, as it would have been had its worker not stopped
             // (scenario 09). Left alone, the claim would keep the authorization out of every
             // coverage and uncancelled: money blocked for good. The executor re-reads the
-            // payment, so what a Charge took or a cancel already gave back is not cancelled.
-            Err(_) if read.cancel == Some(LedgerStatus::Claimed) => {
+            // payment, so a cancel already given back is not made twice. Not while a Charge
+            // is under way: the executor would not cancel then anyway, and the grace check
+            // must find nothing decided so that it looks again once the Charge has landed.
+            Err(_)
+                if read.cancel == Some(LedgerStatus::Claimed)
+                    && !read.payment.has_live_charge() =>
+            {
                 self.claimed_cancel_reason(read).await?
             }
             Err(why) => {

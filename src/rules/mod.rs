@@ -67,6 +67,13 @@ pub enum EngineError {
     /// The ledger or timers could not be read or written.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A marker is claimed but not recorded: another task is recording it now, or a worker
+    /// stopped between the two (its claim is taken over once the lease passes).
+    #[error("ledger marker {key} is claimed but not recorded yet")]
+    MarkerClaimed {
+        /// The marker's ledger key.
+        key: String,
+    },
 }
 
 impl EngineError {
@@ -74,7 +81,7 @@ impl EngineError {
     pub fn is_retryable(&self) -> bool {
         match self {
             EngineError::View(e) => e.is_retryable(),
-            EngineError::Store(_) => true,
+            EngineError::Store(_) | EngineError::MarkerClaimed { .. } => true,
         }
     }
 }
@@ -396,8 +403,11 @@ impl Engine {
         Ok(())
     }
 
-    /// Records a marker in the ledger; says whether it is new.
-    async fn remember(&self, key: &str, message_id: Option<&str>) -> Result<bool, StoreError> {
+    /// Records a marker in the ledger; says whether it is new. A marker claimed but not
+    /// recorded is not "already there": its report would be lost if a worker stopped (or a
+    /// store write failed) between claim and record, so the message is tried again until the
+    /// claim is recorded or taken over.
+    async fn remember(&self, key: &str, message_id: Option<&str>) -> Result<bool, EngineError> {
         match self.store.claim(key).await? {
             Claim::Acquired => {
                 self.store
@@ -412,6 +422,9 @@ impl Engine {
                     .await?;
                 Ok(true)
             }
+            Claim::Exists(LedgerStatus::Claimed) => Err(EngineError::MarkerClaimed {
+                key: key.to_string(),
+            }),
             Claim::Exists(_) => Ok(false),
         }
     }

@@ -270,6 +270,17 @@ async fn a_capture_of_ours_that_fails_at_the_provider_is_reported_once() {
         v["resourceVersion"] = 6.into();
         v["sequenceNumber"] = 6.into();
     });
+    // A worker stopped between claiming the report's marker and recording it: the report
+    // waits for that claim (the message is retried), it is not taken as made already.
+    let marker = capture_failed_key(pid);
+    assert_eq!(store.claim(&marker).await.unwrap(), Claim::Acquired);
+    let err = engine
+        .on_message(&refused, at)
+        .await
+        .expect_err("the marker is claimed, not recorded");
+    assert!(err.is_retryable(), "{err}");
+    assert_eq!(engine.failed_captures(), 0);
+    store.release(&marker).await.unwrap(); // the claim taken over (its lease passed)
     engine.on_message(&refused, at).await.expect("decides");
     assert_eq!(engine.failed_captures(), 1);
     engine.on_message(&refused, at).await.expect("decides");
@@ -406,4 +417,36 @@ async fn a_claimed_cancel_is_carried_out_when_an_order_arrives_after_it_was_deci
         .await
         .expect("decides");
     assert!(after.is_empty(), "cancelled: nothing to release: {after:?}");
+}
+
+/// The dead worker's claimed cancel, and meanwhile a Charge is under way: the cancel is not
+/// carried out (the executor would not cancel then either), and the grace check looks again
+/// later, so the authorization is cancelled if the Charge fails and kept if it succeeds.
+#[tokio::test]
+async fn a_claimed_cancel_waits_while_a_charge_is_under_way() {
+    let ClaimedCancel {
+        engine, at, pid, ..
+    } = claimed_cancel().await;
+    let charging = engine
+        .on_message(&fixture("PaymentTransactionAdded"), at) // the Charge, Pending
+        .await
+        .expect("decides");
+    assert!(charging.is_empty(), "{charging:?}");
+    let due = at + chrono::Duration::minutes(10);
+    let checked = engine
+        .on_timer(
+            &Timer {
+                payment_id: pid,
+                due,
+            },
+            due,
+        )
+        .await
+        .expect("decides");
+    assert!(checked.actions.is_empty(), "{checked:?}");
+    assert_eq!(
+        checked.recheck_at,
+        Some(due + chrono::Duration::minutes(10)),
+        "checked again a grace period later"
+    );
 }

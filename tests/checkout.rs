@@ -65,11 +65,9 @@ async fn an_empty_answer_is_received_never_an_unknown_outcome() {
 
 /// The error of the cancel of a fresh authorized payment that Checkout answers with `answer`
 /// (called once).
-async fn cancel_error_when_checkout_answers(
-    mock: &peers::Peer,
-    admin: &Admin,
-    answer: ResponseTemplate,
-) -> EffectError {
+async fn cancel_error_when_checkout_answers(answer: ResponseTemplate) -> EffectError {
+    let mock = peers::shared_commercetools_mock().await;
+    let admin = Admin::new(mock, PROJECT).await;
     let stub = MockServer::start().await;
     let pid = admin.payment(900, &[("Authorization", "Success")]).await;
     Mock::given(method("POST"))
@@ -86,11 +84,7 @@ async fn cancel_error_when_checkout_answers(
 
 #[tokio::test]
 async fn an_unknown_outcome_is_checked_on_the_payment_and_retried_not_failed() {
-    let mock = peers::shared_commercetools_mock().await;
-    let admin = Admin::new(mock, PROJECT).await;
     let err = cancel_error_when_checkout_answers(
-        mock,
-        &admin,
         ResponseTemplate::new(200).set_body_json(json!({"outcome": "deferred"})),
     )
     .await;
@@ -238,17 +232,11 @@ async fn payment_with_charges(admin: &Admin, authorized: i64, charges: &[(i64, &
 
 #[tokio::test]
 async fn a_connector_that_cannot_be_reached_is_retried_not_failed_for_good() {
-    let mock = peers::shared_commercetools_mock().await;
-    let admin = Admin::new(mock, PROJECT).await;
-    let err = cancel_error_when_checkout_answers(
-        mock,
-        &admin,
-        ResponseTemplate::new(400).set_body_json(json!({
-            "statusCode": 400,
-            "message": "The connector could not be reached.",
-            "errors": [{"code": "ConnectorFailed", "message": "The connector could not be reached."}]
-        })),
-    )
+    let err = cancel_error_when_checkout_answers(ResponseTemplate::new(400).set_body_json(json!({
+        "statusCode": 400,
+        "message": "The connector could not be reached.",
+        "errors": [{"code": "ConnectorFailed", "message": "The connector could not be reached."}]
+    })))
     .await;
     // Recorded as failed, the authorization would stay blocked for good.
     assert!(

@@ -438,18 +438,34 @@ impl Engine {
         if !p.cancel_authorization_failed() {
             return Ok(());
         }
-        if self.remember(&cancel_failed_key(&p.id), message_id).await? {
-            self.failed_cancels.fetch_add(1, Ordering::Relaxed);
-            let currency = p.currency().unwrap_or_default();
-            let orders: Vec<&str> = read.orders.iter().map(|o| o.id.as_str()).collect();
-            PaymentOperationFailed {
-                operation: PaymentOperation::Cancel,
-                payment_id: &p.id,
-                order_ids: &orders,
-                amount: p.authorized(currency),
-                currency,
-            }
-            .emit();
+        let currency = p.currency().unwrap_or_default();
+        let failed = PaymentOperationFailed {
+            operation: PaymentOperation::Cancel,
+            payment_id: &p.id,
+            order_ids: &order_ids(read),
+            amount: p.authorized(currency),
+            currency,
+        };
+        self.report_once(
+            &cancel_failed_key(&p.id),
+            message_id,
+            failed,
+            &self.failed_cancels,
+        )
+        .await
+    }
+
+    /// Logs and counts `failed` the first time its marker `key` is recorded.
+    async fn report_once(
+        &self,
+        key: &str,
+        message_id: Option<&str>,
+        failed: PaymentOperationFailed<'_>,
+        counter: &AtomicU64,
+    ) -> Result<(), EngineError> {
+        if self.remember(key, message_id).await? {
+            counter.fetch_add(1, Ordering::Relaxed);
+            failed.emit();
         }
         Ok(())
     }
@@ -473,22 +489,20 @@ impl Engine {
         if !charge_failed || open <= 0 || !self.settled(&Action::capture_key(&p.id)).await? {
             return Ok(());
         }
-        if self
-            .remember(&capture_failed_key(&p.id), message_id)
-            .await?
-        {
-            self.failed_captures.fetch_add(1, Ordering::Relaxed);
-            let orders: Vec<&str> = read.orders.iter().map(|o| o.id.as_str()).collect();
-            PaymentOperationFailed {
-                operation: PaymentOperation::Capture,
-                payment_id: &p.id,
-                order_ids: &orders,
-                amount: open,
-                currency,
-            }
-            .emit();
-        }
-        Ok(())
+        let failed = PaymentOperationFailed {
+            operation: PaymentOperation::Capture,
+            payment_id: &p.id,
+            order_ids: &order_ids(read),
+            amount: open,
+            currency,
+        };
+        self.report_once(
+            &capture_failed_key(&p.id),
+            message_id,
+            failed,
+            &self.failed_captures,
+        )
+        .await
     }
 
     /// Done or failed for good. A claim is not settled: its holder may have died, so the
@@ -499,6 +513,11 @@ impl Engine {
             Some(LedgerStatus::Done | LedgerStatus::Failed)
         ))
     }
+}
+
+/// The ids of the orders referencing the payment read.
+fn order_ids(read: &PaymentRead) -> Vec<&str> {
+    read.orders.iter().map(|o| o.id.as_str()).collect()
 }
 
 /// What a grace-period check decided.

@@ -99,8 +99,8 @@ pub struct Action {
     /// `capture:{payment_id}`. An action with a key runs at most once, ever.
     pub key: String,
     /// For a cancel or capture, the payment; for a release, the payment that completed the
-    /// coverage.
-    pub payment_id: String,
+    /// coverage (`None`, serialized `null`, for a free order released without a payment).
+    pub payment_id: Option<String>,
     /// The order released or captured for, or the cancelled order a cancel is for; `None`
     /// for an orphan cancel (no order exists, which is the point).
     pub order_id: Option<String>,

@@ -220,6 +220,7 @@ pub async fn check_connections(settings: &Settings) -> Vec<(&'static str, Result
         let checkout = timed(async {
             let http = reqwest::Client::builder()
                 .timeout(LIMIT)
+                .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .map_err(|e| e.to_string())?;
             // Any HTTP answer proves the host resolves and speaks HTTP; the call is

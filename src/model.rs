@@ -349,8 +349,8 @@ impl Payment {
             ))
     }
 
-    /// charged(P) = Σ Charge in Success − Σ Refund and Chargeback in Success: the money
-    /// received and kept.
+    /// net charged(P) = Σ Charge in Success − Σ Refund and Chargeback in Success: the money
+    /// received and kept (negative on odd data).
     pub fn charged(&self, currency: &str) -> i64 {
         use TransactionState::Success;
         self.amount_in(TransactionType::Charge, &[Success], currency)
@@ -370,10 +370,20 @@ impl Payment {
         )
     }
 
-    /// covered(P) = max(authorized(P), charged(P), 0): a capture of an authorization is the
-    /// same money, counted once.
+    /// open authorization(P) = max(0, authorized(P) − Σ Charge in Initial, Pending or
+    /// Success): what is reserved and not yet taken by a capture. A capture consumes its
+    /// authorization, and a refund does not give it back.
+    pub fn open_authorization(&self, currency: &str) -> i64 {
+        self.authorized(currency)
+            .saturating_sub(self.captured(currency))
+            .max(0)
+    }
+
+    /// covered(P) = open authorization(P) + max(0, net charged(P)): money reserved and money
+    /// received and kept, each counted once (see `rules::coverage`).
     pub fn covered(&self, currency: &str) -> i64 {
-        self.authorized(currency).max(self.charged(currency)).max(0)
+        self.open_authorization(currency)
+            .saturating_add(self.charged(currency).max(0))
     }
 
     /// The currency the payment's money is in: its first successful Authorization's, else

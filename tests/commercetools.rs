@@ -57,7 +57,7 @@ fn release(order: &Value, payment_id: &str) -> Action {
         action: ActionKind::ReleaseOrder,
         rule: RuleName::ReleaseForFulfillment,
         key: format!("release:{}", order["id"].as_str().unwrap()),
-        payment_id: payment_id.into(),
+        payment_id: Some(payment_id.into()),
         order_id: order["id"].as_str().map(str::to_string),
         message_id: Some("m-1".into()),
         at: Utc::now(),

@@ -142,7 +142,7 @@ fn full_release(order_id: &str) -> Action {
         action: ActionKind::ReleaseOrder,
         rule: RuleName::ReleaseForFulfillment,
         key: Action::release_key(order_id),
-        payment_id: "pay-2".into(),
+        payment_id: Some("pay-2".into()),
         order_id: Some(order_id.into()),
         message_id: Some(format!("msg-{order_id}")),
         at: Utc::now(),

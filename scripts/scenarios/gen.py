@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes the money-rule scenarios 22-37 of fixtures/scenarios/ (issue 13; 36, 37 since): each stream and the
+"""Writes the money-rule scenarios 22-39 of fixtures/scenarios/ (issue 13; 36-39 since): each stream and the
 actions a merchant expects, written down here by hand from the rule definitions in the README
 (never copied from payrules' own output). Re-running it rewrites the same files.
 
@@ -386,5 +386,53 @@ def s37():
     s.write()
 
 
-for f in (s22, s23, s24, s25, s26, s27, s28, s29, s30, s31, s32, s33, s34, s35, s36, s37):
+def s38():
+    # A capture consumes its authorization: money captured and then refunded (or charged back)
+    # covers nothing, whatever the authorization said. O1 and O2 are never released; O3's
+    # authorization of 10000 was partly captured (4000) and that part refunded: the open 6000
+    # covers it; O4's authorization fully captured covers it once.
+    s = Stream("38-captured-then-refunded-covers-nothing")
+    s.payment("P1", "10:00:00", amount=4000)
+    s.tx_added("P1", "a", "Authorization", 4000, "Success", "10:00:01")
+    s.tx_added("P1", "c", "Charge", 4000, "Success", "10:00:02")
+    s.tx_added("P1", "r", "Refund", 4000, "Success", "10:00:03")
+    s.order("O1", "10:00:04", 4000, ["P1"])
+    s.payment("P2", "10:01:00", amount=5000)
+    s.tx_added("P2", "a", "Authorization", 5000, "Success", "10:01:01")
+    s.tx_added("P2", "c", "Charge", 5000, "Success", "10:01:02")
+    s.tx_added("P2", "b", "Chargeback", 5000, "Success", "10:01:03")
+    s.order("O2", "10:01:04", 5000, ["P2"])
+    s.payment("P3", "10:02:00", amount=10000)
+    s.tx_added("P3", "a", "Authorization", 10000, "Success", "10:02:01")
+    s.tx_added("P3", "c", "Charge", 4000, "Success", "10:02:02")
+    s.tx_added("P3", "r", "Refund", 4000, "Success", "10:02:03")
+    m = s.order("O3", "10:02:04", 6000, ["P3"])
+    s.release("O3", "P3", m, "10:02:04")
+    s.payment("P4", "10:03:00", amount=5000)
+    s.tx_added("P4", "a", "Authorization", 5000, "Success", "10:03:01")
+    s.tx_added("P4", "c", "Charge", 5000, "Pending", "10:03:02")
+    s.order("O4", "10:03:03", 5000, ["P4"])
+    m = s.tx_state("P4", "c", "Success", "10:03:10")
+    s.release("O4", "P4", m, "10:03:10")
+    s.write()
+
+
+def s39():
+    # Free orders (a 100 % voucher): a gross total of 0 owes nothing and is released as soon as
+    # the order can be fulfilled — without a payment (payment_id null), or with a zero-amount
+    # authorization. A free order that cannot be fulfilled is not.
+    s = Stream("39-free-orders-are-released")
+    m = s.order("O1", "10:00:00", 0, [])
+    s.expected.append({"action": "release_order", "rule": "release_for_fulfillment",
+                       "key": f"release:{uid(s.name + '/O1')}", "payment_id": None,
+                       "order_id": uid(s.name + "/O1"), "message_id": m, "at": ts("10:00:00")})
+    s.payment("P2", "10:01:00", amount=0)
+    s.tx_added("P2", "a", "Authorization", 0, "Success", "10:01:01")
+    m = s.order("O2", "10:01:02", 0, ["P2"])
+    s.release("O2", "P2", m, "10:01:02")
+    s.order("O3", "10:02:00", 0, [], state="Complete", shipment="Delivered", typ="OrderImported")
+    s.write()
+
+
+for f in (s22, s23, s24, s25, s26, s27, s28, s29, s30, s31, s32, s33, s34, s35, s36, s37, s38, s39):
     f()

@@ -8,7 +8,7 @@
 
 mod errors;
 
-pub use errors::{CtpError, Retry};
+pub use errors::{BODY_LIMIT, CtpError, MAX_RETRY_AFTER, Retry};
 
 use std::fmt;
 use std::sync::Arc;
@@ -24,11 +24,11 @@ use tracing::{debug, warn};
 use crate::config::{CommercetoolsSettings, Secret};
 use crate::model::{Order, Payment};
 use crate::retry::Backoff;
-use crate::telemetry::CommercetoolsRequest;
+use crate::telemetry::{CommercetoolsRequest, CredentialsState};
 
 pub mod view;
 
-pub(crate) use errors::error_from;
+pub(crate) use errors::{error_from, read_limited};
 pub use view::LiveView;
 
 /// A cached access token.
@@ -108,6 +108,9 @@ impl CtpClient {
     ) -> Result<Self, CtpError> {
         let http = reqwest::Client::builder()
             .timeout(settings.timeout)
+            // Never follow a redirect: the bearer token and a write's body must reach only the
+            // configured host; a 3xx is an error like any other non-success answer.
+            .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(settings.timeout.min(Duration::from_secs(5)))
             .user_agent(concat!("payrules/", env!("CARGO_PKG_VERSION")))
             .build()
@@ -171,19 +174,23 @@ impl CtpClient {
         let resp = resp.map_err(|e| CtpError::transport("requesting an access token", &e))?;
         if !resp.status().is_success() {
             let mut e = error_from("requesting an access token", resp).await;
-            if e.status == Some(401) || e.status == Some(400) {
+            if matches!(e.status, Some(400 | 401 | 403)) {
+                // The client is refused (invalid_client, invalid_scope): a secret rotated or
+                // a scope removed — an operator fixes it, and payrules waits for that.
+                e.retry = Retry::Configuration;
                 e.message
                     .push_str(" — check CTP_CLIENT_ID, CTP_CLIENT_SECRET and CTP_SCOPES");
             }
+            if e.is_configuration() {
+                CredentialsState {
+                    result: Err(&e.to_string()),
+                }
+                .emit();
+            }
             return Err(e);
         }
-        let body: TokenResponse = resp.json().await.map_err(|e| CtpError {
-            retry: Retry::Backoff,
-            status: None,
-            codes: Vec::new(),
-            message: format!("the token response is not valid JSON: {e}"),
-        })?;
-        let lifetime = Duration::from_secs(body.expires_in.unwrap_or(3600));
+        let body: TokenResponse = read_json(resp, "requesting an access token").await?;
+        let lifetime = token_lifetime(body.expires_in);
         // Refresh ahead: at 90 % of the lifetime, at least a minute early.
         let ahead = (lifetime / 10)
             .max(Duration::from_secs(60))
@@ -224,16 +231,32 @@ impl CtpClient {
                 token = self.token(Some(token.expose())).await?;
                 continue;
             }
+            if resp.status() == StatusCode::FORBIDDEN {
+                let e = error_from(what, resp).await;
+                CredentialsState {
+                    result: Err(&format!("{e} — check the API client's scopes")),
+                }
+                .emit();
+                return Err(e);
+            }
+            if resp.status().is_success() {
+                CredentialsState { result: Ok(()) }.emit();
+            }
             return Ok(resp);
         }
-        Err(CtpError {
-            retry: Retry::Never,
+        let e = CtpError {
+            retry: Retry::Configuration,
             status: Some(401),
             codes: vec!["invalid_token".into()],
             message: format!(
                 "{what} failed: the API rejects fresh tokens — check the API client's scopes"
             ),
-        })
+        };
+        CredentialsState {
+            result: Err(&e.to_string()),
+        }
+        .emit();
+        Err(e)
     }
 
     /// A GET returning `None` on 404, retried with backoff on transient failures.
@@ -242,6 +265,17 @@ impl CtpClient {
         what: &str,
         path: &str,
         query: &[(&str, &str)],
+    ) -> Result<Option<T>, CtpError> {
+        self.get(what, path, query, NotFound::IsNone).await
+    }
+
+    /// A GET retried with backoff on transient failures; a 404 means what `not_found` says.
+    async fn get<T: DeserializeOwned>(
+        &self,
+        what: &str,
+        path: &str,
+        query: &[(&str, &str)],
+        not_found: NotFound,
     ) -> Result<Option<T>, CtpError> {
         let url = format!(
             "{}/{}/{}",
@@ -257,13 +291,18 @@ impl CtpClient {
                     .send(what, |http| http.request(Method::GET, &url).query(query))
                     .await?;
                 match resp.status() {
-                    s if s.is_success() => resp.json::<T>().await.map(Some).map_err(|e| CtpError {
-                        retry: Retry::Never,
-                        status: Some(s.as_u16()),
-                        codes: Vec::new(),
-                        message: format!("{what}: unexpected response body: {e}"),
-                    }),
-                    StatusCode::NOT_FOUND => Ok(None),
+                    s if s.is_success() => read_json(resp, what).await.map(Some),
+                    StatusCode::NOT_FOUND if not_found == NotFound::IsNone => Ok(None),
+                    StatusCode::NOT_FOUND => {
+                        let mut e = error_from(what, resp).await;
+                        // Only a successful answer says what exists: a query endpoint that is
+                        // not there is a wrong project key or API URL, never "no results".
+                        e.retry = Retry::Configuration;
+                        e.message.push_str(
+                            " — the endpoint is not there: check CTP_PROJECT_KEY and CTP_API_URL",
+                        );
+                        Err(e)
+                    }
                     _ => Err(error_from(what, resp).await),
                 }
             }
@@ -316,7 +355,7 @@ impl CtpClient {
             results: Vec<Order>,
         }
         let page: Option<Page> = self
-            .get_optional(
+            .get(
                 "finding the order of a payment",
                 "orders",
                 &[
@@ -327,6 +366,7 @@ impl CtpClient {
                     ("limit", "500"),
                     ("withTotal", "false"),
                 ],
+                NotFound::IsError,
             )
             .await?;
         Ok(page.map(|p| p.results).unwrap_or_default())
@@ -402,11 +442,10 @@ impl CtpClient {
         let what = "updating the order";
         let resp = self.send(what, |http| http.post(&url).json(&body)).await?;
         if resp.status().is_success() {
-            return resp.json().await.map_err(|e| CtpError {
+            // The update may have been applied: whoever reads this re-reads before retrying.
+            return read_json(resp, what).await.map_err(|e| CtpError {
                 retry: Retry::Verify,
-                status: None,
-                codes: Vec::new(),
-                message: format!("{what}: unexpected response body: {e}"),
+                ..e
             });
         }
         Err(error_from(what, resp).await)
@@ -436,16 +475,46 @@ impl CtpClient {
         let what = "calling the Checkout Payment Intents API";
         let resp = self.send(what, |http| http.post(&url).json(&body)).await?;
         if resp.status().is_success() {
-            let r: IntentResponse = resp.json().await.map_err(|e| CtpError {
+            let r: IntentResponse = read_json(resp, what).await.map_err(|e| CtpError {
                 retry: Retry::Verify,
-                status: None,
-                codes: Vec::new(),
-                message: format!("{what}: unexpected response body: {e}"),
+                ..e
             })?;
             return Ok(r.outcome);
         }
         Err(error_from(what, resp).await)
     }
+}
+
+/// What a 404 means for a GET.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NotFound {
+    /// The resource does not exist.
+    IsNone,
+    /// The endpoint should be there (a query): the configuration is wrong.
+    IsError,
+}
+
+/// A success body, at most [`BODY_LIMIT`] bytes, as `T`. A body that is too large or does not
+/// decode is retried like an outage (a proxy's page, a truncated answer), never taken as
+/// permanent: the next answer may well be right.
+async fn read_json<T: DeserializeOwned>(resp: Response, what: &str) -> Result<T, CtpError> {
+    let status = resp.status().as_u16();
+    let failed = |message: String| CtpError {
+        retry: Retry::Backoff,
+        status: Some(status),
+        codes: Vec::new(),
+        message: format!("{what}: {message}"),
+    };
+    let body = read_limited(resp, BODY_LIMIT).await.map_err(&failed)?;
+    serde_json::from_slice(&body).map_err(|e| failed(format!("unexpected response body: {e}")))
+}
+
+/// A token's lifetime from `expires_in`, within sane bounds: commercetools grants 48 h; a
+/// value of 0 would refresh on every call and an absurd one would overflow the clock.
+fn token_lifetime(expires_in: Option<u64>) -> Duration {
+    const SHORTEST: u64 = 30;
+    const LONGEST: u64 = 7 * 24 * 3600;
+    Duration::from_secs(expires_in.unwrap_or(3600).clamp(SHORTEST, LONGEST))
 }
 
 /// Percent-encodes one path segment.
@@ -499,5 +568,16 @@ mod tests {
             "updating the order failed: nope (HTTP 400, InvalidOperation)"
         );
         assert!(!e.is_retryable());
+    }
+
+    #[test]
+    fn a_token_lifetime_is_bounded() {
+        assert_eq!(token_lifetime(Some(172_800)), Duration::from_secs(172_800));
+        assert_eq!(token_lifetime(None), Duration::from_secs(3600));
+        assert_eq!(token_lifetime(Some(0)), Duration::from_secs(30));
+        // Was a panic: Instant + u64::MAX seconds overflows.
+        let lifetime = token_lifetime(Some(u64::MAX));
+        assert_eq!(lifetime, Duration::from_secs(7 * 24 * 3600));
+        assert!(Instant::now().checked_add(lifetime).is_some());
     }
 }

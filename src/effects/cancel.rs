@@ -211,7 +211,7 @@ impl Canceller {
     /// Permanent when Checkout rejects the cancel or refuses the request; transient when it
     /// is unavailable.
     pub async fn cancel(&self, action: &Action) -> Result<Effect, EffectError> {
-        let payment_id = action.payment_id.as_str();
+        let payment_id = payment_of(action)?;
         if let Check::Settled(effect) = self.cancel_check(payment_id).await? {
             return Ok(effect);
         }
@@ -230,7 +230,7 @@ impl Canceller {
     /// # Errors
     /// As for [`Canceller::cancel`]; a capture without an amount is refused.
     pub async fn capture(&self, action: &Action) -> Result<Effect, EffectError> {
-        let payment_id = action.payment_id.as_str();
+        let payment_id = payment_of(action)?;
         let Some(money) = &action.amount else {
             return Err(EffectError::Permanent {
                 detail: format!("capture of payment {payment_id} without an amount"),
@@ -263,4 +263,19 @@ impl Canceller {
         })
         .await
     }
+}
+
+/// The payment a cancel or capture is for; an action without one is refused (never decided by
+/// the rules: only a free order's release has no payment).
+fn payment_of(action: &Action) -> Result<&str, EffectError> {
+    action
+        .payment_id
+        .as_deref()
+        .ok_or_else(|| EffectError::Permanent {
+            detail: format!(
+                "{} without a payment ({})",
+                action.action.as_str(),
+                action.key
+            ),
+        })
 }

@@ -258,6 +258,10 @@ impl Webhook {
             .collect::<Result<Vec<_>, _>>()?;
         let http = reqwest::Client::builder()
             .timeout(timeout)
+            // Never follow a redirect: a 302 to a login page would turn the signed POST into a
+            // body-less GET whose 200 reads as delivered, and a 307/308 would re-send the
+            // signed body to whatever host (or plain http) it names. A 3xx is a failed delivery.
+            .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("payrules/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| EffectError::Permanent {
@@ -323,6 +327,15 @@ impl Webhook {
                         resp.status().as_u16()
                     )));
                 }
+                Ok(resp) if resp.status().is_redirection() => {
+                    last = format!(
+                        "the webhook answered HTTP {} (a redirect{}; redirects are never followed: point the webhook URL at the receiver itself)",
+                        resp.status().as_u16(),
+                        location_host(&resp)
+                            .map(|h| format!(" to host {h}"))
+                            .unwrap_or_default()
+                    );
+                }
                 Ok(resp) => last = format!("the webhook answered HTTP {}", resp.status().as_u16()),
                 Err(e) => last = format!("the webhook request failed: {e}"),
             }
@@ -333,6 +346,18 @@ impl Webhook {
             retry_after: None,
         })
     }
+}
+
+/// The host a redirect points to (only the host: the path and query may carry a token), or
+/// `None` when the Location is missing or unreadable. A relative Location is on the same host.
+fn location_host(resp: &reqwest::Response) -> Option<String> {
+    let location = resp
+        .headers()
+        .get(reqwest::header::LOCATION)?
+        .to_str()
+        .ok()?;
+    let target = resp.url().join(location).ok()?;
+    target.host_str().map(str::to_string)
 }
 
 #[async_trait]
@@ -529,7 +554,7 @@ mod tests {
             action: ActionKind::ReleaseOrder,
             rule: RuleName::ReleaseForFulfillment,
             key: Action::release_key("o-1"),
-            payment_id: "p-1".into(),
+            payment_id: Some("p-1".into()),
             order_id: Some("o-1".into()),
             message_id: None,
             at: chrono::Utc::now(),
@@ -569,5 +594,57 @@ mod tests {
             release_event(&release(None))["amount"],
             serde_json::Value::Null
         );
+    }
+
+    /// A receiver that answers every POST with `status` and `Location: location`.
+    async fn redirecting(status: u16, location: &str) -> wiremock::MockServer {
+        use wiremock::{Mock, ResponseTemplate, matchers::any};
+        let server = wiremock::MockServer::start().await;
+        Mock::given(any())
+            .respond_with(ResponseTemplate::new(status).insert_header("Location", location))
+            .mount(&server)
+            .await;
+        server
+    }
+
+    /// A host that would take anything (a login page, another receiver).
+    async fn anything() -> wiremock::MockServer {
+        use wiremock::{Mock, ResponseTemplate, matchers::any};
+        let server = wiremock::MockServer::start().await;
+        Mock::given(any())
+            .respond_with(ResponseTemplate::new(200).set_body_string("<html>login</html>"))
+            .mount(&server)
+            .await;
+        server
+    }
+
+    #[tokio::test]
+    async fn a_redirect_is_a_failed_delivery_and_is_never_followed() {
+        for status in [301, 302, 303, 307, 308] {
+            let elsewhere = anything().await;
+            let target = format!("{}/login?token=t0ps3cret", elsewhere.uri());
+            let receiver = redirecting(status, &target).await;
+            let hook = Webhook::new(
+                format!("{}/hooks/release", receiver.uri()),
+                vec![Secret::new("whsec_dGVzdA==")],
+                Duration::from_secs(5),
+            )
+            .expect("webhook")
+            .with_retry(2, Duration::from_millis(1));
+            let Err(EffectError::Transient { detail, .. }) = hook.deliver(&release(None)).await
+            else {
+                panic!("HTTP {status}: a redirect must not count as delivered");
+            };
+            assert!(detail.contains(&format!("HTTP {status}")), "{detail}");
+            assert!(detail.contains("to host 127.0.0.1"), "{detail}");
+            assert!(!detail.contains("t0ps3cret"), "{detail}");
+            let followed = elsewhere.received_requests().await.unwrap_or_default();
+            assert!(
+                followed.is_empty(),
+                "HTTP {status} was followed: {followed:?}"
+            );
+            let posted = receiver.received_requests().await.unwrap_or_default();
+            assert_eq!(posted.len(), 2, "one POST per attempt");
+        }
     }
 }

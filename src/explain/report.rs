@@ -112,9 +112,9 @@ pub struct PaymentLine {
     pub counts_toward: Option<String>,
     /// covered(P) toward the explained order.
     pub covered: i64,
-    /// authorized(P) in the order's currency (our own cancel taken into account).
+    /// open authorization(P) in the order's currency (our own cancel taken into account).
     pub authorized: i64,
-    /// charged(P) in the order's currency.
+    /// net charged(P) in the order's currency.
     pub charged: i64,
     /// payrules claimed or executed its cancel.
     pub cancelled_by_us: bool,

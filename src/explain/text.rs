@@ -201,7 +201,7 @@ pub(super) fn order_text(o: &OrderExplanation) -> String {
             let label = if i == 0 { "  allocated:" } else { "" };
             let _ = write!(
                 out,
-                "{label:<16}payment {}: covered {} (authorized {}, charged {} {currency} cents)",
+                "{label:<16}payment {}: covered {} (open authorization {}, net charged {} {currency} cents)",
                 p.payment_id, p.covered, p.authorized, p.charged
             );
             if let Some(note) = &p.note {

@@ -2,9 +2,18 @@
 //!
 //! - A payment's money counts toward **one** order: the earliest-created order referencing it
 //!   that is not Cancelled (ties by id). A cancelled order holds no payment.
-//! - covered(P) = max(authorized(P), charged(P), 0) in the order's currency (see
-//!   [`Payment::covered`]), except that an authorization this worker cancelled counts for
-//!   nothing until the payment shows that cancel failed.
+//! - The amounts, in the order's currency (see [`Payment`]):
+//!   - authorized(P) = Σ Authorization in Success − Σ CancelAuthorization in Initial, Pending or
+//!     Success, except that an authorization this worker cancelled counts for nothing until
+//!     the payment shows that cancel failed;
+//!   - open authorization(P) = max(0, authorized(P) − Σ Charge in Initial, Pending or Success):
+//!     a capture consumes its authorization (a refund does not give it back);
+//!   - net charged(P) = Σ Charge in Success − Σ Refund and Chargeback in Success;
+//!   - covered(P) = open authorization(P) + max(0, net charged(P)).
+//! - Checked against the examples: Authorization 4000 → Charge 4000 → Refund 4000 covers 0
+//!   (0 + 0); a fully captured authorization of 8000 covers 8000 (0 + 8000); two
+//!   authorizations of 5000 cover 10000 (10000 + 0); Authorization 8000 with a Charge of 3000
+//!   covers 8000 (5000 + 3000); a Charge of 2000 with a Chargeback of 500 covers 1500.
 
 use crate::model::{Order, OrderState, Payment};
 
@@ -27,17 +36,22 @@ pub fn effective_authorized(p: &Payment, currency: &str, cancelled_by_us: bool) 
     }
 }
 
-/// covered(P) toward an order in `currency`.
-pub fn covered(p: &Payment, currency: &str, cancelled_by_us: bool) -> i64 {
+/// open authorization(P): the authorization (our own cancel taken into account) less what is
+/// captured or being captured, never below 0.
+pub fn open_authorization(p: &Payment, currency: &str, cancelled_by_us: bool) -> i64 {
     effective_authorized(p, currency, cancelled_by_us)
-        .max(p.charged(currency))
+        .saturating_sub(p.captured(currency))
         .max(0)
 }
 
-/// What a capture may still take: the standing authorization less what is captured or being
-/// captured (a refund does not make an authorization capturable again).
+/// covered(P) toward an order in `currency`: open authorization + max(0, net charged).
+pub fn covered(p: &Payment, currency: &str, cancelled_by_us: bool) -> i64 {
+    open_authorization(p, currency, cancelled_by_us).saturating_add(p.charged(currency).max(0))
+}
+
+/// What a capture may still take: the open authorization.
 pub fn capturable(p: &Payment, currency: &str, cancelled_by_us: bool) -> i64 {
-    effective_authorized(p, currency, cancelled_by_us).saturating_sub(p.captured(currency))
+    open_authorization(p, currency, cancelled_by_us)
 }
 
 /// `orders` with `order` in it as given: a just-created order may not be found by the query
@@ -128,6 +142,46 @@ mod tests {
         }
         // Other currencies do not count.
         assert_eq!(covered(&p, "USD", false), 0);
+    }
+
+    #[test]
+    fn a_capture_consumes_its_authorization() {
+        // Captured, then refunded (or charged back): nothing covers the order any more.
+        for back in [Refund, Chargeback] {
+            let p = payment(vec![
+                tx(Authorization, Success, 4000),
+                tx(Charge, Success, 4000),
+                tx(back, Success, 4000),
+            ]);
+            assert_eq!(covered(&p, "EUR", false), 0, "{back}");
+        }
+        // A partial capture: the rest of the authorization plus what was received.
+        let p = payment(vec![
+            tx(Authorization, Success, 8000),
+            tx(Charge, Success, 3000),
+        ]);
+        assert_eq!(covered(&p, "EUR", false), 8000);
+        // … and the captured part refunded: only the open rest counts.
+        let p = payment(vec![
+            tx(Authorization, Success, 10000),
+            tx(Charge, Success, 4000),
+            tx(Refund, Success, 4000),
+        ]);
+        assert_eq!(covered(&p, "EUR", false), 6000);
+        // A capture under way takes the authorization; its money counts once it has landed.
+        let p = payment(vec![
+            tx(Authorization, Success, 5000),
+            tx(Charge, Pending, 5000),
+        ]);
+        assert_eq!(covered(&p, "EUR", false), 0);
+        // A failed capture gives the authorization back.
+        let p = payment(vec![
+            tx(Authorization, Success, 5000),
+            tx(Charge, Failure, 5000),
+        ]);
+        assert_eq!(covered(&p, "EUR", false), 5000);
+        // The model's own reading agrees.
+        assert_eq!(p.covered("EUR"), 5000);
     }
 
     #[test]

@@ -48,9 +48,10 @@ pub struct PaymentShare {
     pub allocated: bool,
     /// covered(P) toward this order (0 when the money counts elsewhere).
     pub covered: i64,
-    /// authorized(P) in the order's currency, our own cancel taken into account.
+    /// open authorization(P) in the order's currency (our own cancel taken into account, less
+    /// what is captured or being captured).
     pub authorized: i64,
-    /// charged(P) in the order's currency.
+    /// net charged(P) in the order's currency.
     pub charged: i64,
     /// This worker claimed or executed the payment's cancel.
     pub cancelled_by_us: bool,
@@ -129,7 +130,7 @@ impl Engine {
                 counts_toward: share.holder.as_ref().map(|(h, _)| h.clone()),
                 allocated: share.counted.is_some(),
                 covered: share.counted.as_ref().map_or(0, |c| c.covered),
-                authorized: amount(coverage::effective_authorized),
+                authorized: amount(coverage::open_authorization),
                 charged: read.map_or(0, |r| r.payment.charged(&currency)),
                 cancelled_by_us,
                 cancel_ledger: read.and_then(|r| r.cancel),

@@ -106,8 +106,8 @@ pub struct Counted {
 /// The outcome of a coverage check that releases.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Release {
-    /// The payment that completed the coverage.
-    pub payment_id: String,
+    /// The payment that completed the coverage; `None` for a free order without a payment.
+    pub payment_id: Option<String>,
     /// All payments counted.
     pub payment_ids: Vec<String>,
     /// Σ covered(P) over the allocated payments.
@@ -234,12 +234,15 @@ pub fn check(
     }
     let gross = order.gross_total();
     let (total, currency) = (gross.cent_amount, gross.currency_code.clone());
+    // A free order (a 100 % voucher) owes nothing: covered with or without a payment, and the
+    // payments it has (a zero-amount authorization, say) are named as counted.
+    let free = total <= 0;
     let counted: Vec<String> = allocated
         .iter()
-        .filter(|c| c.covered > 0)
+        .filter(|c| c.covered > 0 || free)
         .map(|c| c.payment_id.clone())
         .collect();
-    if counted.is_empty() {
+    if counted.is_empty() && !free {
         return Err(NotReleased::NothingCovered { total, currency });
     }
     let covered = total_covered(allocated);
@@ -253,8 +256,7 @@ pub fn check(
     let payment_id = trigger
         .filter(|t| counted.iter().any(|c| c == t))
         .map(str::to_string)
-        .or_else(|| counted.last().cloned())
-        .unwrap_or_default();
+        .or_else(|| counted.last().cloned());
     Ok(Release {
         payment_id,
         payment_ids: counted,
@@ -262,4 +264,50 @@ pub fn check(
         total,
         currency,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn order(total: i64) -> Order {
+        serde_json::from_value(serde_json::json!({
+            "id": "o", "version": 1, "createdAt": "2026-01-01T00:00:00Z", "orderState": "Open",
+            "totalPrice": {"currencyCode": "EUR", "centAmount": total}
+        }))
+        .expect("order")
+    }
+
+    fn counted(id: &str, covered: i64) -> Counted {
+        Counted {
+            payment_id: id.into(),
+            covered,
+        }
+    }
+
+    #[test]
+    fn a_free_order_is_covered_with_or_without_a_payment() {
+        let rule = ReleaseRule::default();
+        let r = check(&rule, &order(0), &[], None).expect("released");
+        assert_eq!((r.payment_id, r.payment_ids, r.covered), (None, vec![], 0));
+        let r = check(&rule, &order(0), &[counted("p", 0)], Some("p")).expect("released");
+        assert_eq!(r.payment_id.as_deref(), Some("p"));
+        assert_eq!(r.payment_ids, vec!["p".to_string()]);
+        assert_eq!(r.to_string(), "covered 0 ≥ 0 EUR cents");
+    }
+
+    #[test]
+    fn an_order_that_costs_something_needs_money() {
+        let rule = ReleaseRule::default();
+        assert!(matches!(
+            check(&rule, &order(1), &[counted("p", 0)], Some("p")),
+            Err(NotReleased::NothingCovered { total: 1, .. })
+        ));
+        assert!(matches!(
+            check(&rule, &order(100), &[counted("p", 99)], None),
+            Err(NotReleased::Short { covered: 99, .. })
+        ));
+        let r = check(&rule, &order(100), &[counted("p", 100)], None).expect("released");
+        assert_eq!(r.payment_id.as_deref(), Some("p"));
+    }
 }

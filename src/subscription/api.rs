@@ -31,6 +31,7 @@ impl Api {
     pub(super) async fn connect(settings: CommercetoolsSettings) -> Result<Self, CtpError> {
         let http = reqwest::Client::builder()
             .timeout(settings.timeout.max(Duration::from_secs(10)))
+            .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("payrules/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| ctp_error("building the HTTP client", Retry::Never, e.to_string()))?;

@@ -48,6 +48,8 @@ pub const BUILD_INFO: &str = "payrules_build_info";
 pub const SOURCE_CONNECTED: &str = "payrules_source_connected";
 /// 1 while the state store answers, 0 while it does not.
 pub const STORE_READY: &str = "payrules_store_ready";
+/// 1 while commercetools accepts payrules' credentials, 0 while it refuses them.
+pub const CREDENTIALS_ACCEPTED: &str = "payrules_commercetools_credentials_accepted";
 /// Cancels and captures of ours that the payments report failed at the provider.
 pub const FAILED_PAYMENT_OPERATIONS: &str = "payrules_failed_payment_operations_total";
 
@@ -114,6 +116,12 @@ pub const METRICS: &[MetricSpec] = &[
         help: "1 while the state store is open and answering, 0 otherwise.",
     },
     MetricSpec {
+        name: CREDENTIALS_ACCEPTED,
+        kind: MetricKind::Gauge,
+        labels: &[],
+        help: "1 while commercetools accepts payrules' credentials, 0 while the token endpoint or the API refuses them (401/403): an operator must fix the secret or the scopes.",
+    },
+    MetricSpec {
         name: FAILED_PAYMENT_OPERATIONS,
         kind: MetricKind::Counter,
         labels: &["operation"],
@@ -152,6 +160,7 @@ pub fn install() -> Result<PrometheusHandle, BuildError> {
     metrics::gauge!(IN_FLIGHT).set(0.0);
     metrics::gauge!(TIMERS_PENDING).set(0.0);
     metrics::gauge!(STORE_READY).set(0.0);
+    metrics::gauge!(CREDENTIALS_ACCEPTED).set(1.0);
     Ok(handle)
 }
 

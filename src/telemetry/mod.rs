@@ -336,6 +336,35 @@ impl WorkerStopped<'_> {
     }
 }
 
+/// commercetools accepted payrules' credentials, or refused them (token endpoint refusing the
+/// client, 401 after a refresh, 403). Logged at error once per change of state, not per request;
+/// readiness names the refusal meanwhile.
+#[derive(Debug, Clone)]
+pub struct CredentialsState<'a> {
+    /// `Ok` when a request was accepted; the refusal otherwise.
+    pub result: Result<(), &'a str>,
+}
+
+impl CredentialsState<'_> {
+    /// Updates readiness and the gauge; logs a change.
+    pub fn emit(self) {
+        let (readiness, value) = match self.result {
+            Ok(()) => (Readiness::Ready, 1.0),
+            Err(e) => (Readiness::Unavailable(e.to_string()), 0.0),
+        };
+        if status().set_commercetools(readiness) {
+            ::metrics::gauge!(names::CREDENTIALS_ACCEPTED).set(value);
+            match self.result {
+                Ok(()) => info!("commercetools accepts the credentials again"),
+                Err(e) => error!(
+                    error = e,
+                    "commercetools refuses payrules' credentials; every message waits (retried) until an operator fixes them"
+                ),
+            }
+        }
+    }
+}
+
 /// The state store answered, or failed.
 #[derive(Debug, Clone)]
 pub struct StoreState<'a> {

@@ -41,6 +41,10 @@ pub struct Status {
     store: Mutex<Readiness>,
     /// The source (and its broker).
     source: Mutex<Readiness>,
+    /// Whether commercetools accepts payrules' credentials: unavailable while the token
+    /// endpoint refuses the client or the API answers 401/403 (a secret rotated, a scope
+    /// removed); ready until the first refusal and again after the next accepted request.
+    commercetools: Mutex<Readiness>,
 }
 
 static STATUS: LazyLock<Status> = LazyLock::new(|| Status {
@@ -49,6 +53,7 @@ static STATUS: LazyLock<Status> = LazyLock::new(|| Status {
     in_flight: AtomicUsize::new(0),
     store: Mutex::new(Readiness::Starting),
     source: Mutex::new(Readiness::Starting),
+    commercetools: Mutex::new(Readiness::Ready),
 });
 
 /// The process's status.
@@ -76,6 +81,8 @@ pub struct ReadyReport {
     pub store: Readiness,
     /// The source.
     pub source: Readiness,
+    /// commercetools' answer to payrules' credentials.
+    pub commercetools: Readiness,
 }
 
 impl Status {
@@ -107,6 +114,18 @@ impl Status {
     /// Sets the source's readiness; whether it changed state.
     pub fn set_source(&self, r: Readiness) -> bool {
         replace(&self.source, r)
+    }
+
+    /// Sets whether commercetools accepts the credentials; whether it changed state.
+    pub fn set_commercetools(&self, r: Readiness) -> bool {
+        replace(&self.commercetools, r)
+    }
+
+    /// Whether commercetools accepts the credentials.
+    pub fn commercetools(&self) -> Readiness {
+        self.commercetools
+            .lock()
+            .map_or(Readiness::Starting, |s| s.clone())
     }
 
     /// The source's readiness.
@@ -143,10 +162,14 @@ impl Status {
     pub fn readiness(&self) -> ReadyReport {
         let store = self.store();
         let source = self.source();
+        let commercetools = self.commercetools();
         ReadyReport {
-            ready: store == Readiness::Ready && source == Readiness::Ready,
+            ready: store == Readiness::Ready
+                && source == Readiness::Ready
+                && commercetools == Readiness::Ready,
             store,
             source,
+            commercetools,
         }
     }
 }
@@ -172,6 +195,7 @@ mod tests {
             in_flight: AtomicUsize::new(0),
             store: Mutex::new(Readiness::Starting),
             source: Mutex::new(Readiness::Starting),
+            commercetools: Mutex::new(Readiness::Ready),
         }
     }
 
@@ -203,5 +227,16 @@ mod tests {
             serde_json::to_value(&r).unwrap()["source"],
             serde_json::json!({"state": "unavailable", "detail": "receive failed"})
         );
+        s.set_source(Readiness::Ready);
+        assert!(s.set_commercetools(Readiness::Unavailable("HTTP 401".into())));
+        assert!(!s.set_commercetools(Readiness::Unavailable("HTTP 403".into())));
+        let r = s.readiness();
+        assert!(!r.ready, "refused credentials are not ready");
+        assert_eq!(
+            serde_json::to_value(&r).unwrap()["commercetools"],
+            serde_json::json!({"state": "unavailable", "detail": "HTTP 403"})
+        );
+        assert!(s.set_commercetools(Readiness::Ready));
+        assert!(s.readiness().ready);
     }
 }

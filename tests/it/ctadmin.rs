@@ -16,7 +16,7 @@ pub fn cancel(payment_id: &str) -> Action {
         action: ActionKind::CancelPayment,
         rule: RuleName::CancelOrphanedAuthorization,
         key: format!("cancel:{payment_id}"),
-        payment_id: payment_id.into(),
+        payment_id: Some(payment_id.into()),
         order_id: None,
         message_id: None,
         at: Utc::now(),

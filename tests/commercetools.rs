@@ -608,7 +608,7 @@ async fn the_webhook_is_signed_retried_on_non_2xx_and_carries_the_release_event(
 }
 
 #[tokio::test]
-async fn bad_credentials_are_a_clear_permanent_error_without_the_secret() {
+async fn bad_credentials_are_a_clear_retried_error_without_the_secret() {
     let stub = MockServer::start().await;
     Mock::given(method("POST"))
         .and(path("/oauth/token"))
@@ -618,7 +618,10 @@ async fn bad_credentials_are_a_clear_permanent_error_without_the_secret() {
     let s = stub_settings(&stub, "super-secret-value");
     let c = CtpClient::with_retry(s.clone(), 3, Duration::from_millis(10)).unwrap();
     let err = c.payment("p").await.unwrap_err();
-    assert_eq!(err.retry, Retry::Never);
+    // A refused client is an outage an operator fixes (a rotated secret): retried, never
+    // recorded as failed for good.
+    assert_eq!(err.retry, Retry::Configuration);
+    assert!(err.is_retryable());
     let text = format!("{err} {err:?} {c:?} {s:?}");
     assert!(
         text.contains("invalid_client") && text.contains("CTP_CLIENT_SECRET"),
@@ -852,4 +855,172 @@ async fn an_order_whose_total_changed_since_the_decision_is_not_updated() {
     assert!(updater.release(&current).await.unwrap().applied);
     let now = admin.get(&format!("orders/{oid}")).await;
     assert_eq!(now["orderState"], "Confirmed");
+}
+
+/// A stub whose token endpoint grants `expires_in`.
+async fn token_stub(expires_in: Value) -> MockServer {
+    let stub = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/oauth/token"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(
+            json!({"access_token": "tok", "token_type": "Bearer", "expires_in": expires_in}),
+        ))
+        .mount(&stub)
+        .await;
+    stub
+}
+
+/// Mounts `GET /{PROJECT}/{rest}` answering `response`.
+async fn answer_get(stub: &MockServer, rest: &str, response: ResponseTemplate) {
+    Mock::given(method("GET"))
+        .and(path(format!("/{PROJECT}/{rest}")))
+        .respond_with(response)
+        .mount(stub)
+        .await;
+}
+
+fn stub_client(stub: &MockServer, attempts: u32) -> CtpClient {
+    CtpClient::with_retry(stub_settings(stub, "s"), attempts, Duration::from_millis(5)).unwrap()
+}
+
+#[tokio::test]
+async fn a_redirect_is_never_followed_with_the_token_or_a_write() {
+    let elsewhere = MockServer::start().await;
+    Mock::given(wiremock::matchers::any())
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"id": "p", "version": 1, "transactions": []})),
+        )
+        .mount(&elsewhere)
+        .await;
+    let stub = token_stub(json!(172_800)).await;
+    let to = format!("{}/stolen?token=x", elsewhere.uri());
+    for status in [302, 307, 308] {
+        answer_get(
+            &stub,
+            "payments/p",
+            ResponseTemplate::new(status).insert_header("Location", to.as_str()),
+        )
+        .await;
+        let err = stub_client(&stub, 1).payment("p").await.unwrap_err();
+        assert_eq!(err.retry, Retry::Configuration, "HTTP {status}: {err}");
+        assert!(
+            err.to_string().contains("redirected to host 127.0.0.1"),
+            "{err}"
+        );
+        assert!(!err.to_string().contains("token=x"), "{err}");
+        stub.reset().await;
+        Mock::given(method("POST"))
+            .and(path("/oauth/token"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(
+                json!({"access_token": "tok", "token_type": "Bearer", "expires_in": 172_800}),
+            ))
+            .mount(&stub)
+            .await;
+    }
+    let followed = elsewhere.received_requests().await.unwrap_or_default();
+    assert!(followed.is_empty(), "a redirect was followed: {followed:?}");
+}
+
+#[tokio::test]
+async fn a_404_on_the_orders_query_is_an_error_not_no_orders() {
+    let stub = token_stub(json!(172_800)).await;
+    answer_get(&stub, "orders", ResponseTemplate::new(404)).await;
+    let err = stub_client(&stub, 1)
+        .orders_for_payment("p")
+        .await
+        .expect_err("a 404 must not read as 'no orders' (it would cancel an orphan)");
+    assert!(err.is_configuration() && err.is_retryable(), "{err}");
+    assert!(err.to_string().contains("CTP_PROJECT_KEY"), "{err}");
+    // A successful empty answer is "no orders"; a missing resource is still None.
+    stub.reset().await;
+    let stub2 = token_stub(json!(172_800)).await;
+    answer_get(
+        &stub2,
+        "orders",
+        ResponseTemplate::new(200).set_body_json(json!({"results": []})),
+    )
+    .await;
+    answer_get(&stub2, "payments/gone", ResponseTemplate::new(404)).await;
+    let c = stub_client(&stub2, 1);
+    assert!(c.orders_for_payment("p").await.unwrap().is_empty());
+    assert!(c.payment("gone").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn a_403_or_401_after_refresh_is_a_configuration_outage_not_a_permanent_failure() {
+    let stub = token_stub(json!(172_800)).await;
+    answer_get(
+        &stub,
+        "payments/p",
+        ResponseTemplate::new(403)
+            .set_body_json(json!({"statusCode": 403, "errors": [{"code": "insufficient_scope"}]})),
+    )
+    .await;
+    answer_get(&stub, "payments/q", ResponseTemplate::new(401)).await;
+    let c = stub_client(&stub, 1);
+    for id in ["p", "q"] {
+        let err = c.payment(id).await.unwrap_err();
+        assert_eq!(err.retry, Retry::Configuration, "{id}: {err}");
+        assert!(err.is_retryable(), "{err}");
+    }
+}
+
+#[tokio::test]
+async fn a_success_body_that_does_not_decode_is_retried_and_a_huge_one_refused() {
+    let stub = token_stub(json!(172_800)).await;
+    answer_get(
+        &stub,
+        "payments/html",
+        ResponseTemplate::new(200).set_body_string("<html>maintenance</html>"),
+    )
+    .await;
+    let huge = vec![b' '; payrules::commerce::BODY_LIMIT + 1];
+    answer_get(
+        &stub,
+        "payments/huge",
+        ResponseTemplate::new(200).set_body_bytes(huge),
+    )
+    .await;
+    let c = stub_client(&stub, 3);
+    let err = c.payment("html").await.unwrap_err();
+    assert_eq!(err.retry, Retry::Backoff, "{err}");
+    let reads = |rest: &'static str| {
+        let stub = &stub;
+        async move {
+            stub.received_requests()
+                .await
+                .unwrap_or_default()
+                .iter()
+                .filter(|r| r.url.path().ends_with(rest))
+                .count()
+        }
+    };
+    assert_eq!(reads("payments/html").await, 3, "retried, not permanent");
+    let err = c.payment("huge").await.unwrap_err();
+    assert!(err.to_string().contains("over the limit"), "{err}");
+}
+
+#[tokio::test]
+async fn retry_after_is_capped_and_an_absurd_token_lifetime_does_not_panic() {
+    // u64::MAX seconds: `Instant::now() + lifetime` used to panic.
+    let stub = token_stub(json!(u64::MAX)).await;
+    answer_get(
+        &stub,
+        "payments/slow",
+        ResponseTemplate::new(429).insert_header("Retry-After", "86400"),
+    )
+    .await;
+    answer_get(
+        &stub,
+        "payments/p",
+        ResponseTemplate::new(200)
+            .set_body_json(json!({"id": "p", "version": 1, "transactions": []})),
+    )
+    .await;
+    let c = stub_client(&stub, 1);
+    assert_eq!(c.payment("p").await.unwrap().unwrap().id, "p");
+    let err = c.payment("slow").await.unwrap_err();
+    assert_eq!(err.retry_after(), Some(payrules::commerce::MAX_RETRY_AFTER));
+    assert_eq!(payrules::commerce::MAX_RETRY_AFTER, Duration::from_secs(60));
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use payrules::app::{build_processor, open_store};
 use payrules::config::{self, Settings, SourceSettings};
@@ -271,6 +271,21 @@ async fn start(settings: Settings) -> Result<ExitCode, String> {
 }
 
 async fn work(settings: Settings, signalled: CancellationToken) -> Result<ExitCode, String> {
+    let shutdown = signalled.cancelled_owned();
+    tokio::pin!(shutdown);
+    // The store first: a replica that cannot reach it must not lease messages it cannot
+    // process (readiness says it waits for the store meanwhile).
+    let store = if settings.dry_run {
+        // A dry run decides on a scratch ledger: what it plans is never recorded where the
+        // real workers would find it done.
+        warn!(
+            "dry run: actions are printed, not executed; decisions use a scratch in-memory ledger, the configured state store is not opened"
+        );
+        open_store("memory:", settings.claim_lease, &mut shutdown).await
+    } else {
+        open_store(&settings.state_url, settings.claim_lease, &mut shutdown).await
+    }
+    .map_err(|e| e.to_string())?;
     let source: Box<dyn Source> = match &settings.source {
         SourceSettings::File { path } => {
             let inputs =
@@ -293,11 +308,6 @@ async fn work(settings: Settings, signalled: CancellationToken) -> Result<ExitCo
                 .map_err(|e| format!("SQS source: {e}"))?,
         ),
     };
-    let shutdown = signalled.cancelled_owned();
-    tokio::pin!(shutdown);
-    let store = open_store(&settings.state_url, settings.claim_lease, &mut shutdown)
-        .await
-        .map_err(|e| e.to_string())?;
     let processor = build_processor(&settings, store, Box::new(std::io::stdout()))?;
     let worker = Worker::new(processor, settings.worker.clone());
     info!(source = ?settings.source, dry_run = settings.dry_run, "payrules worker starting");

@@ -491,7 +491,10 @@ pub async fn cli(args: ReconcileArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let reconciler = match Reconciler::new(settings, args.dry_run).await {
+    // `dry_run = true` in the file or the environment is a dry run too: it never writes the
+    // ledger the real workers rely on.
+    let dry_run = args.dry_run || settings.dry_run;
+    let reconciler = match Reconciler::new(settings, dry_run).await {
         Ok(r) => r,
         Err(e) => {
             eprintln!("payrules reconcile: {e}");
@@ -514,7 +517,6 @@ pub async fn cli(args: ReconcileArgs) -> ExitCode {
     });
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    let dry_run = args.dry_run;
     let result = reconciler
         .run(
             since,

@@ -101,11 +101,24 @@ fn payrules(
     webhook: &str,
     args: &[&str],
 ) -> Run {
+    payrules_with(mock, project, state, (checkout, webhook), args, &[])
+}
+
+/// [`payrules`] with `more` added to the environment.
+fn payrules_with(
+    mock: &Peer,
+    project: &str,
+    state: &std::path::Path,
+    (checkout, webhook): (&str, &str),
+    args: &[&str],
+    more: &[(&str, &str)],
+) -> Run {
     let state_url = format!("sqlite://{}", state.display());
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_payrules"))
         .args(args)
         .env_clear()
         .envs(env(mock, project, &state_url, checkout, webhook))
+        .envs(more.iter().copied())
         .output()
         .expect("payrules reconcile");
     Run {
@@ -151,7 +164,7 @@ async fn reconcile_takes_what_the_outage_left_undone_once() {
         let o = admin.order_for(&p, &format!("REC-{n}")).await;
         orders.push(o["id"].as_str().unwrap().to_string());
     }
-    let half = admin.payment(0, &[("Authorization", "Failure")]).await;
+    let half = admin.payment(3000, &[("Authorization", "Failure")]).await;
     admin.order_for(&half, "REC-HALF").await;
     let orphan = admin.payment(1500, &[("Authorization", "Success")]).await;
     // The grace period (1 s) of the orphan runs out.
@@ -175,6 +188,21 @@ async fn reconcile_takes_what_the_outage_left_undone_once() {
     let mut want: BTreeSet<String> = orders.iter().map(|o| format!("release:{o}")).collect();
     want.insert(format!("cancel:{orphan}"));
     assert_eq!(keys(&dry.stdout), want, "{}", dry.stderr);
+    assert!(receiver.received_requests().await.unwrap().is_empty());
+    assert!(checkout.received_requests().await.unwrap().is_empty());
+    // `dry_run = true` in the configuration, without `--dry-run`: a dry run too — the same
+    // lines, nothing executed, nothing written to the ledger (the real run below still takes
+    // every action).
+    let configured = payrules_with(
+        mock,
+        project,
+        &state,
+        (&checkout.uri(), &hook),
+        &["reconcile", "--since", "1h"],
+        &[("PAYRULES_DRY_RUN", "true")],
+    );
+    assert_eq!(configured.code, Some(0), "{}", configured.stderr);
+    assert_eq!(keys(&configured.stdout), want, "{}", configured.stderr);
     assert!(receiver.received_requests().await.unwrap().is_empty());
     assert!(checkout.received_requests().await.unwrap().is_empty());
 
@@ -628,7 +656,7 @@ async fn reconcile_while_the_worker_runs_executes_nothing_twice() {
             o["version"].as_u64().unwrap(),
         );
     }
-    let half = admin.payment(0, &[("Authorization", "Failure")]).await;
+    let half = admin.payment(3000, &[("Authorization", "Failure")]).await;
     admin.order_for(&half, "CON-HALF").await;
     let mut orphans = BTreeSet::new();
     for _ in 0..CONCURRENT_ORPHANS {

@@ -207,3 +207,77 @@ fn a_message_over_the_size_limit_is_parked_unread() {
         "{err}"
     );
 }
+
+/// `payrules run` over scenario 01 with an SQLite state file and a release webhook at
+/// `receiver`, as a dry run or for real.
+fn run_on_state(state: &Path, receiver: &str, dry_run: bool) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_payrules"))
+        .arg("run")
+        .env_clear()
+        .env("PAYRULES_SOURCE", "file")
+        .env(
+            "PAYRULES_FILE_PATH",
+            scenario("01-authorized-then-order.jsonl"),
+        )
+        .env("PAYRULES_DRY_RUN", dry_run.to_string())
+        .env("PAYRULES_GRACE_PERIOD", "1s")
+        .env("PAYRULES_ALLOW_SHORT_GRACE_PERIOD", "true")
+        .env("PAYRULES_CANCEL_ENABLED", "false")
+        .env("PAYRULES_CANCEL_ON_ORDER_CANCELLED", "false")
+        .env(
+            "PAYRULES_STATE_URL",
+            format!("sqlite://{}", state.display()),
+        )
+        .env("PAYRULES_RELEASE_WEBHOOK_URL", receiver)
+        .env("PAYRULES_RELEASE_WEBHOOK_SECRET", "whsec_aHVudGVyMg==")
+        .output()
+        .expect("payrules runs")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_leaves_the_real_ledger_alone() {
+    use wiremock::{Mock, MockServer, ResponseTemplate, matchers::method};
+    let receiver = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(204))
+        .mount(&receiver)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.db");
+    let url = format!("{}/release", receiver.uri());
+    let (s, u) = (state.clone(), url.clone());
+    let dry = tokio::task::spawn_blocking(move || run_on_state(&s, &u, true))
+        .await
+        .unwrap();
+    assert!(
+        dry.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dry.stderr)
+    );
+    assert_eq!(
+        decisions(&dry.stdout).len(),
+        1,
+        "the dry run plans the release"
+    );
+    let said = String::from_utf8_lossy(&dry.stderr);
+    assert!(
+        said.contains("scratch in-memory ledger"),
+        "said at start: {said}"
+    );
+    assert!(
+        !state.exists(),
+        "a dry run must not even open the configured state store"
+    );
+    assert!(receiver.received_requests().await.unwrap().is_empty());
+    // The real run after it still releases: nothing was recorded done by the dry run.
+    let (s, u) = (state.clone(), url.clone());
+    let real = tokio::task::spawn_blocking(move || run_on_state(&s, &u, false))
+        .await
+        .unwrap();
+    assert!(
+        real.status.success(),
+        "{}",
+        String::from_utf8_lossy(&real.stderr)
+    );
+    assert_eq!(receiver.received_requests().await.unwrap().len(), 1);
+}

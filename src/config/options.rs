@@ -63,6 +63,11 @@ pub const OPTIONS: &[OptionSpec] = &[
         "PAYRULES_PUBSUB_SUBSCRIPTION",
         Str
     ),
+    opt!(
+        ["pubsub", "dry_run_subscription"],
+        "PAYRULES_DRY_RUN_SUBSCRIPTION",
+        Str
+    ),
     opt!(["pubsub", "streams"], "PAYRULES_PUBSUB_STREAMS", Int),
     opt!(
         ["pubsub", "max_outstanding_messages"],
@@ -80,6 +85,11 @@ pub const OPTIONS: &[OptionSpec] = &[
         Str
     ),
     opt!(["sqs", "queue_url"], "PAYRULES_SQS_QUEUE_URL", Str),
+    opt!(
+        ["sqs", "dry_run_queue_url"],
+        "PAYRULES_DRY_RUN_QUEUE_URL",
+        Str
+    ),
     opt!(["sqs", "pollers"], "PAYRULES_SQS_POLLERS", Int),
     opt!(
         ["sqs", "visibility_timeout"],

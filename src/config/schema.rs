@@ -83,11 +83,16 @@ pub struct PubsubSection {
     /// `projects/P/topics/T`: poison messages are published here and acked. Unset: they are
     /// nacked and left to the subscription's dead-letter policy.
     pub dead_letter_topic: Option<String>,
+    /// `projects/P/subscriptions/S`: the subscription a dry run reads instead of
+    /// `subscription` — one of its own on the same topic, so that a dry run never takes the
+    /// real workers' messages. Required for a dry run from Pub/Sub.
+    pub dry_run_subscription: Option<String>,
 }
 
 impl Default for PubsubSection {
     fn default() -> Self {
         Self {
+            dry_run_subscription: None,
             subscription: None,
             streams: default_streams(),
             max_outstanding_messages: default_max_outstanding_messages(),
@@ -124,11 +129,16 @@ pub struct SqsSection {
     /// Poison messages are sent here and deleted. Unset: they are left to the queue's
     /// redrive policy.
     pub dead_letter_queue_url: Option<String>,
+    /// The queue a dry run reads instead of `queue_url` — one of its own, subscribed to the
+    /// same messages, so that a dry run never takes the real workers' messages. Required for
+    /// a dry run from SQS.
+    pub dry_run_queue_url: Option<String>,
 }
 
 impl Default for SqsSection {
     fn default() -> Self {
         Self {
+            dry_run_queue_url: None,
             queue_url: None,
             pollers: default_pollers(),
             visibility_timeout: default_visibility_timeout(),

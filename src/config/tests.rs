@@ -410,3 +410,59 @@ fn url_passwords_are_masked() {
     );
     assert_eq!(mask_url_password("https://h/p@q"), "https://h/p@q");
 }
+
+#[test]
+fn a_dry_run_from_a_broker_reads_a_subscription_or_queue_of_its_own() {
+    let real = "projects/p/subscriptions/payrules";
+    let own = "projects/p/subscriptions/payrules-dry-run";
+    let base = [
+        ("PAYRULES_DRY_RUN", "true"),
+        ("PAYRULES_SOURCE", "pubsub"),
+        ("PAYRULES_PUBSUB_SUBSCRIPTION", real),
+        (
+            "PAYRULES_PUBSUB_DEAD_LETTER_TOPIC",
+            "projects/p/topics/parked",
+        ),
+    ];
+    // Without one of its own: refused, naming the option.
+    let err = load_with(None, env(&base)).unwrap_err().to_string();
+    assert!(err.contains("PAYRULES_DRY_RUN_SUBSCRIPTION"), "{err}");
+    // The real workers' own named as the dry run's: refused.
+    let mut same = base.to_vec();
+    same.push(("PAYRULES_DRY_RUN_SUBSCRIPTION", real));
+    let err = load_with(None, env(&same)).unwrap_err().to_string();
+    assert!(err.contains("real workers'"), "{err}");
+    // One of its own: read instead, and nothing is parked into the real dead-letter topic.
+    let mut ok = base.to_vec();
+    ok.push(("PAYRULES_DRY_RUN_SUBSCRIPTION", own));
+    let s = load_with(None, env(&ok)).unwrap().settings;
+    let SourceSettings::Pubsub(p) = s.source else {
+        panic!("pubsub");
+    };
+    assert_eq!((p.subscription.as_str(), p.dead_letter_topic), (own, None));
+    // SQS alike.
+    let sqs = [
+        ("PAYRULES_DRY_RUN", "true"),
+        ("PAYRULES_SOURCE", "sqs"),
+        (
+            "PAYRULES_SQS_QUEUE_URL",
+            "http://127.0.0.1:4566/000/payrules",
+        ),
+    ];
+    let err = load_with(None, env(&sqs)).unwrap_err().to_string();
+    assert!(err.contains("PAYRULES_DRY_RUN_QUEUE_URL"), "{err}");
+    let mut ok = sqs.to_vec();
+    ok.push((
+        "PAYRULES_DRY_RUN_QUEUE_URL",
+        "http://127.0.0.1:4566/000/payrules-dry",
+    ));
+    let s = load_with(None, env(&ok)).unwrap().settings;
+    let SourceSettings::Sqs(q) = s.source else {
+        panic!("sqs");
+    };
+    assert_eq!(q.queue_url, "http://127.0.0.1:4566/000/payrules-dry");
+    // Not a dry run: the real subscription, as before (the dry run's is not asked for).
+    let err = load_with(None, env(&base[1..])).unwrap_err().to_string();
+    assert!(!err.contains("PAYRULES_DRY_RUN_SUBSCRIPTION"), "{err}");
+    assert!(!err.contains("PAYRULES_PUBSUB_SUBSCRIPTION"), "{err}");
+}

@@ -71,6 +71,53 @@ fn is_loopback_url(url: &str) -> bool {
 }
 
 impl FileConfig {
+    /// The subscription or queue to read, with where it was set: the real one, or in a dry
+    /// run the dry run's own. A dry run never reads the real workers' subscription or queue:
+    /// what it acked would be gone for them.
+    fn broker_input<'a>(
+        &self,
+        real: Option<&'a str>,
+        own: Option<&'a str>,
+        real_place: &'static [&'static str],
+        own_place: &'static [&'static str],
+        problems: &mut Vec<Problem>,
+    ) -> Option<(&'static [&'static str], &'a str)> {
+        let own = own.filter(|s| !s.trim().is_empty());
+        if !self.dry_run {
+            if real.is_none() {
+                problems.push(Problem {
+                    place: place(real_place),
+                    message: format!("required when the source is {}", self.source),
+                });
+            }
+            return real.map(|r| (real_place, r));
+        }
+        match own {
+            Some(o) if Some(o) == real => {
+                problems.push(Problem {
+                    place: place(own_place),
+                    message: format!(
+                        "is the real workers' own ({}): a dry run needs one of its own, or it takes their messages",
+                        place(real_place)
+                    ),
+                });
+                None
+            }
+            Some(o) => Some((own_place, o)),
+            None => {
+                problems.push(Problem {
+                    place: place(own_place),
+                    message: format!(
+                        "required for a dry run from {}: a dry run acks what it reads, so it reads a {} of its own (on the same messages), never the real workers'",
+                        self.source,
+                        if self.source == "sqs" { "queue" } else { "subscription" }
+                    ),
+                });
+                None
+            }
+        }
+    }
+
     /// Validates and builds the runtime settings.
     ///
     /// # Errors
@@ -90,38 +137,45 @@ impl FileConfig {
                     None
                 }
             },
-            "pubsub" => match &self.pubsub.subscription {
-                Some(s) if is_subscription_name(s) => {
-                    Some(SourceSettings::Pubsub(PubsubSettings {
-                        subscription: s.clone(),
-                        streams: self.pubsub.streams.max(1) as usize,
-                        max_outstanding_messages: i64::from(self.pubsub.max_outstanding_messages),
-                        max_outstanding_bytes: i64::from(self.pubsub.max_outstanding_bytes),
-                        dead_letter_topic: self
-                            .pubsub
-                            .dead_letter_topic
-                            .clone()
-                            .filter(|t| !t.trim().is_empty()),
-                    }))
-                }
-                Some(s) => {
+            "pubsub" => match self.broker_input(
+                self.pubsub.subscription.as_deref(),
+                self.pubsub.dry_run_subscription.as_deref(),
+                &["pubsub", "subscription"],
+                &["pubsub", "dry_run_subscription"],
+                &mut problems,
+            ) {
+                None => None,
+                Some((place_of, s)) if !is_subscription_name(s) => {
                     problems.push(Problem {
-                        place: place(&["pubsub", "subscription"]),
+                        place: place(place_of),
                         message: format!("{s:?} is not of the form projects/P/subscriptions/S"),
                     });
                     None
                 }
-                None => {
-                    problems.push(Problem {
-                        place: place(&["pubsub", "subscription"]),
-                        message: "required when the source is pubsub".into(),
-                    });
-                    None
+                Some((_, s)) => {
+                    Some(SourceSettings::Pubsub(PubsubSettings {
+                        subscription: s.to_string(),
+                        streams: self.pubsub.streams.max(1) as usize,
+                        max_outstanding_messages: i64::from(self.pubsub.max_outstanding_messages),
+                        max_outstanding_bytes: i64::from(self.pubsub.max_outstanding_bytes),
+                        // A dry run parks nothing into the real workers' dead-letter topic.
+                        dead_letter_topic: self
+                            .pubsub
+                            .dead_letter_topic
+                            .clone()
+                            .filter(|t| !t.trim().is_empty() && !self.dry_run),
+                    }))
                 }
             },
-            "sqs" => match &self.sqs.queue_url {
-                Some(u) => Some(SourceSettings::Sqs(SqsSettings {
-                    queue_url: http_url(u, &["sqs", "queue_url"], &mut problems),
+            "sqs" => match self.broker_input(
+                self.sqs.queue_url.as_deref(),
+                self.sqs.dry_run_queue_url.as_deref(),
+                &["sqs", "queue_url"],
+                &["sqs", "dry_run_queue_url"],
+                &mut problems,
+            ) {
+                Some((place_of, u)) => Some(SourceSettings::Sqs(SqsSettings {
+                    queue_url: http_url(u, place_of, &mut problems),
                     pollers: self.sqs.pollers.max(1) as usize,
                     visibility_timeout: self.duration(
                         &self.sqs.visibility_timeout,
@@ -132,16 +186,10 @@ impl FileConfig {
                         .sqs
                         .dead_letter_queue_url
                         .as_deref()
-                        .filter(|u| !u.trim().is_empty())
+                        .filter(|u| !u.trim().is_empty() && !self.dry_run)
                         .map(|u| http_url(u, &["sqs", "dead_letter_queue_url"], &mut problems)),
                 })),
-                None => {
-                    problems.push(Problem {
-                        place: place(&["sqs", "queue_url"]),
-                        message: "required when the source is sqs".into(),
-                    });
-                    None
-                }
+                None => None,
             },
             other => {
                 problems.push(Problem {

@@ -131,20 +131,27 @@ impl Admin {
         p["id"].as_str().unwrap().to_string()
     }
 
-    /// An order (from an empty cart) referencing the payment.
+    /// An order referencing the payment, from a cart whose one custom line item costs the
+    /// payment's `amountPlanned` (an empty cart would make a free order, released unpaid).
     pub async fn order_for(&self, payment_id: &str, number: &str) -> Value {
+        let payment = self.get(&format!("payments/{payment_id}")).await;
+        let planned = &payment["amountPlanned"];
         let cart = self
             .post("carts", json!({"currency": "EUR", "country": "DE"}))
             .await;
         let cart_id = cart["id"].as_str().unwrap();
-        self.post(
-            &format!("carts/{cart_id}"),
-            json!({"version": cart["version"], "actions": [{"action": "addPayment", "payment": {"typeId": "payment", "id": payment_id}}]}),
-        )
-        .await;
+        let cart = self
+            .post(
+                &format!("carts/{cart_id}"),
+                json!({"version": cart["version"], "actions": [
+                    {"action": "addCustomLineItem", "name": {"en": "goods"}, "slug": "goods",
+                     "quantity": 1, "money": {"currencyCode": "EUR", "centAmount": planned["centAmount"]}},
+                    {"action": "addPayment", "payment": {"typeId": "payment", "id": payment_id}}]}),
+            )
+            .await;
         self.post(
             "orders",
-            json!({"cart": {"typeId": "cart", "id": cart_id}, "version": 2, "orderNumber": number}),
+            json!({"cart": {"typeId": "cart", "id": cart_id}, "version": cart["version"], "orderNumber": number}),
         )
         .await
     }

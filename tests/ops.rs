@@ -128,9 +128,7 @@ fn sample(samples: &BTreeMap<String, f64>, name: &str, labels: &[(&str, &str)]) 
 async fn http_port_reports_readiness_metrics_and_lag_and_logs_are_json() {
     let fauxqs = peers::shared_fauxqs().await;
     let queue = peers::sqs_create_queue(fauxqs, &peers::unique_name("ops"), &[]).await;
-    let database = fresh_database().await;
-    let (sqs_port, pg_port, http_port) =
-        (peers::free_port(), peers::free_port(), peers::free_port());
+    let (sqs_port, http_port) = (peers::free_port(), peers::free_port());
     let base = format!("http://127.0.0.1:{http_port}");
 
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_payrules"))
@@ -138,16 +136,23 @@ async fn http_port_reports_readiness_metrics_and_lag_and_logs_are_json() {
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("PAYRULES_SOURCE", "sqs")
-        // fauxqs names queues by its own address; the requests go through the relay.
-        .env("PAYRULES_SQS_QUEUE_URL", &queue)
+        // A dry run reads a queue of its own, never the real workers' (which it must not
+        // even touch); fauxqs names queues by its own address; the requests go through the
+        // relay.
+        .env(
+            "PAYRULES_SQS_QUEUE_URL",
+            format!("{queue}-of-the-real-workers"),
+        )
+        .env("PAYRULES_DRY_RUN_QUEUE_URL", &queue)
         .env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{sqs_port}"))
         .env("AWS_REGION", "us-east-1")
         .env("AWS_ACCESS_KEY_ID", "test")
         .env("AWS_SECRET_ACCESS_KEY", "test")
         .env("AWS_EC2_METADATA_DISABLED", "true")
+        // A dry run never opens the configured store (a scratch ledger instead).
         .env(
             "PAYRULES_STATE_URL",
-            format!("postgres://postgres@127.0.0.1:{pg_port}/{database}"),
+            "postgres://postgres@127.0.0.1:1/never-opened",
         )
         .env("PAYRULES_HTTP_ADDR", format!("127.0.0.1:{http_port}"))
         .env("PAYRULES_DRY_RUN", "true")
@@ -172,13 +177,14 @@ async fn http_port_reports_readiness_metrics_and_lag_and_logs_are_json() {
         s
     });
 
-    // Neither the store nor the broker is reachable: not ready, each named; alive all the same.
+    // The broker is not reachable: not ready, the source named; alive all the same. The
+    // dry run's scratch store is ready at once.
     let (status, body) = readyz_until(&base, |_, b| {
-        b["store"]["state"] != "ready" && b["ready"] == false
+        b["source"]["state"] == "unavailable" && b["ready"] == false
     })
     .await;
     assert_eq!(status, 503, "{body}");
-    assert_ne!(body["source"]["state"], "ready", "{body}");
+    assert_eq!(body["store"]["state"], "ready", "{body}");
     let (code, live) = get(&format!("{base}/healthz")).await.expect("/healthz");
     assert_eq!(code, 200, "{live}");
     let health = std::process::Command::new(env!("CARGO_BIN_EXE_payrules"))
@@ -187,14 +193,6 @@ async fn http_port_reports_readiness_metrics_and_lag_and_logs_are_json() {
         .expect("payrules health");
     assert!(health.status.success(), "{health:?}");
 
-    // The store comes up: ready for the store, still not for the source.
-    let pg = peers::relay(pg_port, "127.0.0.1:5432".into()).await;
-    let (status, body) = readyz_until(&base, |_, b| {
-        b["store"]["state"] == "ready" && b["source"]["state"] == "unavailable"
-    })
-    .await;
-    assert_eq!(status, 503, "{body}");
-    assert_eq!(body["source"]["state"], "unavailable", "{body}");
     assert!(
         body["source"]["detail"]
             .as_str()
@@ -300,7 +298,6 @@ async fn http_port_reports_readiness_metrics_and_lag_and_logs_are_json() {
         .await
         .expect("payrules stops after SIGTERM")
         .expect("wait");
-    pg.abort();
     sqs.abort();
     let out = out_task.await.expect("stdout task");
     let err = err_task.await.expect("stderr task");
@@ -339,6 +336,73 @@ async fn http_port_reports_readiness_metrics_and_lag_and_logs_are_json() {
     assert_eq!(stopped[0]["acked"], lines.len() as u64, "{}", stopped[0]);
     assert_eq!(stopped[0]["actions"], 1, "{}", stopped[0]);
     assert_eq!(find("source connected").len(), 1, "{err}");
+}
+
+/// A worker whose state store is down does not lease messages it cannot process: the source
+/// is not even connected until the store is open, and `/readyz` says what it waits for.
+#[tokio::test]
+async fn the_store_is_opened_before_the_source_connects() {
+    let fauxqs = peers::shared_fauxqs().await;
+    let queue = peers::sqs_create_queue(fauxqs, &peers::unique_name("ops-order"), &[]).await;
+    let database = fresh_database().await;
+    let (sqs_port, pg_port, http_port) =
+        (peers::free_port(), peers::free_port(), peers::free_port());
+    let base = format!("http://127.0.0.1:{http_port}");
+    let _child = tokio::process::Command::new(env!("CARGO_BIN_EXE_payrules"))
+        .arg("run")
+        .env_clear()
+        .env("PAYRULES_SOURCE", "sqs")
+        .env("PAYRULES_SQS_QUEUE_URL", &queue)
+        .env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{sqs_port}"))
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env(
+            "PAYRULES_STATE_URL",
+            format!("postgres://postgres@127.0.0.1:{pg_port}/{database}"),
+        )
+        .env("PAYRULES_HTTP_ADDR", format!("127.0.0.1:{http_port}"))
+        // A real worker (no message is sent, so nothing is ever called).
+        .env("CTP_PROJECT_KEY", "p")
+        .env("CTP_CLIENT_ID", "id")
+        .env("CTP_CLIENT_SECRET", "secret")
+        .env("CTP_AUTH_URL", "http://127.0.0.1:1")
+        .env("CTP_API_URL", "http://127.0.0.1:1")
+        .env("CTP_CHECKOUT_URL", "http://127.0.0.1:1")
+        .env("PAYRULES_RELEASE_WEBHOOK_URL", "http://127.0.0.1:1/release")
+        .env("PAYRULES_RELEASE_WEBHOOK_SECRET", "whsec_aHVudGVyMg==")
+        .env("PAYRULES_CANCEL_ENABLED", "false")
+        .env("PAYRULES_CANCEL_ON_ORDER_CANCELLED", "false")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn payrules run");
+    // The store cannot be reached: readiness names it, and the source waits to be connected.
+    let (status, body) = readyz_until(&base, |_, b| b["store"]["state"] == "unavailable").await;
+    assert_eq!(status, 503, "{body}");
+    for _ in 0..10 {
+        let (_, body) = readyz_until(&base, |_, _| true).await;
+        assert_eq!(
+            body["source"]["state"], "starting",
+            "the source must not connect before the store is open: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The store comes up: only now does the source try its broker (still unreachable).
+    let pg = peers::relay(pg_port, "127.0.0.1:5432".into()).await;
+    let (status, body) = readyz_until(&base, |_, b| {
+        b["store"]["state"] == "ready" && b["source"]["state"] == "unavailable"
+    })
+    .await;
+    assert_eq!(status, 503, "{body}");
+    let sqs = peers::relay(sqs_port, format!("127.0.0.1:{}", fauxqs.port)).await;
+    let (status, body) = readyz_until(&base, |s, _| s == 200).await;
+    assert_eq!(body["ready"], true, "{body}");
+    assert_eq!(status, 200);
+    pg.abort();
+    sqs.abort();
 }
 
 #[tokio::test]
@@ -554,7 +618,12 @@ async fn check_config_connect_tries_each_dependency() {
             .env_clear()
             .envs(extra.iter().copied())
             .env("PAYRULES_SOURCE", "sqs")
-            .env("PAYRULES_SQS_QUEUE_URL", queue)
+            // A dry run reads a queue of its own: that is the one tried.
+            .env(
+                "PAYRULES_SQS_QUEUE_URL",
+                format!("{queue}-of-the-real-workers"),
+            )
+            .env("PAYRULES_DRY_RUN_QUEUE_URL", queue)
             .env("AWS_ENDPOINT_URL", &fauxqs.endpoint)
             .env("AWS_REGION", "us-east-1")
             .env("AWS_ACCESS_KEY_ID", "test")

@@ -410,7 +410,7 @@ async fn broker_going_away_is_logged_once_each_way_and_the_worker_resumes() {
     let target = format!("127.0.0.1:{}", fauxqs.port);
     let up = peers::relay(port, target.clone()).await;
     let worker = start_worker(&[
-        ("PAYRULES_SQS_QUEUE_URL", queue.clone()),
+        ("PAYRULES_DRY_RUN_QUEUE_URL", queue.clone()),
         ("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}")),
         ("PAYRULES_DRY_RUN", "true".into()),
         (
@@ -473,7 +473,7 @@ async fn pubsub_going_away_and_back_resumes() {
     let up = peers::relay(port, target.clone()).await;
     let worker = start_worker(&[
         ("PAYRULES_SOURCE", "pubsub".into()),
-        ("PAYRULES_PUBSUB_SUBSCRIPTION", res.subscription.clone()),
+        ("PAYRULES_DRY_RUN_SUBSCRIPTION", res.subscription.clone()),
         ("PUBSUB_EMULATOR_HOST", format!("127.0.0.1:{port}")),
         ("PAYRULES_DRY_RUN", "true".into()),
         ("PAYRULES_HTTP_ADDR", format!("127.0.0.1:{http}")),

@@ -738,7 +738,7 @@ async fn payment_messages_reach_payrules_run_through_the_subscription() {
     // payrules run consumes the Subscription's topic and plans the release.
     let (lines, stderr, code) = run_worker(&[
         ("PAYRULES_SOURCE", "pubsub".into()),
-        ("PAYRULES_PUBSUB_SUBSCRIPTION", res.subscription.clone()),
+        ("PAYRULES_DRY_RUN_SUBSCRIPTION", res.subscription.clone()),
         ("PUBSUB_EMULATOR_HOST", emulator.host_port()),
         ("PAYRULES_DRY_RUN", "true".into()),
         ("PAYRULES_STATE_URL", "memory:".into()),

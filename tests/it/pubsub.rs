@@ -358,7 +358,7 @@ async fn pubsub_payrules_run_uses_the_emulator_host_and_exits_cleanly_on_sigterm
     let (lines, stderr, code) = run_binary_until_lines(
         &[
             ("PAYRULES_SOURCE", "pubsub".into()),
-            ("PAYRULES_PUBSUB_SUBSCRIPTION", res.subscription.clone()),
+            ("PAYRULES_DRY_RUN_SUBSCRIPTION", res.subscription.clone()),
             ("PUBSUB_EMULATOR_HOST", peer.host_port()),
             ("PAYRULES_DRY_RUN", "true".into()),
             ("PAYRULES_STATE_URL", "memory:".into()),

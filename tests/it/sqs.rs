@@ -436,7 +436,7 @@ async fn sqs_payrules_run_uses_the_aws_environment_and_exits_cleanly_on_sigterm(
     let (lines, stderr, code) = run_binary_until_lines(
         &[
             ("PAYRULES_SOURCE", "sqs".into()),
-            ("PAYRULES_SQS_QUEUE_URL", url.clone()),
+            ("PAYRULES_DRY_RUN_QUEUE_URL", url.clone()),
             ("AWS_ENDPOINT_URL", peer.endpoint.clone()),
             ("AWS_REGION", "us-east-1".into()),
             ("AWS_ACCESS_KEY_ID", "test".into()),

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use crate::action::{Action, CancelReason};
 use crate::effects::{EffectError, Executor};
 use crate::message::{Message, Timestamp};
-use crate::rules::{Engine, EngineError};
+use crate::rules::{Engine, EngineError, release_started_key};
 use crate::store::{Claim, Decided, LedgerStatus, Store, StoreError, Timer};
 use crate::telemetry::{ActionFinished, ActionOutcome};
 
@@ -72,7 +72,10 @@ impl ProcessError {
             ProcessError::Engine(e) => e.is_retryable(),
             ProcessError::Store(_) | ProcessError::Claimed { .. } => true,
             ProcessError::Transient { error, .. } => {
-                matches!(error, EffectError::Transient { .. })
+                matches!(
+                    error,
+                    EffectError::Transient { .. } | EffectError::Unfinished { .. }
+                )
             }
             ProcessError::Permanent { .. } => false,
         }
@@ -82,7 +85,9 @@ impl ProcessError {
     pub fn retry_after(&self) -> Option<std::time::Duration> {
         match self {
             ProcessError::Transient {
-                error: EffectError::Transient { retry_after, .. },
+                error:
+                    EffectError::Transient { retry_after, .. }
+                    | EffectError::Unfinished { retry_after, .. },
                 ..
             } => *retry_after,
             ProcessError::Claimed { retry_after, .. } => Some(*retry_after),
@@ -333,6 +338,20 @@ impl Processor {
                 finished(ActionOutcome::Done, &effect.summary);
                 Ok(Some(action))
             }
+            Err(error @ EffectError::Unfinished { .. }) => {
+                // Recorded before the claim is given back: the retry carries the action out
+                // even if the rules would not decide it again (see `release_started_key`).
+                if let Some(order_id) = &action.order_id {
+                    self.remember_started(&release_started_key(order_id), &action)
+                        .await?;
+                }
+                self.store.release(&action.key).await?;
+                finished(ActionOutcome::Failed, &format!("{error}"));
+                Err(ProcessError::Transient {
+                    key: action.key,
+                    error,
+                })
+            }
             Err(error @ EffectError::Transient { .. }) => {
                 self.store.release(&action.key).await?;
                 finished(ActionOutcome::Failed, &format!("{error}; will retry"));
@@ -359,6 +378,16 @@ impl Processor {
 }
 
 impl Processor {
+    /// Records the marker `key` as done (already there is fine).
+    async fn remember_started(&self, key: &str, action: &Action) -> Result<(), ProcessError> {
+        if let Claim::Acquired = self.store.claim(key).await? {
+            self.store
+                .settle(key, LedgerStatus::Done, decided(action))
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Executes `action`, renewing its claim every third of the lease meanwhile, so a slow but
     /// live execution keeps it and a dead worker's claim is free within one lease.
     async fn execute_holding_claim(

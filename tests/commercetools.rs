@@ -163,7 +163,7 @@ async fn every_order_update_variant_is_applied_once() {
 }
 
 #[tokio::test]
-async fn a_missing_state_key_or_a_cancelled_order_is_a_permanent_failure() {
+async fn a_missing_state_key_is_a_permanent_failure_and_a_cancelled_order_is_not_released() {
     let mock = peers::shared_commercetools_mock().await;
     let admin = Admin::new(mock, PROJECT).await;
     let c = client(mock, "http://127.0.0.1:9");
@@ -191,10 +191,11 @@ async fn a_missing_state_key_or_a_cancelled_order_is_a_permanent_failure() {
             shipment_state: "Ready".into(),
         },
     );
-    let err = updater.release(&release(&order, &pid)).await.unwrap_err();
+    // A cancelled order is not released (no webhook either): nothing of it ships.
+    let effect = updater.release(&release(&order, &pid)).await.unwrap();
     assert!(
-        matches!(&err, EffectError::Permanent { detail } if detail.contains("cancelled")),
-        "{err}"
+        !effect.applied && effect.summary.contains("cancelled"),
+        "{effect:?}"
     );
 }
 
@@ -1023,4 +1024,94 @@ async fn retry_after_is_capped_and_an_absurd_token_lifetime_does_not_panic() {
     let err = c.payment("slow").await.unwrap_err();
     assert_eq!(err.retry_after(), Some(payrules::commerce::MAX_RETRY_AFTER));
     assert_eq!(payrules::commerce::MAX_RETRY_AFTER, Duration::from_secs(60));
+}
+
+/// A release with both effects: the order update moves the order out of the fulfillable
+/// states (`Complete`), then the webhook fails. The retry still delivers the webhook — once —
+/// although the order no longer looks fulfillable; the order is updated once.
+#[tokio::test]
+async fn a_release_whose_webhook_failed_after_the_order_update_still_delivers_it_once() {
+    use payrules::effects::LiveExecutor;
+    use payrules::process::Processor;
+    use payrules::rules::{Engine, Rules};
+    use payrules::store::{LedgerStatus, MemoryStore, Store};
+
+    let mock = peers::shared_commercetools_mock().await;
+    let admin = Admin::new(mock, PROJECT).await;
+    let pid = admin.payment(4000, &[("Authorization", "Success")]).await;
+    let order = admin.order_for(&pid, &peers::unique_name("ORD")).await;
+    let oid = order["id"].as_str().unwrap().to_string();
+
+    let server = MockServer::start().await;
+    let secret = Secret::new("whsec_cmVjZWl2ZXItdGVzdC1rZXktMzItYnl0ZXMtbG9uZyE=");
+    let deliveries = Arc::new(Mutex::new(Vec::new()));
+    Mock::given(method("POST"))
+        .respond_with(Receiver {
+            secret: secret.clone(),
+            deliveries: deliveries.clone(),
+            bad_signatures: Arc::new(AtomicUsize::new(0)),
+            fail_first: Arc::new(AtomicUsize::new(1)),
+        })
+        .mount(&server)
+        .await;
+    let c = client(mock, "http://127.0.0.1:9");
+    let webhook = Webhook::new(server.uri(), vec![secret], Duration::from_secs(2))
+        .unwrap()
+        .with_retry(1, Duration::from_millis(1));
+    let executor = LiveExecutor {
+        order_update: Some(OrderUpdater::new(
+            c.clone(),
+            OrderUpdate::ChangeOrderState {
+                order_state: "Complete".into(),
+            },
+        )),
+        webhook: Some(webhook),
+        cancel: None,
+    };
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let engine = Engine::new(
+        Arc::new(payrules::commerce::LiveView::new(c)),
+        store.clone(),
+        Rules::default(),
+    );
+    let processor = Processor::new(engine, store.clone(), Arc::new(executor));
+    let created = payrules::message::decode(
+        &serde_json::to_vec(&json!({
+            "notificationType": "Message", "id": "m-created", "version": 1, "sequenceNumber": 1,
+            "resource": {"typeId": "order", "id": oid}, "resourceVersion": 1,
+            "type": "OrderCreated", "order": order,
+            "createdAt": "2026-11-20T10:00:00.000Z", "lastModifiedAt": "2026-11-20T10:00:00.000Z"
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+
+    let first = processor.message(&created, Utc::now()).await;
+    assert!(first.is_err(), "the webhook failed: {first:?}");
+    let now = admin.get(&format!("orders/{oid}")).await;
+    assert_eq!(
+        now["orderState"], "Complete",
+        "the order update went through"
+    );
+    assert!(deliveries.lock().unwrap().is_empty());
+
+    let retried = processor
+        .message(&created, Utc::now())
+        .await
+        .expect("retried");
+    assert_eq!(retried.len(), 1, "the release is carried out: {retried:?}");
+    assert_eq!(deliveries.lock().unwrap().len(), 1, "delivered once");
+    let key = Action::release_key(&oid);
+    assert_eq!(
+        store.ledger_status(&key).await.unwrap(),
+        Some(LedgerStatus::Done)
+    );
+    let again = processor
+        .message(&created, Utc::now())
+        .await
+        .expect("again");
+    assert!(again.is_empty(), "{again:?}");
+    assert_eq!(deliveries.lock().unwrap().len(), 1, "never twice");
+    let version_after = admin.get(&format!("orders/{oid}")).await["version"].clone();
+    assert_eq!(version_after, now["version"], "the order was updated once");
 }

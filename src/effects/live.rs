@@ -17,6 +17,52 @@ pub struct LiveExecutor {
     pub cancel: Option<Canceller>,
 }
 
+impl LiveExecutor {
+    /// The order update first: it is re-readable, so a retry after a webhook failure finds it
+    /// done and only the webhook is sent again (same key). A webhook failing after the update
+    /// is [`EffectError::Unfinished`]: the order we updated may no longer look fulfillable,
+    /// and the webhook must still go. An update refused for good does not hold the webhook
+    /// back (the money covers the order); the refusal is reported once the webhook is sent.
+    async fn release(&self, action: &Action) -> Result<Effect, EffectError> {
+        let mut summary = Vec::new();
+        let mut refused = None;
+        if let Some(u) = &self.order_update {
+            match u.release(action).await {
+                // No longer applies (cancelled, gone, the total changed): no webhook either.
+                Ok(e) if !e.applied => return Ok(e),
+                Ok(e) => summary.push(e.summary),
+                Err(EffectError::Permanent { detail }) => refused = Some(detail),
+                Err(e) => return Err(e),
+            }
+        }
+        let updated = !summary.is_empty();
+        if let Some(w) = &self.webhook {
+            match w.deliver(action).await {
+                Ok(e) => summary.push(e.summary),
+                Err(EffectError::Transient {
+                    detail,
+                    retry_after,
+                }) if updated => {
+                    return Err(EffectError::Unfinished {
+                        detail: format!("order updated, webhook not delivered: {detail}"),
+                        retry_after,
+                    });
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        match refused {
+            Some(detail) if self.webhook.is_some() => Err(EffectError::Permanent {
+                detail: format!(
+                    "webhook delivered, but the order update failed for good: {detail}"
+                ),
+            }),
+            Some(detail) => Err(EffectError::Permanent { detail }),
+            None => Ok(Effect::applied(summary.join(", "))),
+        }
+    }
+}
+
 #[async_trait]
 impl Executor for LiveExecutor {
     async fn execute(&self, action: &Action) -> Result<Effect, EffectError> {
@@ -27,22 +73,7 @@ impl Executor for LiveExecutor {
                         detail: "no release target is configured (release.webhook_url or release.order_update)".into(),
                     });
                 }
-                // The order update first: it is re-readable, so a retry after a webhook
-                // failure finds it done and only the webhook is sent again (same key).
-                let mut summary = Vec::new();
-                if let Some(u) = &self.order_update {
-                    let e = u.release(action).await?;
-                    if !e.applied {
-                        // No longer applies: no webhook either; decided again later.
-                        return Ok(e);
-                    }
-                    summary.push(e.summary);
-                }
-                if let Some(w) = &self.webhook {
-                    let e = w.deliver(action).await?;
-                    summary.push(e.summary);
-                }
-                Ok(Effect::applied(summary.join(", ")))
+                self.release(action).await
             }
             ActionKind::CancelPayment => match &self.cancel {
                 Some(c) => c.cancel(action).await,

@@ -30,6 +30,16 @@ pub enum EffectError {
         /// A delay the target asked for (HTTP Retry-After).
         retry_after: Option<Duration>,
     },
+    /// Part of the action took effect (a release's order update), the rest failed and may
+    /// work later. The action is carried out on the retry even if the rules would no longer
+    /// decide it — the order update itself may have made the order unfulfillable.
+    #[error("{detail} (partly done; will retry the rest)")]
+    Unfinished {
+        /// What happened.
+        detail: String,
+        /// A delay the target asked for (HTTP Retry-After).
+        retry_after: Option<Duration>,
+    },
     /// Will not work by retrying: reported, and the message parked.
     #[error("{detail}")]
     Permanent {

@@ -112,8 +112,9 @@ impl OrderUpdater {
     /// Applies the update to the order of `action`.
     ///
     /// # Errors
-    /// Permanent when the order is gone or cancelled, or commercetools refuses the update;
-    /// transient when it is unavailable or keeps conflicting.
+    /// Permanent when commercetools refuses the update; transient when it is unavailable or
+    /// keeps conflicting. An order that is gone or cancelled is not released (skipped: no
+    /// webhook either).
     pub async fn release(&self, action: &Action) -> Result<Effect, EffectError> {
         let Some(order_id) = action.order_id.as_deref() else {
             return Err(EffectError::Permanent {
@@ -129,15 +130,15 @@ impl OrderUpdater {
             {
                 Some(o) => o,
                 None => {
-                    return Err(EffectError::Permanent {
-                        detail: format!("order {order_id} no longer exists"),
-                    });
+                    return Ok(Effect::skipped(format!(
+                        "order {order_id} no longer exists: not released"
+                    )));
                 }
             };
             if order.get("orderState").and_then(Value::as_str) == Some("Cancelled") {
-                return Err(EffectError::Permanent {
-                    detail: format!("order {order_id} was cancelled before its release"),
-                });
+                return Ok(Effect::skipped(format!(
+                    "order {order_id} was cancelled before its release: not released"
+                )));
             }
             let (update, done) = self.plan(&order).await?;
             if done {

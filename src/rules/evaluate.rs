@@ -87,13 +87,25 @@ impl Engine {
         cause: &Cause<'_>,
     ) -> Result<Option<Action>, EngineError> {
         let key = Action::release_key(&order.id);
-        if !order.is_fulfillable() || self.settled(&key).await? {
+        let carry_out = if order.is_fulfillable() {
+            if self.settled(&key).await? {
+                return Ok(None);
+            }
+            false
+        } else if self.release_started(order).await? {
+            true
+        } else {
             return Ok(None);
-        }
+        };
         let allocated = self.allocated_payments(order, known).await?;
         let counted: Vec<release::Counted> = allocated.iter().map(|a| a.counted.clone()).collect();
         let trigger = known.map(|k| k.payment.id.as_str());
-        let Ok(r) = release::check(&self.rules.release, order, &counted, trigger) else {
+        let checked = if carry_out {
+            release::covers(&self.rules.release, order, &counted, trigger)
+        } else {
+            release::check(&self.rules.release, order, &counted, trigger)
+        };
+        let Ok(r) = checked else {
             self.warn_if_settled_short(order, &allocated, known);
             return Ok(None);
         };
@@ -110,6 +122,27 @@ impl Engine {
             amount: Some(order.gross_total().clone()),
             reason: None,
         }))
+    }
+
+    /// Whether the release of an order that no longer looks fulfillable was decided and is
+    /// still to be finished: claimed but not recorded (its worker stopped between the order
+    /// update and the webhook), or its order update done and its webhook not yet delivered
+    /// (`release_started_key`). Never for a cancelled order: nothing of it is shipped.
+    async fn release_started(&self, order: &Order) -> Result<bool, EngineError> {
+        if order.order_state == OrderState::Cancelled {
+            return Ok(false);
+        }
+        Ok(
+            match self
+                .store
+                .ledger_status(&Action::release_key(&order.id))
+                .await?
+            {
+                Some(LedgerStatus::Claimed) => true,
+                Some(_) => false,
+                None => self.settled(&release_started_key(&order.id)).await?,
+            },
+        )
     }
 
     /// An order whose allocated payments have all settled (nothing Initial or Pending) and

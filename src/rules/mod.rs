@@ -155,6 +155,13 @@ pub fn order_creation_failed_key(payment_id: &str) -> String {
     format!("order-creation-failed:{payment_id}")
 }
 
+/// Ledger marker: a release's first effect (the order update) took place and its webhook did
+/// not go yet. The release is carried out on a retry even though the order we updated may no
+/// longer look fulfillable.
+pub fn release_started_key(order_id: &str) -> String {
+    format!("release-started:{order_id}")
+}
+
 /// Ledger marker: a cancel of ours was reported failed (counted once).
 pub fn cancel_failed_key(payment_id: &str) -> String {
     format!("cancel-failed:{payment_id}")
@@ -360,7 +367,7 @@ impl Engine {
         let Some(order) = self.view.order(oid).await? else {
             return Ok(());
         };
-        if self.rules.release.enabled && order.is_fulfillable() {
+        if self.rules.release.enabled {
             actions.extend(self.evaluate_release(&order, None, cause).await?);
         }
         if order.order_state == OrderState::Cancelled

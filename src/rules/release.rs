@@ -232,6 +232,24 @@ pub fn check(
             shipment_state: order.shipment_state,
         });
     }
+    covers(rule, order, allocated, trigger)
+}
+
+/// The coverage part of [`check`] alone, whatever the order's state: for a release already
+/// decided and partly carried out (its order update may have made the order look
+/// unfulfillable), which still goes ahead only while the money covers the order.
+///
+/// # Errors
+/// Why the money does not cover the order.
+pub fn covers(
+    rule: &ReleaseRule,
+    order: &Order,
+    allocated: &[Counted],
+    trigger: Option<&str>,
+) -> Result<Release, NotReleased> {
+    if !rule.enabled {
+        return Err(NotReleased::RuleOff);
+    }
     let gross = order.gross_total();
     let (total, currency) = (gross.cent_amount, gross.currency_code.clone());
     // A free order (a 100 % voucher) owes nothing: covered with or without a payment, and the

@@ -450,3 +450,73 @@ async fn a_claimed_cancel_waits_while_a_charge_is_under_way() {
         "checked again a grace period later"
     );
 }
+
+/// Scenario 01's messages (payment authorized 17465, then its order of 17465), the order's
+/// edited by `edit`.
+fn scenario_01(edit: impl Fn(&mut serde_json::Value)) -> Vec<Message> {
+    let path = format!(
+        "{}/fixtures/scenarios/01-authorized-then-order.jsonl",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    text.lines()
+        .take(3)
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).expect("JSON");
+            if v["type"] == "OrderCreated" {
+                edit(&mut v);
+            }
+            decode(&serde_json::to_vec(&v).expect("serializes")).expect("decodes")
+        })
+        .collect()
+}
+
+/// What the engine decides on scenario 01 with the order in `state`, after `prepare`.
+async fn releases_with(state: &str, prepare: impl AsyncFnOnce(&MemoryStore, &str)) -> usize {
+    let store = Arc::new(MemoryStore::new());
+    let engine = Engine::new(Arc::new(StreamView::new()), store.clone(), Rules::default());
+    let messages = scenario_01(|v| v["order"]["orderState"] = state.into());
+    let oid = messages[2].order_id().expect("an order").to_string();
+    prepare(&store, &oid).await;
+    let mut released = 0;
+    for m in &messages {
+        let actions = engine
+            .on_message(m, chrono::Utc::now())
+            .await
+            .expect("decides");
+        released += actions
+            .iter()
+            .filter(|a| a.action == ActionKind::ReleaseOrder)
+            .count();
+    }
+    released
+}
+
+/// A release decided and claimed, whose worker stopped after its order update made the order
+/// unfulfillable (`Complete`) and before the webhook: it is carried out, so the webhook still
+/// goes. The same after an order update whose webhook failed (the marker). Never for a
+/// cancelled order, and an unfulfillable order no release was started for is not released.
+#[tokio::test]
+async fn a_release_started_is_carried_out_though_the_order_no_longer_looks_fulfillable() {
+    let claim = async |store: &MemoryStore, oid: &str| {
+        assert_eq!(
+            store.claim(&Action::release_key(oid)).await.unwrap(),
+            Claim::Acquired
+        );
+    };
+    let started = async |store: &MemoryStore, oid: &str| {
+        let key = release_started_key(oid);
+        assert_eq!(store.claim(&key).await.unwrap(), Claim::Acquired);
+        store
+            .settle(&key, LedgerStatus::Done, Decided::default())
+            .await
+            .unwrap();
+    };
+    let nothing = async |_: &MemoryStore, _: &str| {};
+    assert_eq!(releases_with("Complete", claim).await, 1);
+    assert_eq!(releases_with("Complete", started).await, 1);
+    assert_eq!(releases_with("Cancelled", claim).await, 0);
+    assert_eq!(releases_with("Cancelled", started).await, 0);
+    assert_eq!(releases_with("Complete", nothing).await, 0);
+    assert_eq!(releases_with("Open", nothing).await, 1);
+}

@@ -428,11 +428,56 @@ async fn cancel_honours_429_retry_after_and_times_out_slow_responses() {
         other => panic!("{other:?}"),
     }
     match canceller.cancel(&cancel(&slow)).await {
-        Err(EffectError::Transient { detail, .. }) => {
-            assert!(detail.contains("timed out"), "{detail}")
+        // Sent, answer unknown: re-read like a 500; not visible yet, so it pauses before the
+        // retry re-reads again.
+        Err(EffectError::Transient {
+            detail,
+            retry_after,
+        }) => {
+            assert!(detail.contains("timed out"), "{detail}");
+            assert_eq!(retry_after, Some(Duration::from_secs(10)), "{detail}");
         }
         other => panic!("{other:?}"),
     }
+}
+
+/// A cancel whose answer timed out after it was sent, and which did take effect: the re-read
+/// finds the CancelAuthorization and records it done; Checkout is called once.
+#[tokio::test]
+async fn a_cancel_that_timed_out_after_sending_is_re_read_not_retried_blind() {
+    let mock = peers::shared_commercetools_mock().await;
+    let admin = Admin::new(mock, PROJECT).await;
+    let stub = checkout_stub().await;
+    let pid = admin.payment(700, &[("Authorization", "Success")]).await;
+    Mock::given(method("POST"))
+        .and(path(intent_path(&pid)))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"outcome": "approved"}))
+                .set_delay(Duration::from_secs(5)),
+        )
+        .mount(&stub)
+        .await;
+    let canceller = Canceller::new(client(mock, &stub.uri()), "cancelPayment".into());
+    let took_effect = async {
+        // While payrules waits for the answer, the connector cancels.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let p = admin.get(&format!("payments/{pid}")).await;
+        admin
+            .post(
+                &format!("payments/{pid}"),
+                json!({"version": p["version"], "actions": [{"action": "addTransaction", "transaction": {
+                    "type": "CancelAuthorization", "state": "Success",
+                    "amount": {"currencyCode": "EUR", "centAmount": 700}}}]}),
+            )
+            .await;
+    };
+    let action = cancel(&pid);
+    let (result, ()) = tokio::join!(canceller.cancel(&action), took_effect);
+    let effect = result.expect("the re-read shows the cancel");
+    assert!(effect.applied, "{effect:?}");
+    let calls = stub.received_requests().await.unwrap_or_default();
+    assert_eq!(calls.len(), 1, "called once: {calls:?}");
 }
 
 #[tokio::test]

@@ -13,7 +13,8 @@ pub enum Retry {
     Backoff,
     /// 429: retry after the given delay.
     After(Duration),
-    /// 500: the request may have taken effect; re-read before retrying a write.
+    /// 500, or a timeout after the request was sent: the request may have taken effect;
+    /// re-read before retrying a write.
     Verify,
     /// 409 ConcurrentModification: re-read, re-decide, retry.
     Conflict,
@@ -84,7 +85,13 @@ impl CtpError {
             "failed"
         };
         CtpError {
-            retry: Retry::Backoff,
+            // A timeout after the connection was made: the request was sent and its answer is
+            // unknown — a write may have happened, exactly as after a 500.
+            retry: if e.is_timeout() && !e.is_connect() {
+                Retry::Verify
+            } else {
+                Retry::Backoff
+            },
             status: None,
             codes: Vec::new(),
             message: format!("{what} {kind}: {e}"),

@@ -195,10 +195,15 @@ impl Canceller {
                 }
             },
             Err(e) if e.retry == Retry::Verify => {
-                warn!(payment_id, error = %e, "{what} answered 500; re-reading the payment");
+                warn!(payment_id, error = %e, "{what}: answer unknown (500 or timed out after sending); re-reading the payment");
                 match recheck().await? {
                     Some(effect) => Ok(effect),
-                    None => Err(effect_error(e)),
+                    // Not visible yet: the retry re-reads again before any call, after a
+                    // pause that gives Checkout time to show what it did.
+                    None => Err(EffectError::Transient {
+                        detail: e.to_string(),
+                        retry_after: Some(UNKNOWN_ANSWER_PAUSE),
+                    }),
                 }
             }
             Err(e) => Err(effect_error(e)),
@@ -264,6 +269,10 @@ impl Canceller {
         .await
     }
 }
+
+/// How long to wait, after a call whose answer is unknown did not show on the payment, before
+/// re-reading and deciding again.
+const UNKNOWN_ANSWER_PAUSE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The payment a cancel or capture is for; an action without one is refused (never decided by
 /// the rules: only a free order's release has no payment).

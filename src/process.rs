@@ -352,7 +352,7 @@ impl Processor {
                     error,
                 })
             }
-            Err(error @ EffectError::Transient { .. }) => {
+            Err(error @ (EffectError::Transient { .. } | EffectError::Refused { .. })) => {
                 self.store.release(&action.key).await?;
                 finished(ActionOutcome::Failed, &format!("{error}; will retry"));
                 Err(ProcessError::Transient {

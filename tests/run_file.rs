@@ -211,9 +211,19 @@ fn a_message_over_the_size_limit_is_parked_unread() {
 /// `payrules run` over scenario 01 with an SQLite state file and a release webhook at
 /// `receiver`, as a dry run or for real.
 fn run_on_state(state: &Path, receiver: &str, dry_run: bool) -> std::process::Output {
+    run_on_state_with(state, receiver, dry_run, &[])
+}
+
+fn run_on_state_with(
+    state: &Path,
+    receiver: &str,
+    dry_run: bool,
+    more: &[(&str, &str)],
+) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_payrules"))
         .arg("run")
         .env_clear()
+        .envs(more.iter().copied())
         .env("PAYRULES_SOURCE", "file")
         .env(
             "PAYRULES_FILE_PATH",
@@ -232,6 +242,51 @@ fn run_on_state(state: &Path, receiver: &str, dry_run: bool) -> std::process::Ou
         .env("PAYRULES_RELEASE_WEBHOOK_SECRET", "whsec_aHVudGVyMg==")
         .output()
         .expect("payrules runs")
+}
+
+/// A receiver that refuses the release itself (400) is the message's own failure, not an
+/// outage: after `max_deliveries` the message is parked with the receiver's answer (it used
+/// to be retried for ever, counted as an outage).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_refusing_the_release_parks_it_after_max_deliveries() {
+    use wiremock::{Mock, MockServer, ResponseTemplate, matchers::method};
+    let receiver = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(400))
+        .mount(&receiver)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.db");
+    let url = format!("{}/release", receiver.uri());
+    let out = tokio::task::spawn_blocking(move || {
+        run_on_state_with(
+            &state,
+            &url,
+            false,
+            &[
+                ("PAYRULES_MAX_DELIVERIES", "2"),
+                ("PAYRULES_RETRY_DELAY", "100ms"),
+            ],
+        )
+    })
+    .await
+    .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "exit 1: a message was parked\n{log}"
+    );
+    assert!(log.contains("message parked"), "{log}");
+    assert!(
+        log.contains("HTTP 400"),
+        "parked with the receiver's answer: {log}"
+    );
+    let posts = receiver.received_requests().await.unwrap().len();
+    // Up to two messages decide the release (OrderCreated, OrderPaymentStateChanged; the
+    // second may meet the first's claim), each delivered twice, each delivery with the
+    // webhook's own 3 attempts — and then no more.
+    assert!((6..=12).contains(&posts), "{posts} POSTs");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -40,6 +40,14 @@ pub enum EffectError {
         /// A delay the target asked for (HTTP Retry-After).
         retry_after: Option<Duration>,
     },
+    /// The target refused this very request (a receiver's 4xx other than 408/429): not an
+    /// outage, so the message counts its deliveries and is parked with this reason after
+    /// `worker.max_deliveries`; retried until then (a receiver being fixed).
+    #[error("{detail} (refused; will retry up to worker.max_deliveries)")]
+    Refused {
+        /// What happened.
+        detail: String,
+    },
     /// Will not work by retrying: reported, and the message parked.
     #[error("{detail}")]
     Permanent {

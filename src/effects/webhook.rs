@@ -295,11 +295,14 @@ impl Webhook {
                 detail: format!("encoding the release event: {e}"),
             })?;
         let mut last = String::new();
+        // Whether the last answer refused the request itself (4xx other than 408/429).
+        let mut refused = false;
         for attempt in 1..=self.attempts {
             if attempt > 1 {
                 tokio::time::sleep(retry_policy(self.backoff).delay(attempt - 1)).await;
             }
             // The attempt's time (Standard Webhooks): receivers reject one more than 5 min off.
+            refused = false;
             let timestamp = chrono::Utc::now().timestamp();
             let result = self
                 .http
@@ -336,10 +339,17 @@ impl Webhook {
                             .unwrap_or_default()
                     );
                 }
-                Ok(resp) => last = format!("the webhook answered HTTP {}", resp.status().as_u16()),
+                Ok(resp) => {
+                    let status = resp.status().as_u16();
+                    refused = resp.status().is_client_error() && status != 408 && status != 429;
+                    last = format!("the webhook answered HTTP {status}");
+                }
                 Err(e) => last = format!("the webhook request failed: {e}"),
             }
             warn!(key = %action.key, attempt, error = %last, "release webhook failed");
+        }
+        if refused {
+            return Err(EffectError::Refused { detail: last });
         }
         Err(EffectError::Transient {
             detail: last,

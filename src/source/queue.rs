@@ -71,8 +71,13 @@ impl Shared {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn delay(&self, item: Item, by: Duration) {
+    /// Settles one outstanding delivery by putting its item back, due in `by`. One lock for
+    /// both: between a separate "no longer outstanding" and "waiting again", a finished-check
+    /// would see nothing left and end the input with the message lost.
+    fn redeliver(&self, item: Item, by: Duration, count: impl FnOnce(&mut QueueStats)) {
         let mut g = self.lock();
+        g.stats.outstanding -= 1;
+        count(&mut g.stats);
         g.seq += 1;
         let seq = g.seq;
         g.delayed.push(Reverse((Instant::now() + by, seq)));
@@ -225,9 +230,12 @@ impl Acker for QueueAcker {
     }
 
     async fn nack(&mut self, retry_after: Duration) -> Result<(), AckError> {
-        let item = self.settle("nack")?;
-        self.shared.lock().stats.nacked += 1;
-        self.shared.delay(item, retry_after);
+        let item = self.item.take().ok_or(AckError {
+            op: "nack",
+            detail: "delivery already settled".into(),
+        })?;
+        self.shared
+            .redeliver(item, retry_after, |stats| stats.nacked += 1);
         Ok(())
     }
 
@@ -244,13 +252,9 @@ impl Acker for QueueAcker {
 impl Drop for QueueAcker {
     fn drop(&mut self) {
         if let Some(item) = self.item.take() {
-            {
-                let mut g = self.shared.lock();
-                g.stats.outstanding -= 1;
-                g.stats.abandoned += 1;
-            }
             let timeout = self.shared.visibility_timeout;
-            self.shared.delay(item, timeout);
+            self.shared
+                .redeliver(item, timeout, |stats| stats.abandoned += 1);
         }
     }
 }

@@ -40,7 +40,8 @@ pub enum EffectError {
         /// A delay the target asked for (HTTP Retry-After).
         retry_after: Option<Duration>,
     },
-    /// The target refused this very request (a receiver's 4xx other than 408/429): not an
+    /// The target refused this very request (a receiver's 4xx other than 401, 403, 408 and
+    /// 429): not an
     /// outage, so the message counts its deliveries and is parked with this reason after
     /// `worker.max_deliveries`; retried until then (a receiver being fixed).
     #[error("{detail} (refused; will retry up to worker.max_deliveries)")]

@@ -295,7 +295,7 @@ impl Webhook {
                 detail: format!("encoding the release event: {e}"),
             })?;
         let mut last = String::new();
-        // Whether the last answer refused the request itself (4xx other than 408/429).
+        // Whether the last answer refused the request itself (see below).
         let mut refused = false;
         for attempt in 1..=self.attempts {
             if attempt > 1 {
@@ -341,7 +341,10 @@ impl Webhook {
                 }
                 Ok(resp) => {
                     let status = resp.status().as_u16();
-                    refused = resp.status().is_client_error() && status != 408 && status != 429;
+                    // 401/403 (a rotated signing secret) and 408/429 are the receiver's state,
+                    // an outage an operator or time fixes; any other 4xx refuses this release.
+                    refused = resp.status().is_client_error()
+                        && !matches!(status, 401 | 403 | 408 | 429);
                     last = format!("the webhook answered HTTP {status}");
                 }
                 Err(e) => last = format!("the webhook request failed: {e}"),

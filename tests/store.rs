@@ -737,3 +737,97 @@ async fn a_cancel_claimed_by_a_dead_worker_is_taken_over_at_the_grace_check() {
         std::slice::from_ref(&key)
     );
 }
+
+/// Two replicas on one PostgreSQL ledger: one's claim runs out and the other takes it over.
+/// The first one's outcome is then refused, with an error naming the key (its message is
+/// retried, not acked), and the new owner's outcome stands. Before, `settle` overwrote the row
+/// whoever owned it.
+#[tokio::test]
+async fn a_settle_after_the_claim_was_taken_over_is_refused() {
+    use payrules::store::StoreError;
+    let url = fresh_pg().await;
+    let lease = Duration::from_millis(300);
+    let a = SqlStore::connect(&url, lease).await.unwrap();
+    let b = SqlStore::connect(&url, lease).await.unwrap();
+    let key = "release:o-lost";
+    assert_eq!(a.claim(key).await.unwrap(), Claim::Acquired);
+    tokio::time::sleep(lease + Duration::from_millis(200)).await;
+    assert_eq!(b.claim(key).await.unwrap(), Claim::Acquired, "taken over");
+    assert!(!a.renew(key).await.unwrap(), "no longer a's to renew");
+
+    let err = a
+        .settle(key, LedgerStatus::Failed, Decided::default())
+        .await
+        .expect_err("a's claim is b's now");
+    assert!(
+        matches!(&err, StoreError::ClaimLost { key: k } if k == key),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains(key), "{err}");
+    assert_eq!(
+        b.ledger_status(key).await.unwrap(),
+        Some(LedgerStatus::Claimed),
+        "b's claim is left as it is"
+    );
+    b.settle(key, LedgerStatus::Done, Decided::default())
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            a.settle(key, LedgerStatus::Failed, Decided::default())
+                .await,
+            Err(StoreError::ClaimLost { .. })
+        ),
+        "a settled key is not overwritten either"
+    );
+    assert_eq!(
+        a.ledger_status(key).await.unwrap(),
+        Some(LedgerStatus::Done)
+    );
+}
+
+/// Leases on PostgreSQL are measured with the server's clock: a replica whose clock runs an
+/// hour ahead does not take over a live claim or a taken timer, and one whose clock runs an
+/// hour behind holds its claim for the whole lease. Before, each replica computed the expiry
+/// with its own clock.
+#[tokio::test]
+async fn postgres_leases_use_the_database_clock_not_the_replicas() {
+    let url = fresh_pg().await;
+    let lease = Duration::from_secs(60);
+    let hour = chrono::Duration::hours(1);
+    let behind = SqlStore::connect(&url, lease)
+        .await
+        .unwrap()
+        .with_clock_skew(-hour);
+    let ahead = SqlStore::connect(&url, lease)
+        .await
+        .unwrap()
+        .with_clock_skew(hour);
+
+    assert_eq!(behind.claim("release:o1").await.unwrap(), Claim::Acquired);
+    assert_eq!(
+        ahead.claim("release:o1").await.unwrap(),
+        Claim::Exists(LedgerStatus::Claimed),
+        "a live claim is not taken over by a replica whose clock runs ahead"
+    );
+    assert!(behind.renew("release:o1").await.unwrap());
+    assert_eq!(
+        ahead.claim("release:o1").await.unwrap(),
+        Claim::Exists(LedgerStatus::Claimed),
+        "a renewal by a replica whose clock runs behind still lasts a lease"
+    );
+
+    behind
+        .schedule(Timer {
+            payment_id: "p1".into(),
+            due: at(0),
+        })
+        .await
+        .unwrap();
+    behind.flush().await.unwrap();
+    assert_eq!(behind.take_due(at(1), 10).await.unwrap().len(), 1);
+    assert!(
+        ahead.take_due(at(1), 10).await.unwrap().is_empty(),
+        "a taken timer's lease is live whatever the taker's clock said"
+    );
+}

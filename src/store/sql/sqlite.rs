@@ -90,6 +90,18 @@ fn writable(file: &Path) -> bool {
     file_ok && dir_ok
 }
 
+/// Timers not yet done: a count of the partial index `timers_open` (migration 0003), which
+/// holds only timers not yet done, so it costs what is pending, not every timer ever written.
+/// The `state <> 'done'` is the index's own condition, spelled out so SQLite may use it.
+const TIMERS_PENDING: &str = "SELECT COUNT(*) FROM timers WHERE state <> 'done'";
+
+/// The earliest pending due time and the earliest lease end of a taken timer: two seeks in
+/// `timers_open` (state, due, taken_until), whatever the number of timers done.
+const NEXT_DUE: &str = "SELECT MIN(at) FROM (
+     SELECT MIN(due) AS at FROM timers WHERE state <> 'done' AND state = 'pending'
+     UNION ALL
+     SELECT MIN(taken_until) AS at FROM timers WHERE state <> 'done' AND state = 'taken')";
+
 /// One connection to the state file.
 pub(super) struct Lite {
     /// Held only for the length of one call: nothing awaits while holding it.
@@ -138,7 +150,8 @@ impl Lite {
             .map(|changed| changed == 1)
     }
 
-    /// Records `status` for `key`, with what decided it (`decided`).
+    /// Records `status` for `key`, with what decided it (`decided`), if the key is `owner`'s
+    /// claim (or not in the ledger at all); whether it was recorded.
     pub(super) fn settle(
         &self,
         key: &str,
@@ -146,11 +159,12 @@ impl Lite {
         owner: &str,
         now: i64,
         decided: Decided<'_>,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         self.conn()
             .prepare_cached(
                 "INSERT INTO ledger (key, status, owner, claimed_until, updated_at, message_id, reason) VALUES (?1, ?2, ?3, 0, ?4, ?5, ?6)
-                 ON CONFLICT (key) DO UPDATE SET status = excluded.status, owner = excluded.owner, claimed_until = 0, updated_at = excluded.updated_at, message_id = excluded.message_id, reason = excluded.reason",
+                 ON CONFLICT (key) DO UPDATE SET status = excluded.status, owner = excluded.owner, claimed_until = 0, updated_at = excluded.updated_at, message_id = excluded.message_id, reason = excluded.reason
+                 WHERE ledger.status = 'claimed' AND ledger.owner = excluded.owner",
             )?
             .execute(params![
                 key,
@@ -160,7 +174,7 @@ impl Lite {
                 decided.message_id,
                 decided.reason
             ])
-            .map(|_| ())
+            .map(|changed| changed == 1)
     }
 
     /// Extends `owner`'s claim on `key` to `until`; whether it was still `owner`'s.
@@ -255,7 +269,7 @@ impl Lite {
         let mut stmt = conn.prepare_cached(
             "UPDATE timers SET state = 'taken', taken_until = ?1
              WHERE payment_id IN (SELECT payment_id FROM timers
-                 WHERE (state = 'pending' AND due <= ?2) OR (state = 'taken' AND taken_until <= ?3 AND due <= ?2)
+                 WHERE state <> 'done' AND ((state = 'pending' AND due <= ?2) OR (state = 'taken' AND taken_until <= ?3 AND due <= ?2))
                  ORDER BY due, payment_id LIMIT ?4)
              RETURNING payment_id, due",
         )?;
@@ -288,16 +302,14 @@ impl Lite {
     /// Timers not yet done.
     pub(super) fn timers_pending(&self) -> Result<i64> {
         self.conn()
-            .prepare_cached("SELECT COUNT(*) FROM timers WHERE state <> 'done'")?
+            .prepare_cached(TIMERS_PENDING)?
             .query_row([], |r| r.get(0))
     }
 
     /// The earliest time a timer is (or will be) due; a taken one counts when its lease passes.
     pub(super) fn next_due(&self) -> Result<Option<i64>> {
         self.conn()
-            .prepare_cached(
-                "SELECT MIN(CASE WHEN state = 'pending' THEN due ELSE taken_until END) FROM timers WHERE state <> 'done'",
-            )?
+            .prepare_cached(NEXT_DUE)?
             .query_row([], |r| r.get(0))
     }
 

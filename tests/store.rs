@@ -276,6 +276,7 @@ async fn a_corrupted_or_read_only_sqlite_file_is_a_clear_error() {
     .err()
     .expect("a corrupted file must not open");
     let text = err.to_string();
+    eprintln!("verify-full with a wrong CA: {text}");
     assert!(
         text.contains("SQLite state store") && text.contains(path.to_str().unwrap()),
         "{text}"
@@ -345,6 +346,7 @@ async fn postgres_down_is_a_clear_retryable_error_and_passwords_are_not_shown() 
     .err()
     .expect("nothing listens on port 1");
     let text = err.to_string();
+    eprintln!("verify-full with a wrong CA: {text}");
     assert!(
         text.contains("connecting to the PostgreSQL state store"),
         "{text}"
@@ -830,4 +832,92 @@ async fn postgres_leases_use_the_database_clock_not_the_replicas() {
         ahead.take_due(at(1), 10).await.unwrap().is_empty(),
         "a taken timer's lease is live whatever the taker's clock said"
     );
+}
+
+/// What a durable SQLite write costs (claim + settle of one key; schedule, take and complete a
+/// timer), on a file in the target directory (a real disk, not a tmpfs). A measurement, not a
+/// check: `cargo test --release --test store -- --ignored --nocapture sqlite_write_cost`.
+#[tokio::test]
+#[ignore = "a measurement; run by hand"]
+async fn sqlite_write_cost() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let store = SqlStore::connect(&sqlite_url(&dir), Duration::from_secs(60))
+        .await
+        .unwrap();
+    let n = 2000;
+    let started = std::time::Instant::now();
+    for i in 0..n {
+        let key = format!("release:o{i}");
+        assert_eq!(store.claim(&key).await.unwrap(), Claim::Acquired);
+        store
+            .settle(&key, LedgerStatus::Done, Decided::default())
+            .await
+            .unwrap();
+    }
+    let ledger = started.elapsed() / n;
+    let started = std::time::Instant::now();
+    for i in 0..n {
+        let t = Timer {
+            payment_id: format!("p{i}"),
+            due: at(0),
+        };
+        store.schedule(t).await.unwrap();
+        for t in store.take_due(at(1), 1).await.unwrap() {
+            store.timer_done(&t).await.unwrap();
+        }
+    }
+    let timers = started.elapsed() / n;
+    println!("claim+settle: {ledger:?} per key; schedule+take+done: {timers:?} per timer");
+}
+
+#[path = "it/pg_tls.rs"]
+mod pg_tls;
+
+/// PostgreSQL over TLS, as managed servers (Cloud SQL, RDS, Azure) require: against a server
+/// of the test's own with a throwaway CA, `sslmode=require` connects (encrypted, certificate not
+/// checked), `verify-ca` and `verify-full` connect with the right CA given as `sslrootcert`,
+/// `verify-full` with a wrong CA fails naming the certificate, and a plain connection is
+/// refused by the server (hostssl only). Before, sqlx was built without TLS and every one of
+/// these failed.
+#[tokio::test]
+async fn postgres_over_tls_verifies_the_server_certificate() {
+    let Some(server) = pg_tls::TlsPg::start() else {
+        return;
+    };
+    let lease = Duration::from_secs(60);
+    let ca = server.ca.display().to_string();
+    for query in [
+        "sslmode=require".to_string(),
+        format!("sslmode=verify-ca&sslrootcert={ca}"),
+        format!("sslmode=verify-full&sslrootcert={ca}"),
+    ] {
+        let store = SqlStore::connect(&server.url(&query), lease)
+            .await
+            .unwrap_or_else(|e| panic!("{query}: {e}"));
+        let key = format!("release:{query}");
+        assert_eq!(store.claim(&key).await.unwrap(), Claim::Acquired, "{query}");
+    }
+
+    let wrong = format!(
+        "sslmode=verify-full&sslrootcert={}",
+        server.wrong_ca.display()
+    );
+    let err = SqlStore::connect(&server.url(&wrong), lease)
+        .await
+        .err()
+        .expect("a certificate no given CA signed is refused");
+    let text = err.to_string();
+    eprintln!("verify-full with a wrong CA: {text}");
+    assert!(
+        text.contains("connecting to the PostgreSQL state store")
+            && text.contains("invalid peer certificate")
+            && text.contains("not signed by a CA in sslrootcert"),
+        "{text}"
+    );
+
+    let err = SqlStore::connect(&server.url("sslmode=disable"), lease)
+        .await
+        .err()
+        .expect("the server accepts TLS connections only");
+    assert!(err.to_string().contains("no encryption"), "{err}");
 }

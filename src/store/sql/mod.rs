@@ -5,9 +5,10 @@
 //! What must be durable before a message is acked — ledger claims and outcomes, scheduled
 //! timers — is written at once. What only saves work — processed message ids and the latest
 //! sequence numbers — is buffered and written in batches, so the store does not cost a write
-//! per message. SQLite runs in WAL mode with `synchronous = NORMAL`: a commit is durable
-//! against a process crash (kill -9) without an fsync; the WAL is synced at checkpoints. Its
-//! statements run on the caller's thread ([`sqlite`]); PostgreSQL's go through sqlx.
+//! per message. SQLite runs in WAL mode with `synchronous = FULL`: every commit is synced, so
+//! it survives a power loss as well as a process crash (kill -9), at an fsync per durable
+//! write (about 0.2 ms). Its statements run on the caller's thread ([`sqlite`]); PostgreSQL's
+//! go through sqlx.
 //!
 //! Claims and taken timers carry a lease: a worker that dies holding one leaves it to be taken
 //! over once the lease has passed. The executors re-read commercetools before writing, so the

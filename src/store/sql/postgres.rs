@@ -15,6 +15,19 @@ use tokio::sync::{mpsc, oneshot};
 use super::{LedgerRow, TimerRow, err, now_ms, status_of};
 use crate::store::{Decided, LedgerStatus, StoreError};
 
+/// Names the likely cause of a TLS failure at connect, which rustls reports tersely
+/// ("invalid peer certificate: UnknownIssuer").
+fn tls_hint(e: &sqlx::Error) -> String {
+    let text = e.to_string();
+    if text.contains("invalid peer certificate") {
+        format!(
+            "{text} (the server's certificate is not signed by a CA in sslrootcert, or, with sslmode=verify-full, is not for this host)"
+        )
+    } else {
+        text
+    }
+}
+
 /// The server's clock, in ms since the epoch: what claim and timer leases are measured with, so
 /// that replicas whose clocks disagree still agree on when a lease has passed.
 /// `clock_timestamp()`, not `now()`: the time of the statement, not of its transaction's start.
@@ -60,7 +73,13 @@ impl Pg {
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(opts)
             .await
-            .map_err(|e| err("connecting to the PostgreSQL state store", display, e))?;
+            .map_err(|e| {
+                err(
+                    "connecting to the PostgreSQL state store",
+                    display,
+                    tls_hint(&e),
+                )
+            })?;
         // Replicas share the database: during a rolling upgrade an older replica restarts
         // against a schema a newer one migrated. Migrations only add, so it may go on.
         sqlx::migrate!("migrations/postgres")

@@ -1,10 +1,11 @@
 //! The embedded SQLite file, its statements run on the calling thread.
 //!
-//! A statement here takes a few microseconds (WAL, `synchronous = NORMAL`: a commit is a write
-//! to the log, no fsync). Handing each one to a connection thread and back, as an async driver
-//! does, cost several times that in wake-ups and context switches, so the connection sits
-//! behind a mutex and every call runs to completion without yielding. The file is this
-//! process' alone (an exclusive lock), so one connection is all there is.
+//! A read here takes a few microseconds; a commit (WAL, `synchronous = FULL`) is a write to the
+//! log and its fsync, about 0.2 ms on the test machine's disk. Handing each statement to a
+//! connection thread and back, as an async driver does, cost several times a read in wake-ups
+//! and context switches, so the connection sits behind a mutex and every call runs to
+//! completion without yielding. The file is this process' alone (an exclusive lock), so one
+//! connection is all there is.
 
 use std::path::Path;
 use std::str::FromStr;
@@ -38,7 +39,13 @@ pub(super) async fn open_sqlite(
         .map_err(|e| err("invalid SQLite URL", display, e))?
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(SqliteSynchronous::Normal)
+        // FULL: the WAL is synced at every commit, so what was acked after its commit (a
+        // claim, an outcome, a timer) survives a power loss or a kernel crash, not only a
+        // process crash as with NORMAL, which synced at checkpoints only. Measured cost (the
+        // ignored test `sqlite_write_cost`, release build, ext4 on a virtual disk): claim +
+        // settle of one key 64 µs with NORMAL, 430-560 µs with FULL; schedule + take + done of
+        // one timer 330 µs -> 830 µs. Reads and the batched processed ids cost the same.
+        .synchronous(SqliteSynchronous::Full)
         // The file belongs to one worker (replicas share PostgreSQL): an exclusive lock, held
         // by one connection for the process' life, keeps a second worker out and spares every
         // statement the file locking and the page-cache revalidation that sharing needs. A
@@ -129,7 +136,8 @@ impl Lite {
         let _: String =
             conn.pragma_update_and_check(None, "locking_mode", "EXCLUSIVE", |r| r.get(0))?;
         let _: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        // Per connection, so set again here (see `open_sqlite` for why FULL).
+        conn.pragma_update(None, "synchronous", "FULL")?;
         conn.execute(
             "INSERT INTO meta (key, value) VALUES ('last_start', ?1) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
             [started],
@@ -361,6 +369,20 @@ impl Lite {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every commit is synced (`synchronous = FULL`, 2): a message acked after its commit
+    /// keeps that commit through a power loss. NORMAL (1) synced at checkpoints only.
+    #[tokio::test]
+    async fn every_commit_is_synced() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}", dir.path().join("state.db").display());
+        let lite = open_sqlite(&url, "test", "test").await.expect("opens");
+        let level: i64 = lite
+            .conn()
+            .query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .expect("reads");
+        assert_eq!(level, 2, "synchronous = FULL");
+    }
 
     /// The timer loop's queries (about once a second) never scan the timers table: they seek,
     /// or scan the index of open timers only, whose size is what is pending, not every timer

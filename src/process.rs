@@ -305,7 +305,7 @@ impl Processor {
             Claim::Acquired => {}
         }
         let started = Instant::now();
-        let result = self.execute_holding_claim(&action).await;
+        let (result, held) = self.execute_holding_claim(&action).await;
         let elapsed = Some(started.elapsed());
         let finished = |outcome, detail: &str| {
             ActionFinished {
@@ -317,6 +317,19 @@ impl Processor {
             }
             .emit();
         };
+        if !held {
+            // Another worker owns the key now and decides it again (its executor re-reads
+            // first); what this execution did is only reported.
+            let what = match &result {
+                Ok(effect) => effect.summary.clone(),
+                Err(error) => error.to_string(),
+            };
+            finished(
+                ActionOutcome::Failed,
+                &format!("claim lost while executing ({what}); not recorded, will retry"),
+            );
+            return Err(StoreError::ClaimLost { key: action.key }.into());
+        }
         match result {
             Ok(effect) if !effect.applied => {
                 self.store.release(&action.key).await?;
@@ -389,28 +402,44 @@ impl Processor {
     }
 
     /// Executes `action`, renewing its claim every third of the lease meanwhile, so a slow but
-    /// live execution keeps it and a dead worker's claim is free within one lease.
+    /// live execution keeps it and a dead worker's claim is free within one lease. Answers the
+    /// execution's result and whether the claim was still ours throughout (`false`: another
+    /// worker took it over, and the outcome must not be recorded).
     async fn execute_holding_claim(
         &self,
         action: &Action,
-    ) -> Result<crate::effects::Effect, EffectError> {
+    ) -> (Result<crate::effects::Effect, EffectError>, bool) {
         let execution = self.executor.execute(action);
         let Some(lease) = self.store.lease() else {
-            return execution.await;
+            return (execution.await, true);
         };
         tokio::pin!(execution);
         let every = (lease / 3).max(Duration::from_millis(100));
-        let mut renewals = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-        loop {
-            tokio::select! {
-                result = &mut execution => return result,
-                _ = renewals.tick() => match self.store.renew(&action.key).await {
+        // The renewals are a future of their own, raced against the execution: while a renewal
+        // waits for the database, the execution is still polled, so an answer that arrived is
+        // taken at once (awaited inside a select arm, a slow renewal kept the effect unpolled,
+        // and its own timeout then reported a response that had arrived as a timeout).
+        let renewing = async {
+            let mut renewals = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            renewals.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                renewals.tick().await;
+                match self.store.renew(&action.key).await {
                     Ok(true) => {}
-                    // The executors re-read before writing, so going on is still safe; the
-                    // other worker will find the effect done.
-                    Ok(false) => tracing::error!(key = %action.key, "claim lost to another worker while executing (renewal came too late)"),
-                    Err(e) => tracing::warn!(key = %action.key, error = %e, "claim renewal failed; retrying at the next tick"),
-                },
+                    Ok(false) => return,
+                    Err(e) => {
+                        tracing::warn!(key = %action.key, error = %e, "claim renewal failed; retrying at the next tick");
+                    }
+                }
+            }
+        };
+        tokio::select! {
+            result = &mut execution => (result, true),
+            () = renewing => {
+                // The executors re-read before writing, so letting the execution finish is
+                // safe; the new owner finds out what it did. Its outcome is not recorded.
+                tracing::error!(key = %action.key, "claim lost to another worker while executing (renewal came too late); its outcome will not be recorded");
+                (execution.await, false)
             }
         }
     }
@@ -537,6 +566,182 @@ mod tests {
             Some(LedgerStatus::Done)
         );
         assert_eq!(processor.running.in_use(), 0);
+    }
+
+    /// The memory store with a lease, whose renewals take `renew_takes` and answer `renewed`
+    /// (`false`: another worker took the claim over).
+    struct Leased {
+        inner: MemoryStore,
+        renew_takes: Duration,
+        renewed: bool,
+        renewals: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl Store for Leased {
+        async fn ledger_status(&self, key: &str) -> Result<Option<LedgerStatus>, StoreError> {
+            self.inner.ledger_status(key).await
+        }
+        async fn claim(&self, key: &str) -> Result<Claim, StoreError> {
+            self.inner.claim(key).await
+        }
+        async fn settle(
+            &self,
+            key: &str,
+            status: LedgerStatus,
+            decided: Decided<'_>,
+        ) -> Result<(), StoreError> {
+            self.inner.settle(key, status, decided).await
+        }
+        async fn release(&self, key: &str) -> Result<(), StoreError> {
+            self.inner.release(key).await
+        }
+        async fn schedule(&self, timer: Timer) -> Result<bool, StoreError> {
+            self.inner.schedule(timer).await
+        }
+        async fn take_due(&self, now: Timestamp, limit: usize) -> Result<Vec<Timer>, StoreError> {
+            self.inner.take_due(now, limit).await
+        }
+        async fn timer_done(&self, timer: &Timer) -> Result<(), StoreError> {
+            self.inner.timer_done(timer).await
+        }
+        async fn retry_timer(&self, timer: &Timer, due: Timestamp) -> Result<(), StoreError> {
+            self.inner.retry_timer(timer, due).await
+        }
+        async fn next_due(&self) -> Result<Option<Timestamp>, StoreError> {
+            self.inner.next_due().await
+        }
+        async fn is_processed(&self, message_id: &str) -> Result<bool, StoreError> {
+            self.inner.is_processed(message_id).await
+        }
+        async fn mark_processed(&self, message_id: &str) -> Result<(), StoreError> {
+            self.inner.mark_processed(message_id).await
+        }
+        async fn timers_pending(&self) -> Result<u64, StoreError> {
+            self.inner.timers_pending().await
+        }
+        async fn record_sequence(
+            &self,
+            resource_id: &str,
+            sequence: u64,
+        ) -> Result<(), StoreError> {
+            self.inner.record_sequence(resource_id, sequence).await
+        }
+        async fn latest_sequence(&self, resource_id: &str) -> Result<Option<u64>, StoreError> {
+            self.inner.latest_sequence(resource_id).await
+        }
+        fn lease(&self) -> Option<Duration> {
+            Some(Duration::from_millis(300))
+        }
+        async fn renew(&self, _key: &str) -> Result<bool, StoreError> {
+            self.renewals.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(self.renew_takes).await;
+            Ok(self.renewed)
+        }
+    }
+
+    /// An HTTP call as the executors make it: the answer arrives after `answer_after`, and is
+    /// taken for a timeout if the call is only looked at again after its deadline (`timeout`).
+    struct Answering {
+        answer_after: Duration,
+        timeout: Duration,
+    }
+
+    #[async_trait]
+    impl Executor for Answering {
+        async fn execute(&self, _action: &Action) -> Result<Effect, EffectError> {
+            let deadline = tokio::time::Instant::now() + self.timeout;
+            tokio::time::sleep(self.answer_after).await;
+            if tokio::time::Instant::now() > deadline {
+                return Err(EffectError::Transient {
+                    detail: "timed out".into(),
+                    retry_after: None,
+                });
+            }
+            Ok(Effect::applied("webhook 204"))
+        }
+    }
+
+    fn release_o1() -> Action {
+        Action {
+            action: ActionKind::ReleaseOrder,
+            rule: RuleName::ReleaseForFulfillment,
+            key: Action::release_key("o1"),
+            payment_id: "p1".into(),
+            order_id: Some("o1".into()),
+            message_id: None,
+            at: chrono::Utc::now(),
+            order_number: None,
+            payment_ids: vec!["p1".into()],
+            amount: None,
+            reason: None,
+        }
+    }
+
+    fn leased_processor(renew_takes: Duration, renewed: bool) -> (Processor, Arc<Leased>) {
+        let store = Arc::new(Leased {
+            inner: MemoryStore::new(),
+            renew_takes,
+            renewed,
+            renewals: AtomicUsize::new(0),
+        });
+        let executor = Arc::new(Answering {
+            answer_after: Duration::from_millis(250),
+            timeout: Duration::from_secs(1),
+        });
+        let engine = Engine::new(Arc::new(StreamView::new()), store.clone(), Rules::default());
+        (Processor::new(engine, store.clone(), executor), store)
+    }
+
+    /// A renewal stuck on a busy database (10 s) while the effect's answer arrives (250 ms):
+    /// the answer is taken when it arrives and recorded. With the renewal awaited inside the
+    /// select arm, the execution was not polled for 10 s and its answer read as a timeout.
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_renewal_does_not_starve_the_effect() {
+        let (processor, store) = leased_processor(Duration::from_secs(10), true);
+        let action = release_o1();
+        let started = tokio::time::Instant::now();
+        let done = processor
+            .execute_all(vec![action.clone()])
+            .await
+            .expect("the effect's answer, not a timeout");
+        assert_eq!(done.len(), 1);
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "the answer waited for the renewal: {:?}",
+            started.elapsed()
+        );
+        assert!(
+            store.renewals.load(Ordering::SeqCst) >= 1,
+            "a renewal was under way"
+        );
+        assert_eq!(
+            store.ledger_status(&action.key).await.expect("reads"),
+            Some(LedgerStatus::Done)
+        );
+    }
+
+    /// The claim is taken over while the effect runs (the renewal finds it gone): the outcome
+    /// is not recorded and the message fails with an error naming the key, to be retried.
+    #[tokio::test(start_paused = true)]
+    async fn a_claim_lost_mid_effect_is_an_error_naming_the_key() {
+        let (processor, store) = leased_processor(Duration::from_millis(1), false);
+        let action = release_o1();
+        let err = processor
+            .execute_all(vec![action.clone()])
+            .await
+            .expect_err("the claim was lost");
+        assert!(
+            matches!(&err, ProcessError::Store(StoreError::ClaimLost { key }) if *key == action.key),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains(&action.key), "{err}");
+        assert!(err.is_retryable(), "retried, not acked: {err}");
+        assert_eq!(
+            store.ledger_status(&action.key).await.expect("reads"),
+            Some(LedgerStatus::Claimed),
+            "the outcome is not recorded over the new owner's claim"
+        );
     }
 
     #[tokio::test]

@@ -88,8 +88,21 @@ pub struct TimerEntry {
 
 /// A store failure.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("state store: {0}")]
-pub struct StoreError(pub String);
+pub enum StoreError {
+    /// The database failed, could not be reached, or answered what it should not.
+    #[error("state store: {0}")]
+    Failed(String),
+    /// This worker's claim on `key` ran out and another worker took it over (or it was
+    /// settled meanwhile): the outcome was not recorded. Retry the message: the new owner's
+    /// executor re-reads before writing, and the ledger then says what happened.
+    #[error(
+        "state store: the claim on {key} is no longer this worker's (its lease ran out and another worker took it over); its outcome was not recorded"
+    )]
+    ClaimLost {
+        /// The action's idempotency key.
+        key: String,
+    },
+}
 
 /// The ledger and the timers.
 #[async_trait]
@@ -103,6 +116,8 @@ pub trait Store: Send + Sync {
     async fn claim(&self, key: &str) -> Result<Claim, StoreError>;
 
     /// Records how a claimed key ended, and what decided it, so `payrules explain` can say so.
+    /// Only the claim's owner records it: a key whose claim another worker took over (or that
+    /// is settled already) answers [`StoreError::ClaimLost`] and is left as it is.
     async fn settle(
         &self,
         key: &str,

@@ -73,15 +73,18 @@ impl Backend {
         matches!(self, Self::Sqlite(_))
     }
 
-    /// Inserts a claim on `key`, or takes over one whose lease has passed; whether it won.
-    pub(super) async fn claim(&self, key: &str, owner: &str, until: i64, now: i64) -> Result<bool> {
+    /// Inserts a claim on `key` lasting `lease` ms, or takes over one whose lease has passed;
+    /// whether it won. Leases are measured with one clock: SQLite's is this process' (`now`, ms;
+    /// the file is its alone), PostgreSQL's the server's, whatever the replicas' clocks say.
+    pub(super) async fn claim(&self, key: &str, owner: &str, lease: i64, now: i64) -> Result<bool> {
         Ok(match self {
-            Self::Sqlite(l) => l.claim(key, owner, until, now)?,
-            Self::Postgres(p) => p.claim(key, owner, until, now).await?,
+            Self::Sqlite(l) => l.claim(key, owner, now.saturating_add(lease), now)?,
+            Self::Postgres(p) => p.claim(key, owner, lease).await?,
         })
     }
 
-    /// Records `status` (its text) for `key`, with what decided it (`decided`).
+    /// Records `status` (its text) for `key`, with what decided it (`decided`), if `key` is
+    /// `owner`'s claim or not in the ledger; whether it was recorded.
     pub(super) async fn settle(
         &self,
         key: &str,
@@ -89,7 +92,7 @@ impl Backend {
         owner: &str,
         now: i64,
         decided: Decided<'_>,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         match self {
             Self::Sqlite(l) => l
                 .settle(key, status, owner, now, decided)
@@ -101,11 +104,12 @@ impl Backend {
         }
     }
 
-    /// Extends `owner`'s claim on `key` to `until`; whether it was still `owner`'s.
-    pub(super) async fn renew(&self, key: &str, owner: &str, until: i64) -> Result<bool> {
+    /// Extends `owner`'s claim on `key` by `lease` ms from now (`now` on SQLite, the server's
+    /// clock on PostgreSQL, as in [`Self::claim`]); whether it was still `owner`'s.
+    pub(super) async fn renew(&self, key: &str, owner: &str, lease: i64, now: i64) -> Result<bool> {
         Ok(match self {
-            Self::Sqlite(l) => l.renew(key, owner, until)?,
-            Self::Postgres(p) => p.renew(key, owner, until).await?,
+            Self::Sqlite(l) => l.renew(key, owner, now.saturating_add(lease))?,
+            Self::Postgres(p) => p.renew(key, owner, lease).await?,
         })
     }
 
@@ -157,18 +161,19 @@ impl Backend {
         })
     }
 
-    /// Takes up to `limit` timers due at `now` (pending, or taken with a lease passed at
-    /// `wall`), leased until `until`: (payment id, due) rows.
+    /// Takes up to `limit` timers due at `now` (pending, or taken with a lease passed), leased
+    /// for `lease` ms: (payment id, due) rows. The leases are measured as in [`Self::claim`]:
+    /// with `wall` on SQLite, with the server's clock on PostgreSQL.
     pub(super) async fn take_due(
         &self,
         now: i64,
         wall: i64,
-        until: i64,
+        lease: i64,
         limit: i64,
     ) -> Result<Vec<(String, i64)>> {
         Ok(match self {
-            Self::Sqlite(l) => l.take_due(now, wall, until, limit)?,
-            Self::Postgres(p) => p.take_due(now, wall, until, limit).await?,
+            Self::Sqlite(l) => l.take_due(now, wall, wall.saturating_add(lease), limit)?,
+            Self::Postgres(p) => p.take_due(now, lease, limit).await?,
         })
     }
 

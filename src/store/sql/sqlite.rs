@@ -1,10 +1,11 @@
 //! The embedded SQLite file, its statements run on the calling thread.
 //!
-//! A statement here takes a few microseconds (WAL, `synchronous = NORMAL`: a commit is a write
-//! to the log, no fsync). Handing each one to a connection thread and back, as an async driver
-//! does, cost several times that in wake-ups and context switches, so the connection sits
-//! behind a mutex and every call runs to completion without yielding. The file is this
-//! process' alone (an exclusive lock), so one connection is all there is.
+//! A read here takes a few microseconds; a commit (WAL, `synchronous = FULL`) is a write to the
+//! log and its fsync, about 0.2 ms on the test machine's disk. Handing each statement to a
+//! connection thread and back, as an async driver does, cost several times a read in wake-ups
+//! and context switches, so the connection sits behind a mutex and every call runs to
+//! completion without yielding. The file is this process' alone (an exclusive lock), so one
+//! connection is all there is.
 
 use std::path::Path;
 use std::str::FromStr;
@@ -38,7 +39,13 @@ pub(super) async fn open_sqlite(
         .map_err(|e| err("invalid SQLite URL", display, e))?
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(SqliteSynchronous::Normal)
+        // FULL: the WAL is synced at every commit, so what was acked after its commit (a
+        // claim, an outcome, a timer) survives a power loss or a kernel crash, not only a
+        // process crash as with NORMAL, which synced at checkpoints only. Measured cost (the
+        // ignored test `sqlite_write_cost`, release build, ext4 on a virtual disk): claim +
+        // settle of one key 64 µs with NORMAL, 430-560 µs with FULL; schedule + take + done of
+        // one timer 330 µs -> 830 µs. Reads and the batched processed ids cost the same.
+        .synchronous(SqliteSynchronous::Full)
         // The file belongs to one worker (replicas share PostgreSQL): an exclusive lock, held
         // by one connection for the process' life, keeps a second worker out and spares every
         // statement the file locking and the page-cache revalidation that sharing needs. A
@@ -90,6 +97,25 @@ fn writable(file: &Path) -> bool {
     file_ok && dir_ok
 }
 
+/// Timers not yet done: a count of the partial index `timers_open` (migration 0003), which
+/// holds only timers not yet done, so it costs what is pending, not every timer ever written.
+/// The `state <> 'done'` is the index's own condition, spelled out so SQLite may use it.
+const TIMERS_PENDING: &str = "SELECT COUNT(*) FROM timers WHERE state <> 'done'";
+
+/// The earliest pending due time and the earliest lease end of a taken timer: two seeks in
+/// `timers_open` (state, due, taken_until), whatever the number of timers done.
+const NEXT_DUE: &str = "SELECT MIN(at) FROM (
+     SELECT MIN(due) AS at FROM timers WHERE state <> 'done' AND state = 'pending'
+     UNION ALL
+     SELECT MIN(taken_until) AS at FROM timers WHERE state <> 'done' AND state = 'taken')";
+
+/// Takes the due timers (see [`Lite::take_due`]), found in `timers_open` too.
+const TAKE_DUE: &str = "UPDATE timers SET state = 'taken', taken_until = ?1
+     WHERE payment_id IN (SELECT payment_id FROM timers
+         WHERE state <> 'done' AND ((state = 'pending' AND due <= ?2) OR (state = 'taken' AND taken_until <= ?3 AND due <= ?2))
+         ORDER BY due, payment_id LIMIT ?4)
+     RETURNING payment_id, due";
+
 /// One connection to the state file.
 pub(super) struct Lite {
     /// Held only for the length of one call: nothing awaits while holding it.
@@ -110,7 +136,8 @@ impl Lite {
         let _: String =
             conn.pragma_update_and_check(None, "locking_mode", "EXCLUSIVE", |r| r.get(0))?;
         let _: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        // Per connection, so set again here (see `open_sqlite` for why FULL).
+        conn.pragma_update(None, "synchronous", "FULL")?;
         conn.execute(
             "INSERT INTO meta (key, value) VALUES ('last_start', ?1) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
             [started],
@@ -138,7 +165,8 @@ impl Lite {
             .map(|changed| changed == 1)
     }
 
-    /// Records `status` for `key`, with what decided it (`decided`).
+    /// Records `status` for `key`, with what decided it (`decided`), if the key is `owner`'s
+    /// claim (or not in the ledger at all); whether it was recorded.
     pub(super) fn settle(
         &self,
         key: &str,
@@ -146,11 +174,12 @@ impl Lite {
         owner: &str,
         now: i64,
         decided: Decided<'_>,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         self.conn()
             .prepare_cached(
                 "INSERT INTO ledger (key, status, owner, claimed_until, updated_at, message_id, reason) VALUES (?1, ?2, ?3, 0, ?4, ?5, ?6)
-                 ON CONFLICT (key) DO UPDATE SET status = excluded.status, owner = excluded.owner, claimed_until = 0, updated_at = excluded.updated_at, message_id = excluded.message_id, reason = excluded.reason",
+                 ON CONFLICT (key) DO UPDATE SET status = excluded.status, owner = excluded.owner, claimed_until = 0, updated_at = excluded.updated_at, message_id = excluded.message_id, reason = excluded.reason
+                 WHERE ledger.status = 'claimed' AND ledger.owner = excluded.owner",
             )?
             .execute(params![
                 key,
@@ -160,7 +189,7 @@ impl Lite {
                 decided.message_id,
                 decided.reason
             ])
-            .map(|_| ())
+            .map(|changed| changed == 1)
     }
 
     /// Extends `owner`'s claim on `key` to `until`; whether it was still `owner`'s.
@@ -252,13 +281,7 @@ impl Lite {
         limit: i64,
     ) -> Result<Vec<(String, i64)>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare_cached(
-            "UPDATE timers SET state = 'taken', taken_until = ?1
-             WHERE payment_id IN (SELECT payment_id FROM timers
-                 WHERE (state = 'pending' AND due <= ?2) OR (state = 'taken' AND taken_until <= ?3 AND due <= ?2)
-                 ORDER BY due, payment_id LIMIT ?4)
-             RETURNING payment_id, due",
-        )?;
+        let mut stmt = conn.prepare_cached(TAKE_DUE)?;
         let rows = stmt.query_map(params![until, now, wall, limit], |r| {
             Ok((r.get(0)?, r.get(1)?))
         })?;
@@ -288,16 +311,14 @@ impl Lite {
     /// Timers not yet done.
     pub(super) fn timers_pending(&self) -> Result<i64> {
         self.conn()
-            .prepare_cached("SELECT COUNT(*) FROM timers WHERE state <> 'done'")?
+            .prepare_cached(TIMERS_PENDING)?
             .query_row([], |r| r.get(0))
     }
 
     /// The earliest time a timer is (or will be) due; a taken one counts when its lease passes.
     pub(super) fn next_due(&self) -> Result<Option<i64>> {
         self.conn()
-            .prepare_cached(
-                "SELECT MIN(CASE WHEN state = 'pending' THEN due ELSE taken_until END) FROM timers WHERE state <> 'done'",
-            )?
+            .prepare_cached(NEXT_DUE)?
             .query_row([], |r| r.get(0))
     }
 
@@ -342,5 +363,54 @@ impl Lite {
             .prepare_cached("DELETE FROM processed WHERE expires_at < ?1")?
             .execute([now])
             .map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every commit is synced (`synchronous = FULL`, 2): a message acked after its commit
+    /// keeps that commit through a power loss. NORMAL (1) synced at checkpoints only.
+    #[tokio::test]
+    async fn every_commit_is_synced() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}", dir.path().join("state.db").display());
+        let lite = open_sqlite(&url, "test", "test").await.expect("opens");
+        let level: i64 = lite
+            .conn()
+            .query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .expect("reads");
+        assert_eq!(level, 2, "synchronous = FULL");
+    }
+
+    /// The timer loop's queries (about once a second) never scan the timers table: they seek,
+    /// or scan the index of open timers only, whose size is what is pending, not every timer
+    /// ever written. Before migration 0003 (`state <> 'done'` on the whole table) both
+    /// `next_due` and `timers_pending` read every row: 90 ms at 1M timers.
+    #[tokio::test]
+    async fn the_timer_queries_use_the_index_of_open_timers() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}", dir.path().join("state.db").display());
+        let lite = open_sqlite(&url, "test", "test").await.expect("opens");
+        let conn = lite.conn();
+        for sql in [TIMERS_PENDING, NEXT_DUE, TAKE_DUE] {
+            let mut stmt = conn
+                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .expect("explains");
+            let zeros = vec![0_i64; stmt.parameter_count()];
+            let plan: Vec<String> = stmt
+                .query_map(rusqlite::params_from_iter(zeros), |r| r.get(3))
+                .expect("plan")
+                .collect::<Result<_>>()
+                .expect("plan rows");
+            assert!(plan.iter().any(|p| p.contains("timers")), "{sql}: {plan:?}");
+            for read in &plan {
+                assert!(
+                    !read.starts_with("SCAN timers") || read.contains("INDEX timers_open"),
+                    "{sql}: reads the whole table: {plan:?}"
+                );
+            }
+        }
     }
 }

@@ -169,9 +169,13 @@ fn secrets_never_print() {
             ("PAYRULES_FILE_PATH", "-"),
             (
                 "PAYRULES_RELEASE_WEBHOOK_URL",
-                "https://fulfil.example.com/hook",
+                "https://hooks.example.com/services/T000/B000/XXXXtopsecret?token=topsecret",
             ),
             ("PAYRULES_RELEASE_WEBHOOK_SECRET", "whsec_dG9wc2VjcmV0"),
+            (
+                "PAYRULES_STATE_URL",
+                "postgres://payrules:topsecret@db:5432/payrules?password=topsecret&sslmode=require",
+            ),
             ("CTP_PROJECT_KEY", "shop"),
             ("CTP_CLIENT_ID", "id"),
             ("CTP_CLIENT_SECRET", "ctp-topsecret"),
@@ -195,6 +199,13 @@ fn secrets_never_print() {
     );
     assert!(!shown.contains("topsecret"), "{shown}");
     assert!(!shown.contains("dG9wc2VjcmV0"), "{shown}");
+    // The webhook's path is hidden everywhere; the state URL keeps what is not secret.
+    assert!(!shown.contains("T000"), "{shown}");
+    assert!(
+        shown.contains("postgres://payrules:****@db:5432/payrules?password=****&sslmode=require"),
+        "{shown}"
+    );
+    assert!(shown.contains("https://hooks.example.com/****"), "{shown}");
     assert_eq!(
         loaded.settings.commercetools.unwrap().checkout_url,
         "https://checkout.europe-west1.gcp.commercetools.com"
@@ -400,13 +411,16 @@ fn checkout_is_derived_for_its_regions_only() {
 #[test]
 fn url_passwords_are_masked() {
     assert_eq!(
-        mask_url_password("postgres://u:p@h:5432/db?sslmode=require"),
+        mask_url("postgres://u:p@h:5432/db?sslmode=require", UrlKind::Plain),
         "postgres://u:****@h:5432/db?sslmode=require"
     );
-    assert_eq!(mask_url_password("postgres://u@h/db"), "postgres://u@h/db");
     assert_eq!(
-        mask_url_password("sqlite:///var/x.db"),
+        mask_url("postgres://u@h/db", UrlKind::Plain),
+        "postgres://u@h/db"
+    );
+    assert_eq!(
+        mask_url("sqlite:///var/x.db", UrlKind::Plain),
         "sqlite:///var/x.db"
     );
-    assert_eq!(mask_url_password("https://h/p@q"), "https://h/p@q");
+    assert_eq!(mask_url("https://h/p@q", UrlKind::Plain), "https://h/p@q");
 }

@@ -23,9 +23,13 @@ pub(crate) fn place(spec_path: &[&str]) -> String {
 pub(crate) fn http_url(value: &str, at: &[&str], problems: &mut Vec<Problem>) -> String {
     let trimmed = value.trim().trim_end_matches('/').to_string();
     if !(trimmed.starts_with("http://") || trimmed.starts_with("https://")) || trimmed.len() < 10 {
+        let kind = OPTIONS
+            .iter()
+            .find(|o| o.path == at)
+            .map_or(UrlKind::Plain, OptionSpec::url_kind);
         problems.push(Problem {
             place: place(at),
-            message: format!("{:?} is not an http(s) URL", mask_url_password(value)),
+            message: format!("{:?} is not an http(s) URL", mask_url(value, kind)),
         });
     }
     trimmed
@@ -184,7 +188,7 @@ impl FileConfig {
                 place: place(&["state", "url"]),
                 message: format!(
                     "{:?} is not a sqlite://PATH, postgres://… or memory: URL",
-                    mask_url_password(&self.state.url)
+                    mask_url(&self.state.url, UrlKind::Plain)
                 ),
             });
         }
@@ -562,9 +566,21 @@ impl FileConfig {
         })
     }
 
-    /// The effective configuration as TOML, secrets masked (`payrules check-config`).
+    /// The effective configuration as TOML, secrets and URLs masked ([`mask_url`]).
     pub fn to_masked_toml(&self) -> String {
-        toml::to_string(self).unwrap_or_else(|e| format!("# cannot print the configuration: {e}\n"))
+        let mut table = match toml::Value::try_from(self) {
+            Ok(toml::Value::Table(t)) => t,
+            Ok(_) => toml::Table::new(),
+            Err(e) => return format!("# cannot print the configuration: {e}\n"),
+        };
+        for spec in OPTIONS {
+            if let Some(toml::Value::String(s)) = get(&table, spec.path) {
+                let shown = toml::Value::String(mask_url(s, spec.url_kind()));
+                insert(&mut table, spec.path, shown);
+            }
+        }
+        toml::to_string(&table)
+            .unwrap_or_else(|e| format!("# cannot print the configuration: {e}\n"))
     }
 }
 

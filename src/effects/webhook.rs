@@ -31,7 +31,7 @@ use tracing::warn;
 use super::{Effect, EffectError, Executor};
 use crate::action::{Action, ActionKind, format_timestamp};
 use crate::commerce::retry_policy;
-use crate::config::Secret;
+use crate::config::{Secret, UrlKind, http_error_text};
 use crate::model::Money;
 
 /// Standard Webhooks: the message id (here the idempotency key, `release:{order_id}`).
@@ -324,7 +324,13 @@ impl Webhook {
                     )));
                 }
                 Ok(resp) => last = format!("the webhook answered HTTP {}", resp.status().as_u16()),
-                Err(e) => last = format!("the webhook request failed: {e}"),
+                // reqwest's text quotes the URL, whose path and query may be the credential.
+                Err(e) => {
+                    last = format!(
+                        "the webhook request failed: {}",
+                        http_error_text(&e, UrlKind::Webhook)
+                    );
+                }
             }
             warn!(key = %action.key, attempt, error = %last, "release webhook failed");
         }

@@ -129,6 +129,15 @@ pub const OPTIONS: &[OptionSpec] = &[
         Duration
     ),
     opt!(
+        [
+            "rules",
+            "cancel_orphaned_authorization",
+            "allow_short_grace_period"
+        ],
+        "PAYRULES_ALLOW_SHORT_GRACE_PERIOD",
+        Bool
+    ),
+    opt!(
         ["rules", "cancel_on_order_cancelled", "enabled"],
         "PAYRULES_CANCEL_ON_ORDER_CANCELLED",
         Bool

@@ -268,6 +268,10 @@ pub struct CancelSettings {
     /// How long an authorization may wait for its order.
     #[serde(default = "default_grace_period")]
     pub grace_period: String,
+    /// Accept a grace period under [`MIN_GRACE_PERIOD`] with the rule on (tests only: an
+    /// order that takes longer than that to appear has its payment cancelled).
+    #[serde(default)]
+    pub allow_short_grace_period: bool,
 }
 
 impl Default for CancelSettings {
@@ -275,6 +279,7 @@ impl Default for CancelSettings {
         Self {
             enabled: true,
             grace_period: default_grace_period(),
+            allow_short_grace_period: false,
         }
     }
 }

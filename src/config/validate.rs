@@ -12,6 +12,16 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         .map_err(|e| format!("{s:?} is not a duration such as \"10m\" or \"2s\" ({e})"))
 }
 
+/// The shortest claim lease `run` and `reconcile` accept: a lease is renewed every third of
+/// itself, and one that runs out under a slow but live worker lets a second one run the same
+/// effect.
+pub const MIN_CLAIM_LEASE: Duration = Duration::from_secs(3);
+
+/// The shortest grace period accepted with the orphan cancel rule on (unless
+/// `allow_short_grace_period`): a shorter one cancels the payment of an order that is merely
+/// slow to be created. `replay` accepts any: its clock is virtual.
+pub const MIN_GRACE_PERIOD: Duration = Duration::from_secs(30);
+
 pub(crate) fn place(spec_path: &[&str]) -> String {
     let spec = OPTIONS.iter().find(|o| o.path == spec_path);
     match spec {
@@ -178,6 +188,33 @@ impl FileConfig {
             &["worker", "retry_delay"],
             &mut problems,
         );
+
+        // A value that is no duration was reported above.
+        if parse_duration(&self.state.claim_lease).is_ok() && claim_lease < MIN_CLAIM_LEASE {
+            problems.push(Problem {
+                place: place(&["state", "claim_lease"]),
+                message: format!(
+                    "{:?} is under {}: a claim renewed every third of it would run out under a slow but live worker, and a second worker would run the same effect",
+                    self.state.claim_lease,
+                    humantime::format_duration(MIN_CLAIM_LEASE)
+                ),
+            });
+        }
+        let cancel = &self.rules.cancel_orphaned_authorization;
+        if cancel.enabled
+            && !cancel.allow_short_grace_period
+            && parse_duration(&cancel.grace_period).is_ok()
+            && grace_period < MIN_GRACE_PERIOD
+        {
+            problems.push(Problem {
+                place: place(&grace_path),
+                message: format!(
+                    "{:?} is under {} with the orphan cancel rule on: an order slower than that to be created would have its payment cancelled (tests: set PAYRULES_ALLOW_SHORT_GRACE_PERIOD=true)",
+                    cancel.grace_period,
+                    humantime::format_duration(MIN_GRACE_PERIOD)
+                ),
+            });
+        }
 
         if !(self.state.url.starts_with("sqlite:")
             || self.state.url.starts_with("postgres://")
@@ -553,6 +590,21 @@ impl FileConfig {
                 }
             },
         };
+        for (url, name) in [
+            (&auth_url, "auth_url"),
+            (&api_url, "api_url"),
+            (&checkout_url, "checkout_url"),
+        ] {
+            if url.starts_with("http://") && !is_loopback_url(url) {
+                problems.push(Problem {
+                    place: place(&["commercetools", name]),
+                    message: format!(
+                        "{:?} must be https:// (the client secret, tokens and payment operations would travel in clear text); http:// is accepted only to a loopback host (127.0.0.0/8, ::1, localhost)",
+                        mask_url(url, UrlKind::Plain)
+                    ),
+                });
+            }
+        }
         let timeout = self.duration(&c.timeout, &["commercetools", "timeout"], problems);
         Some(CommercetoolsSettings {
             timeout,

@@ -9,7 +9,7 @@ use std::time::Duration;
 use tracing::debug;
 
 use crate::commerce::{CtpClient, LiveView};
-use crate::config::{OrderUpdate, Settings};
+use crate::config::{OrderUpdate, Settings, UrlKind, http_error_text, mask_url};
 use crate::effects::{Canceller, DryRun, Executor, LiveExecutor, OrderUpdater, Webhook};
 use crate::process::Processor;
 use crate::retry::Backoff;
@@ -225,11 +225,12 @@ pub async fn check_connections(settings: &Settings) -> Vec<(&'static str, Result
                 .map_err(|e| e.to_string())?;
             // Any HTTP answer proves the host resolves and speaks HTTP; the call is
             // unauthenticated on purpose.
+            let shown = mask_url(&ct.checkout_url, UrlKind::Plain);
             http.get(&ct.checkout_url)
                 .send()
                 .await
-                .map(|r| format!("{} answered {}", ct.checkout_url, r.status()))
-                .map_err(|e| format!("{}: {e}", ct.checkout_url))
+                .map(|r| format!("{shown} answered {}", r.status()))
+                .map_err(|e| format!("{shown}: {}", http_error_text(&e, UrlKind::Plain)))
         })
         .await;
         out.push(("Checkout host", checkout));

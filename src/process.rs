@@ -667,7 +667,7 @@ mod tests {
             action: ActionKind::ReleaseOrder,
             rule: RuleName::ReleaseForFulfillment,
             key: Action::release_key("o1"),
-            payment_id: "p1".into(),
+            payment_id: Some("p1".into()),
             order_id: Some("o1".into()),
             message_id: None,
             at: chrono::Utc::now(),

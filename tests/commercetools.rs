@@ -824,6 +824,7 @@ async fn run_over_a_file_with_live_targets_releases_and_cancels_exactly_once() {
         .env("PAYRULES_FILE_PATH", &file)
         .env("PAYRULES_STATE_URL", "memory:")
         .env("PAYRULES_GRACE_PERIOD", "1s")
+        .env("PAYRULES_ALLOW_SHORT_GRACE_PERIOD", "true")
         .env("PAYRULES_RETRY_DELAY", "100ms")
         .env("CTP_PROJECT_KEY", PROJECT)
         .env("CTP_CLIENT_ID", "payrules-e2e")

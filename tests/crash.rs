@@ -216,6 +216,7 @@ impl World {
         [
             ("PAYRULES_STATE_URL", state_url.to_string()),
             ("PAYRULES_GRACE_PERIOD", "2s".into()),
+            ("PAYRULES_ALLOW_SHORT_GRACE_PERIOD", "true".into()),
             ("PAYRULES_RETRY_DELAY", "200ms".into()),
             ("PAYRULES_MAX_DELIVERIES", "100".into()),
             ("PAYRULES_SHUTDOWN_TIMEOUT", "5s".into()),

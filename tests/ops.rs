@@ -420,8 +420,8 @@ async fn health_fails_when_nothing_answers() {
     );
 }
 
-/// Every configuration `run` rejects, `check-config` rejects too, naming the same place, and
-/// neither prints a password or secret.
+/// Every configuration `run` rejects, `check-config` and `reconcile` reject too, naming the
+/// same place, and none prints a password or secret.
 #[test]
 fn check_config_rejects_what_run_rejects() {
     let base: &[(&str, &str)] = &[
@@ -531,6 +531,94 @@ fn check_config_rejects_what_run_rejects() {
             "source (PAYRULES_SOURCE)",
         ),
         (
+            "a claim lease under 3 s",
+            [
+                &[("PAYRULES_FILE_PATH", "-")][..],
+                ctp,
+                hook,
+                &[
+                    (
+                        "PAYRULES_STATE_URL",
+                        "postgres://payrules:hunter2@db/x?password=hunter2",
+                    ),
+                    ("PAYRULES_CLAIM_LEASE", "300ms"),
+                ],
+            ]
+            .concat(),
+            "PAYRULES_CLAIM_LEASE",
+        ),
+        (
+            "a grace period under 30 s with the cancel rule on",
+            [base, ctp, hook, &[("PAYRULES_GRACE_PERIOD", "2s")]].concat(),
+            "PAYRULES_GRACE_PERIOD",
+        ),
+        (
+            "the short-grace escape does not cover the claim lease",
+            [
+                base,
+                ctp,
+                hook,
+                &[
+                    ("PAYRULES_GRACE_PERIOD", "2s"),
+                    ("PAYRULES_ALLOW_SHORT_GRACE_PERIOD", "true"),
+                    ("PAYRULES_CLAIM_LEASE", "2s"),
+                ],
+            ]
+            .concat(),
+            "PAYRULES_CLAIM_LEASE",
+        ),
+        (
+            "an http:// commercetools API to another host",
+            [
+                base,
+                hook,
+                &[
+                    ("CTP_PROJECT_KEY", "shop"),
+                    ("CTP_CLIENT_ID", "id"),
+                    ("CTP_CLIENT_SECRET", "ctp-hunter2"),
+                    ("CTP_AUTH_URL", "https://auth.example.com"),
+                    ("CTP_API_URL", "http://api.example.com"),
+                    ("CTP_CHECKOUT_URL", "https://checkout.example.com"),
+                ],
+            ]
+            .concat(),
+            "CTP_API_URL",
+        ),
+        (
+            "an http:// auth host that is not loopback",
+            [
+                base,
+                hook,
+                &[
+                    ("CTP_PROJECT_KEY", "shop"),
+                    ("CTP_CLIENT_ID", "id"),
+                    ("CTP_CLIENT_SECRET", "ctp-hunter2"),
+                    ("CTP_AUTH_URL", "http://10.0.0.8:8080"),
+                    ("CTP_API_URL", "https://api.example.com"),
+                    ("CTP_CHECKOUT_URL", "https://checkout.example.com"),
+                ],
+            ]
+            .concat(),
+            "CTP_AUTH_URL",
+        ),
+        (
+            "an http:// Checkout host that is not loopback",
+            [
+                base,
+                hook,
+                &[
+                    ("CTP_PROJECT_KEY", "shop"),
+                    ("CTP_CLIENT_ID", "id"),
+                    ("CTP_CLIENT_SECRET", "ctp-hunter2"),
+                    ("CTP_AUTH_URL", "https://auth.example.com"),
+                    ("CTP_API_URL", "https://api.example.com"),
+                    ("CTP_CHECKOUT_URL", "http://checkout.example.com"),
+                ],
+            ]
+            .concat(),
+            "CTP_CHECKOUT_URL",
+        ),
+        (
             "Checkout outside its regions",
             [
                 base,
@@ -549,9 +637,13 @@ fn check_config_rejects_what_run_rejects() {
     ];
     let bin = env!("CARGO_BIN_EXE_payrules");
     for (name, env, place) in &cases {
-        for command in ["run", "check-config"] {
+        for command in [
+            &["run"][..],
+            &["check-config"],
+            &["reconcile", "--since", "1h"],
+        ] {
             let out = std::process::Command::new(bin)
-                .arg(command)
+                .args(command)
                 .env_clear()
                 .envs(env.iter().copied())
                 .stdin(Stdio::null())
@@ -562,6 +654,7 @@ fn check_config_rejects_what_run_rejects() {
                 String::from_utf8_lossy(&out.stdout),
                 String::from_utf8_lossy(&out.stderr)
             );
+            let command = command.join(" ");
             assert_eq!(out.status.code(), Some(2), "{command} with {name}: {text}");
             assert!(
                 text.contains(place),
@@ -689,4 +782,126 @@ async fn check_config_connect_tries_each_dependency() {
         ),
         "{err}"
     );
+}
+
+/// A database password in the state URL (as user info and as `?password=`) and a webhook URL
+/// whose path and query are its credential (Slack style) are never shown by `check-config`:
+/// the password is masked, the webhook shows only its scheme, host and port.
+#[test]
+fn check_config_never_prints_a_url_secret() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_payrules"))
+        .arg("check-config")
+        .env_clear()
+        .env("PAYRULES_FILE_PATH", "-")
+        .env(
+            "PAYRULES_STATE_URL",
+            "postgres://payrules:hunter2@db:5432/payrules?sslmode=require&password=hunter2",
+        )
+        .env(
+            "PAYRULES_RELEASE_WEBHOOK_URL",
+            "https://hooks.example.com/services/T000/B000/XXXXSECRET?token=abc",
+        )
+        .env("PAYRULES_RELEASE_WEBHOOK_SECRET", "whsec_aHVudGVyMg==")
+        .env("PAYRULES_CANCEL_ENABLED", "false")
+        .env("PAYRULES_CANCEL_ON_ORDER_CANCELLED", "false")
+        .stdin(Stdio::null())
+        .output()
+        .expect("payrules check-config");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    for secret in ["hunter2", "aHVudGVyMg", "T000", "XXXXSECRET", "token=abc"] {
+        assert!(
+            !text.contains(secret),
+            "check-config printed {secret}: {text}"
+        );
+    }
+    assert!(
+        text.contains(
+            "state.url = \"postgres://payrules:****@db:5432/payrules?sslmode=require&password=****\"  # env PAYRULES_STATE_URL"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "release.webhook_url = \"https://hooks.example.com/****\"  # env PAYRULES_RELEASE_WEBHOOK_URL"
+        ),
+        "{text}"
+    );
+}
+
+/// A worker whose PostgreSQL cannot be reached reports the store unavailable on the
+/// unauthenticated `/readyz` and in its ERROR log, naming the store without its password
+/// (given both as user info and as `?password=`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_and_logs_never_show_the_state_url_password() {
+    let (pg_port, http_port, hook_port) =
+        (peers::free_port(), peers::free_port(), peers::free_port());
+    let base = format!("http://127.0.0.1:{http_port}");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_payrules"))
+        .arg("run")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("PAYRULES_FILE_PATH", "-")
+        .env(
+            "PAYRULES_STATE_URL",
+            format!("postgres://payrules:hunter2@127.0.0.1:{pg_port}/payrules?password=hunter2"),
+        )
+        .env(
+            "PAYRULES_RELEASE_WEBHOOK_URL",
+            format!("http://127.0.0.1:{hook_port}/services/T000/B000/XXXXSECRET?token=abc"),
+        )
+        .env("PAYRULES_RELEASE_WEBHOOK_SECRET", "whsec_aHVudGVyMg==")
+        .env("PAYRULES_CANCEL_ENABLED", "false")
+        .env("PAYRULES_CANCEL_ON_ORDER_CANCELLED", "false")
+        .env("PAYRULES_HTTP_ADDR", format!("127.0.0.1:{http_port}"))
+        .env("PAYRULES_LOG_FORMAT", "json")
+        .env("RUST_LOG", "debug")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn payrules run");
+    let mut stderr = child.stderr.take().expect("stderr");
+    let err_task = tokio::spawn(async move {
+        let mut s = Vec::new();
+        let _ = stderr.read_to_end(&mut s).await;
+        s
+    });
+    let (status, body) = readyz_until(&base, |_, b| b["store"]["state"] == "unavailable").await;
+    assert_eq!(status, 503, "{body}");
+    let detail = body["store"]["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains(&format!(
+            "postgres://payrules:****@127.0.0.1:{pg_port}/payrules?password=****"
+        )),
+        "{body}"
+    );
+    let (_, raw) = get(&format!("{base}/readyz")).await.expect("/readyz");
+    assert!(
+        !raw.contains("hunter2"),
+        "/readyz shows the password: {raw}"
+    );
+
+    let pid = child.id().expect("pid");
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("kill -TERM");
+    assert!(killed.success());
+    let _ = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("payrules stops after SIGTERM");
+    let err = String::from_utf8(err_task.await.expect("stderr task")).expect("UTF-8 logs");
+    assert!(
+        err.contains("state store unavailable"),
+        "no store error logged: {err}"
+    );
+    for secret in ["hunter2", "aHVudGVyMg", "T000", "XXXXSECRET", "token=abc"] {
+        assert!(!err.contains(secret), "the log shows {secret}: {err}");
+    }
 }

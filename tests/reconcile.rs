@@ -70,6 +70,7 @@ fn env(
         ("CTP_CHECKOUT_URL", checkout.into()),
         ("PAYRULES_STATE_URL", state_url.into()),
         ("PAYRULES_GRACE_PERIOD", "1s".into()),
+        ("PAYRULES_ALLOW_SHORT_GRACE_PERIOD", "true".into()),
         ("PAYRULES_RELEASE_WEBHOOK_URL", webhook.into()),
         (
             "PAYRULES_RELEASE_WEBHOOK_SECRET",

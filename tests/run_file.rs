@@ -40,6 +40,7 @@ fn run_with(path: &Path, grace: &str, concurrency: &str) -> std::process::Output
         .env("PAYRULES_FILE_PATH", path)
         .env("PAYRULES_DRY_RUN", "true")
         .env("PAYRULES_GRACE_PERIOD", grace)
+        .env("PAYRULES_ALLOW_SHORT_GRACE_PERIOD", "true")
         .env("PAYRULES_STATE_URL", "memory:")
         .env("PAYRULES_CONCURRENCY", concurrency)
         .output()

@@ -210,12 +210,14 @@ async fn verifies_and_rejects(lang: Lang) {
     assert_eq!(got[1]["event"]["payment_ids"], json!(["pay-ü"]));
 
     // Signed with a secret the receiver does not know: 400 on every attempt, nothing recorded.
+    // The recipes answer 400: the release itself is refused (retried up to max_deliveries,
+    // then parked with this answer), never recorded done.
     let wrong = receiver.webhook(&[SECRET_B]);
     match wrong.deliver(&full_release(&order_id("wrong"))).await {
-        Err(EffectError::Transient { detail, .. }) => {
+        Err(EffectError::Refused { detail }) => {
             assert!(detail.contains("HTTP 400"), "{lang:?}: {detail}")
         }
-        other => panic!("{lang:?}: expected a transient error, got {other:?}"),
+        other => panic!("{lang:?}: expected a refused delivery, got {other:?}"),
     }
     assert_eq!(receiver.recorded().len(), 2, "{lang:?}");
 }

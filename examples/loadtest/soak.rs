@@ -525,6 +525,8 @@ pub async fn run(cfg: &Config) -> Report {
             format!("sqlite://{}", dir.path().join("soak.db").display()),
         ),
         ("PAYRULES_GRACE_PERIOD", cfg.grace.clone()),
+        // A soak compresses the grace period.
+        ("PAYRULES_ALLOW_SHORT_GRACE_PERIOD", "true".into()),
         ("PAYRULES_CONCURRENCY", cfg.concurrency.to_string()),
         ("PAYRULES_LOG", cfg.log_level.clone()),
         ("PAYRULES_LOG_FORMAT", "json".into()),

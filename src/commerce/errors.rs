@@ -94,7 +94,10 @@ impl CtpError {
             },
             status: None,
             codes: Vec::new(),
-            message: format!("{what} {kind}: {e}"),
+            message: format!(
+                "{what} {kind}: {}",
+                crate::config::http_error_text(e, crate::config::UrlKind::Plain)
+            ),
         }
     }
 

@@ -7,6 +7,7 @@
 //! defaults as named functions) and builds the runtime [`Settings`] from it.
 
 //!
+//! - [`mask`]: what of a URL may be shown (logs, errors, `check-config`, `/readyz`).
 //! - [`options`]: the option table and the environment overlay.
 //! - [`schema`]: the file's shape (serde structs, defaults as named functions).
 //! - [`secret`]: the secret type.
@@ -22,12 +23,14 @@ use serde::{Deserialize, Serialize, Serializer};
 use crate::model::ShipmentState;
 use crate::rules::{CancelRule, CaptureRule, OrderCancelledRule, ReleaseRule, Rules};
 
+mod mask;
 mod options;
 mod schema;
 mod secret;
 mod settings;
 mod validate;
 
+pub use mask::*;
 pub use options::*;
 pub use schema::*;
 pub use secret::*;
@@ -172,7 +175,7 @@ fn merge(file: Option<&Path>, env: &impl Fn(&str) -> Option<String>) -> Merged {
 
 impl Loaded {
     /// The effective configuration for `payrules check-config`: one line per option, its
-    /// value (secrets masked, URL passwords masked) and where it came from.
+    /// value (secrets masked, URLs masked by [`mask_url`]) and where it came from.
     pub fn describe(&self) -> String {
         let shown = toml::Value::try_from(&self.file)
             .ok()
@@ -184,7 +187,7 @@ impl Loaded {
                 None => "(unset)".to_string(),
                 Some(_) if spec.secret => "\"****\"".to_string(),
                 Some(toml::Value::String(s)) => {
-                    toml::Value::String(mask_url_password(s)).to_string()
+                    toml::Value::String(mask_url(s, spec.url_kind())).to_string()
                 }
                 Some(v) => v.to_string(),
             };

@@ -37,6 +37,16 @@ impl OptionSpec {
     pub fn dotted(&self) -> String {
         self.path.join(".")
     }
+
+    /// How a URL in this option is masked when shown: the webhook's path and query are often
+    /// its credential.
+    pub fn url_kind(&self) -> UrlKind {
+        if self.path == ["release", "webhook_url"] {
+            UrlKind::Webhook
+        } else {
+            UrlKind::Plain
+        }
+    }
 }
 
 macro_rules! opt {
@@ -127,6 +137,15 @@ pub const OPTIONS: &[OptionSpec] = &[
         ["rules", "cancel_orphaned_authorization", "grace_period"],
         "PAYRULES_GRACE_PERIOD",
         Duration
+    ),
+    opt!(
+        [
+            "rules",
+            "cancel_orphaned_authorization",
+            "allow_short_grace_period"
+        ],
+        "PAYRULES_ALLOW_SHORT_GRACE_PERIOD",
+        Bool
     ),
     opt!(
         ["rules", "cancel_on_order_cancelled", "enabled"],
@@ -405,21 +424,4 @@ pub(crate) fn env_raw(
         },
         (None, None) => Ok(None),
     }
-}
-
-/// `postgres://user:pw@host/db` → `postgres://user:****@host/db`; anything else unchanged.
-pub fn mask_url_password(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let authority = &rest[..authority_end];
-    let Some(at) = authority.rfind('@') else {
-        return url.to_string();
-    };
-    let userinfo = &authority[..at];
-    let Some(colon) = userinfo.find(':') else {
-        return url.to_string();
-    };
-    format!("{scheme}://{}:****{}", &userinfo[..colon], &rest[at..])
 }

@@ -93,8 +93,8 @@ pub enum OrderUpdate {
     },
 }
 
-/// The fulfillment webhook, validated.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The fulfillment webhook, validated. Its `Debug` shows only the URL's scheme, host and port.
+#[derive(Clone, PartialEq, Eq)]
 pub struct WebhookSettings {
     /// Where to POST.
     pub url: String,
@@ -102,8 +102,8 @@ pub struct WebhookSettings {
     pub secrets: Vec<Secret>,
 }
 
-/// The commercetools client, validated.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The commercetools client, validated. Its `Debug` masks the URLs.
+#[derive(Clone, PartialEq, Eq)]
 pub struct CommercetoolsSettings {
     /// The project key.
     pub project_key: String,
@@ -140,8 +140,8 @@ pub struct WorkerSettings {
     pub max_message_bytes: usize,
 }
 
-/// The runtime configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The runtime configuration. Its `Debug` masks the URLs.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Settings {
     /// Where notifications come from.
     pub source: SourceSettings,
@@ -167,4 +167,62 @@ pub struct Settings {
     pub worker: WorkerSettings,
     /// Where the HTTP port listens, if on.
     pub http_addr: Option<std::net::SocketAddr>,
+}
+
+impl fmt::Debug for WebhookSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebhookSettings")
+            .field("url", &Masked(&self.url, UrlKind::Webhook))
+            .field("secrets", &self.secrets)
+            .finish()
+    }
+}
+
+impl fmt::Debug for CommercetoolsSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CommercetoolsSettings")
+            .field("project_key", &self.project_key)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &self.client_secret)
+            .field("auth_url", &Masked(&self.auth_url, UrlKind::Plain))
+            .field("api_url", &Masked(&self.api_url, UrlKind::Plain))
+            .field("scopes", &self.scopes)
+            .field("checkout_url", &Masked(&self.checkout_url, UrlKind::Plain))
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Spelled out so that a new field must be added here (and masked if it is a URL).
+        let Settings {
+            source,
+            dry_run,
+            state_url,
+            claim_lease,
+            rules,
+            webhook,
+            order_update,
+            payment_intent_action,
+            checkout_interfaces,
+            commercetools,
+            worker,
+            http_addr,
+        } = self;
+        f.debug_struct("Settings")
+            .field("source", source)
+            .field("dry_run", dry_run)
+            .field("state_url", &Masked(state_url, UrlKind::Plain))
+            .field("claim_lease", claim_lease)
+            .field("rules", rules)
+            .field("webhook", webhook)
+            .field("order_update", order_update)
+            .field("payment_intent_action", payment_intent_action)
+            .field("checkout_interfaces", checkout_interfaces)
+            .field("commercetools", commercetools)
+            .field("worker", worker)
+            .field("http_addr", http_addr)
+            .finish()
+    }
 }

@@ -21,14 +21,14 @@ fn env_wins_over_the_file() {
     let loaded = load_with(
         Some(&path),
         env(&[
-            ("PAYRULES_GRACE_PERIOD", "2s"),
+            ("PAYRULES_GRACE_PERIOD", "45s"),
             ("PAYRULES_DRY_RUN", "true"),
         ]),
     )
     .unwrap();
     assert_eq!(
         loaded.settings.rules.cancel.grace_period,
-        Duration::from_secs(2)
+        Duration::from_secs(45)
     );
     assert_eq!(
         loaded.settings.source,
@@ -169,9 +169,13 @@ fn secrets_never_print() {
             ("PAYRULES_FILE_PATH", "-"),
             (
                 "PAYRULES_RELEASE_WEBHOOK_URL",
-                "https://fulfil.example.com/hook",
+                "https://hooks.example.com/services/T000/B000/XXXXtopsecret?token=topsecret",
             ),
             ("PAYRULES_RELEASE_WEBHOOK_SECRET", "whsec_dG9wc2VjcmV0"),
+            (
+                "PAYRULES_STATE_URL",
+                "postgres://payrules:topsecret@db:5432/payrules?password=topsecret&sslmode=require",
+            ),
             ("CTP_PROJECT_KEY", "shop"),
             ("CTP_CLIENT_ID", "id"),
             ("CTP_CLIENT_SECRET", "ctp-topsecret"),
@@ -195,6 +199,13 @@ fn secrets_never_print() {
     );
     assert!(!shown.contains("topsecret"), "{shown}");
     assert!(!shown.contains("dG9wc2VjcmV0"), "{shown}");
+    // The webhook's path is hidden everywhere; the state URL keeps what is not secret.
+    assert!(!shown.contains("T000"), "{shown}");
+    assert!(
+        shown.contains("postgres://payrules:****@db:5432/payrules?password=****&sslmode=require"),
+        "{shown}"
+    );
+    assert!(shown.contains("https://hooks.example.com/****"), "{shown}");
     assert_eq!(
         loaded.settings.commercetools.unwrap().checkout_url,
         "https://checkout.europe-west1.gcp.commercetools.com"
@@ -400,15 +411,165 @@ fn checkout_is_derived_for_its_regions_only() {
 #[test]
 fn url_passwords_are_masked() {
     assert_eq!(
-        mask_url_password("postgres://u:p@h:5432/db?sslmode=require"),
+        mask_url("postgres://u:p@h:5432/db?sslmode=require", UrlKind::Plain),
         "postgres://u:****@h:5432/db?sslmode=require"
     );
-    assert_eq!(mask_url_password("postgres://u@h/db"), "postgres://u@h/db");
     assert_eq!(
-        mask_url_password("sqlite:///var/x.db"),
+        mask_url("postgres://u@h/db", UrlKind::Plain),
+        "postgres://u@h/db"
+    );
+    assert_eq!(
+        mask_url("sqlite:///var/x.db", UrlKind::Plain),
         "sqlite:///var/x.db"
     );
-    assert_eq!(mask_url_password("https://h/p@q"), "https://h/p@q");
+    assert_eq!(mask_url("https://h/p@q", UrlKind::Plain), "https://h/p@q");
+}
+
+/// The problems `load_with` reports at `place` (an env var's name is in it), for `pairs` on
+/// top of a file source.
+fn problems_at(pairs: &[(&str, &str)], place: &str) -> Vec<String> {
+    let mut all = vec![("PAYRULES_FILE_PATH", "-"), ("PAYRULES_DRY_RUN", "true")];
+    all.extend_from_slice(pairs);
+    match load_with(None, env(&all)) {
+        Ok(_) => Vec::new(),
+        Err(ConfigErrors(problems)) => problems
+            .into_iter()
+            .filter(|p| p.place.contains(place))
+            .map(|p| p.to_string())
+            .collect(),
+    }
+}
+
+#[test]
+fn a_claim_lease_under_3s_is_refused() {
+    for short in ["2999ms", "300ms", "0s"] {
+        let found = problems_at(&[("PAYRULES_CLAIM_LEASE", short)], "PAYRULES_CLAIM_LEASE");
+        assert_eq!(found.len(), 1, "{short}: {found:?}");
+        assert!(found[0].contains("under 3s"), "{found:?}");
+    }
+    assert!(problems_at(&[("PAYRULES_CLAIM_LEASE", "3s")], "PAYRULES_CLAIM_LEASE").is_empty());
+    // The short-grace escape does not cover the lease.
+    assert_eq!(
+        problems_at(
+            &[
+                ("PAYRULES_CLAIM_LEASE", "1s"),
+                ("PAYRULES_ALLOW_SHORT_GRACE_PERIOD", "true")
+            ],
+            "PAYRULES_CLAIM_LEASE"
+        )
+        .len(),
+        1
+    );
+    // Not a duration: reported once, as such.
+    let found = problems_at(&[("PAYRULES_CLAIM_LEASE", "soon")], "PAYRULES_CLAIM_LEASE");
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(found[0].contains("not a duration"), "{found:?}");
+}
+
+#[test]
+fn a_grace_period_under_30s_is_refused_with_the_cancel_rule_on() {
+    for short in ["29s", "2s", "0s"] {
+        let found = problems_at(&[("PAYRULES_GRACE_PERIOD", short)], "PAYRULES_GRACE_PERIOD");
+        assert_eq!(found.len(), 1, "{short}: {found:?}");
+        assert!(
+            found[0].contains("under 30s")
+                && found[0].contains("PAYRULES_ALLOW_SHORT_GRACE_PERIOD"),
+            "{found:?}"
+        );
+    }
+    assert!(problems_at(&[("PAYRULES_GRACE_PERIOD", "30s")], "PAYRULES_GRACE_PERIOD").is_empty());
+    // The rule off: the grace period is not used.
+    assert!(
+        problems_at(
+            &[
+                ("PAYRULES_GRACE_PERIOD", "2s"),
+                ("PAYRULES_CANCEL_ENABLED", "false")
+            ],
+            "PAYRULES_GRACE_PERIOD"
+        )
+        .is_empty()
+    );
+    // The tests' escape.
+    let loaded = load_with(
+        None,
+        env(&[
+            ("PAYRULES_FILE_PATH", "-"),
+            ("PAYRULES_DRY_RUN", "true"),
+            ("PAYRULES_GRACE_PERIOD", "2s"),
+            ("PAYRULES_ALLOW_SHORT_GRACE_PERIOD", "true"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(
+        loaded.settings.rules.cancel.grace_period,
+        Duration::from_secs(2)
+    );
+    // replay's rules: any grace period (its clock is virtual).
+    let config = merge_with(None, env(&[("PAYRULES_GRACE_PERIOD", "2s")])).unwrap();
+    assert_eq!(
+        config.rules().unwrap().cancel.grace_period,
+        Duration::from_secs(2)
+    );
+}
+
+#[test]
+fn http_commercetools_urls_are_refused_unless_loopback() {
+    let ctp = |auth: &'static str, api: &'static str, checkout: &'static str| {
+        vec![
+            ("CTP_PROJECT_KEY", "shop"),
+            ("CTP_CLIENT_ID", "id"),
+            ("CTP_CLIENT_SECRET", "s3cr3t"),
+            ("CTP_AUTH_URL", auth),
+            ("CTP_API_URL", api),
+            ("CTP_CHECKOUT_URL", checkout),
+        ]
+    };
+    let https = "https://api.europe-west1.gcp.commercetools.com";
+    for (name, env_var) in [
+        ("auth", "CTP_AUTH_URL"),
+        ("api", "CTP_API_URL"),
+        ("checkout", "CTP_CHECKOUT_URL"),
+    ] {
+        let plain = "http://ct.example.com";
+        let pairs = match name {
+            "auth" => ctp(plain, https, https),
+            "api" => ctp(https, plain, https),
+            _ => ctp(https, https, plain),
+        };
+        let found = problems_at(&pairs, env_var);
+        assert_eq!(found.len(), 1, "{env_var}: {found:?}");
+        assert!(found[0].contains("must be https://"), "{found:?}");
+    }
+    for local in [
+        "http://127.0.0.1:8989",
+        "http://127.1.2.3:8989",
+        "http://localhost:8989",
+        "http://[::1]:8989",
+    ] {
+        let Ok(loaded) = load_with(
+            None,
+            env(&[
+                &[("PAYRULES_FILE_PATH", "-"), ("PAYRULES_DRY_RUN", "true")][..],
+                &ctp(local, local, local),
+            ]
+            .concat()),
+        ) else {
+            panic!("{local} refused");
+        };
+        assert_eq!(loaded.settings.commercetools.unwrap().api_url, local);
+    }
+}
+
+#[test]
+fn every_option_is_in_the_readme_table() {
+    let readme = include_str!("../../README.md");
+    for o in OPTIONS {
+        let row = format!("| `{}` | `{}` |", o.dotted(), o.env);
+        assert!(
+            readme.contains(&row),
+            "README's configuration table lacks {row}"
+        );
+    }
 }
 
 #[test]

@@ -12,6 +12,16 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         .map_err(|e| format!("{s:?} is not a duration such as \"10m\" or \"2s\" ({e})"))
 }
 
+/// The shortest claim lease `run` and `reconcile` accept: a lease is renewed every third of
+/// itself, and one that runs out under a slow but live worker lets a second one run the same
+/// effect.
+pub const MIN_CLAIM_LEASE: Duration = Duration::from_secs(3);
+
+/// The shortest grace period accepted with the orphan cancel rule on (unless
+/// `allow_short_grace_period`): a shorter one cancels the payment of an order that is merely
+/// slow to be created. `replay` accepts any: its clock is virtual.
+pub const MIN_GRACE_PERIOD: Duration = Duration::from_secs(30);
+
 pub(crate) fn place(spec_path: &[&str]) -> String {
     let spec = OPTIONS.iter().find(|o| o.path == spec_path);
     match spec {
@@ -23,9 +33,13 @@ pub(crate) fn place(spec_path: &[&str]) -> String {
 pub(crate) fn http_url(value: &str, at: &[&str], problems: &mut Vec<Problem>) -> String {
     let trimmed = value.trim().trim_end_matches('/').to_string();
     if !(trimmed.starts_with("http://") || trimmed.starts_with("https://")) || trimmed.len() < 10 {
+        let kind = OPTIONS
+            .iter()
+            .find(|o| o.path == at)
+            .map_or(UrlKind::Plain, OptionSpec::url_kind);
         problems.push(Problem {
             place: place(at),
-            message: format!("{:?} is not an http(s) URL", mask_url_password(value)),
+            message: format!("{:?} is not an http(s) URL", mask_url(value, kind)),
         });
     }
     trimmed
@@ -223,6 +237,33 @@ impl FileConfig {
             &mut problems,
         );
 
+        // A value that is no duration was reported above.
+        if parse_duration(&self.state.claim_lease).is_ok() && claim_lease < MIN_CLAIM_LEASE {
+            problems.push(Problem {
+                place: place(&["state", "claim_lease"]),
+                message: format!(
+                    "{:?} is under {}: a claim renewed every third of it would run out under a slow but live worker, and a second worker would run the same effect",
+                    self.state.claim_lease,
+                    humantime::format_duration(MIN_CLAIM_LEASE)
+                ),
+            });
+        }
+        let cancel = &self.rules.cancel_orphaned_authorization;
+        if cancel.enabled
+            && !cancel.allow_short_grace_period
+            && parse_duration(&cancel.grace_period).is_ok()
+            && grace_period < MIN_GRACE_PERIOD
+        {
+            problems.push(Problem {
+                place: place(&grace_path),
+                message: format!(
+                    "{:?} is under {} with the orphan cancel rule on: an order slower than that to be created would have its payment cancelled (tests: set PAYRULES_ALLOW_SHORT_GRACE_PERIOD=true)",
+                    cancel.grace_period,
+                    humantime::format_duration(MIN_GRACE_PERIOD)
+                ),
+            });
+        }
+
         if !(self.state.url.starts_with("sqlite:")
             || self.state.url.starts_with("postgres://")
             || self.state.url.starts_with("postgresql://")
@@ -232,7 +273,7 @@ impl FileConfig {
                 place: place(&["state", "url"]),
                 message: format!(
                     "{:?} is not a sqlite://PATH, postgres://… or memory: URL",
-                    mask_url_password(&self.state.url)
+                    mask_url(&self.state.url, UrlKind::Plain)
                 ),
             });
         }
@@ -597,6 +638,21 @@ impl FileConfig {
                 }
             },
         };
+        for (url, name) in [
+            (&auth_url, "auth_url"),
+            (&api_url, "api_url"),
+            (&checkout_url, "checkout_url"),
+        ] {
+            if url.starts_with("http://") && !is_loopback_url(url) {
+                problems.push(Problem {
+                    place: place(&["commercetools", name]),
+                    message: format!(
+                        "{:?} must be https:// (the client secret, tokens and payment operations would travel in clear text); http:// is accepted only to a loopback host (127.0.0.0/8, ::1, localhost)",
+                        mask_url(url, UrlKind::Plain)
+                    ),
+                });
+            }
+        }
         let timeout = self.duration(&c.timeout, &["commercetools", "timeout"], problems);
         Some(CommercetoolsSettings {
             timeout,
@@ -610,9 +666,21 @@ impl FileConfig {
         })
     }
 
-    /// The effective configuration as TOML, secrets masked (`payrules check-config`).
+    /// The effective configuration as TOML, secrets and URLs masked ([`mask_url`]).
     pub fn to_masked_toml(&self) -> String {
-        toml::to_string(self).unwrap_or_else(|e| format!("# cannot print the configuration: {e}\n"))
+        let mut table = match toml::Value::try_from(self) {
+            Ok(toml::Value::Table(t)) => t,
+            Ok(_) => toml::Table::new(),
+            Err(e) => return format!("# cannot print the configuration: {e}\n"),
+        };
+        for spec in OPTIONS {
+            if let Some(toml::Value::String(s)) = get(&table, spec.path) {
+                let shown = toml::Value::String(mask_url(s, spec.url_kind()));
+                insert(&mut table, spec.path, shown);
+            }
+        }
+        toml::to_string(&table)
+            .unwrap_or_else(|e| format!("# cannot print the configuration: {e}\n"))
     }
 }
 

@@ -31,7 +31,7 @@ use tracing::warn;
 use super::{Effect, EffectError, Executor};
 use crate::action::{Action, ActionKind, format_timestamp};
 use crate::commerce::retry_policy;
-use crate::config::Secret;
+use crate::config::{Secret, UrlKind, http_error_text};
 use crate::model::Money;
 
 /// Standard Webhooks: the message id (here the idempotency key, `release:{order_id}`).
@@ -343,11 +343,17 @@ impl Webhook {
                     let status = resp.status().as_u16();
                     // 401/403 (a rotated signing secret) and 408/429 are the receiver's state,
                     // an outage an operator or time fixes; any other 4xx refuses this release.
-                    refused = resp.status().is_client_error()
-                        && !matches!(status, 401 | 403 | 408 | 429);
+                    refused =
+                        resp.status().is_client_error() && !matches!(status, 401 | 403 | 408 | 429);
                     last = format!("the webhook answered HTTP {status}");
                 }
-                Err(e) => last = format!("the webhook request failed: {e}"),
+                // reqwest's text quotes the URL, whose path and query may be the credential.
+                Err(e) => {
+                    last = format!(
+                        "the webhook request failed: {}",
+                        http_error_text(&e, UrlKind::Webhook)
+                    );
+                }
             }
             warn!(key = %action.key, attempt, error = %last, "release webhook failed");
         }
@@ -659,5 +665,63 @@ mod tests {
             let posted = receiver.received_requests().await.unwrap_or_default();
             assert_eq!(posted.len(), 2, "one POST per attempt");
         }
+    }
+
+    /// A buffer the test subscriber writes its log lines to.
+    #[derive(Clone, Default)]
+    struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A receiver refusing connections: neither the returned error nor the WARN lines name
+    /// the URL's path or query (Slack-style webhooks carry their token there), only the host.
+    #[test]
+    fn a_transport_error_never_shows_the_webhook_path_or_token() {
+        let logs = Captured::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer({
+                let logs = logs.clone();
+                move || logs.clone()
+            })
+            .with_max_level(tracing::Level::DEBUG)
+            .with_ansi(false)
+            .finish();
+        let result = tracing::subscriber::with_default(subscriber, || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let webhook = Webhook::new(
+                    "http://127.0.0.1:1/services/T000/B000/XXXXSECRET?token=abc".into(),
+                    vec![Secret::new("whsec_aGVsbG8=")],
+                    Duration::from_secs(2),
+                )
+                .unwrap()
+                .with_retry(2, Duration::from_millis(10));
+                webhook.deliver(&release(None)).await
+            })
+        });
+        let Err(EffectError::Transient { detail, .. }) = result else {
+            panic!("expected a transient error: {result:?}");
+        };
+        let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(logs.matches("release webhook failed").count(), 2, "{logs}");
+        for text in [&detail, &logs] {
+            for secret in ["T000", "B000", "XXXXSECRET", "services", "token", "abc"] {
+                assert!(!text.contains(secret), "{secret} shown: {text}");
+            }
+        }
+        assert!(detail.contains("http://127.0.0.1:1/****"), "{detail}");
+        // The cause stays: an operator sees why.
+        assert!(detail.to_lowercase().contains("connect"), "{detail}");
     }
 }

@@ -96,7 +96,7 @@ pub(super) async fn run(args: &ExplainArgs) -> Result<Explanation, String> {
         format!(
             "commercetools project {}, ledger {}",
             settings.project_key,
-            config::mask_url_password(&url)
+            config::mask_url(&url, config::UrlKind::Plain)
         ),
         store,
     );
@@ -161,14 +161,19 @@ pub(super) async fn open_ledger(url: &str, lease: Duration) -> Result<Arc<dyn St
         return Ok(Arc::new(MemoryStore::new()));
     }
     if url.starts_with("sqlite:") {
-        let opts = sqlx::sqlite::SqliteConnectOptions::from_str(url)
-            .map_err(|e| format!("state store {url:?}: {e}"))?;
+        let opts = sqlx::sqlite::SqliteConnectOptions::from_str(url).map_err(|e| {
+            format!(
+                "state store {:?}: {e}",
+                config::mask_url(url, config::UrlKind::Plain)
+            )
+        })?;
         let file = opts.get_filename();
         if !file.exists() {
             return Err(format!(
-                "no state store at {} (state.url {url:?}): set --state-url or PAYRULES_STATE_URL \
+                "no state store at {} (state.url {:?}): set --state-url or PAYRULES_STATE_URL \
                  to the worker's, or --state-url memory: to explain without a ledger",
-                file.display()
+                file.display(),
+                config::mask_url(url, config::UrlKind::Plain)
             ));
         }
     }

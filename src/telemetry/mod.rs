@@ -11,6 +11,7 @@ use std::time::Duration;
 use tracing::{error, info, warn};
 
 use crate::action::ActionKind;
+use crate::config::mask_urls_in;
 use crate::worker::RunSummary;
 
 pub mod http;
@@ -166,7 +167,7 @@ impl ActionFinished<'_> {
                 info!(key = %self.key, action, reason = %self.detail, "action not run");
             }
             ActionOutcome::Failed => {
-                warn!(key = %self.key, action, elapsed_ms = ms, error = %self.detail, "action failed");
+                warn!(key = %self.key, action, elapsed_ms = ms, error = %mask_urls_in(self.detail), "action failed");
             }
         }
     }
@@ -205,14 +206,16 @@ pub struct SourceState<'a> {
 impl SourceState<'_> {
     /// Updates readiness and the gauge; logs a change.
     pub fn emit(self) {
-        let (readiness, value) = match self.result {
+        // Shown by the unauthenticated /readyz and logged: any URL in it masked.
+        let result = self.result.map_err(mask_urls_in);
+        let (readiness, value) = match &result {
             Ok(()) => (Readiness::Ready, 1.0),
-            Err(e) => (Readiness::Unavailable(e.to_string()), 0.0),
+            Err(e) => (Readiness::Unavailable(e.clone()), 0.0),
         };
         ::metrics::gauge!(names::SOURCE_CONNECTED, "source" => self.source).set(value);
         status().progress();
         if status().set_source(readiness) {
-            match self.result {
+            match result {
                 Ok(()) => info!(source = self.source, "source connected"),
                 Err(e) => {
                     error!(
@@ -375,13 +378,15 @@ pub struct StoreState<'a> {
 impl StoreState<'_> {
     /// Updates readiness and the gauge; logs a change.
     pub fn emit(self) {
-        let (readiness, value) = match self.result {
+        // Shown by the unauthenticated /readyz and logged: any URL in it masked.
+        let result = self.result.map_err(mask_urls_in);
+        let (readiness, value) = match &result {
             Ok(()) => (Readiness::Ready, 1.0),
-            Err(e) => (Readiness::Unavailable(e.to_string()), 0.0),
+            Err(e) => (Readiness::Unavailable(e.clone()), 0.0),
         };
         ::metrics::gauge!(names::STORE_READY).set(value);
         if status().set_store(readiness) {
-            match self.result {
+            match result {
                 Ok(()) => info!("state store ready"),
                 Err(e) => error!(error = e, "state store unavailable; retrying"),
             }

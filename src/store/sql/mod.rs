@@ -153,20 +153,6 @@ pub(super) fn err(what: &str, display: &str, e: impl std::fmt::Display) -> Store
     StoreError::Failed(format!("{what} ({display}): {e}"))
 }
 
-/// The URL without its password.
-fn redact(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => match rest.rsplit_once('@') {
-            Some((creds, host)) => {
-                let user = creds.split(':').next().unwrap_or("");
-                format!("{scheme}://{user}:****@{host}")
-            }
-            None => url.to_string(),
-        },
-        None => url.to_string(),
-    }
-}
-
 pub(super) fn status_of(s: &str) -> LedgerStatus {
     match s {
         "done" => LedgerStatus::Done,
@@ -189,7 +175,7 @@ impl SqlStore {
     /// # Errors
     /// The database cannot be opened, is not a database, is read-only, or is unreachable.
     pub async fn connect(url: &str, lease: Duration) -> Result<Self, StoreError> {
-        let display = redact(url);
+        let display = crate::config::mask_url(url, crate::config::UrlKind::Plain);
         let owner = format!(
             "{}-{}-{:08x}",
             std::env::var("HOSTNAME").unwrap_or_else(|_| "payrules".into()),

@@ -181,30 +181,31 @@ impl FileConfig {
                     }))
                 }
             },
-            "sqs" => match self.broker_input(
-                self.sqs.queue_url.as_deref(),
-                self.sqs.dry_run_queue_url.as_deref(),
-                &["sqs", "queue_url"],
-                &["sqs", "dry_run_queue_url"],
-                &mut problems,
-            ) {
-                Some((place_of, u)) => Some(SourceSettings::Sqs(SqsSettings {
-                    queue_url: http_url(u, place_of, &mut problems),
-                    pollers: self.sqs.pollers.max(1) as usize,
-                    visibility_timeout: self.duration(
-                        &self.sqs.visibility_timeout,
-                        &["sqs", "visibility_timeout"],
-                        &mut problems,
-                    ),
-                    dead_letter_queue_url: self
-                        .sqs
-                        .dead_letter_queue_url
-                        .as_deref()
-                        .filter(|u| !u.trim().is_empty() && !self.dry_run)
-                        .map(|u| http_url(u, &["sqs", "dead_letter_queue_url"], &mut problems)),
-                })),
-                None => None,
-            },
+            "sqs" => self
+                .broker_input(
+                    self.sqs.queue_url.as_deref(),
+                    self.sqs.dry_run_queue_url.as_deref(),
+                    &["sqs", "queue_url"],
+                    &["sqs", "dry_run_queue_url"],
+                    &mut problems,
+                )
+                .map(|(place_of, u)| {
+                    SourceSettings::Sqs(SqsSettings {
+                        queue_url: http_url(u, place_of, &mut problems),
+                        pollers: self.sqs.pollers.max(1) as usize,
+                        visibility_timeout: self.duration(
+                            &self.sqs.visibility_timeout,
+                            &["sqs", "visibility_timeout"],
+                            &mut problems,
+                        ),
+                        dead_letter_queue_url: self
+                            .sqs
+                            .dead_letter_queue_url
+                            .as_deref()
+                            .filter(|u| !u.trim().is_empty() && !self.dry_run)
+                            .map(|u| http_url(u, &["sqs", "dead_letter_queue_url"], &mut problems)),
+                    })
+                }),
             other => {
                 problems.push(Problem {
                     place: place(&["source"]),

@@ -695,6 +695,11 @@ mod tests {
             .with_ansi(false)
             .finish();
         let result = tracing::subscriber::with_default(subscriber, || {
+            // Other tests of this binary hit the same callsites at the same time with no
+            // subscriber of their own: a callsite registered meanwhile may have cached
+            // "never" as its interest (tracing's cache is process-wide), and its lines would
+            // not reach this subscriber. Recomputed now, with this subscriber in place.
+            tracing::callsite::rebuild_interest_cache();
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()

@@ -52,6 +52,9 @@ pub const STORE_READY: &str = "payrules_store_ready";
 pub const CREDENTIALS_ACCEPTED: &str = "payrules_commercetools_credentials_accepted";
 /// Cancels and captures of ours that the payments report failed at the provider.
 pub const FAILED_PAYMENT_OPERATIONS: &str = "payrules_failed_payment_operations_total";
+/// `CheckoutOrderCreationFailed` events the named cart did not confirm, by why.
+pub const ORDER_CREATION_FAILURES_UNCONFIRMED: &str =
+    "payrules_order_creation_failures_unconfirmed_total";
 
 /// Every metric, for the `# HELP` lines and the README's table.
 pub const METRICS: &[MetricSpec] = &[
@@ -126,6 +129,12 @@ pub const METRICS: &[MetricSpec] = &[
         kind: MetricKind::Counter,
         labels: &["operation"],
         help: "Cancels and captures of ours that the payment reports failed at the provider, each payment once: cancel — the money is still reserved; capture — the order shipped and its money was not taken. Alert on any increase.",
+    },
+    MetricSpec {
+        name: ORDER_CREATION_FAILURES_UNCONFIRMED,
+        kind: MetricKind::Counter,
+        labels: &["why"],
+        help: "CheckoutOrderCreationFailed events whose cart contradicts them (why: cart_ordered — an order was created from it; payment_not_in_cart; cart_missing; no_cart — the event names none): no cancel at once, the grace-period check decides. Any increase on a topic only commercetools writes to deserves a look.",
     },
 ];
 

@@ -368,6 +368,32 @@ impl CredentialsState<'_> {
     }
 }
 
+/// A `CheckoutOrderCreationFailed` event the cart it names does not confirm: the payment is
+/// not cancelled at once for it; the grace-period check decides as for any payment.
+#[derive(Debug, Clone, Copy)]
+pub struct OrderCreationFailureUnconfirmed<'a> {
+    /// The payment the event names.
+    pub payment_id: &'a str,
+    /// The cart the event names, if any.
+    pub cart_id: Option<&'a str>,
+    /// The metric label: `cart_ordered`, `payment_not_in_cart`, `cart_missing` or `no_cart`.
+    pub why: &'static str,
+}
+
+impl OrderCreationFailureUnconfirmed<'_> {
+    /// Counts it and logs it at warn.
+    pub fn emit(self) {
+        ::metrics::counter!(names::ORDER_CREATION_FAILURES_UNCONFIRMED, "why" => self.why)
+            .increment(1);
+        warn!(
+            payment_id = self.payment_id,
+            cart_id = self.cart_id,
+            why = self.why,
+            "CheckoutOrderCreationFailed not confirmed by its cart: no cancel at once; the grace-period check decides"
+        );
+    }
+}
+
 /// The state store answered, or failed.
 #[derive(Debug, Clone)]
 pub struct StoreState<'a> {

@@ -394,6 +394,42 @@ impl OrderCreationFailureUnconfirmed<'_> {
     }
 }
 
+/// Pulling paused (`reason`: the dependency's error) or resumed (`None`).
+#[derive(Debug, Clone, Copy)]
+pub struct PullingPaused<'a> {
+    /// Why it paused; `None` when it resumes.
+    pub reason: Option<&'a str>,
+}
+
+impl PullingPaused<'_> {
+    /// Sets the gauge; logs the change.
+    pub fn emit(self) {
+        ::metrics::gauge!(names::PULLING_PAUSED).set(if self.reason.is_some() { 1.0 } else { 0.0 });
+        status().progress();
+        match self.reason {
+            Some(reason) => error!(
+                error = %mask_urls_in(reason),
+                "a dependency is down: no new message is taken; the messages that need it are held (not dead-lettered) until it is back"
+            ),
+            None => info!("dependencies answer again: taking new messages"),
+        }
+    }
+}
+
+/// The number of messages held through an outage changed, or a held message was tried again
+/// (each try is progress for the liveness probe: the worker waits, it is not wedged).
+#[derive(Debug, Clone, Copy)]
+pub struct MessageHeld(pub usize);
+
+impl MessageHeld {
+    /// Sets the gauge; marks progress.
+    pub fn emit(self) {
+        #[allow(clippy::cast_precision_loss)]
+        ::metrics::gauge!(names::MESSAGES_HELD).set(self.0 as f64);
+        status().progress();
+    }
+}
+
 /// The state store answered, or failed.
 #[derive(Debug, Clone)]
 pub struct StoreState<'a> {

@@ -26,13 +26,13 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use hmac::{Hmac, KeyInit, Mac};
 use serde_json::json;
 use sha2::Sha256;
-use tracing::warn;
 
 use super::{Effect, EffectError, Executor};
 use crate::action::{Action, ActionKind, format_timestamp};
 use crate::commerce::retry_policy;
 use crate::config::{Secret, UrlKind, http_error_text};
 use crate::model::Money;
+use crate::telemetry::WebhookAttemptFailed;
 
 /// Standard Webhooks: the message id (here the idempotency key, `release:{order_id}`).
 pub const ID_HEADER: &str = "webhook-id";
@@ -355,7 +355,12 @@ impl Webhook {
                     );
                 }
             }
-            warn!(key = %action.key, attempt, error = %last, "release webhook failed");
+            WebhookAttemptFailed {
+                key: &action.key,
+                attempt,
+                error: &last,
+            }
+            .emit();
         }
         if refused {
             return Err(EffectError::Refused { detail: last });

@@ -59,6 +59,10 @@ pub const ORDER_CREATION_FAILURES_UNCONFIRMED: &str =
 pub const PULLING_PAUSED: &str = "payrules_pulling_paused";
 /// Messages held through a dependency's outage now.
 pub const MESSAGES_HELD: &str = "payrules_messages_held";
+/// Broker calls that settle or keep messages and failed, by source and operation.
+pub const BROKER_OPERATION_FAILURES: &str = "payrules_broker_operation_failures_total";
+/// Release webhook attempts that failed.
+pub const WEBHOOK_FAILURES: &str = "payrules_webhook_failures_total";
 
 /// Every metric, for the `# HELP` lines and the README's table.
 pub const METRICS: &[MetricSpec] = &[
@@ -145,6 +149,18 @@ pub const METRICS: &[MetricSpec] = &[
         kind: MetricKind::Gauge,
         labels: &[],
         help: "Messages held in place (lease extended, not nacked, never dead-lettered) until the dependency they need is back.",
+    },
+    MetricSpec {
+        name: BROKER_OPERATION_FAILURES,
+        kind: MetricKind::Counter,
+        labels: &["source", "operation"],
+        help: "Messages whose broker call failed, by operation: ack / delete (redelivered, then deduplicated by the ledger), nack (redelivered after its lease), park (redelivered, parked again), renew (an SQS visibility renewal: may be redelivered while worked on), return (given back at shutdown: comes back after its lease). Each failure also logs one line with the same labels.",
+    },
+    MetricSpec {
+        name: WEBHOOK_FAILURES,
+        kind: MetricKind::Counter,
+        labels: &[],
+        help: "Release webhook attempts that failed (transport error, redirect or non-2xx answer); the release is retried. Each also logs one WARN line `release webhook failed`.",
     },
     MetricSpec {
         name: ORDER_CREATION_FAILURES_UNCONFIRMED,

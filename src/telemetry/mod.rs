@@ -430,6 +430,106 @@ impl MessageHeld {
     }
 }
 
+/// What a broker call that failed was for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BrokerOperation {
+    /// Acking (Pub/Sub).
+    Ack,
+    /// Deleting (SQS).
+    Delete,
+    /// Nacking, or setting the visibility for a retry.
+    Nack,
+    /// Parking: the dead-letter copy, or handing over to the broker's policy.
+    Park,
+    /// Renewing a lease (SQS visibility).
+    Renew,
+    /// Giving back what was received and not handed out, at shutdown.
+    Return,
+}
+
+impl BrokerOperation {
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BrokerOperation::Ack => "ack",
+            BrokerOperation::Delete => "delete",
+            BrokerOperation::Nack => "nack",
+            BrokerOperation::Park => "park",
+            BrokerOperation::Renew => "renew",
+            BrokerOperation::Return => "return",
+        }
+    }
+}
+
+/// A broker call that settles or keeps messages failed: one log line and one counter with
+/// the same labels.
+#[derive(Debug, Clone, Copy)]
+pub struct BrokerOperationFailed<'a> {
+    /// The source's name.
+    pub source: &'static str,
+    /// What the call was for.
+    pub operation: BrokerOperation,
+    /// How many messages it concerned.
+    pub messages: usize,
+    /// What went wrong.
+    pub error: &'a str,
+    /// What becomes of the messages, for the log line.
+    pub consequence: &'static str,
+}
+
+impl BrokerOperationFailed<'_> {
+    /// Counts it and logs it (a failed park at error: poison comes back).
+    pub fn emit(self) {
+        let (source, operation) = (self.source, self.operation.as_str());
+        ::metrics::counter!(names::BROKER_OPERATION_FAILURES, "source" => source, "operation" => operation)
+            .increment(u64::try_from(self.messages).unwrap_or(u64::MAX));
+        let error = mask_urls_in(self.error);
+        if self.operation == BrokerOperation::Park {
+            error!(
+                source,
+                operation,
+                messages = self.messages,
+                error,
+                "{}",
+                self.consequence
+            );
+        } else {
+            warn!(
+                source,
+                operation,
+                messages = self.messages,
+                error,
+                "{}",
+                self.consequence
+            );
+        }
+    }
+}
+
+/// One attempt of a release webhook failed; `error` names no path or query of its URL.
+#[derive(Debug, Clone, Copy)]
+pub struct WebhookAttemptFailed<'a> {
+    /// The release's ledger key.
+    pub key: &'a str,
+    /// Which attempt.
+    pub attempt: u32,
+    /// What went wrong.
+    pub error: &'a str,
+}
+
+impl WebhookAttemptFailed<'_> {
+    /// Counts it and logs it at warn.
+    pub fn emit(self) {
+        ::metrics::counter!(names::WEBHOOK_FAILURES).increment(1);
+        warn!(
+            key = self.key,
+            attempt = self.attempt,
+            error = self.error,
+            "release webhook failed"
+        );
+    }
+}
+
 /// The state store answered, or failed.
 #[derive(Debug, Clone)]
 pub struct StoreState<'a> {

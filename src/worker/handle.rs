@@ -7,7 +7,9 @@ use crate::message::decode;
 use crate::process::{Handled, Processor};
 use crate::retry::Backoff;
 use crate::source::Delivery;
-use crate::telemetry::{MessageOutcome, MessageReceived, MessageSettled};
+use crate::telemetry::{
+    BrokerOperation, BrokerOperationFailed, MessageOutcome, MessageReceived, MessageSettled,
+};
 use chrono::Utc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -127,16 +129,21 @@ pub(super) async fn settle(
     source: &'static str,
 ) {
     let settled = match outcome {
-        Outcome::Ack(counted) => ack(delivery, stats).await.then_some(counted),
+        Outcome::Ack(counted) => ack(delivery, stats, source).await.then_some(counted),
         Outcome::Retry {
             error,
             retry_after,
             cause,
         } => {
             let counts = cause == RetryCause::Message;
-            retry_or_park(delivery, &error, retry_after, counts, settings, stats).await
+            let retry = Retry {
+                error: &error,
+                retry_after,
+                counts,
+            };
+            retry_or_park(delivery, retry, settings, stats, source).await
         }
-        Outcome::Park(reason) => park(delivery, &reason, stats)
+        Outcome::Park(reason) => park(delivery, &reason, stats, source)
             .await
             .then_some(MessageOutcome::Parked),
     };
@@ -145,20 +152,34 @@ pub(super) async fn settle(
     }
 }
 
-/// Nacks with a growing delay, or — for a failure of the message's own (`counts`) — parks once
+/// A failed try, as the settling sees it.
+pub(super) struct Retry<'a> {
+    /// What went wrong.
+    error: &'a str,
+    /// When the failure says to come back, if it does.
+    retry_after: Option<Duration>,
+    /// A failure of the message's own: counts toward `max_deliveries`.
+    counts: bool,
+}
+
+/// Nacks with a growing delay, or — for a failure of the message's own — parks once
 /// `max_deliveries` is reached.
 pub(super) async fn retry_or_park(
     delivery: Delivery,
-    error: &str,
-    retry_after: Option<Duration>,
-    counts: bool,
+    retry: Retry<'_>,
     settings: &WorkerSettings,
     stats: &RunStats,
+    source: &'static str,
 ) -> Option<MessageOutcome> {
+    let Retry {
+        error,
+        retry_after,
+        counts,
+    } = retry;
     let attempt = delivery.delivery_count.unwrap_or(1);
     if attempt >= settings.max_deliveries && counts {
         let reason = format!("failed {attempt} deliveries, last error: {error}");
-        return park(delivery, &reason, stats)
+        return park(delivery, &reason, stats, source)
             .await
             .then_some(MessageOutcome::Parked);
     }
@@ -170,34 +191,60 @@ pub(super) async fn retry_or_park(
     match delivery.nack(delay).await {
         Ok(()) => Some(MessageOutcome::Retried),
         Err((err, _)) => {
-            warn!(error = %err, "nack failed; the transport will redeliver after its timeout");
+            BrokerOperationFailed {
+                source,
+                operation: BrokerOperation::Nack,
+                messages: 1,
+                error: &err.to_string(),
+                consequence: "nack failed; the transport will redeliver after its timeout",
+            }
+            .emit();
             None
         }
     }
 }
 
 /// Acks; whether the transport took it.
-pub(super) async fn ack(delivery: Delivery, stats: &RunStats) -> bool {
+pub(super) async fn ack(delivery: Delivery, stats: &RunStats, source: &'static str) -> bool {
     match delivery.ack().await {
         Ok(()) => {
             stats.acked.fetch_add(1, Ordering::Relaxed);
             true
         }
         Err((e, _)) => {
-            warn!(error = %e, "ack failed; the message will be redelivered and deduplicated by the ledger");
+            BrokerOperationFailed {
+                source,
+                operation: BrokerOperation::Ack,
+                messages: 1,
+                error: &e.to_string(),
+                consequence: "ack failed; the message will be redelivered and deduplicated by the ledger",
+            }
+            .emit();
             false
         }
     }
 }
 
 /// Parks; whether the transport took it.
-pub(super) async fn park(delivery: Delivery, reason: &str, stats: &RunStats) -> bool {
+pub(super) async fn park(
+    delivery: Delivery,
+    reason: &str,
+    stats: &RunStats,
+    source: &'static str,
+) -> bool {
     error!(reason, "message parked");
     stats.parked.fetch_add(1, Ordering::Relaxed);
     match delivery.park(reason).await {
         Ok(()) => true,
         Err((e, _)) => {
-            error!(error = %e, "parking failed; the message will be redelivered");
+            BrokerOperationFailed {
+                source,
+                operation: BrokerOperation::Park,
+                messages: 1,
+                error: &e.to_string(),
+                consequence: "parking failed; the message will be redelivered",
+            }
+            .emit();
             false
         }
     }

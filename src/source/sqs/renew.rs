@@ -3,6 +3,7 @@
 
 use super::errors::{ErrorClass, describe};
 use super::{MAX_BATCH, MAX_RENEWALS_IN_FLIGHT, MIN_HEARTBEAT, Shared};
+use crate::telemetry::{BrokerOperation, BrokerOperationFailed};
 use aws_sdk_sqs::error::SdkError;
 use aws_sdk_sqs::types::ChangeMessageVisibilityBatchRequestEntry;
 use futures::{FutureExt, StreamExt};
@@ -10,7 +11,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
-use tracing::warn;
 
 /// The messages this source holds (received, not yet settled), whose visibility the renewer
 /// task keeps extending. One registry and one task per source, not a task and a timer per
@@ -164,21 +164,23 @@ pub(super) async fn renew_batch(shared: &Shared, ids: &[u64]) {
                 if class == ErrorClass::Transient && !failed.sender_fault() {
                     continue;
                 }
-                warn!(
-                    code = failed.code(),
-                    error = failed.message().unwrap_or(""),
-                    "SQS visibility can no longer be renewed; the message may be redelivered while it is worked on"
-                );
+                let error = format!("{}: {}", failed.code(), failed.message().unwrap_or(""));
+                renew_failed(1, &error, NO_LONGER_RENEWED);
                 gone.extend(failed.id().parse::<u64>().ok());
             }
         }
         Err(e) => match ErrorClass::of_sdk(&e) {
             ErrorClass::Transient => {
                 renewed = false;
-                warn!(error = %describe(&e), "SQS visibility renewal failed; retrying");
+                renew_failed(
+                    ids.len(),
+                    &describe(&e),
+                    "SQS visibility renewal failed; retrying",
+                );
             }
             class => {
-                warn!(error = %describe(&e), class = ?class, "SQS visibility can no longer be renewed; the messages may be redelivered while they are worked on");
+                let error = format!("{} ({class:?})", describe(&e));
+                renew_failed(ids.len(), &error, NO_LONGER_RENEWED);
                 gone.clone_from(&ids);
             }
         },
@@ -238,13 +240,39 @@ pub(super) async fn reset_visibility(shared: &Shared, handles: Vec<String>) {
         let answer = change_visibility_batch(shared, entries).await;
         match answer {
             Ok(out) if out.failed().is_empty() => {}
-            Ok(out) => warn!(
-                failed = out.failed().len(),
-                "some SQS messages could not be made visible again; they come back after their visibility timeout"
-            ),
-            Err(e) => {
-                warn!(error = %describe(&e), "SQS messages could not be made visible again; they come back after their visibility timeout")
+            Ok(out) => {
+                let error = out
+                    .failed()
+                    .first()
+                    .map(|f| format!("{}: {}", f.code(), f.message().unwrap_or("")))
+                    .unwrap_or_default();
+                returned_failed(out.failed().len(), &error);
             }
+            Err(e) => returned_failed(chunk.len(), &describe(&e)),
         }
     }
+}
+
+const NO_LONGER_RENEWED: &str = "SQS visibility can no longer be renewed; the messages may be redelivered while they are worked on";
+
+fn renew_failed(messages: usize, error: &str, consequence: &'static str) {
+    BrokerOperationFailed {
+        source: "sqs",
+        operation: BrokerOperation::Renew,
+        messages,
+        error,
+        consequence,
+    }
+    .emit();
+}
+
+fn returned_failed(messages: usize, error: &str) {
+    BrokerOperationFailed {
+        source: "sqs",
+        operation: BrokerOperation::Return,
+        messages,
+        error,
+        consequence: "SQS messages could not be made visible again; they come back after their visibility timeout",
+    }
+    .emit();
 }

@@ -9,6 +9,7 @@ use super::{
     Shared,
 };
 use crate::source::{AckError, Acker, truncate};
+use crate::telemetry::{BrokerOperation, BrokerOperationFailed};
 use async_trait::async_trait;
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageAttributeValue};
@@ -179,6 +180,7 @@ pub(super) async fn delete_batch(client: Client, queue_url: String, batch: Vec<D
         }
     }
     let mut failed = 0usize;
+    let mut first_error: Option<String> = None;
     for entry in entries {
         let outcome = entry
             .outcome
@@ -186,16 +188,21 @@ pub(super) async fn delete_batch(client: Client, queue_url: String, batch: Vec<D
         if let Err(detail) = &outcome {
             failed += 1;
             debug!(error = %detail, "SQS delete failed");
+            first_error.get_or_insert_with(|| detail.clone());
         }
         for waiter in entry.waiters {
             let _ = waiter.send(outcome.clone());
         }
     }
-    if failed > 0 {
-        warn!(
-            failed,
-            "SQS deletes failed; those messages will be redelivered and deduplicated by the ledger"
-        );
+    if let Some(error) = first_error {
+        BrokerOperationFailed {
+            source: "sqs",
+            operation: BrokerOperation::Delete,
+            messages: failed,
+            error: &error,
+            consequence: "SQS deletes failed; those messages will be redelivered and deduplicated by the ledger",
+        }
+        .emit();
     }
 }
 

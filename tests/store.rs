@@ -79,6 +79,7 @@ async fn ledger_and_timers_behave(store: &dyn Store) {
     let t = |p: &str, s| Timer {
         payment_id: p.into(),
         due: at(s),
+        rechecks: 0,
     };
     assert!(store.schedule(t("p2", 20)).await.unwrap());
     assert!(store.schedule(t("p1", 10)).await.unwrap());
@@ -97,7 +98,25 @@ async fn ledger_and_timers_behave(store: &dyn Store) {
     store.timer_done(&due[0]).await.unwrap();
     store.retry_timer(&due[1], at(40)).await.unwrap();
     assert_eq!(store.take_due(at(39), 10).await.unwrap(), vec![]);
-    assert_eq!(store.take_due(at(41), 10).await.unwrap(), vec![t("p2", 40)]);
+    let retried = store.take_due(at(41), 10).await.unwrap();
+    assert_eq!(retried, vec![t("p2", 40)], "a retry is not a recheck");
+    // A check that found money in flight asks to look again: counted with the timer; a failed
+    // check's retry keeps the count.
+    store.recheck_timer(&retried[0], at(42)).await.unwrap();
+    let rechecked = store.take_due(at(42), 10).await.unwrap();
+    assert_eq!(
+        rechecked.iter().map(|t| t.rechecks).collect::<Vec<_>>(),
+        [1]
+    );
+    store.recheck_timer(&rechecked[0], at(43)).await.unwrap();
+    let twice = store.take_due(at(43), 10).await.unwrap();
+    store.retry_timer(&twice[0], at(40)).await.unwrap();
+    let kept = store.take_due(at(43), 10).await.unwrap();
+    assert_eq!(
+        kept.iter().map(|t| (t.due, t.rechecks)).collect::<Vec<_>>(),
+        [(at(40), 2)]
+    );
+    store.retry_timer(&kept[0], at(40)).await.unwrap();
     assert!(
         !store.schedule(t("p1", 50)).await.unwrap(),
         "a done timer is never scheduled again"
@@ -168,9 +187,13 @@ async fn sqlite_state_survives_a_restart_and_a_dead_claim_is_taken_over() {
             .schedule(Timer {
                 payment_id: "p7".into(),
                 due: at(0),
+                rechecks: 0,
             })
             .await
             .unwrap();
+        let taken = crashed.take_due(at(1), 10).await.unwrap();
+        assert_eq!(taken.len(), 1);
+        crashed.recheck_timer(&taken[0], at(0)).await.unwrap();
         let taken = crashed.take_due(at(1), 10).await.unwrap();
         assert_eq!(taken.len(), 1);
         // Dropped without settling the claim or the timer: a crash.
@@ -200,6 +223,10 @@ async fn sqlite_state_survives_a_restart_and_a_dead_claim_is_taken_over() {
         1,
         "a timer taken by a dead worker fires again: none is lost"
     );
+    assert_eq!(
+        again[0].rechecks, 1,
+        "the recheck count survives the restart"
+    );
 }
 
 #[tokio::test]
@@ -219,6 +246,7 @@ async fn two_postgres_replicas_never_take_the_same_timer_or_claim() {
         a.schedule(Timer {
             payment_id: format!("p{i:03}"),
             due: at(i),
+            rechecks: 0,
         })
         .await
         .unwrap();
@@ -604,6 +632,7 @@ fn timer(payment: usize, due_secs: usize) -> Timer {
     Timer {
         payment_id: format!("p{payment}"),
         due: at(due_secs as i64),
+        rechecks: 0,
     }
 }
 
@@ -676,6 +705,7 @@ async fn a_cancel_claimed_by_a_dead_worker_is_taken_over_at_the_grace_check() {
     let timer = Timer {
         payment_id: pid.clone(),
         due: at(0),
+        rechecks: 0,
     };
 
     let store = Arc::new(SqlStore::connect(&url, lease).await.unwrap());
@@ -823,6 +853,7 @@ async fn postgres_leases_use_the_database_clock_not_the_replicas() {
         .schedule(Timer {
             payment_id: "p1".into(),
             due: at(0),
+            rechecks: 0,
         })
         .await
         .unwrap();
@@ -860,6 +891,7 @@ async fn sqlite_write_cost() {
         let t = Timer {
             payment_id: format!("p{i}"),
             due: at(0),
+            rechecks: 0,
         };
         store.schedule(t).await.unwrap();
         for t in store.take_due(at(1), 1).await.unwrap() {

@@ -52,6 +52,8 @@ pub const STORE_READY: &str = "payrules_store_ready";
 pub const CREDENTIALS_ACCEPTED: &str = "payrules_commercetools_credentials_accepted";
 /// Cancels and captures of ours that the payments report failed at the provider.
 pub const FAILED_PAYMENT_OPERATIONS: &str = "payrules_failed_payment_operations_total";
+/// Payments whose money stayed in flight past the grace check's recheck cap.
+pub const MONEY_IN_FLIGHT_TOO_LONG: &str = "payrules_money_in_flight_too_long_total";
 
 /// Every metric, for the `# HELP` lines and the README's table.
 pub const METRICS: &[MetricSpec] = &[
@@ -126,6 +128,12 @@ pub const METRICS: &[MetricSpec] = &[
         kind: MetricKind::Counter,
         labels: &["operation"],
         help: "Cancels and captures of ours that the payment reports failed at the provider, each payment once: cancel — the money is still reserved; capture — the order shipped and its money was not taken. Alert on any increase.",
+    },
+    MetricSpec {
+        name: MONEY_IN_FLIGHT_TOO_LONG,
+        kind: MetricKind::Counter,
+        labels: &["pending"],
+        help: "Payments with authorized money and no order whose Charge or Authorization (`pending`: charge, authorization) stayed Initial or Pending through a day of grace-period rechecks, each payment once: the check stops and payrules will not cancel the authorization. Alert on any increase.",
     },
 ];
 

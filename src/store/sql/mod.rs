@@ -514,9 +514,10 @@ impl Store for SqlStore {
             .map_err(self.fail(TAKE))?;
         let mut timers: Vec<Timer> = rows
             .into_iter()
-            .map(|(payment_id, due)| Timer {
+            .map(|(payment_id, due, rechecks)| Timer {
                 payment_id,
                 due: from_ms(due),
+                rechecks: u32::try_from(rechecks).unwrap_or(u32::MAX),
             })
             .collect();
         timers.sort_by(|a, b| (a.due, &a.payment_id).cmp(&(b.due, &b.payment_id)));
@@ -537,6 +538,14 @@ impl Store for SqlStore {
             .retry_timer(&timer.payment_id, ms(due))
             .await
             .map_err(self.fail(RETRY))
+    }
+
+    async fn recheck_timer(&self, timer: &Timer, due: Timestamp) -> Result<(), StoreError> {
+        const RECHECK: &str = "rescheduling a grace-period check for money in flight";
+        self.backend
+            .recheck_timer(&timer.payment_id, ms(due))
+            .await
+            .map_err(self.fail(RECHECK))
     }
 
     async fn timers_pending(&self) -> Result<u64, StoreError> {

@@ -953,3 +953,116 @@ async fn postgres_over_tls_verifies_the_server_certificate() {
         .expect("the server accepts TLS connections only");
     assert!(err.to_string().contains("no encryption"), "{err}");
 }
+
+/// Adds `n` processed ids at once, one task each (messages finishing together); the tasks.
+fn mark_many(
+    store: &Arc<SqlStore>,
+    prefix: &str,
+    n: usize,
+) -> Vec<tokio::task::JoinHandle<Result<(), payrules::store::StoreError>>> {
+    (0..n)
+        .map(|i| {
+            let store = store.clone();
+            let id = format!("{prefix}-{i}");
+            tokio::spawn(async move { store.mark_processed(&id).await })
+        })
+        .collect()
+}
+
+/// Waits (up to a minute) until the buffer holds `n` entries.
+async fn buffer_reaches(store: &SqlStore, n: usize) {
+    for _ in 0..600 {
+        if store.buffered() >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the buffer holds {}, not {n}", store.buffered());
+}
+
+/// Waits for the tasks; every one must succeed.
+async fn all_land(tasks: Vec<tokio::task::JoinHandle<Result<(), payrules::store::StoreError>>>) {
+    for t in tasks {
+        tokio::time::timeout(Duration::from_secs(60), t)
+            .await
+            .expect("a caller still waits once the store takes writes again")
+            .unwrap()
+            .unwrap();
+    }
+}
+
+async fn processed_rows(url: &str, prefix: &str) -> i64 {
+    let pool = sqlx::PgPool::connect(url).await.unwrap();
+    let n = sqlx::query_scalar("SELECT COUNT(*) FROM processed WHERE message_id LIKE $1")
+        .bind(format!("{prefix}-%"))
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    n
+}
+
+/// The buffered writes (processed ids) cannot go through: first they hang (another session
+/// holds the table locked, as a long migration or a stuck transaction would), then they fail
+/// (the server is down). Either way the buffer fills to its bound and stays there, and the
+/// messages that add to it wait, not acked, instead of the buffer growing or their ids being
+/// dropped; once the store takes writes again every waiting caller returns and every id lands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_takes_no_writes_holds_callers_at_the_buffer_bound() {
+    use payrules::store::sql::BUFFER_MAX;
+    use sqlx::Connection;
+    let direct = fresh_pg().await;
+    let db = direct.rsplit('/').next().unwrap().to_string();
+    let proxy = Proxy::start().await;
+    let store = Arc::new(
+        SqlStore::connect(
+            &format!("postgres://postgres@127.0.0.1:{}/{db}", proxy.port),
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap(),
+    );
+    let callers = BUFFER_MAX + 300;
+
+    // Writes hang: the table is locked for writing (reads still work).
+    let mut locker = sqlx::PgConnection::connect(&direct).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut locker).await.unwrap();
+    sqlx::query("LOCK TABLE processed IN EXCLUSIVE MODE")
+        .execute(&mut locker)
+        .await
+        .unwrap();
+    let tasks = mark_many(&store, "locked", callers);
+    buffer_reaches(&store, BUFFER_MAX).await;
+    // Not a speed measure: a moment for the waiting callers to get in, if they could.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        store.buffered(),
+        BUFFER_MAX,
+        "the buffer stays at its bound"
+    );
+    let waiting = tasks.iter().filter(|t| !t.is_finished()).count();
+    assert!(waiting >= callers - BUFFER_MAX, "{waiting} callers wait");
+    assert!(store.is_processed("locked-0").await.unwrap());
+    sqlx::query("COMMIT").execute(&mut locker).await.unwrap();
+    all_land(tasks).await;
+    store.flush().await.unwrap();
+    assert_eq!(store.buffered(), 0);
+    assert_eq!(processed_rows(&direct, "locked").await, callers as i64);
+
+    // Writes fail: the server is down.
+    proxy.down();
+    let tasks = mark_many(&store, "down", callers);
+    buffer_reaches(&store, BUFFER_MAX).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        store.buffered(),
+        BUFFER_MAX,
+        "the buffer stays at its bound"
+    );
+    let waiting = tasks.iter().filter(|t| !t.is_finished()).count();
+    assert!(waiting >= callers - BUFFER_MAX, "{waiting} callers wait");
+    proxy.up();
+    all_land(tasks).await;
+    store.flush().await.unwrap();
+    assert_eq!(processed_rows(&direct, "down").await, callers as i64);
+}

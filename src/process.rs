@@ -196,6 +196,11 @@ impl Processor {
         self.engine.failed_cancels()
     }
 
+    /// See [`Engine::stuck_in_flight`].
+    pub fn stuck_in_flight(&self) -> u64 {
+        self.engine.stuck_in_flight()
+    }
+
     /// See [`Engine::is_inert`].
     pub fn is_inert(&self, m: &Message) -> bool {
         self.engine.is_inert(m)
@@ -258,7 +263,7 @@ impl Processor {
         match (&result, recheck_at) {
             (Err(e), _) if e.is_retryable() => {}
             (Ok(_), Some(due)) if self.rechecks.load(Ordering::Relaxed) => {
-                self.store.retry_timer(timer, due).await?;
+                self.store.recheck_timer(timer, due).await?;
             }
             _ => self.store.timer_done(timer).await?,
         }
@@ -616,6 +621,9 @@ mod tests {
         }
         async fn retry_timer(&self, timer: &Timer, due: Timestamp) -> Result<(), StoreError> {
             self.inner.retry_timer(timer, due).await
+        }
+        async fn recheck_timer(&self, timer: &Timer, due: Timestamp) -> Result<(), StoreError> {
+            self.inner.recheck_timer(timer, due).await
         }
         async fn next_due(&self) -> Result<Option<Timestamp>, StoreError> {
             self.inner.next_due().await

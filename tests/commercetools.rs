@@ -1161,3 +1161,197 @@ async fn a_release_whose_webhook_failed_after_the_order_update_still_delivers_it
     let version_after = admin.get(&format!("orders/{oid}")).await["version"].clone();
     assert_eq!(version_after, now["version"], "the order was updated once");
 }
+
+/// How the credentials fail while the grace-period check runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    /// The secret was rotated: the API rejects the token and the token endpoint the client
+    /// (401 invalid_client).
+    TokenEndpoint,
+    /// A scope was removed: the API answers 403 insufficient_scope.
+    Forbidden,
+}
+
+/// commercetools (token endpoint, API) and Checkout in one stub, for one orphaned payment
+/// whose credentials work for its message, fail from the message's orders query on (the grace
+/// check then meets `refusal`), and work again once `fixed`. Counts the refused calls and the
+/// cancels sent.
+struct Credentials {
+    refusal: Refusal,
+    payment: Value,
+    /// The message's orders query was answered: the credentials fail from then on.
+    broken: Arc<std::sync::atomic::AtomicBool>,
+    /// The operator fixed them: the token endpoint grants `tok-new`.
+    fixed: Arc<std::sync::atomic::AtomicBool>,
+    refused: Arc<AtomicUsize>,
+    cancels: Arc<AtomicUsize>,
+}
+
+impl Respond for Credentials {
+    fn respond(&self, req: &Request) -> ResponseTemplate {
+        let (broken, fixed) = (
+            self.broken.load(Ordering::SeqCst),
+            self.fixed.load(Ordering::SeqCst),
+        );
+        let failing = broken && !fixed;
+        let refuse = |status: u16, code: &str| {
+            self.refused.fetch_add(1, Ordering::SeqCst);
+            ResponseTemplate::new(status)
+                .set_body_json(json!({"statusCode": status, "errors": [{"code": code}]}))
+        };
+        let path = req.url.path();
+        if path == "/oauth/token" {
+            if failing && self.refusal == Refusal::TokenEndpoint {
+                return refuse(401, "invalid_client");
+            }
+            let token = if fixed { "tok-new" } else { "tok-old" };
+            return ResponseTemplate::new(200).set_body_json(json!({"access_token": token, "token_type": "Bearer", "expires_in": 172_800, "scope": format!("manage_project:{PROJECT}")}));
+        }
+        let bearer = req
+            .headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        let rotated_away = (failing && self.refusal == Refusal::TokenEndpoint)
+            || (fixed && bearer != "Bearer tok-new" && self.refusal == Refusal::TokenEndpoint);
+        if rotated_away {
+            return refuse(401, "invalid_token");
+        }
+        if failing {
+            return refuse(403, "insufficient_scope");
+        }
+        let pid = self.payment["id"].as_str().unwrap_or_default();
+        if path == format!("/{PROJECT}/payments/{pid}") {
+            return ResponseTemplate::new(200).set_body_json(&self.payment);
+        }
+        if path == format!("/{PROJECT}/orders") {
+            self.broken.store(true, Ordering::SeqCst);
+            return ResponseTemplate::new(200).set_body_json(json!({"results": []}));
+        }
+        if path == intent_path(pid) && req.method == wiremock::http::Method::POST {
+            self.cancels.fetch_add(1, Ordering::SeqCst);
+            return ResponseTemplate::new(200).set_body_json(json!({"outcome": "approved"}));
+        }
+        ResponseTemplate::new(404)
+    }
+}
+
+/// An expired or rotated credential (the token endpoint refusing the client, or the API
+/// answering 403) while a payment's grace-period check runs: the check is not marked done. Its
+/// timer stays pending and is retried (the run, which ends once no timer is left, goes on), and
+/// once the credentials work again the orphan's cancel is sent exactly once.
+#[tokio::test]
+async fn a_grace_check_refused_for_credentials_is_retried_and_cancels_once_fixed() {
+    let mock = peers::shared_commercetools_mock().await;
+    let admin = Admin::new(mock, PROJECT).await;
+    for refusal in [Refusal::TokenEndpoint, Refusal::Forbidden] {
+        let payment = admin
+            .payment_json(900, &[("Authorization", "Success")])
+            .await;
+        let pid = payment["id"].as_str().unwrap().to_string();
+        let stub = MockServer::start().await;
+        let fixed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let refused = Arc::new(AtomicUsize::new(0));
+        let cancels = Arc::new(AtomicUsize::new(0));
+        Mock::given(wiremock::matchers::any())
+            .respond_with(Credentials {
+                refusal,
+                payment: payment.clone(),
+                broken: Arc::default(),
+                fixed: fixed.clone(),
+                refused: refused.clone(),
+                cancels: cancels.clone(),
+            })
+            .mount(&stub)
+            .await;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("stream.jsonl");
+        let line = message(
+            "m-1",
+            ("payment", &pid),
+            1,
+            "PaymentCreated",
+            "payment",
+            &payment,
+        );
+        std::fs::write(&file, format!("{line}\n")).unwrap();
+
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_payrules"))
+            .arg("run")
+            .env_clear()
+            .env("PAYRULES_SOURCE", "file")
+            .env("PAYRULES_FILE_PATH", &file)
+            .env("PAYRULES_STATE_URL", "memory:")
+            .env("PAYRULES_GRACE_PERIOD", "1s")
+            .env("PAYRULES_ALLOW_SHORT_GRACE_PERIOD", "true")
+            .env("PAYRULES_RETRY_DELAY", "100ms")
+            .env("PAYRULES_RELEASE_ENABLED", "false")
+            .env("CTP_PROJECT_KEY", PROJECT)
+            .env("CTP_CLIENT_ID", "payrules-e2e")
+            .env("CTP_CLIENT_SECRET", "e2e-client-secret")
+            .env("CTP_AUTH_URL", stub.uri())
+            .env("CTP_API_URL", stub.uri())
+            .env("CTP_CHECKOUT_URL", stub.uri())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let reader = {
+            use tokio::io::AsyncReadExt;
+            let mut stderr = child.stderr.take().unwrap();
+            let log = log.clone();
+            tokio::spawn(async move {
+                let mut buf = [0_u8; 4096];
+                while let Ok(n) = stderr.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    log.lock()
+                        .unwrap()
+                        .push_str(&String::from_utf8_lossy(&buf[..n]));
+                }
+            })
+        };
+        let failed_checks = || {
+            log.lock()
+                .unwrap()
+                .matches("grace-period check failed; retrying")
+                .count()
+        };
+        // The grace check fails on the refusal, twice at least; the run must not end meanwhile
+        // (it ends once no timer is left: a check marked done would end it).
+        for _ in 0..600 {
+            if failed_checks() >= 2 {
+                break;
+            }
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "{refusal:?}: the run ended while the credentials were refused: the grace check was given up\n{}",
+                log.lock().unwrap()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(failed_checks() >= 2, "{refusal:?}: {}", log.lock().unwrap());
+        assert!(
+            refused.load(Ordering::SeqCst) >= 2,
+            "{refusal:?}: refused calls"
+        );
+        assert_eq!(cancels.load(Ordering::SeqCst), 0, "{refusal:?}");
+        fixed.store(true, Ordering::SeqCst);
+        let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
+            .await
+            .expect("the run ends once the check has cancelled")
+            .unwrap();
+        reader.await.unwrap();
+        let stderr = log.lock().unwrap().clone();
+        assert!(status.success(), "{refusal:?}: {stderr}");
+        assert_eq!(
+            cancels.load(Ordering::SeqCst),
+            1,
+            "{refusal:?}: the cancel is sent exactly once\n{stderr}"
+        );
+        assert!(!stderr.contains("e2e-client-secret"), "{stderr}");
+    }
+}

@@ -79,6 +79,7 @@ async fn ledger_and_timers_behave(store: &dyn Store) {
     let t = |p: &str, s| Timer {
         payment_id: p.into(),
         due: at(s),
+        rechecks: 0,
     };
     assert!(store.schedule(t("p2", 20)).await.unwrap());
     assert!(store.schedule(t("p1", 10)).await.unwrap());
@@ -97,7 +98,25 @@ async fn ledger_and_timers_behave(store: &dyn Store) {
     store.timer_done(&due[0]).await.unwrap();
     store.retry_timer(&due[1], at(40)).await.unwrap();
     assert_eq!(store.take_due(at(39), 10).await.unwrap(), vec![]);
-    assert_eq!(store.take_due(at(41), 10).await.unwrap(), vec![t("p2", 40)]);
+    let retried = store.take_due(at(41), 10).await.unwrap();
+    assert_eq!(retried, vec![t("p2", 40)], "a retry is not a recheck");
+    // A check that found money in flight asks to look again: counted with the timer; a failed
+    // check's retry keeps the count.
+    store.recheck_timer(&retried[0], at(42)).await.unwrap();
+    let rechecked = store.take_due(at(42), 10).await.unwrap();
+    assert_eq!(
+        rechecked.iter().map(|t| t.rechecks).collect::<Vec<_>>(),
+        [1]
+    );
+    store.recheck_timer(&rechecked[0], at(43)).await.unwrap();
+    let twice = store.take_due(at(43), 10).await.unwrap();
+    store.retry_timer(&twice[0], at(40)).await.unwrap();
+    let kept = store.take_due(at(43), 10).await.unwrap();
+    assert_eq!(
+        kept.iter().map(|t| (t.due, t.rechecks)).collect::<Vec<_>>(),
+        [(at(40), 2)]
+    );
+    store.retry_timer(&kept[0], at(40)).await.unwrap();
     assert!(
         !store.schedule(t("p1", 50)).await.unwrap(),
         "a done timer is never scheduled again"
@@ -168,9 +187,13 @@ async fn sqlite_state_survives_a_restart_and_a_dead_claim_is_taken_over() {
             .schedule(Timer {
                 payment_id: "p7".into(),
                 due: at(0),
+                rechecks: 0,
             })
             .await
             .unwrap();
+        let taken = crashed.take_due(at(1), 10).await.unwrap();
+        assert_eq!(taken.len(), 1);
+        crashed.recheck_timer(&taken[0], at(0)).await.unwrap();
         let taken = crashed.take_due(at(1), 10).await.unwrap();
         assert_eq!(taken.len(), 1);
         // Dropped without settling the claim or the timer: a crash.
@@ -200,6 +223,10 @@ async fn sqlite_state_survives_a_restart_and_a_dead_claim_is_taken_over() {
         1,
         "a timer taken by a dead worker fires again: none is lost"
     );
+    assert_eq!(
+        again[0].rechecks, 1,
+        "the recheck count survives the restart"
+    );
 }
 
 #[tokio::test]
@@ -219,6 +246,7 @@ async fn two_postgres_replicas_never_take_the_same_timer_or_claim() {
         a.schedule(Timer {
             payment_id: format!("p{i:03}"),
             due: at(i),
+            rechecks: 0,
         })
         .await
         .unwrap();
@@ -604,6 +632,7 @@ fn timer(payment: usize, due_secs: usize) -> Timer {
     Timer {
         payment_id: format!("p{payment}"),
         due: at(due_secs as i64),
+        rechecks: 0,
     }
 }
 
@@ -676,6 +705,7 @@ async fn a_cancel_claimed_by_a_dead_worker_is_taken_over_at_the_grace_check() {
     let timer = Timer {
         payment_id: pid.clone(),
         due: at(0),
+        rechecks: 0,
     };
 
     let store = Arc::new(SqlStore::connect(&url, lease).await.unwrap());
@@ -823,6 +853,7 @@ async fn postgres_leases_use_the_database_clock_not_the_replicas() {
         .schedule(Timer {
             payment_id: "p1".into(),
             due: at(0),
+            rechecks: 0,
         })
         .await
         .unwrap();
@@ -860,6 +891,7 @@ async fn sqlite_write_cost() {
         let t = Timer {
             payment_id: format!("p{i}"),
             due: at(0),
+            rechecks: 0,
         };
         store.schedule(t).await.unwrap();
         for t in store.take_due(at(1), 1).await.unwrap() {
@@ -920,4 +952,117 @@ async fn postgres_over_tls_verifies_the_server_certificate() {
         .err()
         .expect("the server accepts TLS connections only");
     assert!(err.to_string().contains("no encryption"), "{err}");
+}
+
+/// Adds `n` processed ids at once, one task each (messages finishing together); the tasks.
+fn mark_many(
+    store: &Arc<SqlStore>,
+    prefix: &str,
+    n: usize,
+) -> Vec<tokio::task::JoinHandle<Result<(), payrules::store::StoreError>>> {
+    (0..n)
+        .map(|i| {
+            let store = store.clone();
+            let id = format!("{prefix}-{i}");
+            tokio::spawn(async move { store.mark_processed(&id).await })
+        })
+        .collect()
+}
+
+/// Waits (up to a minute) until the buffer holds `n` entries.
+async fn buffer_reaches(store: &SqlStore, n: usize) {
+    for _ in 0..600 {
+        if store.buffered() >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the buffer holds {}, not {n}", store.buffered());
+}
+
+/// Waits for the tasks; every one must succeed.
+async fn all_land(tasks: Vec<tokio::task::JoinHandle<Result<(), payrules::store::StoreError>>>) {
+    for t in tasks {
+        tokio::time::timeout(Duration::from_secs(60), t)
+            .await
+            .expect("a caller still waits once the store takes writes again")
+            .unwrap()
+            .unwrap();
+    }
+}
+
+async fn processed_rows(url: &str, prefix: &str) -> i64 {
+    let pool = sqlx::PgPool::connect(url).await.unwrap();
+    let n = sqlx::query_scalar("SELECT COUNT(*) FROM processed WHERE message_id LIKE $1")
+        .bind(format!("{prefix}-%"))
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    n
+}
+
+/// The buffered writes (processed ids) cannot go through: first they hang (another session
+/// holds the table locked, as a long migration or a stuck transaction would), then they fail
+/// (the server is down). Either way the buffer fills to its bound and stays there, and the
+/// messages that add to it wait, not acked, instead of the buffer growing or their ids being
+/// dropped; once the store takes writes again every waiting caller returns and every id lands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_takes_no_writes_holds_callers_at_the_buffer_bound() {
+    use payrules::store::sql::BUFFER_MAX;
+    use sqlx::Connection;
+    let direct = fresh_pg().await;
+    let db = direct.rsplit('/').next().unwrap().to_string();
+    let proxy = Proxy::start().await;
+    let store = Arc::new(
+        SqlStore::connect(
+            &format!("postgres://postgres@127.0.0.1:{}/{db}", proxy.port),
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap(),
+    );
+    let callers = BUFFER_MAX + 300;
+
+    // Writes hang: the table is locked for writing (reads still work).
+    let mut locker = sqlx::PgConnection::connect(&direct).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut locker).await.unwrap();
+    sqlx::query("LOCK TABLE processed IN EXCLUSIVE MODE")
+        .execute(&mut locker)
+        .await
+        .unwrap();
+    let tasks = mark_many(&store, "locked", callers);
+    buffer_reaches(&store, BUFFER_MAX).await;
+    // Not a speed measure: a moment for the waiting callers to get in, if they could.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        store.buffered(),
+        BUFFER_MAX,
+        "the buffer stays at its bound"
+    );
+    let waiting = tasks.iter().filter(|t| !t.is_finished()).count();
+    assert!(waiting >= callers - BUFFER_MAX, "{waiting} callers wait");
+    assert!(store.is_processed("locked-0").await.unwrap());
+    sqlx::query("COMMIT").execute(&mut locker).await.unwrap();
+    all_land(tasks).await;
+    store.flush().await.unwrap();
+    assert_eq!(store.buffered(), 0);
+    assert_eq!(processed_rows(&direct, "locked").await, callers as i64);
+
+    // Writes fail: the server is down.
+    proxy.down();
+    let tasks = mark_many(&store, "down", callers);
+    buffer_reaches(&store, BUFFER_MAX).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        store.buffered(),
+        BUFFER_MAX,
+        "the buffer stays at its bound"
+    );
+    let waiting = tasks.iter().filter(|t| !t.is_finished()).count();
+    assert!(waiting >= callers - BUFFER_MAX, "{waiting} callers wait");
+    proxy.up();
+    all_land(tasks).await;
+    store.flush().await.unwrap();
+    assert_eq!(processed_rows(&direct, "down").await, callers as i64);
 }

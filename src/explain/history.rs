@@ -348,6 +348,9 @@ impl Store for Recording {
     async fn retry_timer(&self, timer: &Timer, due: Timestamp) -> Result<(), StoreError> {
         self.inner.retry_timer(timer, due).await
     }
+    async fn recheck_timer(&self, timer: &Timer, due: Timestamp) -> Result<(), StoreError> {
+        self.inner.recheck_timer(timer, due).await
+    }
     async fn next_due(&self) -> Result<Option<Timestamp>, StoreError> {
         self.inner.next_due().await
     }

@@ -17,7 +17,9 @@ use crate::action::{Action, ActionKind, CancelReason, RuleName};
 use crate::message::{Body, Message, MessageType, NotificationType, Timestamp};
 use crate::model::{Money, Order, OrderState, Payment, TransactionState, TransactionType};
 use crate::store::{Claim, Decided, LedgerStatus, Store, StoreError, Timer};
-use crate::telemetry::{OrderCreationFailureUnconfirmed, PaymentOperation, PaymentOperationFailed};
+use crate::telemetry::{
+    MoneyInFlightTooLong, OrderCreationFailureUnconfirmed, PaymentOperation, PaymentOperationFailed,
+};
 use crate::view::{CartRead, CommerceView, ViewError};
 
 pub mod cancel;
@@ -162,6 +164,28 @@ pub fn release_started_key(order_id: &str) -> String {
     format!("release-started:{order_id}")
 }
 
+/// Ledger marker: the grace check stopped rechecking a payment whose money stayed in flight, and
+/// reported it (counted once).
+pub fn money_in_flight_key(payment_id: &str) -> String {
+    format!("money-in-flight:{payment_id}")
+}
+
+/// How long a grace check keeps looking at money in flight before it reports the payment and
+/// stops. A Charge or Authorization normally leaves Initial/Pending within minutes (the PSP's
+/// notification); a day rides out a slow PSP, a delayed notification or an outage of ours
+/// without a false report, and still leaves days before a card authorization expires (about 7)
+/// for someone to act on the report. Past it, rechecking every grace period only costs reads.
+pub const IN_FLIGHT_REPORT_AFTER: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// How many times a grace check is made again for money in flight: a day's worth at one check
+/// per grace period (144 at the default 10 minutes), at least one.
+pub fn recheck_cap(grace: std::time::Duration) -> u32 {
+    let grace = grace.as_secs().max(1);
+    u32::try_from(IN_FLIGHT_REPORT_AFTER.as_secs().div_ceil(grace))
+        .unwrap_or(u32::MAX)
+        .max(1)
+}
+
 /// Ledger marker: a cancel of ours was reported failed (counted once).
 pub fn cancel_failed_key(payment_id: &str) -> String {
     format!("cancel-failed:{payment_id}")
@@ -185,6 +209,8 @@ pub struct Engine {
     /// Captures of ours that the payment reports failed (each payment once): shipped goods
     /// whose money was not taken.
     failed_captures: AtomicU64,
+    /// Payments whose grace check stopped rechecking money in flight (each payment once).
+    stuck_in_flight: AtomicU64,
 }
 
 impl Engine {
@@ -196,12 +222,18 @@ impl Engine {
             rules,
             failed_cancels: AtomicU64::new(0),
             failed_captures: AtomicU64::new(0),
+            stuck_in_flight: AtomicU64::new(0),
         }
     }
 
     /// Captures of ours reported failed since start.
     pub fn failed_captures(&self) -> u64 {
         self.failed_captures.load(Ordering::Relaxed)
+    }
+
+    /// Payments reported since start for money in flight past [`IN_FLIGHT_REPORT_AFTER`].
+    pub fn stuck_in_flight(&self) -> u64 {
+        self.stuck_in_flight.load(Ordering::Relaxed)
     }
 
     /// The rule settings.
@@ -293,15 +325,45 @@ impl Engine {
                     .extend(self.evaluate_release(order, Some(&read), &cause).await?);
             }
             if decision.actions.is_empty() && self.rules.cancel.enabled && money_in_flight(&read) {
-                // A Charge or Authorization still Initial or Pending, no order: the check is
-                // made again a grace period later, so an authorization whose capture failed
-                // meanwhile does not stay blocked (the check runs once per payment otherwise).
-                let grace = chrono::Duration::from_std(self.rules.cancel.grace_period)
-                    .unwrap_or(chrono::Duration::MAX);
-                decision.recheck_at = at.checked_add_signed(grace);
+                decision.recheck_at = self.recheck_in_flight(&read, timer, at).await?;
             }
         }
         Ok(decision)
+    }
+
+    /// A Charge or Authorization still Initial or Pending, no order: the check is made again a
+    /// grace period later, so an authorization whose capture failed meanwhile does not stay
+    /// blocked (the check runs once per payment otherwise) — up to [`recheck_cap`] times. Then
+    /// it stops and reports the payment (once, through a ledger marker): its money has been in
+    /// flight for about [`IN_FLIGHT_REPORT_AFTER`], and payrules will not cancel it by itself.
+    async fn recheck_in_flight(
+        &self,
+        read: &PaymentRead,
+        timer: &Timer,
+        at: Timestamp,
+    ) -> Result<Option<Timestamp>, EngineError> {
+        let grace = self.rules.cancel.grace_period;
+        if timer.rechecks < recheck_cap(grace) {
+            let grace = chrono::Duration::from_std(grace).unwrap_or(chrono::Duration::MAX);
+            return Ok(at.checked_add_signed(grace));
+        }
+        let p = &read.payment;
+        if self.remember(&money_in_flight_key(&p.id), None).await? {
+            self.stuck_in_flight.fetch_add(1, Ordering::Relaxed);
+            let currency = p.currency().unwrap_or_default();
+            MoneyInFlightTooLong {
+                payment_id: &p.id,
+                pending: pending_kind(p),
+                // Each check ran at least a grace period after the one before, and the first
+                // found the money in flight already: a lower bound.
+                in_flight_for: grace.saturating_mul(timer.rechecks),
+                checks: timer.rechecks.saturating_add(1),
+                authorized: authorized_for_cancel(read),
+                currency,
+            }
+            .emit();
+        }
+        Ok(None)
     }
 
     /// Reads a payment, every order referencing it (with `order`, the caller's newest copy,
@@ -403,6 +465,7 @@ impl Engine {
         let timer = Timer {
             payment_id: read.payment.id.clone(),
             due,
+            rechecks: 0,
         };
         if self.store.schedule(timer).await? {
             debug!(payment_id = %read.payment.id, due = %due, "grace period check scheduled");
@@ -580,6 +643,19 @@ fn money_in_flight(read: &PaymentRead) -> bool {
             .orders
             .iter()
             .all(|o| o.order_state == OrderState::Cancelled)
+}
+
+/// Which transaction keeps the money in flight, as the metric label: `charge` when a Charge is
+/// still Initial or Pending (the money may be taken yet), else `authorization`.
+fn pending_kind(p: &Payment) -> &'static str {
+    let charging = p.transactions.iter().any(|t| {
+        t.kind == TransactionType::Charge
+            && matches!(
+                t.state,
+                TransactionState::Initial | TransactionState::Pending
+            )
+    });
+    if charging { "charge" } else { "authorization" }
 }
 
 /// Ids without repeats, in first-seen order (an order may list a payment twice).

@@ -209,6 +209,7 @@ async fn the_grace_check_releases_an_order_a_lagging_query_missed() {
             &Timer {
                 payment_id: pid.clone(),
                 due,
+                rechecks: 0,
             },
             due,
         )
@@ -348,6 +349,7 @@ async fn a_cancel_only_claimed_does_not_count_as_done_at_the_grace_check() {
     let timer = Timer {
         payment_id: pid.clone(),
         due,
+        rechecks: 0,
     };
     let checked = engine.on_timer(&timer, due).await.expect("decides");
     let keys: Vec<&str> = checked.actions.iter().map(|a| a.key.as_str()).collect();
@@ -400,6 +402,7 @@ async fn a_claimed_cancel_is_carried_out_when_an_order_arrives_after_it_was_deci
             &Timer {
                 payment_id: pid.clone(),
                 due: late,
+                rechecks: 0,
             },
             late,
         )
@@ -438,6 +441,7 @@ async fn a_claimed_cancel_waits_while_a_charge_is_under_way() {
             &Timer {
                 payment_id: pid,
                 due,
+                rechecks: 0,
             },
             due,
         )
@@ -519,4 +523,69 @@ async fn a_release_started_is_carried_out_though_the_order_no_longer_looks_fulfi
     assert_eq!(releases_with("Cancelled", started).await, 0);
     assert_eq!(releases_with("Complete", nothing).await, 0);
     assert_eq!(releases_with("Open", nothing).await, 1);
+}
+
+/// An authorized payment with no order whose Charge stays Pending: each grace check finds the
+/// money in flight and looks again a grace period later, through the store's recheck count,
+/// for a day's worth of rechecks (144 at the default 10 minutes). Then the check stops, and
+/// the payment is reported once (logged at error, counted, a ledger marker) instead of being
+/// rechecked forever.
+#[tokio::test]
+async fn money_in_flight_is_rechecked_up_to_the_cap_then_reported_once() {
+    let store = Arc::new(MemoryStore::new());
+    let rules = Rules::default();
+    let grace = chrono::Duration::from_std(rules.cancel.grace_period).expect("a duration");
+    let cap = recheck_cap(rules.cancel.grace_period);
+    assert_eq!(cap, 144, "a day at the default grace period of 10 minutes");
+    let engine = Engine::new(Arc::new(StreamView::new()), store.clone(), rules);
+    let processor =
+        crate::process::Processor::new(engine, store.clone(), Arc::new(crate::effects::PlanOnly));
+    let at = chrono::Utc::now();
+    let authorized = edited("PaymentCreated", |v| {
+        v["payment"]["transactions"][0]["state"] = "Success".into();
+    });
+    for m in [authorized, fixture("PaymentTransactionAdded")] {
+        let actions = processor.message(&m, at).await.expect("decides");
+        assert!(actions.is_empty(), "{actions:?}");
+    }
+    let mut now = at;
+    let mut checks = Vec::new();
+    // Bounded: without the cap this would loop for ever.
+    while checks.len() <= cap as usize + 1 {
+        now += grace;
+        let due = store.take_due(now, 10).await.expect("takes");
+        let Some(timer) = due.first() else { break };
+        assert_eq!(due.len(), 1, "{due:?}");
+        let actions = processor.timer(timer, now).await.expect("checks");
+        assert!(
+            actions.is_empty(),
+            "money in flight: no cancel: {actions:?}"
+        );
+        checks.push(timer.rechecks);
+    }
+    assert_eq!(
+        checks,
+        (0..=cap).collect::<Vec<_>>(),
+        "the first check and {cap} rechecks, counted by the store"
+    );
+    assert_eq!(store.timers_outstanding(), 0, "the timer is done");
+    assert_eq!(processor.stuck_in_flight(), 1);
+    assert_eq!(
+        store
+            .ledger_status(&money_in_flight_key("ee476c7e-2964-4b6d-96f8-2d8ee6e88d4e"))
+            .await
+            .expect("reads"),
+        Some(LedgerStatus::Done),
+        "reported once, for every replica"
+    );
+}
+
+/// The cap follows the grace period: a day's worth of rechecks, at least one.
+#[test]
+fn the_recheck_cap_is_a_day_of_grace_periods() {
+    let cap = |secs| recheck_cap(std::time::Duration::from_secs(secs));
+    assert_eq!(cap(30), 2880);
+    assert_eq!(cap(3600), 24);
+    assert_eq!(cap(7 * 3600), 4, "rounded up: at least a day");
+    assert_eq!(cap(2 * 24 * 3600), 1);
 }

@@ -22,6 +22,8 @@ struct Inner {
     pending: BTreeSet<(Timestamp, String)>,
     /// Taken but not yet done.
     taken: HashSet<String>,
+    /// Recheck counts of the payments rechecked at least once (see [`Timer::rechecks`]).
+    rechecks: HashMap<Box<str>, u32>,
     processed: HashSet<String>,
     sequences: HashMap<String, u64>,
 }
@@ -104,7 +106,12 @@ impl Store for MemoryStore {
             }
             if let Some((due, payment_id)) = g.pending.pop_first() {
                 g.taken.insert(payment_id.clone());
-                out.push(Timer { payment_id, due });
+                let rechecks = g.rechecks.get(payment_id.as_str()).copied().unwrap_or(0);
+                out.push(Timer {
+                    payment_id,
+                    due,
+                    rechecks,
+                });
             }
         }
         Ok(out)
@@ -117,6 +124,18 @@ impl Store for MemoryStore {
 
     async fn retry_timer(&self, timer: &Timer, due: Timestamp) -> Result<(), StoreError> {
         let mut g = self.lock();
+        g.taken.remove(&timer.payment_id);
+        g.pending.insert((due, timer.payment_id.clone()));
+        Ok(())
+    }
+
+    async fn recheck_timer(&self, timer: &Timer, due: Timestamp) -> Result<(), StoreError> {
+        let mut g = self.lock();
+        let count = g
+            .rechecks
+            .entry(timer.payment_id.as_str().into())
+            .or_insert(0);
+        *count = count.saturating_add(1);
         g.taken.remove(&timer.payment_id);
         g.pending.insert((due, timer.payment_id.clone()));
         Ok(())

@@ -21,6 +21,10 @@ pub struct Timer {
     pub payment_id: String,
     /// When the check is due.
     pub due: Timestamp,
+    /// How many times an earlier check of this payment found its money in flight and asked to
+    /// look again ([`Store::recheck_timer`]); 0 for the first check. Stored with the timer, so
+    /// the cap on rechecks holds across restarts and replicas.
+    pub rechecks: u32,
 }
 
 impl Timer {
@@ -140,8 +144,13 @@ pub trait Store: Send + Sync {
     /// Marks a taken timer as handled.
     async fn timer_done(&self, timer: &Timer) -> Result<(), StoreError>;
 
-    /// Gives a taken timer back, due again at `due`.
+    /// Gives a taken timer back, due again at `due`: its check failed and is tried again, with
+    /// the same recheck count.
     async fn retry_timer(&self, timer: &Timer, due: Timestamp) -> Result<(), StoreError>;
+
+    /// Gives a taken timer back, due again at `due`, with one recheck more counted: its check
+    /// ran and asked to look again later (money still in flight).
+    async fn recheck_timer(&self, timer: &Timer, due: Timestamp) -> Result<(), StoreError>;
 
     /// The earliest pending timer, if any.
     async fn next_due(&self) -> Result<Option<Timestamp>, StoreError>;

@@ -63,6 +63,8 @@ pub const MESSAGES_HELD: &str = "payrules_messages_held";
 pub const BROKER_OPERATION_FAILURES: &str = "payrules_broker_operation_failures_total";
 /// Release webhook attempts that failed.
 pub const WEBHOOK_FAILURES: &str = "payrules_webhook_failures_total";
+/// Payments whose money stayed in flight past the grace check's recheck cap.
+pub const MONEY_IN_FLIGHT_TOO_LONG: &str = "payrules_money_in_flight_too_long_total";
 
 /// Every metric, for the `# HELP` lines and the README's table.
 pub const METRICS: &[MetricSpec] = &[
@@ -167,6 +169,12 @@ pub const METRICS: &[MetricSpec] = &[
         kind: MetricKind::Counter,
         labels: &["why"],
         help: "CheckoutOrderCreationFailed events whose cart contradicts them (why: cart_ordered — an order was created from it; payment_not_in_cart; cart_missing; no_cart — the event names none): no cancel at once, the grace-period check decides. Any increase on a topic only commercetools writes to deserves a look.",
+    },
+    MetricSpec {
+        name: MONEY_IN_FLIGHT_TOO_LONG,
+        kind: MetricKind::Counter,
+        labels: &["pending"],
+        help: "Payments with authorized money and no order whose Charge or Authorization (`pending`: charge, authorization) stayed Initial or Pending through a day of grace-period rechecks, each payment once: the check stops and payrules will not cancel the authorization. Alert on any increase.",
     },
 ];
 

@@ -286,6 +286,45 @@ impl PaymentOperationFailed<'_> {
     }
 }
 
+/// A grace-period check found a payment's money in flight (a Charge or Authorization still
+/// Initial or Pending, no order) at every recheck for about a day, and stops looking: payrules
+/// will not cancel that authorization by itself. Reported once per payment.
+#[derive(Debug, Clone, Copy)]
+pub struct MoneyInFlightTooLong<'a> {
+    /// The payment.
+    pub payment_id: &'a str,
+    /// Which transaction is still Initial or Pending: `charge` or `authorization`.
+    pub pending: &'static str,
+    /// How long its money has been in flight, at least (rechecks × grace period).
+    pub in_flight_for: Duration,
+    /// How many checks found it in flight.
+    pub checks: u32,
+    /// Authorized money no order holds, in `currency` cents.
+    pub authorized: i64,
+    /// The payment's currency.
+    pub currency: &'a str,
+}
+
+impl MoneyInFlightTooLong<'_> {
+    /// Counts it and logs it at error, with the same label.
+    pub fn emit(self) {
+        ::metrics::counter!(names::MONEY_IN_FLIGHT_TOO_LONG, "pending" => self.pending)
+            .increment(1);
+        error!(
+            payment_id = self.payment_id,
+            pending = self.pending,
+            in_flight_seconds = self.in_flight_for.as_secs(),
+            checks = self.checks,
+            authorized = self.authorized,
+            currency = self.currency,
+            "this payment's money has been in flight for {} hours or more with no order: its \
+             grace-period check stops looking and payrules will not cancel it (settle the \
+             transaction at the PSP, or cancel the authorization there)",
+            self.in_flight_for.as_secs() / 3600
+        );
+    }
+}
+
 /// The worker's periodic progress line (every `PAYRULES_PROGRESS_INTERVAL`).
 #[derive(Debug, Clone, Copy)]
 pub struct Progress<'a> {

@@ -162,7 +162,7 @@ impl Backend {
     }
 
     /// Takes up to `limit` timers due at `now` (pending, or taken with a lease passed), leased
-    /// for `lease` ms: (payment id, due) rows. The leases are measured as in [`Self::claim`]:
+    /// for `lease` ms: (payment id, due, rechecks) rows. The leases are measured as in [`Self::claim`]:
     /// with `wall` on SQLite, with the server's clock on PostgreSQL.
     pub(super) async fn take_due(
         &self,
@@ -170,7 +170,7 @@ impl Backend {
         wall: i64,
         lease: i64,
         limit: i64,
-    ) -> Result<Vec<(String, i64)>> {
+    ) -> Result<Vec<(String, i64, i64)>> {
         Ok(match self {
             Self::Sqlite(l) => l.take_due(now, wall, wall.saturating_add(lease), limit)?,
             Self::Postgres(p) => p.take_due(now, lease, limit).await?,
@@ -190,6 +190,14 @@ impl Backend {
         match self {
             Self::Sqlite(l) => l.retry_timer(payment_id, due).map_err(Into::into),
             Self::Postgres(p) => p.retry_timer(payment_id, due).await.map_err(Into::into),
+        }
+    }
+
+    /// Gives a taken timer back, pending again at `due`, with one recheck more counted.
+    pub(super) async fn recheck_timer(&self, payment_id: &str, due: i64) -> Result<()> {
+        match self {
+            Self::Sqlite(l) => l.recheck_timer(payment_id, due).map_err(Into::into),
+            Self::Postgres(p) => p.recheck_timer(payment_id, due).await.map_err(Into::into),
         }
     }
 

@@ -5,7 +5,9 @@
 //! What must be durable before a message is acked — ledger claims and outcomes, scheduled
 //! timers — is written at once. What only saves work — processed message ids and the latest
 //! sequence numbers — is buffered and written in batches, so the store does not cost a write
-//! per message. SQLite runs in WAL mode with `synchronous = FULL`: every commit is synced, so
+//! per message. The buffer is bounded ([`BUFFER_MAX`]): while its writes fail or hang, a full
+//! buffer makes the messages that add to it wait, so the worker stops taking new ones, instead
+//! of growing. SQLite runs in WAL mode with `synchronous = FULL`: every commit is synced, so
 //! it survives a power loss as well as a process crash (kill -9), at an fsync per durable
 //! write (about 0.2 ms). Its statements run on the caller's thread ([`sqlite`]); PostgreSQL's
 //! go through sqlx.
@@ -35,16 +37,64 @@ use postgres::Pg;
 const PROCESSED_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Buffered writes are flushed at this size, or by the background flusher.
 const BATCH: usize = 512;
+/// Entries the buffer holds at most (about 100 B each: ~200 KB). Past [`BATCH`] every adder
+/// tries a flush; when the writes keep failing, or hang on a locked table, the buffer fills to
+/// this and then each message that adds to it waits for room (see [`SqlStore::add_buffered`]):
+/// the worker's concurrency fills with waiting messages and it takes no new ones, until the
+/// store takes the writes again. Four batches leave room for the messages in flight while one
+/// batch is being written.
+pub const BUFFER_MAX: usize = 4 * BATCH;
+/// How long a message waiting for room sleeps between its flush attempts, at most.
+const ROOM_BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// Entries remembered per [`Known`] set before it is cleared. The sets only spare a read of
 /// what was recently written, and a story's messages arrive within minutes of each other, so
 /// a few thousand recent stories are enough. At about 100 B an entry the three sets hold at
 /// most ~5 MB; at 100,000 they grew the worker's RSS by 27 MB over the 1M-message soak.
 const KNOWN_MAX: usize = 16_384;
 
+/// Writes that only save work, waiting for the next batch. Losing them is safe: a processed id
+/// spares a redelivery its decision (redecided, the ledger finds every action done or claimed,
+/// so nothing runs twice), and sequence numbers are diagnostics. No ack depends on them: a
+/// message is acked once its ledger writes, made at once, are in.
 #[derive(Default)]
 struct Buffer {
     processed: HashSet<String>,
     sequences: HashMap<String, u64>,
+}
+
+/// One write for the buffer.
+#[derive(Clone, Copy)]
+enum Buffered<'a> {
+    Processed(&'a str),
+    Sequence(&'a str, u64),
+}
+
+impl Buffer {
+    fn len(&self) -> usize {
+        self.processed.len() + self.sequences.len()
+    }
+
+    /// Adds `entry` unless that would grow a full buffer; whether it was added. An entry
+    /// already there (an id seen twice, a resource's newer sequence number) never grows it.
+    fn add(&mut self, entry: Buffered<'_>) -> bool {
+        let known = match entry {
+            Buffered::Processed(id) => self.processed.contains(id),
+            Buffered::Sequence(rid, _) => self.sequences.contains_key(rid),
+        };
+        if !known && self.len() >= BUFFER_MAX {
+            return false;
+        }
+        match entry {
+            Buffered::Processed(id) => {
+                self.processed.insert(id.to_string());
+            }
+            Buffered::Sequence(rid, sequence) => {
+                let e = self.sequences.entry(rid.to_string()).or_insert(sequence);
+                *e = (*e).max(sequence);
+            }
+        }
+        true
+    }
 }
 
 /// Facts that never change once they are in the database, remembered so that they are not read
@@ -267,11 +317,44 @@ impl SqlStore {
             .map_err(self.fail(WRITE_BATCH))
     }
 
+    /// Entries buffered now (for tests: the bound holds while writes fail).
+    #[doc(hidden)]
+    pub fn buffered(&self) -> usize {
+        self.buffer().len()
+    }
+
+    /// Adds `entry` to the buffer, waiting while it is full: the caller writes the buffer out
+    /// itself (or waits for the flush in flight), and while that fails it retries with backoff.
+    /// Waiting, not dropping or growing: a message whose entry waits is not acked yet, so a
+    /// store that takes no writes holds the worker back rather than its memory growing.
+    async fn add_buffered(&self, entry: Buffered<'_>) -> Result<(), StoreError> {
+        let mut failures: u32 = 0;
+        while !self.buffer().add(entry) {
+            let guard = self.flushing.lock().await;
+            if self.buffer().len() < BUFFER_MAX {
+                continue; // the flush in flight made room
+            }
+            if let Err(e) = self.flush_locked(guard).await {
+                failures = failures.saturating_add(1);
+                if failures == 1 {
+                    warn!(error = %e, capacity = BUFFER_MAX, "the state store's write buffer is full and cannot be written; messages wait for it");
+                }
+                let delay = Duration::from_millis(50)
+                    .saturating_mul(2_u32.saturating_pow(failures.min(10)))
+                    .min(ROOM_BACKOFF_MAX);
+                tokio::time::sleep(delay).await;
+            }
+        }
+        // The entry is buffered: a failed write now leaves it for the next flush (the
+        // background flusher reports the failure), so it is not the caller's error.
+        if let Err(e) = self.flush_if_full().await {
+            debug!(error = %e, "writing the state store buffer failed; it is kept for the next flush");
+        }
+        Ok(())
+    }
+
     async fn flush_if_full(&self) -> Result<(), StoreError> {
-        let full = {
-            let b = self.buffer();
-            b.processed.len() + b.sequences.len() >= BATCH
-        };
+        let full = self.buffer().len() >= BATCH;
         if !full {
             return Ok(());
         }
@@ -514,9 +597,10 @@ impl Store for SqlStore {
             .map_err(self.fail(TAKE))?;
         let mut timers: Vec<Timer> = rows
             .into_iter()
-            .map(|(payment_id, due)| Timer {
+            .map(|(payment_id, due, rechecks)| Timer {
                 payment_id,
                 due: from_ms(due),
+                rechecks: u32::try_from(rechecks).unwrap_or(u32::MAX),
             })
             .collect();
         timers.sort_by(|a, b| (a.due, &a.payment_id).cmp(&(b.due, &b.payment_id)));
@@ -537,6 +621,14 @@ impl Store for SqlStore {
             .retry_timer(&timer.payment_id, ms(due))
             .await
             .map_err(self.fail(RETRY))
+    }
+
+    async fn recheck_timer(&self, timer: &Timer, due: Timestamp) -> Result<(), StoreError> {
+        const RECHECK: &str = "rescheduling a grace-period check for money in flight";
+        self.backend
+            .recheck_timer(&timer.payment_id, ms(due))
+            .await
+            .map_err(self.fail(RECHECK))
     }
 
     async fn timers_pending(&self) -> Result<u64, StoreError> {
@@ -567,20 +659,12 @@ impl Store for SqlStore {
     }
 
     async fn mark_processed(&self, message_id: &str) -> Result<(), StoreError> {
-        self.buffer().processed.insert(message_id.to_string());
-        self.flush_if_full().await
+        self.add_buffered(Buffered::Processed(message_id)).await
     }
 
     async fn record_sequence(&self, resource_id: &str, sequence: u64) -> Result<(), StoreError> {
-        {
-            let mut b = self.buffer();
-            let e = b
-                .sequences
-                .entry(resource_id.to_string())
-                .or_insert(sequence);
-            *e = (*e).max(sequence);
-        }
-        self.flush_if_full().await
+        self.add_buffered(Buffered::Sequence(resource_id, sequence))
+            .await
     }
 
     async fn latest_sequence(&self, resource_id: &str) -> Result<Option<u64>, StoreError> {

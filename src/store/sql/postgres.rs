@@ -255,7 +255,7 @@ impl Pg {
         now: i64,
         lease: i64,
         limit: i64,
-    ) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    ) -> Result<Vec<(String, i64, i64)>, sqlx::Error> {
         // Two replicas never take the same timer: the rows are locked, and a locked row
         // is skipped rather than waited for. `state <> 'done'` lets the planner use the
         // partial index of open timers (`timers_open`).
@@ -263,7 +263,7 @@ impl Pg {
                  WHERE payment_id IN (SELECT payment_id FROM timers
                      WHERE state <> 'done' AND ((state = 'pending' AND due <= $2) OR (state = 'taken' AND taken_until <= ", db_now_ms!(), " AND due <= $2))
                      ORDER BY due, payment_id LIMIT $3 FOR UPDATE SKIP LOCKED)
-                 RETURNING payment_id, due"))
+                 RETURNING payment_id, due, rechecks"))
         .bind(lease)
         .bind(now)
         .bind(limit)
@@ -271,7 +271,13 @@ impl Pg {
         .await
         .map(|rows| {
             rows.iter()
-                .map(|r| (r.get::<String, _>(0), r.get::<i64, _>(1)))
+                .map(|r| {
+                    (
+                        r.get::<String, _>(0),
+                        r.get::<i64, _>(1),
+                        i64::from(r.get::<i32, _>(2)),
+                    )
+                })
                 .collect::<Vec<_>>()
         })
     }
@@ -290,6 +296,22 @@ impl Pg {
     pub(super) async fn retry_timer(&self, payment_id: &str, due: i64) -> Result<(), sqlx::Error> {
         sqlx::query(
             "UPDATE timers SET state = 'pending', due = $2, taken_until = 0 WHERE payment_id = $1",
+        )
+        .bind(payment_id)
+        .bind(due)
+        .execute(&self.pool)
+        .await
+        .map(|_| ())
+    }
+
+    /// Gives a taken timer back, pending again at `due`, with one recheck more counted.
+    pub(super) async fn recheck_timer(
+        &self,
+        payment_id: &str,
+        due: i64,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "UPDATE timers SET state = 'pending', due = $2, taken_until = 0, rechecks = rechecks + 1 WHERE payment_id = $1",
         )
         .bind(payment_id)
         .bind(due)

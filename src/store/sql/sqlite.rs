@@ -114,7 +114,7 @@ const TAKE_DUE: &str = "UPDATE timers SET state = 'taken', taken_until = ?1
      WHERE payment_id IN (SELECT payment_id FROM timers
          WHERE state <> 'done' AND ((state = 'pending' AND due <= ?2) OR (state = 'taken' AND taken_until <= ?3 AND due <= ?2))
          ORDER BY due, payment_id LIMIT ?4)
-     RETURNING payment_id, due";
+     RETURNING payment_id, due, rechecks";
 
 /// One connection to the state file.
 pub(super) struct Lite {
@@ -279,11 +279,11 @@ impl Lite {
         wall: i64,
         until: i64,
         limit: i64,
-    ) -> Result<Vec<(String, i64)>> {
+    ) -> Result<Vec<(String, i64, i64)>> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(TAKE_DUE)?;
         let rows = stmt.query_map(params![until, now, wall, limit], |r| {
-            Ok((r.get(0)?, r.get(1)?))
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
         })?;
         rows.collect()
     }
@@ -303,6 +303,16 @@ impl Lite {
         self.conn()
             .prepare_cached(
                 "UPDATE timers SET state = 'pending', due = ?2, taken_until = 0 WHERE payment_id = ?1",
+            )?
+            .execute(params![payment_id, due])
+            .map(|_| ())
+    }
+
+    /// Gives a taken timer back, pending again at `due`, with one recheck more counted.
+    pub(super) fn recheck_timer(&self, payment_id: &str, due: i64) -> Result<()> {
+        self.conn()
+            .prepare_cached(
+                "UPDATE timers SET state = 'pending', due = ?2, taken_until = 0, rechecks = rechecks + 1 WHERE payment_id = ?1",
             )?
             .execute(params![payment_id, due])
             .map(|_| ())

@@ -507,7 +507,18 @@ async fn postgres_going_down_mid_run_acks_nothing_until_effects_are_recorded() {
         during.acked, 0,
         "nothing is acked while the store is down: {during:?}"
     );
-    assert!(during.nacked > 0, "messages are retried: {during:?}");
+    // A store outage is a dependency's: the message is held (not nacked) and retried in
+    // place, and pulling pauses, so the rest stays waiting in the source.
+    assert_eq!(
+        (during.nacked, during.outstanding),
+        (0, 1),
+        "the first message is held, not nacked: {during:?}"
+    );
+    assert_eq!(
+        during.waiting,
+        lines.len() - 1,
+        "no other message taken: {during:?}"
+    );
     assert!(
         recorder.0.lock().unwrap().is_empty(),
         "no effect runs without its claim"

@@ -40,6 +40,8 @@ pub mod action;
 pub mod app;
 pub mod commerce;
 pub mod config;
+#[cfg(test)]
+mod doc_section;
 pub mod effects;
 pub mod explain;
 pub mod message;

@@ -24,7 +24,7 @@ pub struct MetricSpec {
     pub kind: MetricKind,
     /// Its labels.
     pub labels: &'static [&'static str],
-    /// What it measures (the `# HELP` line and the README's metrics table).
+    /// What it measures (the `# HELP` line and the metrics table of `docs/operating.md`).
     pub help: &'static str,
 }
 
@@ -53,7 +53,7 @@ pub const CREDENTIALS_ACCEPTED: &str = "payrules_commercetools_credentials_accep
 /// Cancels and captures of ours that the payments report failed at the provider.
 pub const FAILED_PAYMENT_OPERATIONS: &str = "payrules_failed_payment_operations_total";
 
-/// Every metric, for the `# HELP` lines and the README's table.
+/// Every metric, for the `# HELP` lines and the table of `docs/operating.md`.
 pub const METRICS: &[MetricSpec] = &[
     MetricSpec {
         name: MESSAGES_TOTAL,
@@ -172,7 +172,8 @@ pub async fn upkeep(handle: PrometheusHandle, every: Duration) {
     }
 }
 
-/// The README's metrics table, generated from [`METRICS`] (a test keeps the README in step).
+/// The metrics table of `docs/operating.md`, generated from [`METRICS`] (a test keeps the page
+/// in step).
 pub fn markdown_table() -> String {
     let mut out = String::from("| Metric | Type | Labels | Meaning |\n|---|---|---|---|\n");
     for m in METRICS {
@@ -204,21 +205,11 @@ pub fn markdown_table() -> String {
 mod tests {
     use super::*;
 
+    /// `docs/operating.md`'s metrics table is the one [`markdown_table`] renders
+    /// (`PAYRULES_UPDATE_DOCS=1` rewrites it).
     #[test]
-    fn the_readme_table_is_the_generated_one() {
-        let readme = include_str!("../../README.md");
-        let start = readme
-            .find("<!-- metrics-table:start -->\n")
-            .expect("README has the metrics table markers");
-        let end = readme
-            .find("<!-- metrics-table:end -->")
-            .expect("README has the metrics table end marker");
-        let shown = &readme[start + "<!-- metrics-table:start -->\n".len()..end];
-        assert_eq!(
-            shown,
-            markdown_table(),
-            "regenerate the README table from METRICS"
-        );
+    fn the_operating_page_table_is_the_generated_one() {
+        crate::doc_section::assert_section("docs/operating.md", "metrics-table", &markdown_table());
     }
 
     #[test]

@@ -191,6 +191,35 @@ pub struct PaymentInfo {
     pub payments: Vec<Reference>,
 }
 
+/// A Cart, reduced to what confirms (or contradicts) Checkout's report that it could not
+/// create an order from it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Cart {
+    /// The cart id.
+    pub id: String,
+    /// `Active`, `Merged`, `Ordered` or `Frozen`; `Ordered` once an order was created from it.
+    pub cart_state: String,
+    /// The payments added to the cart.
+    #[serde(default)]
+    pub payment_info: Option<PaymentInfo>,
+}
+
+impl Cart {
+    /// Whether an order was created from the cart.
+    pub fn is_ordered(&self) -> bool {
+        self.cart_state == "Ordered"
+    }
+
+    /// Whether the cart lists the payment.
+    pub fn lists_payment(&self, payment_id: &str) -> bool {
+        self.payment_info
+            .iter()
+            .flat_map(|i| &i.payments)
+            .any(|r| r.id == payment_id)
+    }
+}
+
 /// An Order, as far as the rules are concerned.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

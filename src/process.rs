@@ -81,6 +81,15 @@ impl ProcessError {
         }
     }
 
+    /// Whether another worker holds the claim the message needs (an action's, or a marker's):
+    /// not an outage of a dependency, so nothing stops pulling for it.
+    pub fn is_claimed(&self) -> bool {
+        matches!(
+            self,
+            ProcessError::Claimed { .. } | ProcessError::Engine(EngineError::MarkerClaimed { .. })
+        )
+    }
+
     /// A delay the failing target asked for.
     pub fn retry_after(&self) -> Option<std::time::Duration> {
         match self {

@@ -343,3 +343,85 @@ async fn a_shipped_order_captures_the_open_authorization() {
         Some(8000)
     );
 }
+
+/// A cart of the mock listing the payments; its id.
+async fn cart_with(admin: &Admin, payments: &[&str]) -> String {
+    let cart = admin
+        .post("carts", json!({"currency": "EUR", "country": "DE"}))
+        .await;
+    let id = cart["id"].as_str().expect("id").to_string();
+    let actions: Vec<Value> = payments
+        .iter()
+        .map(|p| json!({"action": "addPayment", "payment": {"typeId": "payment", "id": p}}))
+        .collect();
+    if !actions.is_empty() {
+        update(admin, &format!("carts/{id}"), json!(actions)).await;
+    }
+    id
+}
+
+/// Checkout's event that it could not create the order from `cart` for `payment`.
+async fn order_creation_failed(engine: &Engine, cart: &str, payment: &str) -> Vec<Action> {
+    let event = json!({
+        "notificationType": "Event", "id": uuid_like(), "resourceType": "checkout",
+        "type": "CheckoutOrderCreationFailed", "createdAt": "2026-11-20T10:47:12.905Z",
+        "data": {"projectKey": PROJECT, "cart": {"typeId": "cart", "id": cart},
+                 "payments": [{"typeId": "payment", "id": payment}],
+                 "errors": [{"code": "OutOfStock", "message": "out of stock"}]}
+    });
+    let m = decode(&serde_json::to_vec(&event).expect("json")).expect("decodes");
+    engine.on_message(&m, Utc::now()).await.expect("decides")
+}
+
+/// Trust (issue 23, case 11): anyone able to publish to the topic could send
+/// `CheckoutOrderCreationFailed`; it cancels at once only when the cart it names — read by id,
+/// strongly consistent — lists the payment and was not ordered. Otherwise nothing is cancelled
+/// for it and the grace-period check decides, as for any payment.
+#[tokio::test]
+async fn an_order_creation_failure_cancels_at_once_only_when_its_cart_confirms_it() {
+    let (admin, engine) = setup().await;
+    let authorized = [("Authorization", "Success", 5000)];
+
+    let (p, _) = payment(&admin, &authorized).await;
+    let cart = cart_with(&admin, &[&p]).await;
+    let actions = order_creation_failed(&engine, &cart, &p).await;
+    assert_eq!(keys(&actions), [Action::cancel_key(&p)]);
+    assert_eq!(actions[0].reason, Some(CancelReason::OrderCreationFailed));
+
+    // A cart that does not list the payment, and a cart that does not exist.
+    let (q, _) = payment(&admin, &authorized).await;
+    let other = cart_with(&admin, &[]).await;
+    assert!(order_creation_failed(&engine, &other, &q).await.is_empty());
+    let missing = "3ded0e30-0000-4000-8000-000000000000";
+    assert!(order_creation_failed(&engine, missing, &q).await.is_empty());
+
+    // A cart an order was created from, the order not (yet) found by the orders query — here
+    // because the payment was taken off the order, as a just-created order the eventually
+    // consistent query does not show yet would be.
+    let (r, _) = payment(&admin, &authorized).await;
+    let ordered = cart_with(&admin, &[&r]).await;
+    let cart = admin.get(&format!("carts/{ordered}")).await;
+    let order = admin
+        .post(
+            "orders",
+            json!({"cart": {"typeId": "cart", "id": ordered}, "version": cart["version"]}),
+        )
+        .await;
+    let oid = order["id"].as_str().expect("order id");
+    update(
+        &admin,
+        &format!("orders/{oid}"),
+        json!([{"action": "removePayment", "payment": {"typeId": "payment", "id": r}}]),
+    )
+    .await;
+    assert_eq!(
+        admin.get(&format!("carts/{ordered}")).await["cartState"],
+        "Ordered",
+        "the mock marks the cart ordered"
+    );
+    assert!(
+        order_creation_failed(&engine, &ordered, &r)
+            .await
+            .is_empty()
+    );
+}

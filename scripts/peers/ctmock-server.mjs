@@ -11,7 +11,8 @@
 // scripts/peers/install.sh installs it. Prints one line "commercetools-mock ready on http://127.0.0.1:PORT".
 //
 // Always added (the mock only implements `setKey`): the Subscription update actions
-// `changeDestination`, `setMessages`, `setEvents` and `setChanges`.
+// `changeDestination`, `setMessages`, `setEvents` and `setChanges`; and an order created from a
+// cart marks the cart `Ordered`, as commercetools does.
 //
 // Env CTMOCK_MESSAGES=1 adds what the mock lacks for Subscriptions (off by default):
 //   - Messages: every write of a payment or order (whatever the route: create, update, import,
@@ -414,6 +415,25 @@ Object.assign(subscriptionActions, {
     resource.changes = changes ?? [];
   },
 });
+
+// commercetools sets a cart's `cartState` to `Ordered` once an order is created from it; the mock
+// leaves it `Active`. payrules reads it to confirm a CheckoutOrderCreationFailed event.
+const orderRepository = ct._repositories.order;
+const createFromCart = orderRepository.createFromCart.bind(orderRepository);
+orderRepository.createFromCart = async (context, cartReference, ...rest) => {
+  const order = await createFromCart(context, cartReference, ...rest);
+  const cart = await ct._storage.getByResourceIdentifier(context.projectKey, cartReference);
+  if (cart && cart.cartState !== "Ordered") {
+    const now = new Date().toISOString();
+    await ct._storage.add(context.projectKey, "cart", {
+      ...cart,
+      cartState: "Ordered",
+      version: cart.version + 1,
+      lastModifiedAt: now,
+    });
+  }
+  return order;
+};
 
 if (messagesOn) {
   const storage = ct._storage;

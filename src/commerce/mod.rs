@@ -22,7 +22,7 @@ use tokio::sync::Mutex;
 use tracing::{debug, warn};
 
 use crate::config::{CommercetoolsSettings, Secret};
-use crate::model::{Order, Payment};
+use crate::model::{Cart, Order, Payment};
 use crate::retry::Backoff;
 use crate::telemetry::{CommercetoolsRequest, CredentialsState};
 
@@ -339,6 +339,16 @@ impl CtpClient {
     /// See [`CtpError`].
     pub async fn order(&self, id: &str) -> Result<Option<Order>, CtpError> {
         self.get_optional("reading the order", &format!("orders/{}", enc(id)), &[])
+            .await
+    }
+
+    /// The cart, or `None` if it does not exist (a cart read by id is strongly consistent,
+    /// unlike the orders query).
+    ///
+    /// # Errors
+    /// See [`CtpError`].
+    pub async fn cart(&self, id: &str) -> Result<Option<Cart>, CtpError> {
+        self.get_optional("reading the cart", &format!("carts/{}", enc(id)), &[])
             .await
     }
 

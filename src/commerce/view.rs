@@ -4,7 +4,7 @@ use async_trait::async_trait;
 
 use super::{CtpClient, CtpError};
 use crate::model::{Order, Payment};
-use crate::view::{CommerceView, ViewError};
+use crate::view::{CartRead, CommerceView, ViewError};
 
 /// Reads current payments and orders from commercetools.
 #[derive(Debug, Clone)]
@@ -36,6 +36,13 @@ impl CommerceView for LiveView {
 
     async fn order(&self, id: &str) -> Result<Option<Order>, ViewError> {
         self.client.order(id).await.map_err(view_error)
+    }
+
+    async fn cart(&self, id: &str) -> Result<CartRead, ViewError> {
+        Ok(match self.client.cart(id).await.map_err(view_error)? {
+            Some(cart) => CartRead::Found(cart),
+            None => CartRead::Missing,
+        })
     }
 
     fn reads_are_current(&self) -> bool {

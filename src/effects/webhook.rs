@@ -685,6 +685,26 @@ mod tests {
     /// the URL's path or query (Slack-style webhooks carry their token there), only the host.
     #[test]
     fn a_transport_error_never_shows_the_webhook_path_or_token() {
+        // Checked in a process of its own: tracing caches each callsite's interest for the
+        // whole process, and the other tests of this binary, hitting the same callsites at the
+        // same time with no subscriber, can leave this one's lines uncaptured (seen in CI).
+        const CHILD: &str = "PAYRULES_TEST_LOG_CAPTURE_CHILD";
+        if std::env::var_os(CHILD).is_none() {
+            let name =
+                "effects::webhook::tests::a_transport_error_never_shows_the_webhook_path_or_token";
+            let out = std::process::Command::new(std::env::current_exe().unwrap())
+                .args(["--exact", name, "--test-threads=1", "--nocapture"])
+                .env(CHILD, "1")
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success() && text.contains("1 passed"),
+                "{text}{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            return;
+        }
         let logs = Captured::default();
         let subscriber = tracing_subscriber::fmt()
             .with_writer({

@@ -7,7 +7,11 @@ use super::*;
 pub(super) enum Concern<'a> {
     Payment(&'a str),
     Order(&'a str),
-    OrderCreationFailed(Vec<&'a str>),
+    OrderCreationFailed {
+        /// The cart Checkout says it could not order, when the event names it.
+        cart: Option<&'a str>,
+        payments: Vec<&'a str>,
+    },
     Nothing,
 }
 
@@ -16,8 +20,11 @@ pub(super) fn concern(m: &Message) -> Concern<'_> {
         return Concern::Nothing;
     }
     match (&m.kind, &m.body) {
-        (_, Body::CheckoutOrderCreationFailed { payments, .. }) => {
-            Concern::OrderCreationFailed(payments.iter().map(|r| r.id.as_str()).collect())
+        (_, Body::CheckoutOrderCreationFailed { cart, payments, .. }) => {
+            Concern::OrderCreationFailed {
+                cart: cart.as_ref().map(|r| r.id.as_str()),
+                payments: payments.iter().map(|r| r.id.as_str()).collect(),
+            }
         }
         (
             MessageType::CheckoutPaymentAuthorized

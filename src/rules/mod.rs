@@ -17,8 +17,8 @@ use crate::action::{Action, ActionKind, CancelReason, RuleName};
 use crate::message::{Body, Message, MessageType, NotificationType, Timestamp};
 use crate::model::{Money, Order, OrderState, Payment, TransactionState, TransactionType};
 use crate::store::{Claim, Decided, LedgerStatus, Store, StoreError, Timer};
-use crate::telemetry::{PaymentOperation, PaymentOperationFailed};
-use crate::view::{CommerceView, ViewError};
+use crate::telemetry::{OrderCreationFailureUnconfirmed, PaymentOperation, PaymentOperationFailed};
+use crate::view::{CartRead, CommerceView, ViewError};
 
 pub mod cancel;
 mod concerns;
@@ -246,9 +246,9 @@ impl Engine {
                 self.payment_changed(pid, &cause, &mut actions).await?;
             }
             Concern::Order(oid) => self.order_changed(oid, &cause, &mut actions).await?,
-            Concern::OrderCreationFailed(payments) => {
+            Concern::OrderCreationFailed { cart, payments } => {
                 for pid in payments {
-                    if self.rules.cancel.enabled {
+                    if self.rules.cancel.enabled && self.cart_confirms_failure(cart, pid).await? {
                         self.remember(&order_creation_failed_key(pid), cause.message_id)
                             .await?;
                     }
@@ -414,6 +414,41 @@ impl Engine {
     /// recorded is not "already there": its report would be lost if a worker stopped (or a
     /// store write failed) between claim and record, so the message is tried again until the
     /// claim is recorded or taken over.
+    /// Whether the cart a `CheckoutOrderCreationFailed` names confirms it for the payment: the
+    /// cart exists, lists the payment and was not ordered. Anyone able to publish to the topic
+    /// could otherwise have an authorization cancelled at once; the cart, read by id, is
+    /// strongly consistent where the orders query may not yet show a just-created order. A
+    /// view that reads no carts (replay) trusts the stream it was given. Unconfirmed, nothing
+    /// is cancelled for this reason: the grace-period check decides as for any payment.
+    async fn cart_confirms_failure(
+        &self,
+        cart_id: Option<&str>,
+        payment_id: &str,
+    ) -> Result<bool, EngineError> {
+        let why = match cart_id {
+            None if self.view.reads_are_current() => Some("no_cart"),
+            None => None,
+            Some(id) => match self.view.cart(id).await? {
+                CartRead::NotRead => None,
+                CartRead::Missing => Some("cart_missing"),
+                CartRead::Found(cart) if cart.is_ordered() => Some("cart_ordered"),
+                CartRead::Found(cart) if !cart.lists_payment(payment_id) => {
+                    Some("payment_not_in_cart")
+                }
+                CartRead::Found(_) => None,
+            },
+        };
+        if let Some(why) = why {
+            OrderCreationFailureUnconfirmed {
+                payment_id,
+                cart_id,
+                why,
+            }
+            .emit();
+        }
+        Ok(why.is_none())
+    }
+
     async fn remember(&self, key: &str, message_id: Option<&str>) -> Result<bool, EngineError> {
         match self.store.claim(key).await? {
             Claim::Acquired => {

@@ -52,6 +52,13 @@ pub const STORE_READY: &str = "payrules_store_ready";
 pub const CREDENTIALS_ACCEPTED: &str = "payrules_commercetools_credentials_accepted";
 /// Cancels and captures of ours that the payments report failed at the provider.
 pub const FAILED_PAYMENT_OPERATIONS: &str = "payrules_failed_payment_operations_total";
+/// `CheckoutOrderCreationFailed` events the named cart did not confirm, by why.
+pub const ORDER_CREATION_FAILURES_UNCONFIRMED: &str =
+    "payrules_order_creation_failures_unconfirmed_total";
+/// 1 while pulling is paused because a dependency is down, 0 otherwise.
+pub const PULLING_PAUSED: &str = "payrules_pulling_paused";
+/// Messages held through a dependency's outage now.
+pub const MESSAGES_HELD: &str = "payrules_messages_held";
 
 /// Every metric, for the `# HELP` lines and the table of `docs/operating.md`.
 pub const METRICS: &[MetricSpec] = &[
@@ -126,6 +133,24 @@ pub const METRICS: &[MetricSpec] = &[
         kind: MetricKind::Counter,
         labels: &["operation"],
         help: "Cancels and captures of ours that the payment reports failed at the provider, each payment once: cancel — the money is still reserved; capture — the order shipped and its money was not taken. Alert on any increase.",
+    },
+    MetricSpec {
+        name: PULLING_PAUSED,
+        kind: MetricKind::Gauge,
+        labels: &[],
+        help: "1 while the worker takes no new message because a dependency (commercetools, Checkout, the webhook receiver, the store) is down and messages wait for it; 0 otherwise. The log says which dependency.",
+    },
+    MetricSpec {
+        name: MESSAGES_HELD,
+        kind: MetricKind::Gauge,
+        labels: &[],
+        help: "Messages held in place (lease extended, not nacked, never dead-lettered) until the dependency they need is back.",
+    },
+    MetricSpec {
+        name: ORDER_CREATION_FAILURES_UNCONFIRMED,
+        kind: MetricKind::Counter,
+        labels: &["why"],
+        help: "CheckoutOrderCreationFailed events whose cart contradicts them (why: cart_ordered — an order was created from it; payment_not_in_cart; cart_missing; no_cart — the event names none): no cancel at once, the grace-period check decides. Any increase on a topic only commercetools writes to deserves a look.",
     },
 ];
 

@@ -368,6 +368,68 @@ impl CredentialsState<'_> {
     }
 }
 
+/// A `CheckoutOrderCreationFailed` event the cart it names does not confirm: the payment is
+/// not cancelled at once for it; the grace-period check decides as for any payment.
+#[derive(Debug, Clone, Copy)]
+pub struct OrderCreationFailureUnconfirmed<'a> {
+    /// The payment the event names.
+    pub payment_id: &'a str,
+    /// The cart the event names, if any.
+    pub cart_id: Option<&'a str>,
+    /// The metric label: `cart_ordered`, `payment_not_in_cart`, `cart_missing` or `no_cart`.
+    pub why: &'static str,
+}
+
+impl OrderCreationFailureUnconfirmed<'_> {
+    /// Counts it and logs it at warn.
+    pub fn emit(self) {
+        ::metrics::counter!(names::ORDER_CREATION_FAILURES_UNCONFIRMED, "why" => self.why)
+            .increment(1);
+        warn!(
+            payment_id = self.payment_id,
+            cart_id = self.cart_id,
+            why = self.why,
+            "CheckoutOrderCreationFailed not confirmed by its cart: no cancel at once; the grace-period check decides"
+        );
+    }
+}
+
+/// Pulling paused (`reason`: the dependency's error) or resumed (`None`).
+#[derive(Debug, Clone, Copy)]
+pub struct PullingPaused<'a> {
+    /// Why it paused; `None` when it resumes.
+    pub reason: Option<&'a str>,
+}
+
+impl PullingPaused<'_> {
+    /// Sets the gauge; logs the change.
+    pub fn emit(self) {
+        ::metrics::gauge!(names::PULLING_PAUSED).set(if self.reason.is_some() { 1.0 } else { 0.0 });
+        status().progress();
+        match self.reason {
+            Some(reason) => error!(
+                error = %mask_urls_in(reason),
+                "a dependency is down: no new message is taken; the messages that need it are held (not dead-lettered) until it is back"
+            ),
+            None => info!("dependencies answer again: taking new messages"),
+        }
+    }
+}
+
+/// The number of messages held through an outage changed, or a held message was tried again
+/// (each try is progress for the liveness probe: the worker waits, it is not wedged).
+#[derive(Debug, Clone, Copy)]
+pub struct MessageHeld(pub usize);
+
+impl MessageHeld {
+    /// Sets the gauge; marks progress.
+    pub fn emit(self) {
+        #[allow(clippy::cast_precision_loss)]
+        ::metrics::gauge!(names::MESSAGES_HELD).set(self.0 as f64);
+        status().progress();
+    }
+}
+
 /// The state store answered, or failed.
 #[derive(Debug, Clone)]
 pub struct StoreState<'a> {

@@ -9,7 +9,7 @@
 use async_trait::async_trait;
 
 use crate::message::Message;
-use crate::model::{Order, Payment};
+use crate::model::{Cart, Order, Payment};
 
 mod compact;
 pub mod stream;
@@ -34,6 +34,18 @@ impl ViewError {
     }
 }
 
+/// What a view can tell of a cart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CartRead {
+    /// The view does not read carts (one built from the stream): the caller trusts the
+    /// messages it was given.
+    NotRead,
+    /// The cart as it is now.
+    Found(Cart),
+    /// No cart with that id exists.
+    Missing,
+}
+
 /// Reads of current state.
 #[async_trait]
 pub trait CommerceView: Send + Sync {
@@ -46,6 +58,12 @@ pub trait CommerceView: Send + Sync {
     /// Every order whose `paymentInfo` references the payment, in any state, as the query
     /// `paymentInfo(payments(id=:pid))` finds them (any order; the rules allocate).
     async fn orders_for_payment(&self, payment_id: &str) -> Result<Vec<Order>, ViewError>;
+
+    /// The cart with this id. A view built from the stream knows no carts and answers
+    /// [`CartRead::NotRead`].
+    async fn cart(&self, _id: &str) -> Result<CartRead, ViewError> {
+        Ok(CartRead::NotRead)
+    }
 
     /// Sees every decoded message before the rules run. A view built from the stream learns
     /// from it; a live view has nothing to learn and ignores it.

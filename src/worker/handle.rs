@@ -32,18 +32,32 @@ pub(super) fn outage_backoff(retry_delay: Duration) -> Backoff {
 pub(super) enum Outcome {
     /// Done (or nothing to do): delete it; how it is counted.
     Ack(MessageOutcome),
-    /// Failed transiently: redeliver it later, or park it once it has failed too often.
+    /// Failed transiently: tried again later, or parked once it has failed too often.
     Retry {
         /// What went wrong.
         error: String,
         /// When the failure says to come back, if it does.
         retry_after: Option<Duration>,
-        /// A dependency's failure (or another worker's claim), not the message's: never a
-        /// reason to park it; it is retried until the dependency is back.
-        outage: bool,
+        /// Whose failure it is: decides whether it is held, nacked, or counted toward parking.
+        cause: RetryCause,
     },
     /// Poison: park it with this reason.
     Park(String),
+}
+
+/// Whose failure a retry is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum RetryCause {
+    /// The message's own (a receiver's 4xx other than 408/429, a commercetools 400): nacked,
+    /// and parked with its reason after `max_deliveries`.
+    Message,
+    /// A dependency is down (commercetools, Checkout, the webhook receiver, the store): the
+    /// message is held in place, its lease extended, and pulling pauses until it goes through
+    /// (see `hold`). Never counts toward parking.
+    Outage,
+    /// Another worker holds a claim the message needs: nacked to come back once that claim is
+    /// recorded or its lease runs out. Never counts toward parking.
+    Claimed,
 }
 
 /// Decides how `delivery` ends: decodes, deduplicates, decides and executes.
@@ -91,7 +105,13 @@ pub(super) async fn process(
         Err(e) if e.is_retryable() => Outcome::Retry {
             error: e.to_string(),
             retry_after: e.retry_after(),
-            outage: e.is_outage(),
+            cause: if e.is_claimed() {
+                RetryCause::Claimed
+            } else if e.is_outage() {
+                RetryCause::Outage
+            } else {
+                RetryCause::Message
+            },
         },
         Err(e) => Outcome::Park(e.to_string()),
     }
@@ -111,8 +131,11 @@ pub(super) async fn settle(
         Outcome::Retry {
             error,
             retry_after,
-            outage,
-        } => retry_or_park(delivery, &error, retry_after, outage, settings, stats).await,
+            cause,
+        } => {
+            let counts = cause == RetryCause::Message;
+            retry_or_park(delivery, &error, retry_after, counts, settings, stats).await
+        }
         Outcome::Park(reason) => park(delivery, &reason, stats)
             .await
             .then_some(MessageOutcome::Parked),
@@ -122,17 +145,18 @@ pub(super) async fn settle(
     }
 }
 
-/// Nacks with a growing delay, or parks once `max_deliveries` is reached.
+/// Nacks with a growing delay, or — for a failure of the message's own (`counts`) — parks once
+/// `max_deliveries` is reached.
 pub(super) async fn retry_or_park(
     delivery: Delivery,
     error: &str,
     retry_after: Option<Duration>,
-    outage: bool,
+    counts: bool,
     settings: &WorkerSettings,
     stats: &RunStats,
 ) -> Option<MessageOutcome> {
     let attempt = delivery.delivery_count.unwrap_or(1);
-    if attempt >= settings.max_deliveries && !outage {
+    if attempt >= settings.max_deliveries && counts {
         let reason = format!("failed {attempt} deliveries, last error: {error}");
         return park(delivery, &reason, stats)
             .await

@@ -13,6 +13,7 @@
 //! still unsettled then is simply not acked, so the broker redelivers it.
 
 mod handle;
+mod hold;
 mod tasks;
 
 use std::future::Future;
@@ -30,7 +31,8 @@ use crate::process::Processor;
 use crate::source::{Source, SourceError};
 use crate::store::Store;
 use crate::telemetry::{InFlight, WorkerStopped};
-use handle::{outage_backoff, process, settle};
+use handle::{outage_backoff, settle};
+use hold::{Holding, process_holding};
 use tasks::{report_progress, run_timers};
 
 /// Messages received but not yet settled, per message worked on: a message whose outcome is
@@ -134,6 +136,7 @@ impl Worker {
                 .saturating_mul(UNSETTLED_PER_WORKING),
         ));
         let mut tasks = JoinSet::new();
+        let holding = Arc::new(Holding::new());
         let stop_timers = CancellationToken::new();
         let draining = CancellationToken::new();
         let timers = tokio::spawn(run_timers(
@@ -158,8 +161,10 @@ impl Worker {
             while let Some(res) = tasks.try_join_next() {
                 report_panic(res);
             }
-            // Both before receiving: what is received can be worked on at once.
+            // Both before receiving: what is received can be worked on at once. Neither while
+            // a message is held through a dependency's outage: a new one would only wait too.
             let permits = async {
+                holding.unpaused().await;
                 let held = unsettled.clone().acquire_owned().await?;
                 let work = working.clone().acquire_owned().await?;
                 Ok::<_, tokio::sync::AcquireError>((held, work))
@@ -183,13 +188,14 @@ impl Worker {
                     let processor = self.processor.clone();
                     let settings = self.settings.clone();
                     let stats = self.stats.clone();
+                    let holding = holding.clone();
                     // Every line logged about this message carries where it came from.
                     let span = info_span!("message", origin = %delivery.origin);
                     InFlight(stats.in_flight.fetch_add(1, Ordering::Relaxed) + 1).emit();
                     tasks.spawn(
                         async move {
                             let outcome =
-                                process(&delivery, &processor, &stats, settings.max_message_bytes)
+                                process_holding(&delivery, &processor, &stats, &settings, &holding)
                                     .await;
                             // Settling is the broker's round trip, not work: the next message
                             // may start meanwhile.
@@ -230,21 +236,40 @@ impl Worker {
         // Set on a shutdown signal: everything after it ends by then.
         let mut deadline: Option<tokio::time::Instant> = None;
         if finished {
-            // The input is done: wait for in-flight work, then for the pending timers.
-            while let Some(res) = tasks.join_next().await {
-                report_panic(res);
+            // The input is done: wait for in-flight work (a shutdown ends the holds of messages
+            // waiting for a dependency), then for the pending timers.
+            let drained = async {
+                while let Some(res) = tasks.join_next().await {
+                    report_panic(res);
+                }
+            };
+            tokio::pin!(drained);
+            // A completed `shutdown` must not be polled again.
+            let mut shut_down = false;
+            tokio::select! {
+                () = &mut drained => {}
+                () = &mut shutdown => {
+                    shut_down = true;
+                    holding.stop();
+                    drained.await;
+                }
             }
             self.processor.input_ended();
             draining.cancel();
-            tokio::select! {
-                _ = timers => {}
-                () = &mut shutdown => stop_timers.cancel(),
+            if shut_down {
+                stop_timers.cancel();
+            } else {
+                tokio::select! {
+                    _ = timers => {}
+                    () = &mut shutdown => stop_timers.cancel(),
+                }
             }
         } else {
             let budget = self.settings.shutdown_timeout;
             deadline = Some(tokio::time::Instant::now() + budget);
             info!(in_flight = tasks.len(), budget = ?budget, "shutting down: no longer receiving");
             stop_timers.cancel();
+            holding.stop();
             let drain = async {
                 while let Some(res) = tasks.join_next().await {
                     report_panic(res);

@@ -132,11 +132,65 @@ impl Executor for Blocking {
     }
 }
 
+/// An executor that fails as an outage would (transiently) until it is told the dependency is
+/// back, then acts as [`dry_run`]'s does; it counts both kinds of calls.
+pub struct Outage {
+    /// Calls answered while down.
+    pub failed: AtomicUsize,
+    /// Calls answered after.
+    pub done: AtomicUsize,
+    /// Whether the dependency is back.
+    pub back: std::sync::atomic::AtomicBool,
+    inner: Arc<dyn Executor>,
+}
+
+impl Outage {
+    /// Down until [`Outage::back`] is set; `inner` acts after.
+    pub fn new(inner: Arc<dyn Executor>) -> Self {
+        Self {
+            failed: AtomicUsize::new(0),
+            done: AtomicUsize::new(0),
+            back: std::sync::atomic::AtomicBool::new(false),
+            inner,
+        }
+    }
+}
+
+#[async_trait]
+impl Executor for Outage {
+    async fn execute(&self, action: &Action) -> Result<Effect, EffectError> {
+        if !self.back.load(Ordering::SeqCst) {
+            self.failed.fetch_add(1, Ordering::SeqCst);
+            return Err(EffectError::Transient {
+                detail: "the receiver is down (test outage)".into(),
+                retry_after: None,
+            });
+        }
+        self.done.fetch_add(1, Ordering::SeqCst);
+        self.inner.execute(action).await
+    }
+}
+
 /// A worker over the stream view and a memory store, with the default rules.
 pub fn worker(
     executor: Arc<dyn Executor>,
     concurrency: usize,
     shutdown_timeout: Duration,
+) -> Worker {
+    worker_retrying(
+        executor,
+        concurrency,
+        shutdown_timeout,
+        Duration::from_millis(500),
+    )
+}
+
+/// [`worker`] with this first retry delay.
+pub fn worker_retrying(
+    executor: Arc<dyn Executor>,
+    concurrency: usize,
+    shutdown_timeout: Duration,
+    retry_delay: Duration,
 ) -> Worker {
     let store = Arc::new(MemoryStore::new());
     let engine = Engine::new(Arc::new(StreamView::new()), store.clone(), default_rules());
@@ -147,7 +201,7 @@ pub fn worker(
             concurrency,
             max_deliveries: 5,
             shutdown_timeout,
-            retry_delay: Duration::from_millis(500),
+            retry_delay,
             progress_interval: Duration::ZERO,
             max_message_bytes: 1024 * 1024,
         },

@@ -284,6 +284,90 @@ async fn sqs_poison_without_a_queue_url_goes_through_the_redrive_policy() {
     assert_eq!(seen, vec![Some(1), Some(2)]);
 }
 
+/// Trust (issue 23, case 6): a dependency's outage never dead-letters. The queue redrives after
+/// 2 receives; the receiver is down for longer than many retries and several visibility
+/// timeouts. Each message that needs it is held (its visibility renewed, never nacked), pulling
+/// pauses meanwhile (no more messages taken than the worker can work on at once), and once the
+/// receiver is back every action is taken once: nothing reached the dead-letter queue, and every
+/// message was received exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqs_an_outage_holds_messages_and_never_dead_letters_them() {
+    use std::sync::atomic::Ordering;
+    let peer = peers::shared_moto().await;
+    let (url, dlq) =
+        peers::sqs_create_queue_with_dlq(peer, &peers::unique_name("outage"), 2, 2).await;
+    let lines: Vec<Vec<u8>> = (0..4u16)
+        .flat_map(|copy| scenario_copy(&scenario_lines("01-authorized-then-order.jsonl"), copy))
+        .collect();
+    let ids = send(peer, &url, &lines).await;
+
+    let source = connect(peer, &settings(&url, 1, 2, Some(&dlq))).await;
+    let (source, log) = Recording::new(Box::new(source));
+    let (inner, out) = dry_run();
+    let outage = Arc::new(crate::Outage::new(inner));
+    let concurrency = 2;
+    let w = crate::worker_retrying(
+        outage.clone(),
+        concurrency,
+        Duration::from_secs(5),
+        Duration::from_millis(50),
+    );
+    let (watch, during) = (log.clone(), Arc::new(std::sync::Mutex::new(0usize)));
+    let (seen, n) = (during.clone(), lines.len());
+    let dependency = outage.clone();
+    let summary = w
+        .run(Box::new(source), async move {
+            // Down for 6 s: over a hundred retries at 50 ms doubling to 60 s would have been
+            // nacks; three visibility timeouts of 2 s.
+            tokio::time::sleep(Duration::from_secs(6)).await;
+            *seen.lock().unwrap() = watch.lock().unwrap().delivered.len();
+            dependency.back.store(true, Ordering::SeqCst);
+            crate::until(
+                || watch.lock().unwrap().acked.len() >= n,
+                Duration::from_secs(60),
+            )
+            .await;
+        })
+        .await;
+    let log = log.lock().unwrap().clone();
+    assert!(
+        outage.failed.load(Ordering::SeqCst) >= 2,
+        "the outage was met: {log:?}"
+    );
+    // Each copy of the scenario is 3 messages that need nothing, then the order that needs the
+    // receiver. The first order is held at the 4th message; the other worker slot may have
+    // taken one more meanwhile. Without the pause that slot would have gone on through the
+    // next copy until its order was held too (8).
+    let first_held = 4;
+    assert!(
+        *during.lock().unwrap() <= first_held + concurrency - 1,
+        "pulling paused while messages were held: {} delivered of {n}",
+        during.lock().unwrap()
+    );
+    assert_eq!(
+        set(&log.acked),
+        origins(&ids),
+        "every message acked: {log:?}"
+    );
+    assert!(log.nacked.is_empty() && log.parked.is_empty(), "{log:?}");
+    assert!(
+        log.delivered.iter().all(|(_, count)| *count == Some(1)),
+        "every message received once: {log:?}"
+    );
+    assert_eq!((summary.retried, summary.parked), (0, 0));
+    assert!(
+        receive_until(peer, &dlq, 1, Duration::from_secs(2))
+            .await
+            .is_empty(),
+        "nothing dead-lettered"
+    );
+    assert_eq!(
+        action_keys(&out.contents()).len(),
+        4,
+        "one release per order, once"
+    );
+}
+
 /// Shutdown with messages in flight (their actions block): the worker stops after its
 /// deadline, the source closes, and every message that was not deleted — abandoned in flight,
 /// or received and never handed out — comes back.

@@ -72,8 +72,11 @@ pub const SOURCE_SUBSCRIPTION_ATTRIBUTE: &str = "payrules_source_subscription";
 /// Pub/Sub limits an attribute value to 1024 bytes.
 const MAX_ATTRIBUTE_VALUE_BYTES: usize = 1024;
 /// A lease is extended by the library for at most this long; past it the message is
-/// redelivered even if it is still being worked on (the library's default).
-const MAX_LEASE: Duration = Duration::from_secs(60 * 60);
+/// redelivered even if it is still being worked on. Seven days (the library's default is an
+/// hour, the longest a subscription retains a message is seven days): a message held through a
+/// dependency's outage (see `worker::hold`) keeps its lease however long the outage lasts, so
+/// the outage never counts delivery attempts toward the dead-letter policy.
+const MAX_LEASE: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 /// The longest a nack is held before it is sent: well inside [`MAX_LEASE`], so a held message
 /// never loses its lease. Longer delays are shortened to this (and logged).
 const MAX_HELD_NACK: Duration = Duration::from_secs(50 * 60);

@@ -20,26 +20,18 @@
 //! Every other module is public only so that payrules' own binary, tests, benchmarks and load
 //! tool can reach it; it is internal and may change in any release.
 //!
-//! # Layout: the flow of a notification
-//! - [`source`]: where notifications come from ([`source::Source`], [`source::Delivery`]
-//!   with its own ack/nack).
-//! - [`message`]: bytes → typed [`message::Message`].
-//! - [`view`]: what the rules read (current payments and orders).
-//! - [`rules`]: the level-based rules, deciding [`action::Action`]s from amounts
-//!   ([`rules::coverage`]).
-//! - [`store`]: the ledger (each action once, ever) and the grace-period timers.
-//! - [`process`]: decide → claim → execute → record.
-//! - [`effects`]: executors that carry actions out.
-//! - [`replay`]: the offline, deterministic replay (the library form of `payrules replay`).
-//! - [`worker`]: the long-running `payrules run`.
-//! - [`config`]: the TOML file and environment variables.
-//! - [`model`]: the commercetools resources.
-//! - [`telemetry`]: typed events → log lines, metrics, probes; the HTTP port.
+//! # Where is the code?
+//! `ARCHITECTURE.md` at the repository root: the flow of a notification (source → message →
+//! view → rules → process → effects, the store beside), one message followed from an SQS queue
+//! to its ack, the invariants, and one line per module saying its job. Each module's own doc
+//! comment says more.
 
 pub mod action;
 pub mod app;
 pub mod commerce;
 pub mod config;
+#[cfg(test)]
+mod doc_section;
 pub mod effects;
 pub mod explain;
 pub mod message;

@@ -366,7 +366,7 @@ async fn delivered_payloads_match_the_json_schema() {
     assert!(wrong.is_empty(), "unexpected outcomes: {wrong:#?}");
 }
 
-/// The README's advice for a secret without `whsec_` (its raw UTF-8 bytes are the key): the
+/// `docs/webhook.md`'s advice for a secret without `whsec_` (its raw UTF-8 bytes are the key): the
 /// libraries verify it when given the bytes (`Webhook(secret.encode())`,
 /// `new Webhook(secret, { format: "raw" })`), and not when given the string.
 #[test]
@@ -426,17 +426,17 @@ try {
     }
 }
 
-/// The README's excerpts of the two recipes are the recipes' own lines (comments and `...`
-/// aside), so the README cannot drift from the code the tests above run.
+/// `docs/webhook.md`'s excerpts of the two recipes are the recipes' own lines (comments and
+/// `...` aside), so the page cannot drift from the code the tests above run.
 #[test]
-fn the_readme_excerpts_stand_in_the_recipes() {
-    let readme = std::fs::read_to_string(peers::repo_root().join("README.md")).unwrap();
+fn the_webhook_page_excerpts_stand_in_the_recipes() {
+    let page = std::fs::read_to_string(peers::repo_root().join("docs/webhook.md")).unwrap();
     let block = |fence: &str| -> Vec<String> {
-        let start = readme
+        let start = page
             .find(&format!("```{fence}\nfrom standardwebhooks"))
-            .or_else(|| readme.find(&format!("```{fence}\nconst {{ Webhook }}")))
-            .unwrap_or_else(|| panic!("README has no {fence} excerpt of a receiver"));
-        let body = &readme[start + fence.len() + 4..];
+            .or_else(|| page.find(&format!("```{fence}\nconst {{ Webhook }}")))
+            .unwrap_or_else(|| panic!("docs/webhook.md has no {fence} excerpt of a receiver"));
+        let body = &page[start + fence.len() + 4..];
         let end = body.find("```").expect("closed fence");
         body[..end]
             .lines()
@@ -458,7 +458,7 @@ fn the_readme_excerpts_stand_in_the_recipes() {
         for line in lines {
             assert!(
                 code.lines().any(|l| l.trim().starts_with(&line)),
-                "README's {fence} excerpt line `{line}` is not in {}",
+                "docs/webhook.md's {fence} excerpt line `{line}` is not in {}",
                 path.display()
             );
         }

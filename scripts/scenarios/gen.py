@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Writes the money-rule scenarios 22-39 of fixtures/scenarios/ (issue 13; 36-39 since): each stream and the
-actions a merchant expects, written down here by hand from the rule definitions in the README
+actions a merchant expects, written down here by hand from the rule definitions in docs/rules.md
 (never copied from payrules' own output). Re-running it rewrites the same files.
 
 Usage: python3 scripts/scenarios/gen.py

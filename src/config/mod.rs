@@ -9,6 +9,7 @@
 //!
 //! - [`mask`]: what of a URL may be shown (logs, errors, `check-config`, `/readyz`).
 //! - [`options`]: the option table and the environment overlay.
+//! - [`reference`]: each option's default and meaning; the table `docs/configuration.md` shows.
 //! - [`schema`]: the file's shape (serde structs, defaults as named functions).
 //! - [`secret`]: the secret type.
 //! - [`settings`]: the runtime settings it builds into, and the problems.
@@ -25,6 +26,7 @@ use crate::rules::{CancelRule, CaptureRule, OrderCancelledRule, ReleaseRule, Rul
 
 mod mask;
 mod options;
+mod reference;
 mod schema;
 mod secret;
 mod settings;
@@ -32,6 +34,7 @@ mod validate;
 
 pub use mask::*;
 pub use options::*;
+pub use reference::*;
 pub use schema::*;
 pub use secret::*;
 pub use settings::*;

@@ -561,15 +561,62 @@ fn http_commercetools_urls_are_refused_unless_loopback() {
 }
 
 #[test]
-fn every_option_is_in_the_readme_table() {
-    let readme = include_str!("../../README.md");
+fn every_option_has_exactly_one_reference_entry() {
     for o in OPTIONS {
-        let row = format!("| `{}` | `{}` |", o.dotted(), o.env);
-        assert!(
-            readme.contains(&row),
-            "README's configuration table lacks {row}"
-        );
+        let n = OPTION_DOCS.iter().filter(|d| d.env == o.env).count();
+        assert_eq!(n, 1, "{} has {n} entries in OPTION_DOCS", o.env);
     }
+    for d in OPTION_DOCS {
+        assert!(
+            OPTIONS.iter().any(|o| o.env == d.env),
+            "OPTION_DOCS names {}, which is not an option",
+            d.env
+        );
+        assert!(!d.default.is_empty() && !d.meaning.is_empty(), "{}", d.env);
+    }
+}
+
+/// `docs/configuration.md`'s options table is the one [`options_markdown_table`] renders
+/// (`PAYRULES_UPDATE_DOCS=1` rewrites it).
+#[test]
+fn the_configuration_page_table_is_the_generated_one() {
+    crate::doc_section::assert_section(
+        "docs/configuration.md",
+        "options-table",
+        &options_markdown_table(),
+    );
+}
+
+/// A default the reference writes as one value (`` `10m` ``) is what an empty configuration
+/// gets, and `—` means the option is unset by default.
+#[test]
+fn the_documented_defaults_are_the_defaults() {
+    let Ok(config) = merge_with(None, |_| None) else {
+        panic!("an empty configuration merges");
+    };
+    let Ok(toml::Value::Table(defaults)) = toml::Value::try_from(&config) else {
+        panic!("the configuration serializes to a table");
+    };
+    let mut checked = 0;
+    for o in OPTIONS {
+        let Some(d) = option_doc(o.env) else { continue };
+        let actual = get(&defaults, o.path).map(|v| match v {
+            toml::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        });
+        let one_value = d
+            .default
+            .strip_prefix('`')
+            .and_then(|r| r.strip_suffix('`'))
+            .filter(|v| !v.contains('`'));
+        match (d.default, one_value) {
+            ("—", _) => assert_eq!(actual, None, "{}: documented unset", o.env),
+            (_, Some(v)) => assert_eq!(actual.as_deref(), Some(v), "{}", o.env),
+            _ => continue,
+        }
+        checked += 1;
+    }
+    assert!(checked >= 40, "only {checked} defaults checked");
 }
 
 #[test]

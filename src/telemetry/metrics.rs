@@ -24,7 +24,7 @@ pub struct MetricSpec {
     pub kind: MetricKind,
     /// Its labels.
     pub labels: &'static [&'static str],
-    /// What it measures (the `# HELP` line and the README's metrics table).
+    /// What it measures (the `# HELP` line and the metrics table of `docs/operating.md`).
     pub help: &'static str,
 }
 
@@ -66,7 +66,7 @@ pub const WEBHOOK_FAILURES: &str = "payrules_webhook_failures_total";
 /// Payments whose money stayed in flight past the grace check's recheck cap.
 pub const MONEY_IN_FLIGHT_TOO_LONG: &str = "payrules_money_in_flight_too_long_total";
 
-/// Every metric, for the `# HELP` lines and the README's table.
+/// Every metric, for the `# HELP` lines and the table of `docs/operating.md`.
 pub const METRICS: &[MetricSpec] = &[
     MetricSpec {
         name: MESSAGES_TOTAL,
@@ -221,7 +221,8 @@ pub async fn upkeep(handle: PrometheusHandle, every: Duration) {
     }
 }
 
-/// The README's metrics table, generated from [`METRICS`] (a test keeps the README in step).
+/// The metrics table of `docs/operating.md`, generated from [`METRICS`] (a test keeps the page
+/// in step).
 pub fn markdown_table() -> String {
     let mut out = String::from("| Metric | Type | Labels | Meaning |\n|---|---|---|---|\n");
     for m in METRICS {
@@ -253,21 +254,11 @@ pub fn markdown_table() -> String {
 mod tests {
     use super::*;
 
+    /// `docs/operating.md`'s metrics table is the one [`markdown_table`] renders
+    /// (`PAYRULES_UPDATE_DOCS=1` rewrites it).
     #[test]
-    fn the_readme_table_is_the_generated_one() {
-        let readme = include_str!("../../README.md");
-        let start = readme
-            .find("<!-- metrics-table:start -->\n")
-            .expect("README has the metrics table markers");
-        let end = readme
-            .find("<!-- metrics-table:end -->")
-            .expect("README has the metrics table end marker");
-        let shown = &readme[start + "<!-- metrics-table:start -->\n".len()..end];
-        assert_eq!(
-            shown,
-            markdown_table(),
-            "regenerate the README table from METRICS"
-        );
+    fn the_operating_page_table_is_the_generated_one() {
+        crate::doc_section::assert_section("docs/operating.md", "metrics-table", &markdown_table());
     }
 
     #[test]

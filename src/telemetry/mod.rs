@@ -1,7 +1,7 @@
 //! Telemetry: the worker's logic emits small typed events; this module turns each into its
 //! log line, its metrics and the probes' state. Metric names live in [`metrics`] only.
 //!
-//! - [`metrics`]: the Prometheus names, the recorder, the README table.
+//! - [`metrics`]: the Prometheus names, the recorder, the table in `docs/operating.md`.
 //! - [`status`]: liveness and readiness, read by the HTTP port.
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz`.
 //! - [`logging`]: the log subscriber (`PAYRULES_LOG_FORMAT`, `PAYRULES_LOG`, `RUST_LOG`).

@@ -13,7 +13,7 @@
 //! with the secrets payrules took before; the libraries base64-decode a secret without the
 //! prefix, so their users need a `whsec_` secret, or must pass the raw bytes themselves).
 //!
-//! Deprecated, kept for one release: the legacy headers `payrules-idempotency-key`,
+//! Deprecated, removed in 0.2.0 (CHANGELOG.md): the legacy headers `payrules-idempotency-key`,
 //! `payrules-timestamp` and `payrules-signature: v1=<hex HMAC-SHA256(first secret as UTF-8,
 //! "{timestamp}.{body}")>` — the first configured secret's string as the key, `whsec_` included.
 
@@ -47,11 +47,11 @@ pub const SCHEMA_VERSION: u32 = 1;
 /// Where the secrets come from, for error messages (never with the value).
 const SECRET_SETTING: &str = "PAYRULES_RELEASE_WEBHOOK_SECRET (release.webhook_secret)";
 
-/// Deprecated (legacy header, one more release): the idempotency key (`release:{order_id}`).
+/// Deprecated (legacy header, removed in 0.2.0): the idempotency key (`release:{order_id}`).
 pub const KEY_HEADER: &str = "payrules-idempotency-key";
-/// Deprecated (legacy header, one more release): the Unix timestamp (seconds) that was signed.
+/// Deprecated (legacy header, removed in 0.2.0): the Unix timestamp (seconds) that was signed.
 pub const TIMESTAMP_HEADER: &str = "payrules-timestamp";
-/// Deprecated (legacy header, one more release): `v1=` and the hex HMAC-SHA256 of
+/// Deprecated (legacy header, removed in 0.2.0): `v1=` and the hex HMAC-SHA256 of
 /// `"{timestamp}.{body}"` with the first secret's string.
 pub const SIGNATURE_HEADER: &str = "payrules-signature";
 

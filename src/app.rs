@@ -9,9 +9,10 @@ use std::time::Duration;
 use tracing::debug;
 
 use crate::commerce::{CtpClient, LiveView};
-use crate::config::{OrderUpdate, Settings, UrlKind, http_error_text, mask_url};
+use crate::config::{OrderUpdate, Settings};
 use crate::effects::{Canceller, DryRun, Executor, LiveExecutor, OrderUpdater, Webhook};
 use crate::process::Processor;
+use crate::redact::{UrlKind, http_error_text, mask_url};
 use crate::retry::Backoff;
 use crate::rules::Engine;
 use crate::store::{MemoryStore, SqlStore, Store, StoreError};

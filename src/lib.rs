@@ -38,6 +38,7 @@ pub mod message;
 pub mod model;
 pub mod process;
 pub mod reconcile;
+pub mod redact;
 pub mod replay;
 pub mod retry;
 pub mod rules;

@@ -96,7 +96,7 @@ impl CtpError {
             codes: Vec::new(),
             message: format!(
                 "{what} {kind}: {}",
-                crate::config::http_error_text(e, crate::config::UrlKind::Plain)
+                crate::redact::http_error_text(e, crate::redact::UrlKind::Plain)
             ),
         }
     }

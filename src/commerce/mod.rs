@@ -7,8 +7,10 @@
 //! because a write that failed with a 500 or a timeout may have happened.
 
 mod errors;
+mod settings;
 
 pub use errors::{BODY_LIMIT, CtpError, MAX_RETRY_AFTER, Retry};
+pub use settings::CommercetoolsSettings;
 
 use std::fmt;
 use std::sync::Arc;
@@ -21,8 +23,8 @@ use serde_json::Value;
 use tokio::sync::Mutex;
 use tracing::{debug, warn};
 
-use crate::config::{CommercetoolsSettings, Secret};
 use crate::model::{Cart, Order, Payment};
+use crate::redact::Secret;
 use crate::retry::Backoff;
 use crate::telemetry::{CommercetoolsRequest, CredentialsState};
 

@@ -7,38 +7,43 @@
 //! defaults as named functions) and builds the runtime [`Settings`] from it.
 
 //!
-//! - [`mask`]: what of a URL may be shown (logs, errors, `check-config`, `/readyz`).
 //! - [`options`]: the option table and the environment overlay.
 //! - [`reference`]: each option's default and meaning; the table `docs/configuration.md` shows.
 //! - [`schema`]: the file's shape (serde structs, defaults as named functions).
-//! - [`secret`]: the secret type.
 //! - [`settings`]: the runtime settings it builds into, and the problems.
+//!
+//! Secrets and URL masking are [`crate::redact`]'s (re-exported here).
 //! - [`validate`]: every cross-option check, `run` and `check-config` alike.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
 use crate::model::ShipmentState;
 use crate::rules::{CancelRule, CaptureRule, OrderCancelledRule, ReleaseRule, Rules};
 
-mod mask;
 mod options;
 mod reference;
 mod schema;
-mod secret;
 mod settings;
 mod validate;
 
-pub use mask::*;
 pub use options::*;
 pub use reference::*;
 pub use schema::*;
-pub use secret::*;
 pub use settings::*;
 pub use validate::*;
+
+pub use crate::redact::*;
+// Each runtime settings type lives with the part it configures (so that part does not depend
+// on the configuration); the configuration builds them all, and names them here too.
+pub use crate::commerce::CommercetoolsSettings;
+pub use crate::effects::order_update::OrderUpdate;
+pub use crate::source::pubsub::PubsubSettings;
+pub use crate::source::sqs::SqsSettings;
+pub use crate::worker::WorkerSettings;
 
 /// The loaded configuration: what was written (defaults filled in), where each value came
 /// from, and what it builds into.

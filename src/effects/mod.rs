@@ -16,7 +16,7 @@ pub mod webhook;
 
 pub use cancel::Canceller;
 pub use live::LiveExecutor;
-pub use order_update::OrderUpdater;
+pub use order_update::{OrderUpdate, OrderUpdater};
 pub use webhook::Webhook;
 
 /// Why an action did not take effect.

@@ -12,7 +12,33 @@ use tracing::info;
 use super::{Effect, EffectError};
 use crate::action::Action;
 use crate::commerce::{CtpClient, CtpError, Retry};
-use crate::config::OrderUpdate;
+
+/// How the order is updated on release.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OrderUpdate {
+    /// `transitionState` to the State with this key.
+    TransitionState {
+        /// The State's key.
+        state_key: String,
+    },
+    /// `changeOrderState`.
+    ChangeOrderState {
+        /// e.g. `Confirmed`.
+        order_state: String,
+    },
+    /// `changeShipmentState`.
+    ChangeShipmentState {
+        /// e.g. `Ready`.
+        shipment_state: String,
+    },
+    /// `setCustomField`.
+    SetCustomField {
+        /// The field name.
+        name: String,
+        /// The value.
+        value: serde_json::Value,
+    },
+}
 
 /// Applies the configured update to released orders.
 pub struct OrderUpdater {

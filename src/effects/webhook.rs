@@ -30,8 +30,8 @@ use sha2::Sha256;
 use super::{Effect, EffectError, Executor};
 use crate::action::{Action, ActionKind, format_timestamp};
 use crate::commerce::retry_policy;
-use crate::config::{Secret, UrlKind, http_error_text};
 use crate::model::Money;
+use crate::redact::{Secret, UrlKind, http_error_text};
 use crate::telemetry::WebhookAttemptFailed;
 
 /// Standard Webhooks: the message id (here the idempotency key, `release:{order_id}`).

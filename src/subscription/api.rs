@@ -2,8 +2,9 @@
 
 use super::destination::Draft;
 use super::plan::plan_update;
+use crate::commerce::CommercetoolsSettings;
 use crate::commerce::{CtpError, Retry, error_from};
-use crate::config::{CommercetoolsSettings, Secret};
+use crate::redact::Secret;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::fmt::Write as _;

@@ -4,7 +4,7 @@
 use super::cli::{AuthMode, CreateArgs, DestinationKind, FormatArg};
 use super::plan::describe_destination;
 use super::{PUBSUB_PUBLISHER, SQS_PRINCIPAL, SQS_SECRET_ENV, events_json, messages_json};
-use crate::config::Secret;
+use crate::redact::Secret;
 use serde_json::{Value, json};
 
 /// A validated destination.

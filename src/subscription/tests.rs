@@ -2,7 +2,7 @@
 
 use super::*;
 use super::{cli::*, destination::*, plan::*};
-use crate::config::Secret;
+use crate::redact::Secret;
 
 fn args(extra: &[&str]) -> CreateArgs {
     use clap::Parser;

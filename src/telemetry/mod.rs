@@ -11,8 +11,7 @@ use std::time::Duration;
 use tracing::{error, info, warn};
 
 use crate::action::ActionKind;
-use crate::config::mask_urls_in;
-use crate::worker::RunSummary;
+use crate::redact::mask_urls_in;
 
 pub mod http;
 pub mod logging;
@@ -323,6 +322,28 @@ impl MoneyInFlightTooLong<'_> {
             self.in_flight_for.as_secs() / 3600
         );
     }
+}
+
+/// The counts of a `payrules run` (the worker's `RunStats`, read at one moment): the exit
+/// status, the progress line and the final log line are made from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunSummary {
+    /// Messages handled and acked.
+    pub acked: usize,
+    /// Messages nacked for a retry.
+    pub retried: usize,
+    /// Messages parked as poison.
+    pub parked: usize,
+    /// Subscription test notifications skipped.
+    pub subscription_tests: usize,
+    /// Redeliveries of messages already processed, acked without work.
+    pub duplicates: usize,
+    /// Actions executed (or, in a dry run, logged).
+    pub actions: usize,
+    /// Cancels of ours the payments reported failed (their money is still reserved).
+    pub failed_cancels: u64,
+    /// Captures of ours the payments reported failed (shipped, money not taken).
+    pub failed_captures: u64,
 }
 
 /// The worker's periodic progress line (every `PAYRULES_PROGRESS_INTERVAL`).

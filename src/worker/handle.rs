@@ -2,7 +2,6 @@
 //! policy) or park.
 
 use super::RunStats;
-use crate::config::WorkerSettings;
 use crate::message::decode;
 use crate::process::{Handled, Processor};
 use crate::retry::Backoff;
@@ -10,6 +9,7 @@ use crate::source::Delivery;
 use crate::telemetry::{
     BrokerOperation, BrokerOperationFailed, MessageOutcome, MessageReceived, MessageSettled,
 };
+use crate::worker::WorkerSettings;
 use chrono::Utc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;

@@ -19,10 +19,10 @@ use tracing::{debug, warn};
 
 use super::RunStats;
 use super::handle::{Outcome, RetryCause, outage_backoff, process};
-use crate::config::WorkerSettings;
 use crate::process::Processor;
 use crate::source::Delivery;
 use crate::telemetry::{MessageHeld, PullingPaused};
+use crate::worker::WorkerSettings;
 
 /// The longest a held message waits between tries: a dependency that is back is noticed
 /// within it (and the liveness probe, which wants progress every 120 s, sees each try).

@@ -26,11 +26,15 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
-use crate::config::WorkerSettings;
 use crate::process::Processor;
 use crate::source::{Source, SourceError};
 use crate::store::Store;
 use crate::telemetry::{InFlight, WorkerStopped};
+
+// The run's counts are telemetry's type (its progress and final lines are made from them);
+// re-exported where a caller of `Worker::run` looks for them.
+pub use crate::telemetry::RunSummary;
+
 use handle::{outage_backoff, settle};
 use hold::{Holding, process_holding};
 use tasks::{report_progress, run_timers};
@@ -39,6 +43,23 @@ use tasks::{report_progress, run_timers};
 /// decided frees its worker slot while its ack, nack or park is still on its way to the
 /// broker (an SQS delete waits to share a batch, then takes a round trip), up to this many.
 const UNSETTLED_PER_WORKING: usize = 4;
+
+/// Worker tuning, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerSettings {
+    /// Messages processed at once.
+    pub concurrency: usize,
+    /// Deliveries after which a failing message is parked.
+    pub max_deliveries: u32,
+    /// How long to finish in-flight work on shutdown.
+    pub shutdown_timeout: Duration,
+    /// First retry delay.
+    pub retry_delay: Duration,
+    /// How often the progress line is logged (zero: never).
+    pub progress_interval: Duration,
+    /// Messages larger than this are parked without being decoded.
+    pub max_message_bytes: usize,
+}
 
 /// Counters of a run, for the exit status and the final log line.
 #[derive(Debug, Default)]
@@ -59,27 +80,6 @@ pub struct RunStats {
     pub in_flight: AtomicUsize,
     /// The last received message's lag behind commercetools (now − createdAt), in ms.
     pub last_age_ms: AtomicU64,
-}
-
-/// A summary of [`RunStats`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RunSummary {
-    /// See [`RunStats::acked`].
-    pub acked: usize,
-    /// See [`RunStats::retried`].
-    pub retried: usize,
-    /// See [`RunStats::parked`].
-    pub parked: usize,
-    /// See [`RunStats::subscription_tests`].
-    pub subscription_tests: usize,
-    /// See [`RunStats::duplicates`].
-    pub duplicates: usize,
-    /// See [`RunStats::actions`].
-    pub actions: usize,
-    /// Cancels of ours the payments reported failed (their money is still reserved).
-    pub failed_cancels: u64,
-    /// Captures of ours the payments reported failed (shipped, money not taken).
-    pub failed_captures: u64,
 }
 
 impl RunStats {

@@ -57,13 +57,27 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::{Delivery, Source, SourceError};
-use crate::config::PubsubSettings;
 use crate::retry::Backoff;
 use crate::telemetry::SourceState;
 use receive::run_stream;
 
 /// The attribute that carries the park reason on the dead-letter topic.
 pub const PARK_REASON_ATTRIBUTE: &str = "payrules_park_reason";
+
+/// The Pub/Sub source, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PubsubSettings {
+    /// `projects/P/subscriptions/S`.
+    pub subscription: String,
+    /// Streaming pulls open at once (≥ 1).
+    pub streams: usize,
+    /// Flow control: messages leased at once, per stream.
+    pub max_outstanding_messages: i64,
+    /// Flow control: bytes leased at once, per stream.
+    pub max_outstanding_bytes: i64,
+    /// `projects/P/topics/T` for poison messages, if configured.
+    pub dead_letter_topic: Option<String>,
+}
 /// The attribute that carries the original message id on the dead-letter topic.
 pub const SOURCE_MESSAGE_ID_ATTRIBUTE: &str = "payrules_source_message_id";
 /// The attribute that carries the subscription the message was parked from.

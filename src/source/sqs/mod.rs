@@ -58,7 +58,6 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use super::{Delivery, Source, SourceError};
-use crate::config::SqsSettings;
 pub use errors::ErrorClass;
 use errors::describe;
 use receive::poll;
@@ -67,6 +66,19 @@ use settle::run_deleter;
 
 /// The message attribute that carries the park reason on the dead-letter queue.
 pub const PARK_REASON_ATTRIBUTE: &str = "payrules_park_reason";
+
+/// The SQS source, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SqsSettings {
+    /// The queue URL.
+    pub queue_url: String,
+    /// Concurrent long-poll receivers (≥ 1).
+    pub pollers: usize,
+    /// Visibility timeout given to received messages and renewed while they are worked on.
+    pub visibility_timeout: Duration,
+    /// Where poison messages go, if configured.
+    pub dead_letter_queue_url: Option<String>,
+}
 
 /// SQS batch limit (ReceiveMessage, DeleteMessageBatch, ChangeMessageVisibilityBatch).
 const MAX_BATCH: usize = 10;

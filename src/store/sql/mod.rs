@@ -225,7 +225,7 @@ impl SqlStore {
     /// # Errors
     /// The database cannot be opened, is not a database, is read-only, or is unreachable.
     pub async fn connect(url: &str, lease: Duration) -> Result<Self, StoreError> {
-        let display = crate::config::mask_url(url, crate::config::UrlKind::Plain);
+        let display = crate::redact::mask_url(url, crate::redact::UrlKind::Plain);
         let owner = format!(
             "{}-{}-{:08x}",
             std::env::var("HOSTNAME").unwrap_or_else(|_| "payrules".into()),

@@ -1,7 +1,8 @@
 //! Secrets: never shown.
 
-#[allow(clippy::wildcard_imports)]
-use super::*;
+use std::fmt;
+
+use serde::{Deserialize, Serialize, Serializer};
 
 /// A string that must never be shown: `Debug`, `Display` and `Serialize` print `****`.
 #[derive(Clone, Default, PartialEq, Eq, Deserialize)]

@@ -3,7 +3,8 @@
 
 use super::Kind;
 use super::gather::explain;
-use super::history::{History, Offline};
+use super::history::History;
+use super::offline::Offline;
 use super::report::Explanation;
 use crate::commerce::{CtpClient, LiveView};
 use crate::config::{self, CommercetoolsSettings, FileConfig};

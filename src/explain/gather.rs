@@ -80,7 +80,7 @@ pub(super) async fn explain_order(
             let mut s = "released".to_string();
             match &line.stamp {
                 Some(stamp) => {
-                    let _ = write!(s, " {}", stamp.words());
+                    let _ = write!(s, " {}", stamp);
                 }
                 None => s.push_str(" (release:… is done in the ledger)"),
             }
@@ -309,7 +309,7 @@ pub(super) async fn explain_payment(
         let line = ledger.iter().find(|l| l.key == key);
         let mut s = String::new();
         if let Some(stamp) = line.and_then(|l| l.stamp.as_ref()) {
-            let _ = write!(s, " {}", stamp.words());
+            let _ = write!(s, " {}", stamp);
         }
         s
     };

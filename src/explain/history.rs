@@ -1,67 +1,15 @@
 //! Gathering what the store remembers: the ledger and timer history (live, from the ledger;
 //! offline, recorded while replaying streams).
 
-use super::Kind;
-use super::gather::explain;
-use super::report::{Explanation, LedgerLine, TimerLine};
+use super::report::{GRACE_CHECK, LedgerLine, Stamp, TimerLine};
 use crate::action::{Action, CancelReason, format_timestamp};
-use crate::message::{Timestamp, decode};
-use crate::replay::{Replay, ReplayError, ReplaySummary};
-use crate::rules::{Engine, EngineError, Rules};
-use crate::source::{FileInput, InputReader};
+use crate::message::Timestamp;
 use crate::store::{Claim, Decided, LedgerStatus, MemoryStore, Store, StoreError, Timer};
-use crate::view::StreamView;
 use async_trait::async_trait;
 use chrono::DateTime;
-use serde::Serialize;
 use std::collections::HashMap;
-use std::fmt::Write as _;
-use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
-
-/// The origin of a decision a timer made.
-pub(super) const GRACE_CHECK: &str = "grace-period check";
-
-/// When and why something happened: a ledger entry written, a timer scheduled or fired.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct Stamp {
-    /// The clock then (RFC 3339); for a timer's decision, its due time.
-    pub at: Option<String>,
-    /// The message that caused it; `None` for a timer.
-    pub message_id: Option<String>,
-    /// That message's type.
-    pub message_type: Option<String>,
-    /// Where: `file:line`, `grace-period check`, `at the end of the input`, …
-    pub origin: Option<String>,
-}
-
-impl Stamp {
-    /// "at T by message M (Type, file:line)".
-    pub(super) fn words(&self) -> String {
-        let mut s = String::new();
-        if let Some(at) = &self.at {
-            let _ = write!(s, "at {at} ");
-        }
-        match (&self.message_id, &self.message_type, &self.origin) {
-            (Some(id), t, o) => {
-                let _ = write!(s, "by message {id}");
-                let detail: Vec<&str> = [t, o].into_iter().flatten().map(String::as_str).collect();
-                if !detail.is_empty() {
-                    let _ = write!(s, " ({})", detail.join(", "));
-                }
-            }
-            (None, _, Some(o)) if o == GRACE_CHECK => {
-                let _ = write!(s, "by its {o}");
-            }
-            (None, _, Some(o)) => {
-                let _ = write!(s, "({o})");
-            }
-            (None, _, None) => {}
-        }
-        s.trim_end().to_string()
-    }
-}
 
 #[derive(Debug, Clone)]
 pub(super) struct TimerSeen {
@@ -74,13 +22,13 @@ pub(super) struct TimerSeen {
 #[derive(Debug, Default)]
 pub(super) struct Log {
     /// The input being fed.
-    current: Stamp,
+    pub(super) current: Stamp,
     /// Message id → (type, origin), first sighting.
-    messages: HashMap<String, (String, String)>,
+    pub(super) messages: HashMap<String, (String, String)>,
     /// Ledger key → the input during which it was written.
     written: HashMap<String, Stamp>,
     /// Ledger key → the action planned for it.
-    actions: HashMap<String, Action>,
+    pub(super) actions: HashMap<String, Action>,
     /// Payment id → its grace-period timer.
     timers: HashMap<String, TimerSeen>,
 }
@@ -115,7 +63,7 @@ impl History {
         }
     }
 
-    fn replayed(source: String, log: Log) -> Self {
+    pub(super) fn replayed(source: String, log: Log) -> Self {
         Self {
             source,
             replay: true,
@@ -272,8 +220,8 @@ pub(super) fn status_name(s: LedgerStatus) -> &'static str {
 
 /// The replay's store, recording what happened when (the ledger itself is the memory store's).
 pub(super) struct Recording {
-    inner: MemoryStore,
-    log: Arc<Mutex<Log>>,
+    pub(super) inner: MemoryStore,
+    pub(super) log: Arc<Mutex<Log>>,
 }
 
 impl Recording {
@@ -377,115 +325,6 @@ impl Store for Recording {
     }
     async fn renew(&self, key: &str) -> Result<bool, StoreError> {
         self.inner.renew(key).await
-    }
-}
-
-// ------------------------------------------------------------------------------------------------
-// Offline: explain from a replay
-
-/// A finished replay whose view and ledger can be explained: the library form of
-/// `payrules explain --input`.
-pub struct Offline {
-    engine: Engine,
-    history: History,
-    actions: Vec<Action>,
-    summary: ReplaySummary,
-}
-
-impl Offline {
-    /// Replays `inputs` (with `state` snapshots) exactly as `payrules replay` does, to the end
-    /// of the input (every timer fired).
-    ///
-    /// # Errors
-    /// An input or snapshot that cannot be read at all (undecodable lines are only skipped).
-    pub async fn replay<P: AsRef<Path>>(
-        inputs: &[P],
-        rules: Rules,
-        state: Option<&Path>,
-    ) -> Result<Self, ReplayError> {
-        let view = Arc::new(StreamView::new());
-        let log = Arc::new(Mutex::new(Log::default()));
-        let store: Arc<dyn Store> = Arc::new(Recording {
-            inner: MemoryStore::new(),
-            log: log.clone(),
-        });
-        let lock = || log.lock().unwrap_or_else(|p| p.into_inner());
-        let record = |actions: &[Action]| {
-            let mut log = lock();
-            for a in actions {
-                log.actions.insert(a.key.clone(), a.clone());
-            }
-        };
-        let mut replay = Replay::with_view(rules.clone(), store.clone(), view.clone());
-        if let Some(dir) = state {
-            replay.load_state(dir).map_err(ReplayError::State)?;
-        }
-        let mut actions = Vec::new();
-        let mut clock: Option<Timestamp> = None;
-        for line in InputReader::new(FileInput::resolve(inputs)?) {
-            let line = line?;
-            let origin = line.origin();
-            {
-                let mut log = lock();
-                log.current = Stamp {
-                    origin: Some(origin.clone()),
-                    ..Stamp::default()
-                };
-                if let Ok(m) = decode(&line.bytes) {
-                    if let Some(t) = m.created_at {
-                        clock = Some(clock.map_or(t, |c| c.max(t)));
-                    }
-                    log.current.at = clock.as_ref().map(format_timestamp);
-                    log.current.message_type = Some(m.kind.to_string());
-                    if let Some(id) = m.id {
-                        log.messages
-                            .entry(id.clone())
-                            .or_insert((m.kind.to_string(), origin.clone()));
-                        log.current.message_id = Some(id);
-                    }
-                }
-            }
-            let planned = replay.feed(&origin, &line.bytes).await;
-            record(&planned);
-            actions.extend(planned);
-        }
-        lock().current = Stamp {
-            origin: Some("at the end of the input".into()),
-            ..Stamp::default()
-        };
-        let planned = replay.finish().await;
-        record(&planned);
-        actions.extend(planned);
-        let summary = replay.summary().clone();
-        let names: Vec<String> = inputs
-            .iter()
-            .map(|p| p.as_ref().display().to_string())
-            .collect();
-        let log = std::mem::take(&mut *lock());
-        Ok(Self {
-            engine: Engine::new(view, store, rules),
-            history: History::replayed(format!("replay of {}", names.join(" ")), log),
-            actions,
-            summary,
-        })
-    }
-
-    /// Every action the replay planned, in order (what `payrules replay` prints).
-    pub fn actions(&self) -> &[Action] {
-        &self.actions
-    }
-
-    /// The replay's counters and skipped inputs.
-    pub fn summary(&self) -> &ReplaySummary {
-        &self.summary
-    }
-
-    /// Explains an order or a payment as the rules see it at the end of the replay.
-    ///
-    /// # Errors
-    /// A view or store failure.
-    pub async fn explain(&self, kind: Kind, id: &str) -> Result<Explanation, EngineError> {
-        explain(&self.engine, &self.history, kind, id).await
     }
 }
 

@@ -27,15 +27,18 @@
 mod cli;
 mod gather;
 mod history;
+mod offline;
 mod report;
 mod text;
 
 pub use cli::{ExplainArgs, cli};
 pub use gather::explain;
-pub use history::{History, Offline, Stamp};
+pub use history::History;
+pub use offline::Offline;
 pub use report::{
     Decision, Explanation, LedgerLine, OrderExplanation, OrderRef, OrderRulesNow, OrderSummary,
-    OrderVerdict, PaymentExplanation, PaymentLine, PaymentRulesNow, PaymentVerdict, TimerLine,
+    OrderVerdict, PaymentExplanation, PaymentLine, PaymentRulesNow, PaymentVerdict, Stamp,
+    TimerLine,
 };
 
 use clap::ValueEnum;

@@ -2,11 +2,25 @@
 //! the text is rendered from.
 
 use super::Kind;
-use super::history::Stamp;
-use super::text::{order_text, payment_text};
 use crate::action::CancelReason;
 use crate::model::{Money, OrderState, ShipmentState, Transaction};
 use serde::Serialize;
+
+/// The origin of a decision a timer made.
+pub(super) const GRACE_CHECK: &str = "grace-period check";
+
+/// When and why something happened: a ledger entry written, a timer scheduled or fired.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Stamp {
+    /// The clock then (RFC 3339); for a timer's decision, its due time.
+    pub at: Option<String>,
+    /// The message that caused it; `None` for a timer.
+    pub message_id: Option<String>,
+    /// That message's type.
+    pub message_type: Option<String>,
+    /// Where: `file:line`, `grace-period check`, `at the end of the input`, …
+    pub origin: Option<String>,
+}
 
 /// An order's verdict.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -283,11 +297,8 @@ impl Explanation {
         serde_json::to_string(self).unwrap_or_default()
     }
 
-    /// The explanation in words, for a person.
+    /// The explanation in words, for a person (its `Display`, in `text.rs`).
     pub fn to_text(&self) -> String {
-        match self {
-            Explanation::Order(o) => order_text(o),
-            Explanation::Payment(p) => payment_text(p),
-        }
+        self.to_string()
     }
 }

@@ -1,14 +1,14 @@
 //! Rendering an explanation as text: verdicts, amounts, transactions and the ledger, in words.
 
 use super::report::{
-    Decision, LedgerLine, OrderExplanation, OrderVerdict, PaymentExplanation, PaymentRulesNow,
-    PaymentVerdict, TimerLine,
+    Decision, Explanation, GRACE_CHECK, LedgerLine, OrderExplanation, OrderVerdict,
+    PaymentExplanation, PaymentRulesNow, PaymentVerdict, Stamp, TimerLine,
 };
 use crate::action::CancelReason;
 use crate::model::Transaction;
 use crate::rules::explain::PaymentFacts;
 use crate::store::LedgerStatus;
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
 
 pub(super) fn cancel_words(reason: CancelReason) -> &'static str {
     match reason {
@@ -148,7 +148,7 @@ pub(super) fn ledger_lines(out: &mut String, ledger: &[LedgerLine]) {
         let label = if i == 0 { "  ledger:" } else { "" };
         let _ = write!(out, "{label:<16}{} {}", l.key, l.status);
         if let Some(stamp) = &l.stamp {
-            let _ = write!(out, " {}", stamp.words());
+            let _ = write!(out, " {}", stamp);
         }
         if let Some(note) = l.note {
             let _ = write!(out, " ({note})");
@@ -157,7 +157,44 @@ pub(super) fn ledger_lines(out: &mut String, ledger: &[LedgerLine]) {
     }
 }
 
-pub(super) fn order_text(o: &OrderExplanation) -> String {
+/// "at T by message M (Type, file:line)".
+impl fmt::Display for Stamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut s = String::new();
+        if let Some(at) = &self.at {
+            let _ = write!(s, "at {at} ");
+        }
+        match (&self.message_id, &self.message_type, &self.origin) {
+            (Some(id), t, o) => {
+                let _ = write!(s, "by message {id}");
+                let detail: Vec<&str> = [t, o].into_iter().flatten().map(String::as_str).collect();
+                if !detail.is_empty() {
+                    let _ = write!(s, " ({})", detail.join(", "));
+                }
+            }
+            (None, _, Some(o)) if o == GRACE_CHECK => {
+                let _ = write!(s, "by its {o}");
+            }
+            (None, _, Some(o)) => {
+                let _ = write!(s, "({o})");
+            }
+            (None, _, None) => {}
+        }
+        f.write_str(s.trim_end())
+    }
+}
+
+/// The explanation in words, for a person.
+impl fmt::Display for Explanation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Explanation::Order(o) => f.write_str(&order_text(o)),
+            Explanation::Payment(p) => f.write_str(&payment_text(p)),
+        }
+    }
+}
+
+fn order_text(o: &OrderExplanation) -> String {
     let mut out = String::new();
     let verdict = match o.verdict {
         OrderVerdict::Released => "RELEASED",
@@ -239,7 +276,7 @@ pub(super) fn order_text(o: &OrderExplanation) -> String {
     out
 }
 
-pub(super) fn payment_text(p: &PaymentExplanation) -> String {
+fn payment_text(p: &PaymentExplanation) -> String {
     let mut out = String::new();
     let verdict = match p.verdict {
         PaymentVerdict::Captured => "CAPTURED",
@@ -302,13 +339,13 @@ pub(super) fn payment_text(p: &PaymentExplanation) -> String {
     match &p.timer {
         Some(t) => {
             let _ = write!(out, "  grace check:  due at {}", t.due);
-            let scheduled = t.scheduled.words();
+            let scheduled = t.scheduled.to_string();
             if !scheduled.is_empty() {
                 let _ = write!(out, ", scheduled {scheduled}");
             }
             match &t.fired {
                 Some(f) => {
-                    let _ = write!(out, "; fired {}", f.words());
+                    let _ = write!(out, "; fired {}", f);
                 }
                 None => out.push_str("; not fired yet"),
             }

@@ -2,14 +2,17 @@
 //! read.
 
 use super::api::{Api, apply};
-use super::destination::{Destination, Draft};
+use super::destination::{
+    AuthMode, Destination, Draft, FormatArg, is_region, parse_topic, region_from_queue_url,
+    split_queue_url,
+};
 use super::plan::{coverage, describe_format, indent, render};
-use super::{DEFAULT_KEY, SUBSCRIBED_EVENTS, SUBSCRIBED_MESSAGES, check_key};
+use super::{DEFAULT_KEY, SQS_SECRET_ENV, SUBSCRIBED_EVENTS, SUBSCRIBED_MESSAGES, check_key};
 use crate::config::{self, CommercetoolsSettings};
 use crate::message::MessageType;
 use crate::redact::Secret;
 use clap::{Args, Subcommand, ValueEnum};
-use serde_json::{Value, json};
+
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -33,42 +36,6 @@ pub enum DestinationKind {
     Pubsub,
     /// AWS SQS (`--queue-url URL`).
     Sqs,
-}
-
-/// How commercetools authenticates to SQS.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum AuthMode {
-    /// commercetools' AWS user sends; the queue policy grants it `sqs:SendMessage`.
-    Iam,
-    /// An access key of yours (`--access-key`, secret in the environment).
-    Credentials,
-}
-
-impl AuthMode {
-    pub(super) fn as_str(self) -> &'static str {
-        match self {
-            Self::Iam => "IAM",
-            Self::Credentials => "Credentials",
-        }
-    }
-}
-
-/// The delivery format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum FormatArg {
-    /// commercetools' own format.
-    Platform,
-    /// CloudEvents 1.0.
-    Cloudevents,
-}
-
-impl FormatArg {
-    pub(super) fn to_json(self) -> Value {
-        match self {
-            Self::Platform => json!({ "type": "Platform" }),
-            Self::Cloudevents => json!({ "type": "CloudEvents", "cloudEventsVersion": "1.0" }),
-        }
-    }
 }
 
 /// `payrules subscription create`.
@@ -105,6 +72,90 @@ pub struct CreateArgs {
     /// TOML configuration (its `[commercetools]` section); CTP_* variables override it.
     #[arg(long)]
     pub config: Option<PathBuf>,
+}
+
+impl CreateArgs {
+    /// The destination these options name, validated; the error names the option.
+    ///
+    /// # Errors
+    /// What is wrong, naming the option.
+    pub fn destination(
+        &self,
+        secret: impl Fn(&str) -> Option<String>,
+    ) -> Result<Destination, String> {
+        let args = self;
+        match args.destination {
+            DestinationKind::Pubsub => {
+                for (set, name) in [
+                    (args.queue_url.is_some(), "--queue-url"),
+                    (args.region.is_some(), "--region"),
+                    (args.access_key.is_some(), "--access-key"),
+                    (
+                        args.authentication_mode != AuthMode::Iam,
+                        "--authentication-mode",
+                    ),
+                ] {
+                    if set {
+                        return Err(format!("{name} applies to --destination sqs only"));
+                    }
+                }
+                let topic = args.topic.as_deref().ok_or(
+                    "--destination pubsub needs --topic projects/PROJECT/topics/TOPIC".to_string(),
+                )?;
+                let (project_id, topic) = parse_topic(topic)?;
+                Ok(Destination::PubSub { project_id, topic })
+            }
+            DestinationKind::Sqs => {
+                if args.topic.is_some() {
+                    return Err("--topic applies to --destination pubsub only".into());
+                }
+                let queue_url = args.queue_url.as_deref().ok_or(
+                    "--destination sqs needs --queue-url https://sqs.REGION.amazonaws.com/ACCOUNT/QUEUE"
+                        .to_string(),
+                )?;
+                split_queue_url(queue_url)?;
+                let region = match &args.region {
+                    Some(r) if is_region(r) => r.clone(),
+                    Some(r) => return Err(format!("--region {r:?} is not an AWS region name")),
+                    None => region_from_queue_url(queue_url).ok_or_else(|| {
+                        format!(
+                            "--region is needed: it cannot be derived from --queue-url {queue_url:?}"
+                        )
+                    })?,
+                };
+                let credentials = match args.authentication_mode {
+                    AuthMode::Iam => {
+                        if args.access_key.is_some() {
+                            return Err(
+                                "--access-key applies to --authentication-mode credentials only"
+                                    .into(),
+                            );
+                        }
+                        None
+                    }
+                    AuthMode::Credentials => {
+                        let key = args
+                            .access_key
+                            .clone()
+                            .filter(|k| !k.trim().is_empty())
+                            .ok_or(
+                                "--authentication-mode credentials needs --access-key".to_string(),
+                            )?;
+                        let s = secret(SQS_SECRET_ENV).filter(|s| !s.is_empty()).ok_or_else(|| {
+                            format!("--authentication-mode credentials needs the access secret in {SQS_SECRET_ENV}")
+                        })?;
+                        Some((key, Secret::new(s)))
+                    }
+                };
+                Ok(Destination::Sqs {
+                    queue_url: queue_url.to_string(),
+                    region,
+                    auth: args.authentication_mode,
+                    credentials,
+                })
+            }
+        }
+    }
 }
 
 /// `payrules subscription show`.
@@ -212,7 +263,7 @@ pub(super) async fn create(args: &CreateArgs) -> ExitCode {
     if let Err(e) = check_key(&args.key) {
         return fail(&e);
     }
-    let destination = match Destination::from_args(args, |k| std::env::var(k).ok()) {
+    let destination = match args.destination(|k| std::env::var(k).ok()) {
         Ok(d) => d,
         Err(e) => return fail(&e),
     };

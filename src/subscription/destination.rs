@@ -1,11 +1,46 @@
 //! Destination builders: a Pub/Sub topic or SQS queue (URL, region, ARN, access policy) as
 //! commercetools' destination JSON, and the Subscription draft.
 
-use super::cli::{AuthMode, CreateArgs, DestinationKind, FormatArg};
-use super::plan::describe_destination;
-use super::{PUBSUB_PUBLISHER, SQS_PRINCIPAL, SQS_SECRET_ENV, events_json, messages_json};
+use super::{PUBSUB_PUBLISHER, SQS_PRINCIPAL, events_json, messages_json};
 use crate::redact::Secret;
+use clap::ValueEnum;
 use serde_json::{Value, json};
+
+/// How commercetools authenticates to SQS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AuthMode {
+    /// commercetools' AWS user sends; the queue policy grants it `sqs:SendMessage`.
+    Iam,
+    /// An access key of yours (`--access-key`, secret in the environment).
+    Credentials,
+}
+
+impl AuthMode {
+    pub(super) fn as_str(self) -> &'static str {
+        match self {
+            Self::Iam => "IAM",
+            Self::Credentials => "Credentials",
+        }
+    }
+}
+
+/// The delivery format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FormatArg {
+    /// commercetools' own format.
+    Platform,
+    /// CloudEvents 1.0.
+    Cloudevents,
+}
+
+impl FormatArg {
+    pub(super) fn to_json(self) -> Value {
+        match self {
+            Self::Platform => json!({ "type": "Platform" }),
+            Self::Cloudevents => json!({ "type": "CloudEvents", "cloudEventsVersion": "1.0" }),
+        }
+    }
+}
 
 /// A validated destination.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,87 +66,6 @@ pub enum Destination {
 }
 
 impl Destination {
-    /// Validates the destination options of `create`; the error names the option.
-    ///
-    /// # Errors
-    /// What is wrong, naming the option.
-    pub fn from_args(
-        args: &CreateArgs,
-        secret: impl Fn(&str) -> Option<String>,
-    ) -> Result<Self, String> {
-        match args.destination {
-            DestinationKind::Pubsub => {
-                for (set, name) in [
-                    (args.queue_url.is_some(), "--queue-url"),
-                    (args.region.is_some(), "--region"),
-                    (args.access_key.is_some(), "--access-key"),
-                    (
-                        args.authentication_mode != AuthMode::Iam,
-                        "--authentication-mode",
-                    ),
-                ] {
-                    if set {
-                        return Err(format!("{name} applies to --destination sqs only"));
-                    }
-                }
-                let topic = args.topic.as_deref().ok_or(
-                    "--destination pubsub needs --topic projects/PROJECT/topics/TOPIC".to_string(),
-                )?;
-                let (project_id, topic) = parse_topic(topic)?;
-                Ok(Self::PubSub { project_id, topic })
-            }
-            DestinationKind::Sqs => {
-                if args.topic.is_some() {
-                    return Err("--topic applies to --destination pubsub only".into());
-                }
-                let queue_url = args.queue_url.as_deref().ok_or(
-                    "--destination sqs needs --queue-url https://sqs.REGION.amazonaws.com/ACCOUNT/QUEUE"
-                        .to_string(),
-                )?;
-                split_queue_url(queue_url)?;
-                let region = match &args.region {
-                    Some(r) if is_region(r) => r.clone(),
-                    Some(r) => return Err(format!("--region {r:?} is not an AWS region name")),
-                    None => region_from_queue_url(queue_url).ok_or_else(|| {
-                        format!(
-                            "--region is needed: it cannot be derived from --queue-url {queue_url:?}"
-                        )
-                    })?,
-                };
-                let credentials = match args.authentication_mode {
-                    AuthMode::Iam => {
-                        if args.access_key.is_some() {
-                            return Err(
-                                "--access-key applies to --authentication-mode credentials only"
-                                    .into(),
-                            );
-                        }
-                        None
-                    }
-                    AuthMode::Credentials => {
-                        let key = args
-                            .access_key
-                            .clone()
-                            .filter(|k| !k.trim().is_empty())
-                            .ok_or(
-                                "--authentication-mode credentials needs --access-key".to_string(),
-                            )?;
-                        let s = secret(SQS_SECRET_ENV).filter(|s| !s.is_empty()).ok_or_else(|| {
-                            format!("--authentication-mode credentials needs the access secret in {SQS_SECRET_ENV}")
-                        })?;
-                        Some((key, Secret::new(s)))
-                    }
-                };
-                Ok(Self::Sqs {
-                    queue_url: queue_url.to_string(),
-                    region,
-                    auth: args.authentication_mode,
-                    credentials,
-                })
-            }
-        }
-    }
-
     /// The Destination JSON; the access secret as `****` unless `with_secret`.
     pub fn to_json(&self, with_secret: bool) -> Value {
         match self {
@@ -183,6 +137,26 @@ impl Destination {
 
     pub(super) fn describe(&self) -> String {
         describe_destination(&self.to_json(false))
+    }
+}
+
+/// How a destination JSON reads in `show` and in a change line.
+pub(super) fn describe_destination(d: &Value) -> String {
+    let s = |k: &str| d[k].as_str().unwrap_or("?").to_string();
+    match d["type"].as_str() {
+        Some("GoogleCloudPubSub") => format!(
+            "GoogleCloudPubSub projects/{}/topics/{}",
+            s("projectId"),
+            s("topic")
+        ),
+        Some("SQS") => format!(
+            "SQS {} (region {}, authentication {})",
+            s("queueUrl"),
+            s("region"),
+            d["authenticationMode"].as_str().unwrap_or("Credentials")
+        ),
+        Some(other) => other.to_string(),
+        None => "(none)".into(),
     }
 }
 

@@ -17,11 +17,10 @@ mod cli;
 mod destination;
 mod plan;
 
-pub use cli::{
-    AuthMode, CreateArgs, DestinationKind, FormatArg, ShowArgs, SubscriptionCommand, cli,
-};
+pub use cli::{CreateArgs, DestinationKind, ShowArgs, SubscriptionCommand, cli};
 pub use destination::{
-    Destination, Draft, parse_topic, region_from_queue_url, sqs_policy, sqs_queue_arn,
+    AuthMode, Destination, Draft, FormatArg, parse_topic, region_from_queue_url, sqs_policy,
+    sqs_queue_arn,
 };
 pub use plan::{Change, Coverage, coverage, plan_update, render};
 

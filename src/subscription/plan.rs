@@ -1,7 +1,7 @@
 //! Comparing a live Subscription with the draft: the update actions `create` sends, what the live
 //! one covers, and `show`'s rendering.
 
-use super::destination::Draft;
+use super::destination::{Draft, describe_destination};
 use super::{SUBSCRIBED_EVENTS, SUBSCRIBED_MESSAGES, subscriptions_json};
 use crate::message::MessageType;
 use serde_json::{Value, json};
@@ -186,25 +186,6 @@ pub fn coverage(live: &Value) -> Coverage {
         c.extra.push(format!("changes {rt}"));
     }
     c
-}
-
-pub(super) fn describe_destination(d: &Value) -> String {
-    let s = |k: &str| d[k].as_str().unwrap_or("?").to_string();
-    match d["type"].as_str() {
-        Some("GoogleCloudPubSub") => format!(
-            "GoogleCloudPubSub projects/{}/topics/{}",
-            s("projectId"),
-            s("topic")
-        ),
-        Some("SQS") => format!(
-            "SQS {} (region {}, authentication {})",
-            s("queueUrl"),
-            s("region"),
-            d["authenticationMode"].as_str().unwrap_or("Credentials")
-        ),
-        Some(other) => other.to_string(),
-        None => "(none)".into(),
-    }
 }
 
 pub(super) fn describe_selection(sel: &Selection) -> String {

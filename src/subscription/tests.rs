@@ -54,56 +54,50 @@ fn queue_urls_give_region_and_arn() {
 
 #[test]
 fn destinations_validate_their_options() {
-    let d = Destination::from_args(
-        &args(&["--destination", "pubsub", "--topic", "projects/p/topics/t"]),
-        |_| None,
-    )
-    .unwrap();
+    let d = args(&["--destination", "pubsub", "--topic", "projects/p/topics/t"])
+        .destination(|_| None)
+        .unwrap();
     assert_eq!(
         d.to_json(false),
         json!({"type": "GoogleCloudPubSub", "projectId": "p", "topic": "t"})
     );
-    let e = Destination::from_args(&args(&["--destination", "pubsub"]), |_| None).unwrap_err();
+    let e = args(&["--destination", "pubsub"])
+        .destination(|_| None)
+        .unwrap_err();
     assert!(e.contains("--topic"), "{e}");
-    let e = Destination::from_args(
-        &args(&[
-            "--destination",
-            "sqs",
-            "--queue-url",
-            "http://127.0.0.1:4567/000000000000/q",
-        ]),
-        |_| None,
-    )
+    let e = args(&[
+        "--destination",
+        "sqs",
+        "--queue-url",
+        "http://127.0.0.1:4567/000000000000/q",
+    ])
+    .destination(|_| None)
     .unwrap_err();
     assert!(e.contains("--region"), "{e}");
-    let e = Destination::from_args(
-        &args(&[
-            "--destination",
-            "sqs",
-            "--queue-url",
-            "https://sqs.eu-west-1.amazonaws.com/1/q",
-            "--authentication-mode",
-            "credentials",
-            "--access-key",
-            "AKIA",
-        ]),
-        |_| None,
-    )
+    let e = args(&[
+        "--destination",
+        "sqs",
+        "--queue-url",
+        "https://sqs.eu-west-1.amazonaws.com/1/q",
+        "--authentication-mode",
+        "credentials",
+        "--access-key",
+        "AKIA",
+    ])
+    .destination(|_| None)
     .unwrap_err();
     assert!(e.contains(SQS_SECRET_ENV), "{e}");
-    let d = Destination::from_args(
-        &args(&[
-            "--destination",
-            "sqs",
-            "--queue-url",
-            "https://sqs.eu-west-1.amazonaws.com/1/q",
-            "--authentication-mode",
-            "credentials",
-            "--access-key",
-            "AKIA",
-        ]),
-        |_| Some("s3cr3t".into()),
-    )
+    let d = args(&[
+        "--destination",
+        "sqs",
+        "--queue-url",
+        "https://sqs.eu-west-1.amazonaws.com/1/q",
+        "--authentication-mode",
+        "credentials",
+        "--access-key",
+        "AKIA",
+    ])
+    .destination(|_| Some("s3cr3t".into()))
     .unwrap();
     assert_eq!(d.to_json(false)["accessSecret"], "****");
     assert_eq!(d.to_json(true)["accessSecret"], "s3cr3t");

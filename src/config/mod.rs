@@ -13,7 +13,8 @@
 //! - [`settings`]: the runtime settings it builds into, and the problems.
 //!
 //! Secrets and URL masking are [`crate::redact`]'s (re-exported here).
-//! - [`validate`]: every cross-option check, `run` and `check-config` alike.
+//! - `build`: the runtime settings built section by section, every problem collected.
+//! - [`validate`]: the checks the sections share (durations, URLs, the dry run's own input).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -24,12 +25,14 @@ use serde::{Deserialize, Serialize};
 use crate::model::ShipmentState;
 use crate::rules::{CancelRule, CaptureRule, OrderCancelledRule, ReleaseRule, Rules};
 
+mod build;
 mod options;
 mod reference;
 mod schema;
 mod settings;
 mod validate;
 
+use build::Problems;
 pub use options::*;
 pub use reference::*;
 pub use schema::*;

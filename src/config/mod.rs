@@ -11,10 +11,10 @@
 //! - [`reference`]: each option's default and meaning; the table `docs/configuration.md` shows.
 //! - [`schema`]: the file's shape (serde structs, defaults as named functions).
 //! - [`settings`]: the runtime settings it builds into, and the problems.
-//!
-//! Secrets and URL masking are [`crate::redact`]'s (re-exported here).
 //! - `build`: the runtime settings built section by section, every problem collected.
 //! - [`validate`]: the checks the sections share (durations, URLs, the dry run's own input).
+//!
+//! Secrets and URL masking are [`crate::redact`]'s (re-exported here).
 
 use std::fmt;
 use std::path::{Path, PathBuf};

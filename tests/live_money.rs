@@ -419,5 +419,9 @@ async fn an_order_creation_failure_cancels_at_once_only_when_its_cart_confirms_i
         "Ordered",
         "the mock marks the cart ordered"
     );
-    assert!(order_creation_failed(&engine, &ordered, &r).await.is_empty());
+    assert!(
+        order_creation_failed(&engine, &ordered, &r)
+            .await
+            .is_empty()
+    );
 }

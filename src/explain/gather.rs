@@ -10,8 +10,8 @@ use super::report::{
 use super::text::{cancel_words, untouched_words};
 use crate::action::{Action, CancelReason, format_timestamp};
 use crate::model::Order;
-use crate::rules::explain::{OrderFacts, PaymentShare};
-use crate::rules::release::NotReleased;
+use crate::rules::explain::{OrderFacts, PaymentFacts, PaymentShare};
+use crate::rules::release::{NotReleased, Release};
 use crate::rules::{self, Engine, EngineError};
 use crate::store::LedgerStatus;
 use std::fmt::Write as _;
@@ -55,7 +55,38 @@ pub(super) async fn explain_order(
     } else {
         OrderVerdict::NotReleased
     };
-    let release = match &facts {
+    let rules_now = order_rules_now(facts.as_ref());
+    let mut because = order_because(id, status, ledger.first(), facts.as_ref());
+    let mut allocated = Vec::new();
+    let mut elsewhere = Vec::new();
+    let mut summary = None;
+    let mut covered = 0;
+    if let Some(f) = facts {
+        covered = f.covered;
+        let currency = f.order.gross_total().currency_code.clone();
+        (allocated, elsewhere) = payment_lines(f.payments, &currency);
+        summary = Some(order_summary(&f.order));
+        add_payment_notes(&mut because, verdict, &f.release, &allocated, &elsewhere);
+    }
+    Ok(OrderExplanation {
+        kind: Kind::Order,
+        id: id.to_string(),
+        found: summary.is_some(),
+        verdict,
+        because,
+        source: history.source.clone(),
+        order: summary,
+        covered,
+        allocated,
+        allocated_elsewhere: elsewhere,
+        rules_now,
+        ledger,
+    })
+}
+
+/// What the rules decide for the order now: a release, a capture, or why not.
+fn order_rules_now(facts: Option<&OrderFacts>) -> OrderRulesNow {
+    let release = match facts {
         Some(f) => match &f.release {
             Ok(r) => Decision {
                 decision: "release",
@@ -66,7 +97,7 @@ pub(super) async fn explain_order(
         },
         None => Decision::none("the order is not known"),
     };
-    let capture = match facts.as_ref().map(|f| f.capture) {
+    let capture = match facts.map(|f| f.capture) {
         Some(Ok(())) => Decision {
             decision: "capture",
             reason: None,
@@ -75,7 +106,17 @@ pub(super) async fn explain_order(
         Some(Err(why)) => Decision::none(why),
         None => Decision::none("the order is not known"),
     };
-    let because = match (status, ledger.first()) {
+    OrderRulesNow { release, capture }
+}
+
+/// The order's verdict in words: what the ledger says, else what the rules decide.
+fn order_because(
+    id: &str,
+    status: Option<LedgerStatus>,
+    first: Option<&LedgerLine>,
+    facts: Option<&OrderFacts>,
+) -> String {
+    match (status, first) {
         (Some(LedgerStatus::Done), Some(line)) => {
             let mut s = "released".to_string();
             match &line.stamp {
@@ -97,7 +138,7 @@ pub(super) async fn explain_order(
         (Some(LedgerStatus::Claimed), _) => {
             "not released yet: a worker is releasing it now (ledger: claimed)".into()
         }
-        _ => match &facts {
+        _ => match facts {
             None => format!("not released: the order {id} is not known"),
             Some(OrderFacts { release: Ok(r), .. }) => format!(
                 "not released yet, but due: {r} — the next message about the order or its \
@@ -107,73 +148,69 @@ pub(super) async fn explain_order(
                 release: Err(why), ..
             }) => format!("not released because {why}"),
         },
-    };
+    }
+}
+
+/// The payments the order references: those whose money counts toward it, and the others.
+fn payment_lines(
+    payments: Vec<PaymentShare>,
+    currency: &str,
+) -> (Vec<PaymentLine>, Vec<PaymentLine>) {
     let mut allocated = Vec::new();
     let mut elsewhere = Vec::new();
-    let mut summary = None;
-    let mut covered = 0;
-    let mut because = because;
-    if let Some(f) = facts {
-        covered = f.covered;
-        let currency = f.order.gross_total().currency_code.clone();
-        for p in f.payments {
-            let note = share_note(&p, &currency);
-            let line = PaymentLine {
-                note,
-                found: p.payment.is_some(),
-                counts_toward: p.counts_toward,
-                covered: p.covered,
-                authorized: p.authorized,
-                charged: p.charged,
-                cancelled_by_us: p.cancelled_by_us,
-                cancel: p.cancel_ledger.map(status_name),
-                capturable: p.capturable,
-                capture: p.capture_ledger.map(status_name),
-                transactions: p.payment.map(|p| p.transactions).unwrap_or_default(),
-                payment_id: p.payment_id,
-            };
-            if p.allocated {
-                allocated.push(line);
-            } else {
-                elsewhere.push(line);
-            }
-        }
-        summary = Some(order_summary(&f.order));
-        // The payments behind the reason, in a few words each.
-        let notes: Vec<String> = allocated
-            .iter()
-            .chain(&elsewhere)
-            .filter_map(|p: &PaymentLine| {
-                Some(format!("payment {}: {}", p.payment_id, p.note.as_ref()?))
-            })
-            .collect();
-        match (&verdict, &f.release) {
-            (OrderVerdict::Released, Err(why)) => {
-                let _ = write!(because, "; the rules would not release it today: {why}");
-            }
-            (
-                OrderVerdict::NotReleased,
-                Err(NotReleased::Short { .. } | NotReleased::NothingCovered { .. }),
-            ) if !notes.is_empty() => {
-                let _ = write!(because, " ({})", notes.join("; "));
-            }
-            _ => {}
+    for p in payments {
+        let note = share_note(&p, currency);
+        let line = PaymentLine {
+            note,
+            found: p.payment.is_some(),
+            counts_toward: p.counts_toward,
+            covered: p.covered,
+            authorized: p.authorized,
+            charged: p.charged,
+            cancelled_by_us: p.cancelled_by_us,
+            cancel: p.cancel_ledger.map(status_name),
+            capturable: p.capturable,
+            capture: p.capture_ledger.map(status_name),
+            transactions: p.payment.map(|p| p.transactions).unwrap_or_default(),
+            payment_id: p.payment_id,
+        };
+        if p.allocated {
+            allocated.push(line);
+        } else {
+            elsewhere.push(line);
         }
     }
-    Ok(OrderExplanation {
-        kind: Kind::Order,
-        id: id.to_string(),
-        found: summary.is_some(),
-        verdict,
-        because,
-        source: history.source.clone(),
-        order: summary,
-        covered,
-        allocated,
-        allocated_elsewhere: elsewhere,
-        rules_now: OrderRulesNow { release, capture },
-        ledger,
-    })
+    (allocated, elsewhere)
+}
+
+/// Adds the payments behind the reason to `because`, in a few words each.
+fn add_payment_notes(
+    because: &mut String,
+    verdict: OrderVerdict,
+    release: &Result<Release, NotReleased>,
+    allocated: &[PaymentLine],
+    elsewhere: &[PaymentLine],
+) {
+    // The payments behind the reason, in a few words each.
+    let notes: Vec<String> = allocated
+        .iter()
+        .chain(elsewhere)
+        .filter_map(|p: &PaymentLine| {
+            Some(format!("payment {}: {}", p.payment_id, p.note.as_ref()?))
+        })
+        .collect();
+    match (verdict, release) {
+        (OrderVerdict::Released, Err(why)) => {
+            let _ = write!(because, "; the rules would not release it today: {why}");
+        }
+        (
+            OrderVerdict::NotReleased,
+            Err(NotReleased::Short { .. } | NotReleased::NothingCovered { .. }),
+        ) if !notes.is_empty() => {
+            let _ = write!(because, " ({})", notes.join("; "));
+        }
+        _ => {}
+    }
 }
 
 /// Why a payment an order references covers nothing toward it, in a few words (descriptive
@@ -245,21 +282,7 @@ pub(super) async fn explain_payment(
         rules::order_creation_failed_key(id),
         rules::cancel_failed_key(id),
     ];
-    let statuses = match &facts {
-        Some(f) => [
-            f.cancel_ledger,
-            f.capture_ledger,
-            f.order_creation_failed,
-            f.cancel_failed,
-        ],
-        None => {
-            let mut s = [None; 4];
-            for (slot, key) in s.iter_mut().zip(&keys) {
-                *slot = engine.ledger(key).await?;
-            }
-            s
-        }
-    };
+    let statuses = payment_statuses(engine, &keys, facts.as_ref()).await?;
     let [cancel, capture, _, _] = statuses;
     let mut ledger: Vec<LedgerLine> = Vec::new();
     for (k, s) in keys.iter().zip(statuses) {
@@ -273,94 +296,10 @@ pub(super) async fn explain_payment(
         (_, Some(LedgerStatus::Done)) => PaymentVerdict::Cancelled,
         _ => PaymentVerdict::Untouched,
     };
-    let decision = |d: &Result<CancelReason, &'static str>| match d {
-        Ok(reason) => Decision {
-            decision: "cancel",
-            reason: Some(*reason),
-            because: cancel_words(*reason).into(),
-        },
-        Err(why) => Decision::none(*why),
-    };
-    let rules_now = match &facts {
-        Some(f) => PaymentRulesNow {
-            cancel_on_message: decision(&f.cancel_on_message),
-            cancel_at_grace_check: decision(&f.cancel_at_grace_check),
-            capture: match (&f.capture, &f.counts_toward) {
-                (Some(Ok(amount)), Some(order)) => Decision {
-                    decision: "capture",
-                    reason: None,
-                    because: format!(
-                        "order {order} reached the shipment state that triggers the capture: \
-                         {amount} {} cents are open",
-                        f.currency.as_deref().unwrap_or_default()
-                    ),
-                },
-                (Some(Err(why)), _) => Decision::none(*why),
-                _ => Decision::none("no order holds the payment"),
-            },
-        },
-        None => PaymentRulesNow {
-            cancel_on_message: Decision::none("the payment is not known"),
-            cancel_at_grace_check: Decision::none("the payment is not known"),
-            capture: Decision::none("the payment is not known"),
-        },
-    };
-    let done = |key: &str| {
-        let line = ledger.iter().find(|l| l.key == key);
-        let mut s = String::new();
-        if let Some(stamp) = line.and_then(|l| l.stamp.as_ref()) {
-            let _ = write!(s, " {}", stamp);
-        }
-        s
-    };
+    let rules_now = payment_rules_now(facts.as_ref());
     let because = match verdict {
-        PaymentVerdict::Captured => {
-            let mut s = format!("captured{}", done(&keys[1]));
-            if let Some(a) = history.action(&keys[1]) {
-                if let Some(m) = &a.amount {
-                    let _ = write!(s, ": {} {} cents", m.cent_amount, m.currency_code);
-                }
-                if let Some(o) = &a.order_id {
-                    let _ = write!(s, " for order {o}");
-                }
-            }
-            s
-        }
-        PaymentVerdict::Cancelled => {
-            let mut s = format!("cancelled{}", done(&keys[0]));
-            let reason = history.action(&keys[0]).and_then(|a| a.reason).or_else(|| {
-                ledger
-                    .iter()
-                    .find(|l| l.key == keys[0])
-                    .and_then(|l| l.reason)
-            });
-            match reason {
-                Some(reason) => {
-                    let _ = write!(s, ": {} ({})", cancel_words(reason), reason.as_str());
-                }
-                None if history.replay => {}
-                None => s.push_str(" (cancel:… is done in the ledger; the store keeps no reason)"),
-            }
-            if let Some(f) = facts
-                .as_ref()
-                .filter(|f| f.payment.cancel_authorization_failed())
-            {
-                let _ = write!(
-                    s,
-                    " — but the cancel failed (CancelAuthorization in Failure): the authorization \
-                     stands, {} {} cents",
-                    f.authorized,
-                    f.currency.as_deref().unwrap_or_default()
-                );
-                if let Some(o) = &f.counts_toward {
-                    let _ = write!(s, ", and counts toward order {o}");
-                    if f.counts_toward_release == Some(LedgerStatus::Done) {
-                        s.push_str(" (released)");
-                    }
-                }
-            }
-            s
-        }
+        PaymentVerdict::Captured => captured_because(history, &ledger, &keys[1]),
+        PaymentVerdict::Cancelled => cancelled_because(history, &ledger, &keys[0], facts.as_ref()),
         PaymentVerdict::Untouched => {
             untouched_words(facts.as_ref(), cancel, capture, &timer, &rules_now)
         }
@@ -384,24 +323,154 @@ pub(super) async fn explain_payment(
         rules_now,
     };
     if let Some(f) = facts {
-        out.orders = f
-            .orders
-            .iter()
-            .map(|o| OrderRef {
-                id: o.id.clone(),
-                order_number: o.order_number.clone(),
-                order_state: o.order_state,
-                shipment_state: o.shipment_state,
-                created_at: o.created_at.as_ref().map(format_timestamp),
-                holds_payment: f.counts_toward.as_deref() == Some(o.id.as_str()),
-            })
-            .collect();
-        out.currency = f.currency;
-        out.authorized = f.authorized;
-        out.charged = f.charged;
-        out.counts_toward = f.counts_toward;
-        out.payment_interface = f.payment.payment_method_info.payment_interface.clone();
-        out.transactions = f.payment.transactions;
+        add_payment_facts(&mut out, f);
     }
     Ok(out)
+}
+
+/// Where the payment's keys stand in the ledger: cancel, capture and the two markers.
+async fn payment_statuses(
+    engine: &Engine,
+    keys: &[String; 4],
+    facts: Option<&PaymentFacts>,
+) -> Result<[Option<LedgerStatus>; 4], EngineError> {
+    Ok(match facts {
+        Some(f) => [
+            f.cancel_ledger,
+            f.capture_ledger,
+            f.order_creation_failed,
+            f.cancel_failed,
+        ],
+        None => {
+            let mut s = [None; 4];
+            for (slot, key) in s.iter_mut().zip(keys) {
+                *slot = engine.ledger(key).await?;
+            }
+            s
+        }
+    })
+}
+
+/// A cancel rule's answer as a decision.
+fn cancel_decision(d: &Result<CancelReason, &'static str>) -> Decision {
+    match d {
+        Ok(reason) => Decision {
+            decision: "cancel",
+            reason: Some(*reason),
+            because: cancel_words(*reason).into(),
+        },
+        Err(why) => Decision::none(*why),
+    }
+}
+
+/// What the rules decide for the payment now: cancels (on a message, at the grace-period
+/// check) and the capture.
+fn payment_rules_now(facts: Option<&PaymentFacts>) -> PaymentRulesNow {
+    match facts {
+        Some(f) => PaymentRulesNow {
+            cancel_on_message: cancel_decision(&f.cancel_on_message),
+            cancel_at_grace_check: cancel_decision(&f.cancel_at_grace_check),
+            capture: match (&f.capture, &f.counts_toward) {
+                (Some(Ok(amount)), Some(order)) => Decision {
+                    decision: "capture",
+                    reason: None,
+                    because: format!(
+                        "order {order} reached the shipment state that triggers the capture: \
+                         {amount} {} cents are open",
+                        f.currency.as_deref().unwrap_or_default()
+                    ),
+                },
+                (Some(Err(why)), _) => Decision::none(*why),
+                _ => Decision::none("no order holds the payment"),
+            },
+        },
+        None => PaymentRulesNow {
+            cancel_on_message: Decision::none("the payment is not known"),
+            cancel_at_grace_check: Decision::none("the payment is not known"),
+            capture: Decision::none("the payment is not known"),
+        },
+    }
+}
+
+/// " at T by message M (…)": when `key` was written, as far as known.
+fn written(ledger: &[LedgerLine], key: &str) -> String {
+    let line = ledger.iter().find(|l| l.key == key);
+    let mut s = String::new();
+    if let Some(stamp) = line.and_then(|l| l.stamp.as_ref()) {
+        let _ = write!(s, " {}", stamp);
+    }
+    s
+}
+
+/// A captured payment's verdict in words: when, how much, for which order.
+fn captured_because(history: &History, ledger: &[LedgerLine], key: &str) -> String {
+    let mut s = format!("captured{}", written(ledger, key));
+    if let Some(a) = history.action(key) {
+        if let Some(m) = &a.amount {
+            let _ = write!(s, ": {} {} cents", m.cent_amount, m.currency_code);
+        }
+        if let Some(o) = &a.order_id {
+            let _ = write!(s, " for order {o}");
+        }
+    }
+    s
+}
+
+/// A cancelled payment's verdict in words: when, why, and whether the cancel failed.
+fn cancelled_because(
+    history: &History,
+    ledger: &[LedgerLine],
+    key: &str,
+    facts: Option<&PaymentFacts>,
+) -> String {
+    let mut s = format!("cancelled{}", written(ledger, key));
+    let reason = history
+        .action(key)
+        .and_then(|a| a.reason)
+        .or_else(|| ledger.iter().find(|l| l.key == key).and_then(|l| l.reason));
+    match reason {
+        Some(reason) => {
+            let _ = write!(s, ": {} ({})", cancel_words(reason), reason.as_str());
+        }
+        None if history.replay => {}
+        None => s.push_str(" (cancel:… is done in the ledger; the store keeps no reason)"),
+    }
+    if let Some(f) = facts.filter(|f| f.payment.cancel_authorization_failed()) {
+        let _ = write!(
+            s,
+            " — but the cancel failed (CancelAuthorization in Failure): the authorization \
+             stands, {} {} cents",
+            f.authorized,
+            f.currency.as_deref().unwrap_or_default()
+        );
+        if let Some(o) = &f.counts_toward {
+            let _ = write!(s, ", and counts toward order {o}");
+            if f.counts_toward_release == Some(LedgerStatus::Done) {
+                s.push_str(" (released)");
+            }
+        }
+    }
+    s
+}
+
+/// The payment's own facts: its orders, money and transactions.
+fn add_payment_facts(out: &mut PaymentExplanation, f: PaymentFacts) {
+    out.orders = f
+        .orders
+        .iter()
+        .map(|o| OrderRef {
+            id: o.id.clone(),
+            order_number: o.order_number.clone(),
+            order_state: o.order_state,
+            shipment_state: o.shipment_state,
+            created_at: o.created_at.as_ref().map(format_timestamp),
+            holds_payment: f.counts_toward.as_deref() == Some(o.id.as_str()),
+        })
+        .collect();
+    out.currency = f.currency;
+    out.authorized = f.authorized;
+    out.charged = f.charged;
+    out.counts_toward = f.counts_toward;
+    out.payment_interface = f.payment.payment_method_info.payment_interface.clone();
+    out.transactions = f.payment.transactions;
 }

@@ -20,17 +20,19 @@ mod tasks;
 mod timers;
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use crate::process::Processor;
-use crate::source::{Source, SourceError};
+use crate::source::{Delivery, Source, SourceError};
 use crate::store::Store;
 use crate::telemetry::{InFlight, WorkerStopped};
 
@@ -133,17 +135,30 @@ impl Worker {
         shutdown: impl Future<Output = ()>,
     ) -> RunSummary {
         tokio::pin!(shutdown);
-        let working = Arc::new(Semaphore::new(self.settings.concurrency));
-        let unsettled = Arc::new(Semaphore::new(
-            self.settings
-                .concurrency
-                .saturating_mul(UNSETTLED_PER_WORKING),
-        ));
-        let mut tasks = JoinSet::new();
-        let holding = Arc::new(Holding::new());
+        let mut run = self.start();
+        // Set on a shutdown signal: everything after it ends by then.
+        let deadline = if self.receive(&mut run, source.as_mut(), &mut shutdown).await {
+            self.finish_input(&mut run, &mut shutdown).await
+        } else {
+            Some(self.drain(&mut run).await)
+        };
+        self.close(source.as_mut(), deadline).await;
+        run.progress.abort();
+        let summary = RunSummary {
+            failed_cancels: self.processor.failed_cancels(),
+            failed_captures: self.processor.failed_captures(),
+            ..self.stats.summary()
+        };
+        WorkerStopped(&summary).emit();
+        summary
+    }
+
+    /// The permits, the hold, and the two background tasks: the timer loop and the progress
+    /// line.
+    fn start(&self) -> Run {
         let stop_timers = CancellationToken::new();
         let draining = CancellationToken::new();
-        let mut timers = tokio::spawn(run_timers(
+        let timers = tokio::spawn(run_timers(
             self.processor.clone(),
             self.store.clone(),
             self.settings.retry_delay,
@@ -152,158 +167,207 @@ impl Worker {
             stop_timers.clone(),
             draining.clone(),
         ));
-        let mut receive_failures: u32 = 0;
-        let mut finished = false;
-        let source_name = source.name();
         let progress = tokio::spawn(report_progress(
             self.stats.clone(),
             self.settings.progress_interval,
             stop_timers.clone(),
         ));
+        Run {
+            working: Arc::new(Semaphore::new(self.settings.concurrency)),
+            unsettled: Arc::new(Semaphore::new(
+                self.settings
+                    .concurrency
+                    .saturating_mul(UNSETTLED_PER_WORKING),
+            )),
+            tasks: JoinSet::new(),
+            holding: Arc::new(Holding::new()),
+            stop_timers,
+            draining,
+            timers,
+            progress,
+        }
+    }
 
+    /// Receives and hands each delivery to a task of its own, until the shutdown signal
+    /// (`false`) or the end of the input (`true`).
+    async fn receive<F: Future<Output = ()>>(
+        &self,
+        run: &mut Run,
+        source: &mut dyn Source,
+        shutdown: &mut Pin<&mut F>,
+    ) -> bool {
+        let source_name = source.name();
+        let mut receive_failures: u32 = 0;
         loop {
             // Reap finished tasks so the set does not grow without bound.
-            while let Some(res) = tasks.try_join_next() {
+            while let Some(res) = run.tasks.try_join_next() {
                 report_panic(res);
             }
             // Both before receiving: what is received can be worked on at once. Neither while
             // a message is held through a dependency's outage: a new one would only wait too.
             let permits = async {
-                holding.unpaused().await;
-                let held = unsettled.clone().acquire_owned().await?;
-                let work = working.clone().acquire_owned().await?;
+                run.holding.unpaused().await;
+                let held = run.unsettled.clone().acquire_owned().await?;
+                let work = run.working.clone().acquire_owned().await?;
                 Ok::<_, tokio::sync::AcquireError>((held, work))
             };
-            let (held, work) = tokio::select! {
+            let permits = tokio::select! {
                 biased;
-                () = &mut shutdown => break,
+                () = shutdown.as_mut() => return false,
                 p = permits => match p {
                     Ok(p) => p,
-                    Err(_) => break,
+                    Err(_) => return false,
                 },
             };
             let next = tokio::select! {
                 biased;
-                () = &mut shutdown => break,
+                () = shutdown.as_mut() => return false,
                 n = source.next() => n,
             };
             match next {
                 Ok(Some(delivery)) => {
                     receive_failures = 0;
-                    let processor = self.processor.clone();
-                    let settings = self.settings.clone();
-                    let stats = self.stats.clone();
-                    let holding = holding.clone();
-                    // Every line logged about this message carries where it came from.
-                    let span = info_span!("message", origin = %delivery.origin);
-                    InFlight(stats.in_flight.fetch_add(1, Ordering::Relaxed) + 1).emit();
-                    tasks.spawn(
-                        async move {
-                            let outcome =
-                                process_holding(&delivery, &processor, &stats, &settings, &holding)
-                                    .await;
-                            // Settling is the broker's round trip, not work: the next message
-                            // may start meanwhile.
-                            drop(work);
-                            InFlight(stats.in_flight.fetch_sub(1, Ordering::Relaxed) - 1).emit();
-                            settle(delivery, outcome, &settings, &stats, source_name).await;
-                            drop(held);
-                        }
-                        .instrument(span),
-                    );
+                    self.spawn_message(run, delivery, permits, source_name);
                 }
-                Ok(None) => {
-                    finished = true;
-                    break;
-                }
+                Ok(None) => return true,
                 Err(e) => {
                     receive_failures = receive_failures.saturating_add(1);
-                    let delay = if matches!(e, SourceError::Receive(_)) {
-                        // The broker sources back off on their own and report the change of
-                        // state (SourceState); backing off here too would stack delays on
-                        // errors queued before the broker came back.
-                        debug!(error = %e, "receive failed");
-                        Duration::from_millis(100)
-                    } else {
-                        let delay =
-                            outage_backoff(self.settings.retry_delay).delay(receive_failures);
-                        warn!(error = %e, retry_in = ?delay, "receive failed");
-                        delay
-                    };
+                    let delay = self.receive_retry_delay(&e, receive_failures);
                     tokio::select! {
-                        () = &mut shutdown => break,
+                        () = shutdown.as_mut() => return false,
                         () = tokio::time::sleep(delay) => {}
                     }
                 }
             }
         }
+    }
 
-        // Set on a shutdown signal: everything after it ends by then.
-        let mut deadline: Option<tokio::time::Instant> = None;
-        if finished {
-            // The input is done: wait for in-flight work (a shutdown ends the holds of messages
-            // waiting for a dependency), then for the pending timers.
-            let drained = async {
-                while let Some(res) = tasks.join_next().await {
-                    report_panic(res);
-                }
-            };
-            tokio::pin!(drained);
-            // A completed `shutdown` must not be polled again.
-            let mut shut_down = false;
-            tokio::select! {
-                () = &mut drained => {}
-                () = &mut shutdown => {
-                    shut_down = true;
-                    holding.stop();
-                    drained.await;
-                }
+    /// One delivery's task: processed (held through an outage), its worker slot freed, then
+    /// settled and its unsettled place freed.
+    fn spawn_message(
+        &self,
+        run: &mut Run,
+        delivery: Delivery,
+        (held, work): (OwnedSemaphorePermit, OwnedSemaphorePermit),
+        source_name: &'static str,
+    ) {
+        let processor = self.processor.clone();
+        let settings = self.settings.clone();
+        let stats = self.stats.clone();
+        let holding = run.holding.clone();
+        // Every line logged about this message carries where it came from.
+        let span = info_span!("message", origin = %delivery.origin);
+        InFlight(stats.in_flight.fetch_add(1, Ordering::Relaxed) + 1).emit();
+        run.tasks.spawn(
+            async move {
+                let outcome =
+                    process_holding(&delivery, &processor, &stats, &settings, &holding).await;
+                // Settling is the broker's round trip, not work: the next message may start
+                // meanwhile.
+                drop(work);
+                InFlight(stats.in_flight.fetch_sub(1, Ordering::Relaxed) - 1).emit();
+                settle(delivery, outcome, &settings, &stats, source_name).await;
+                drop(held);
             }
-            self.processor.input_ended();
-            draining.cancel();
-            if !shut_down {
-                tokio::select! {
-                    _ = &mut timers => {}
-                    () = &mut shutdown => shut_down = true,
-                }
-            }
-            if shut_down {
-                // The checks in flight get the drain's share of the shutdown budget, as
-                // in-flight messages do; closing and the last flush keep the rest.
-                let budget = self.settings.shutdown_timeout;
-                let now = tokio::time::Instant::now();
-                deadline = Some(now + budget);
-                stop_timers.cancel();
-                let drained = now + budget.saturating_sub(close_reserve(budget));
-                end_timers(&mut timers, Some(drained)).await;
-            }
+            .instrument(span),
+        );
+    }
+
+    /// How long to wait after the `failures`-th receive failure in a row.
+    fn receive_retry_delay(&self, e: &SourceError, failures: u32) -> Duration {
+        if matches!(e, SourceError::Receive(_)) {
+            // The broker sources back off on their own and report the change of state
+            // (SourceState); backing off here too would stack delays on errors queued before
+            // the broker came back.
+            debug!(error = %e, "receive failed");
+            Duration::from_millis(100)
         } else {
-            let budget = self.settings.shutdown_timeout;
-            deadline = Some(tokio::time::Instant::now() + budget);
-            info!(in_flight = tasks.len(), budget = ?budget, "shutting down: no longer receiving");
-            stop_timers.cancel();
-            holding.stop();
-            let drain = async {
-                while let Some(res) = tasks.join_next().await {
-                    report_panic(res);
-                }
-            };
-            if tokio::time::timeout(budget.saturating_sub(close_reserve(budget)), drain)
-                .await
-                .is_err()
-            {
-                warn!(
-                    abandoned = tasks.len(),
-                    "shutdown deadline passed; unsettled messages will be redelivered"
-                );
-                tasks.abort_all();
-                while tasks.join_next().await.is_some() {}
-            }
-            end_timers(&mut timers, deadline).await;
+            let delay = outage_backoff(self.settings.retry_delay).delay(failures);
+            warn!(error = %e, retry_in = ?delay, "receive failed");
+            delay
         }
-        // Closing (flushing acks, giving back what was received but not handed out) and the
-        // store's last flush share what is left of the budget: the whole shutdown ends within
-        // `shutdown_timeout`, so an orchestrator's grace period above it never kills us mid-way.
+    }
+
+    /// The input is done: waits for in-flight work (a shutdown ends the holds of messages
+    /// waiting for a dependency), then for the pending timers. A shutdown signal meanwhile
+    /// sets the deadline, which it returns.
+    async fn finish_input<F: Future<Output = ()>>(
+        &self,
+        run: &mut Run,
+        shutdown: &mut Pin<&mut F>,
+    ) -> Option<Instant> {
+        let tasks = &mut run.tasks;
+        let drained = async {
+            while let Some(res) = tasks.join_next().await {
+                report_panic(res);
+            }
+        };
+        tokio::pin!(drained);
+        // A completed `shutdown` must not be polled again.
+        let mut shut_down = false;
+        tokio::select! {
+            () = &mut drained => {}
+            () = shutdown.as_mut() => {
+                shut_down = true;
+                run.holding.stop();
+                drained.await;
+            }
+        }
+        self.processor.input_ended();
+        run.draining.cancel();
+        if !shut_down {
+            tokio::select! {
+                _ = &mut run.timers => {}
+                () = shutdown.as_mut() => shut_down = true,
+            }
+        }
+        if !shut_down {
+            return None;
+        }
+        // The checks in flight get the drain's share of the shutdown budget, as in-flight
+        // messages do; closing and the last flush keep the rest.
+        let budget = self.settings.shutdown_timeout;
+        let now = Instant::now();
+        run.stop_timers.cancel();
+        let drained = now + budget.saturating_sub(close_reserve(budget));
+        end_timers(&mut run.timers, Some(drained)).await;
+        Some(now + budget)
+    }
+
+    /// On the shutdown signal: no more work is taken; in-flight messages get the drain's share
+    /// of the budget, the timer checks what is left of it. Returns the deadline.
+    async fn drain(&self, run: &mut Run) -> Instant {
+        let budget = self.settings.shutdown_timeout;
+        let deadline = Instant::now() + budget;
+        info!(in_flight = run.tasks.len(), budget = ?budget, "shutting down: no longer receiving");
+        run.stop_timers.cancel();
+        run.holding.stop();
+        let tasks = &mut run.tasks;
+        let drain = async {
+            while let Some(res) = tasks.join_next().await {
+                report_panic(res);
+            }
+        };
+        if tokio::time::timeout(budget.saturating_sub(close_reserve(budget)), drain)
+            .await
+            .is_err()
+        {
+            warn!(
+                abandoned = run.tasks.len(),
+                "shutdown deadline passed; unsettled messages will be redelivered"
+            );
+            run.tasks.abort_all();
+            while run.tasks.join_next().await.is_some() {}
+        }
+        end_timers(&mut run.timers, Some(deadline)).await;
+        deadline
+    }
+
+    /// Closes the source (flushing acks, giving back what was received but not handed out),
+    /// then the store's last flush: they share what is left of the budget, so the whole
+    /// shutdown ends within `shutdown_timeout` and an orchestrator's grace period above it
+    /// never kills us mid-way.
+    async fn close(&self, source: &mut dyn Source, deadline: Option<Instant>) {
         if tokio::time::timeout(remaining(deadline), source.close())
             .await
             .is_err()
@@ -326,23 +390,32 @@ impl Worker {
                 "the state store's last flush did not finish within the shutdown budget; some redeliveries will be re-checked"
             ),
         }
-        progress.abort();
-        let summary = RunSummary {
-            failed_cancels: self.processor.failed_cancels(),
-            failed_captures: self.processor.failed_captures(),
-            ..self.stats.summary()
-        };
-        WorkerStopped(&summary).emit();
-        summary
     }
+}
+
+/// What the phases of one run share.
+struct Run {
+    /// Worker slots: messages being worked on.
+    working: Arc<Semaphore>,
+    /// Places for messages received and not yet settled.
+    unsettled: Arc<Semaphore>,
+    /// One task per message.
+    tasks: JoinSet<()>,
+    /// Messages held through a dependency's outage; while one is, pulling pauses.
+    holding: Arc<Holding>,
+    /// Stops the timer loop and the progress line.
+    stop_timers: CancellationToken,
+    /// Tells the timer loop the input is done.
+    draining: CancellationToken,
+    /// The timer loop.
+    timers: JoinHandle<()>,
+    /// The progress line.
+    progress: JoinHandle<()>,
 }
 
 /// Waits for the timer task (stopped) until `deadline`, then aborts it, which aborts the
 /// checks it still runs: a dropped `JoinHandle` would leave them running past the shutdown.
-async fn end_timers(
-    timers: &mut tokio::task::JoinHandle<()>,
-    deadline: Option<tokio::time::Instant>,
-) {
+async fn end_timers(timers: &mut JoinHandle<()>, deadline: Option<Instant>) {
     if tokio::time::timeout(remaining(deadline), &mut *timers)
         .await
         .is_err()
@@ -371,9 +444,9 @@ fn close_reserve(budget: Duration) -> Duration {
 }
 
 /// Time left until `deadline`; unbounded (a day) without one.
-fn remaining(deadline: Option<tokio::time::Instant>) -> Duration {
+fn remaining(deadline: Option<Instant>) -> Duration {
     deadline.map_or(Duration::from_secs(86_400), |d| {
-        d.saturating_duration_since(tokio::time::Instant::now())
+        d.saturating_duration_since(Instant::now())
     })
 }
 

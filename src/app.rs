@@ -1,4 +1,4 @@
-//! Wiring: builds the view, store, executors and processor a configuration asks for.
+//! Wiring: builds the source, view, store, executors and processor a configuration asks for.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -9,15 +9,46 @@ use std::time::Duration;
 use tracing::debug;
 
 use crate::commerce::{CtpClient, LiveView};
-use crate::config::{OrderUpdate, Settings};
+use crate::config::{OrderUpdate, Settings, SourceSettings};
 use crate::effects::{Canceller, DryRun, Executor, LiveExecutor, OrderUpdater, Webhook};
 use crate::process::Processor;
 use crate::redact::{UrlKind, http_error_text, mask_url};
 use crate::retry::Backoff;
 use crate::rules::Engine;
+use crate::source::{FileInput, FileSource, PubsubSource, Source, SqsSource};
 use crate::store::{MemoryStore, SqlStore, Store, StoreError};
-use crate::telemetry::StoreState;
+use crate::telemetry::{SourceState, StoreState};
 use crate::view::{CommerceView, StreamView};
+
+/// Opens the source the configuration names: the input files, or the connection to the
+/// Pub/Sub subscription or SQS queue.
+///
+/// # Errors
+/// The input cannot be read, or the broker cannot be reached.
+pub async fn open_source(source: &SourceSettings) -> Result<Box<dyn Source>, String> {
+    Ok(match source {
+        SourceSettings::File { path } => {
+            let inputs =
+                FileInput::resolve(std::slice::from_ref(path)).map_err(|e| e.to_string())?;
+            SourceState {
+                source: "file",
+                result: Ok(()),
+            }
+            .emit();
+            Box::new(FileSource::new(inputs, Duration::from_secs(30)))
+        }
+        SourceSettings::Pubsub(pubsub) => Box::new(
+            PubsubSource::connect(pubsub)
+                .await
+                .map_err(|e| format!("Pub/Sub source: {e}"))?,
+        ),
+        SourceSettings::Sqs(sqs) => Box::new(
+            SqsSource::connect(sqs)
+                .await
+                .map_err(|e| format!("SQS source: {e}"))?,
+        ),
+    })
+}
 
 /// Builds the processor for `settings`. With the commercetools client configured the rules read
 /// the live API; without it they read a view built from the stream itself. A dry run writes

@@ -28,6 +28,7 @@
 
 pub mod action;
 pub mod app;
+pub mod cli;
 pub mod commerce;
 pub mod config;
 #[cfg(test)]

@@ -8,46 +8,20 @@
 //! modified in the window, each looked at as if a message had just arrived for it.
 
 use std::collections::BTreeMap;
-use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
-use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use clap::Args;
 use serde_json::{Value, json};
 
 use crate::action::Action;
 use crate::app::{build_processor, open_store};
 use crate::commerce::CtpClient;
-use crate::config::{self, Settings};
+use crate::config::Settings;
 use crate::message::decode;
 use crate::process::{Handled, ProcessError, Processor};
 use crate::store::{LedgerStatus, MemoryStore, Store};
 use crate::subscription::SUBSCRIBED_MESSAGES;
-
-/// `payrules reconcile …`.
-#[derive(Debug, Args)]
-pub struct ReconcileArgs {
-    /// Start of the window: a duration back from now (`3h`, `90m`) or an RFC 3339 timestamp.
-    #[arg(long)]
-    pub since: String,
-    /// End of the window (default: now), in the same forms.
-    #[arg(long)]
-    pub until: Option<String>,
-    /// Print the actions the window calls for (replay's JSON lines) without executing any or
-    /// writing the ledger.
-    #[arg(long)]
-    pub dry_run: bool,
-    /// TOML configuration; environment variables override it (the commercetools client, the
-    /// state store, the executors).
-    #[arg(long)]
-    pub config: Option<PathBuf>,
-    /// Messages per page (the API allows at most 500).
-    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=500))]
-    pub page_size: u32,
-}
 
 /// A reconcile run, for the summary.
 #[derive(Debug, Default)]
@@ -86,7 +60,8 @@ pub fn parse_when(text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, Strin
         .ok_or_else(|| format!("{text:?} reaches too far back"))
 }
 
-fn stamp(t: DateTime<Utc>) -> String {
+/// A time as the Messages query and the summary write it (RFC 3339, milliseconds, `Z`).
+pub fn stamp(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
@@ -451,141 +426,6 @@ impl Reconciler {
                 }
             }
         }
-    }
-}
-
-/// Runs `payrules reconcile`.
-pub async fn cli(args: ReconcileArgs) -> ExitCode {
-    let now = Utc::now();
-    let window = parse_when(&args.since, now).and_then(|since| {
-        let until = match &args.until {
-            Some(u) => parse_when(u, now)?,
-            None => now,
-        };
-        if since >= until {
-            return Err(format!(
-                "--since {} is not before --until {}",
-                stamp(since),
-                stamp(until)
-            ));
-        }
-        Ok((since, until))
-    });
-    let (since, until) = match window {
-        Ok(w) => w,
-        Err(e) => {
-            eprintln!("payrules reconcile: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    // The source is not used: a file source with no path must not stop the configuration.
-    let loaded = config::load_with(args.config.as_deref(), |k| {
-        std::env::var(k)
-            .ok()
-            .or_else(|| (k == "PAYRULES_FILE_PATH").then(|| "-".to_string()))
-    });
-    let settings = match loaded {
-        Ok(l) => l.settings,
-        Err(e) => {
-            eprintln!("payrules reconcile: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    // `dry_run = true` in the file or the environment is a dry run too: it never writes the
-    // ledger the real workers rely on.
-    let dry_run = args.dry_run || settings.dry_run;
-    let reconciler = match Reconciler::new(settings, dry_run).await {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("payrules reconcile: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    // A bar over the window's time (the Messages API gives no total): how far the messages
-    // read so far have come from `since` toward `until`.
-    let window_ms = |t: DateTime<Utc>| u64::try_from((t - since).num_milliseconds()).unwrap_or(0);
-    let bar = std::io::stderr().is_terminal().then(|| {
-        let b = indicatif::ProgressBar::new(window_ms(until).max(1));
-        if let Ok(style) = indicatif::ProgressStyle::with_template(
-            "{spinner} [{bar:30}] {percent:>3}% of the window  {msg}",
-        ) {
-            b.set_style(style.progress_chars("=> "));
-        }
-        b.set_message("reading");
-        b.enable_steady_tick(Duration::from_millis(200));
-        b
-    });
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
-    let result = reconciler
-        .run(
-            since,
-            until,
-            args.page_size,
-            |a| {
-                if dry_run {
-                    let _ = writeln!(out, "{}", a.to_json_line());
-                }
-            },
-            |read, reached| {
-                if let Some(b) = &bar {
-                    if let Some(t) = reached {
-                        b.set_position(window_ms(t).min(b.length().unwrap_or(0)));
-                    }
-                    b.set_message(format!("{read} read"));
-                }
-            },
-        )
-        .await;
-    if let Some(b) = bar {
-        b.finish_and_clear();
-    }
-    let summary = match result {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("payrules reconcile: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let actions: Vec<String> = summary
-        .actions
-        .iter()
-        .map(|(k, n)| format!("{n} {k}"))
-        .collect();
-    eprintln!(
-        "payrules reconcile: {} .. {}{}: {} {} read, {} could not make an action due, {} already processed, {} grace-period checks, actions {}: {}, {} already done, {} failed",
-        stamp(since),
-        stamp(until),
-        if summary.swept {
-            " (query sweep: the Messages API is not enabled)"
-        } else {
-            ""
-        },
-        summary.read,
-        if summary.swept {
-            "payments"
-        } else {
-            "messages"
-        },
-        summary.inert,
-        summary.already_processed,
-        summary.timers_fired,
-        if dry_run { "called for" } else { "taken" },
-        if actions.is_empty() {
-            "none".to_string()
-        } else {
-            actions.join(", ")
-        },
-        summary.already_done,
-        summary.failures.len()
-    );
-    for f in &summary.failures {
-        eprintln!("payrules reconcile: failed: {f}");
-    }
-    if summary.failures.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
     }
 }
 

@@ -24,14 +24,12 @@
 //! # Ok(()) }
 //! ```
 
-mod cli;
 mod gather;
 mod history;
 mod offline;
 mod report;
 mod text;
 
-pub use cli::{ExplainArgs, cli};
 pub use gather::explain;
 pub use history::History;
 pub use offline::Offline;
@@ -41,14 +39,10 @@ pub use report::{
     TimerLine,
 };
 
-use clap::ValueEnum;
 use serde::Serialize;
 
-// ------------------------------------------------------------------------------------------------
-// The command line
-
 /// What to explain.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Kind {
     /// An order: released or not, and why.

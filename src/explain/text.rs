@@ -288,54 +288,72 @@ fn payment_text(p: &PaymentExplanation) -> String {
     let _ = writeln!(out, "  from the {}", p.source);
     out.push('\n');
     if p.found {
-        let currency = p.currency.as_deref().unwrap_or("?");
-        let _ = write!(
-            out,
-            "  money:        authorized {}, charged {} {currency} cents",
-            p.authorized, p.charged
-        );
-        if let Some(i) = &p.payment_interface {
-            let _ = write!(out, " (payment interface {i})");
-        }
-        let ours = p
-            .ledger
-            .iter()
-            .any(|l| l.key.starts_with("cancel:") && l.status != "failed");
-        let visible = p
-            .transactions
-            .iter()
-            .any(|t| t.kind == crate::model::TransactionType::CancelAuthorization);
-        if ours && !visible {
-            out.push_str(
-                "\n                payrules' cancel is not on the payment yet: its authorization \
-                 counts for nothing",
-            );
-        }
-        out.push('\n');
+        payment_money(&mut out, p);
         let _ = writeln!(out, "  transactions:");
         transaction_lines(&mut out, "                ", &p.transactions);
-        if p.orders.is_empty() {
-            let _ = writeln!(out, "  orders:       none reference it");
-        }
-        for (i, o) in p.orders.iter().enumerate() {
-            let label = if i == 0 { "  orders:" } else { "" };
-            let _ = write!(out, "{label:<16}order {}", o.id);
-            if let Some(n) = &o.order_number {
-                let _ = write!(out, " (number {n})");
-            }
-            let _ = write!(out, ", {}", o.order_state);
-            if let Some(s) = o.shipment_state {
-                let _ = write!(out, ", shipment {s}");
-            }
-            if let Some(c) = &o.created_at {
-                let _ = write!(out, ", created {c}");
-            }
-            if o.holds_payment {
-                out.push_str(": its money counts toward this order");
-            }
-            out.push('\n');
-        }
+        payment_orders(&mut out, p);
     }
+    grace_check_line(&mut out, p);
+    ledger_lines(&mut out, &p.ledger);
+    payment_rules_lines(&mut out, &p.rules_now);
+    out
+}
+
+/// "money: authorized …, charged …", and whether payrules' cancel shows on the payment yet.
+fn payment_money(out: &mut String, p: &PaymentExplanation) {
+    let currency = p.currency.as_deref().unwrap_or("?");
+    let _ = write!(
+        out,
+        "  money:        authorized {}, charged {} {currency} cents",
+        p.authorized, p.charged
+    );
+    if let Some(i) = &p.payment_interface {
+        let _ = write!(out, " (payment interface {i})");
+    }
+    let ours = p
+        .ledger
+        .iter()
+        .any(|l| l.key.starts_with("cancel:") && l.status != "failed");
+    let visible = p
+        .transactions
+        .iter()
+        .any(|t| t.kind == crate::model::TransactionType::CancelAuthorization);
+    if ours && !visible {
+        out.push_str(
+            "\n                payrules' cancel is not on the payment yet: its authorization \
+             counts for nothing",
+        );
+    }
+    out.push('\n');
+}
+
+/// The orders referencing the payment, one line each.
+fn payment_orders(out: &mut String, p: &PaymentExplanation) {
+    if p.orders.is_empty() {
+        let _ = writeln!(out, "  orders:       none reference it");
+    }
+    for (i, o) in p.orders.iter().enumerate() {
+        let label = if i == 0 { "  orders:" } else { "" };
+        let _ = write!(out, "{label:<16}order {}", o.id);
+        if let Some(n) = &o.order_number {
+            let _ = write!(out, " (number {n})");
+        }
+        let _ = write!(out, ", {}", o.order_state);
+        if let Some(s) = o.shipment_state {
+            let _ = write!(out, ", shipment {s}");
+        }
+        if let Some(c) = &o.created_at {
+            let _ = write!(out, ", created {c}");
+        }
+        if o.holds_payment {
+            out.push_str(": its money counts toward this order");
+        }
+        out.push('\n');
+    }
+}
+
+/// The payment's grace-period check: when due, scheduled and fired.
+fn grace_check_line(out: &mut String, p: &PaymentExplanation) {
     match &p.timer {
         Some(t) => {
             let _ = write!(out, "  grace check:  due at {}", t.due);
@@ -361,8 +379,10 @@ fn payment_text(p: &PaymentExplanation) -> String {
             let _ = writeln!(out, "  grace check:  not readable from the store");
         }
     }
-    ledger_lines(&mut out, &p.ledger);
-    let r = &p.rules_now;
+}
+
+/// What the rules decide for the payment now.
+fn payment_rules_lines(out: &mut String, r: &PaymentRulesNow) {
     let _ = writeln!(
         out,
         "  rules now:    on a message: {}",
@@ -378,7 +398,6 @@ fn payment_text(p: &PaymentExplanation) -> String {
         "                {}",
         decision_words("capture", &r.capture)
     );
-    out
 }
 
 #[cfg(test)]

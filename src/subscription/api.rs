@@ -13,13 +13,13 @@ use std::time::Duration;
 /// A commercetools session for one command: one token, requested without a scope (the API
 /// client's own scopes; it needs `manage_subscriptions:{projectKey}`, or
 /// `view_subscriptions:{projectKey}` for `show`).
-pub(super) struct Api {
+pub(crate) struct Api {
     http: reqwest::Client,
     settings: CommercetoolsSettings,
     token: Secret,
 }
 
-pub(super) fn ctp_error(what: &str, retry: Retry, message: String) -> CtpError {
+pub(crate) fn ctp_error(what: &str, retry: Retry, message: String) -> CtpError {
     CtpError {
         retry,
         status: None,
@@ -29,7 +29,7 @@ pub(super) fn ctp_error(what: &str, retry: Retry, message: String) -> CtpError {
 }
 
 impl Api {
-    pub(super) async fn connect(settings: CommercetoolsSettings) -> Result<Self, CtpError> {
+    pub(crate) async fn connect(settings: CommercetoolsSettings) -> Result<Self, CtpError> {
         let http = reqwest::Client::builder()
             .timeout(settings.timeout.max(Duration::from_secs(10)))
             .redirect(reqwest::redirect::Policy::none())
@@ -101,7 +101,7 @@ impl Api {
         }
     }
 
-    pub(super) async fn by_key(&self, key: &str) -> Result<Option<Value>, CtpError> {
+    pub(crate) async fn by_key(&self, key: &str) -> Result<Option<Value>, CtpError> {
         let url = self.url(&format!("subscriptions/key={key}"));
         self.call("reading the Subscription", self.http.get(url))
             .await
@@ -145,7 +145,7 @@ impl Api {
 // The commands
 
 /// Creates, updates or leaves the Subscription; returns the line saying which.
-pub(super) async fn apply(
+pub(crate) async fn apply(
     settings: CommercetoolsSettings,
     draft: &Draft,
 ) -> Result<String, CtpError> {

@@ -3,11 +3,10 @@
 
 use super::{PUBSUB_PUBLISHER, SQS_PRINCIPAL, events_json, messages_json};
 use crate::redact::Secret;
-use clap::ValueEnum;
 use serde_json::{Value, json};
 
 /// How commercetools authenticates to SQS.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthMode {
     /// commercetools' AWS user sends; the queue policy grants it `sqs:SendMessage`.
     Iam,
@@ -16,7 +15,7 @@ pub enum AuthMode {
 }
 
 impl AuthMode {
-    pub(super) fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Iam => "IAM",
             Self::Credentials => "Credentials",
@@ -25,7 +24,7 @@ impl AuthMode {
 }
 
 /// The delivery format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FormatArg {
     /// commercetools' own format.
     Platform,
@@ -34,7 +33,7 @@ pub enum FormatArg {
 }
 
 impl FormatArg {
-    pub(super) fn to_json(self) -> Value {
+    pub(crate) fn to_json(self) -> Value {
         match self {
             Self::Platform => json!({ "type": "Platform" }),
             Self::Cloudevents => json!({ "type": "CloudEvents", "cloudEventsVersion": "1.0" }),
@@ -135,13 +134,13 @@ impl Destination {
         }
     }
 
-    pub(super) fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         describe_destination(&self.to_json(false))
     }
 }
 
 /// How a destination JSON reads in `show` and in a change line.
-pub(super) fn describe_destination(d: &Value) -> String {
+pub(crate) fn describe_destination(d: &Value) -> String {
     let s = |k: &str| d[k].as_str().unwrap_or("?").to_string();
     match d["type"].as_str() {
         Some("GoogleCloudPubSub") => format!(
@@ -177,7 +176,7 @@ pub fn parse_topic(name: &str) -> Result<(String, String), String> {
 }
 
 /// (host, account, queue) of an SQS queue URL `http(s)://HOST/ACCOUNT/QUEUE`.
-pub(super) fn split_queue_url(url: &str) -> Result<(String, String, String), String> {
+pub(crate) fn split_queue_url(url: &str) -> Result<(String, String, String), String> {
     let bad = || {
         format!(
             "--queue-url {url:?} is not of the form https://sqs.REGION.amazonaws.com/ACCOUNT/QUEUE"
@@ -207,7 +206,7 @@ pub(super) fn split_queue_url(url: &str) -> Result<(String, String, String), Str
     }
 }
 
-pub(super) fn is_region(r: &str) -> bool {
+pub(crate) fn is_region(r: &str) -> bool {
     !r.is_empty()
         && r.split('-').count() >= 3
         && r.bytes()

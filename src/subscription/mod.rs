@@ -12,12 +12,10 @@
 //! version it read, and changes nothing when it already matches. `show` prints the live
 //! Subscription and what it lacks.
 
-mod api;
-mod cli;
-mod destination;
-mod plan;
+pub(crate) mod api;
+pub(crate) mod destination;
+pub(crate) mod plan;
 
-pub use cli::{CreateArgs, DestinationKind, ShowArgs, SubscriptionCommand, cli};
 pub use destination::{
     AuthMode, Destination, Draft, FormatArg, parse_topic, region_from_queue_url, sqs_policy,
     sqs_queue_arn,

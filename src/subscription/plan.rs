@@ -9,9 +9,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 /// `resourceTypeId` → the types of it (`None`: all types, as an absent or empty `types` means).
-pub(super) type Selection = BTreeMap<String, Option<BTreeSet<String>>>;
+pub(crate) type Selection = BTreeMap<String, Option<BTreeSet<String>>>;
 
-pub(super) fn selection(list: Option<&Value>) -> Selection {
+pub(crate) fn selection(list: Option<&Value>) -> Selection {
     let mut out: Selection = BTreeMap::new();
     for entry in list.and_then(Value::as_array).into_iter().flatten() {
         let Some(rt) = entry["resourceTypeId"].as_str() else {
@@ -33,7 +33,7 @@ pub(super) fn selection(list: Option<&Value>) -> Selection {
     out
 }
 
-pub(super) fn wanted(list: &[(&str, &[MessageType])]) -> Selection {
+pub(crate) fn wanted(list: &[(&str, &[MessageType])]) -> Selection {
     list.iter()
         .map(|(rt, types)| {
             (
@@ -46,7 +46,7 @@ pub(super) fn wanted(list: &[(&str, &[MessageType])]) -> Selection {
 
 /// The destination as compared: an absent `authenticationMode` is `Credentials` (the API's
 /// default), and the access secret only counts when the live one shows it.
-pub(super) fn comparable_destination(d: &Value, keep_secret: bool) -> Value {
+pub(crate) fn comparable_destination(d: &Value, keep_secret: bool) -> Value {
     let mut d = d.clone();
     if let Some(o) = d.as_object_mut() {
         if o.get("type").and_then(Value::as_str) == Some("SQS")
@@ -62,7 +62,7 @@ pub(super) fn comparable_destination(d: &Value, keep_secret: bool) -> Value {
 }
 
 /// The format as compared (`Platform` when absent).
-pub(super) fn comparable_format(f: Option<&Value>) -> Value {
+pub(crate) fn comparable_format(f: Option<&Value>) -> Value {
     match f {
         Some(v) if v.is_object() => v.clone(),
         _ => json!({ "type": "Platform" }),
@@ -188,7 +188,7 @@ pub fn coverage(live: &Value) -> Coverage {
     c
 }
 
-pub(super) fn describe_selection(sel: &Selection) -> String {
+pub(crate) fn describe_selection(sel: &Selection) -> String {
     if sel.is_empty() {
         return "(none)".into();
     }
@@ -204,7 +204,7 @@ pub(super) fn describe_selection(sel: &Selection) -> String {
         .join("; ")
 }
 
-pub(super) fn describe_format(f: &Value) -> String {
+pub(crate) fn describe_format(f: &Value) -> String {
     match (f["type"].as_str(), f["cloudEventsVersion"].as_str()) {
         (Some(t), Some(v)) => format!("{t} {v}"),
         (Some(t), None) => t.to_string(),
@@ -212,7 +212,7 @@ pub(super) fn describe_format(f: &Value) -> String {
     }
 }
 
-pub(super) fn indent(text: &str) -> String {
+pub(crate) fn indent(text: &str) -> String {
     text.lines()
         .map(|l| format!("  {l}"))
         .collect::<Vec<_>>()

@@ -1,19 +1,8 @@
 //! Unit tests of the parent module.
 
 use super::*;
-use super::{cli::*, destination::*, plan::*};
+use super::{destination::*, plan::*};
 use crate::redact::Secret;
-
-fn args(extra: &[&str]) -> CreateArgs {
-    use clap::Parser;
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        create: CreateArgs,
-    }
-    let argv = std::iter::once("create").chain(extra.iter().copied());
-    Cli::try_parse_from(argv).unwrap().create
-}
 
 #[test]
 fn topics_parse_and_bad_ones_are_named() {
@@ -50,58 +39,6 @@ fn queue_urls_give_region_and_arn() {
     );
     assert!(split_queue_url("https://sqs.eu-west-1.amazonaws.com/1/q.fifo").is_err());
     assert!(split_queue_url("https://sqs.eu-west-1.amazonaws.com/q").is_err());
-}
-
-#[test]
-fn destinations_validate_their_options() {
-    let d = args(&["--destination", "pubsub", "--topic", "projects/p/topics/t"])
-        .destination(|_| None)
-        .unwrap();
-    assert_eq!(
-        d.to_json(false),
-        json!({"type": "GoogleCloudPubSub", "projectId": "p", "topic": "t"})
-    );
-    let e = args(&["--destination", "pubsub"])
-        .destination(|_| None)
-        .unwrap_err();
-    assert!(e.contains("--topic"), "{e}");
-    let e = args(&[
-        "--destination",
-        "sqs",
-        "--queue-url",
-        "http://127.0.0.1:4567/000000000000/q",
-    ])
-    .destination(|_| None)
-    .unwrap_err();
-    assert!(e.contains("--region"), "{e}");
-    let e = args(&[
-        "--destination",
-        "sqs",
-        "--queue-url",
-        "https://sqs.eu-west-1.amazonaws.com/1/q",
-        "--authentication-mode",
-        "credentials",
-        "--access-key",
-        "AKIA",
-    ])
-    .destination(|_| None)
-    .unwrap_err();
-    assert!(e.contains(SQS_SECRET_ENV), "{e}");
-    let d = args(&[
-        "--destination",
-        "sqs",
-        "--queue-url",
-        "https://sqs.eu-west-1.amazonaws.com/1/q",
-        "--authentication-mode",
-        "credentials",
-        "--access-key",
-        "AKIA",
-    ])
-    .destination(|_| Some("s3cr3t".into()))
-    .unwrap();
-    assert_eq!(d.to_json(false)["accessSecret"], "****");
-    assert_eq!(d.to_json(true)["accessSecret"], "s3cr3t");
-    assert!(!format!("{d:?}").contains("s3cr3t"));
 }
 
 fn draft() -> Draft {

@@ -1,17 +1,14 @@
-//! The `payrules explain` command line: arguments, reading live from commercetools or from a
-//! replay, opening the ledger.
+//! `payrules explain`: its arguments, reading live from commercetools or from a replay, opening
+//! the ledger; the explanation itself is [`crate::explain`]'s.
 
-use super::Kind;
-use super::gather::explain;
-use super::history::History;
-use super::offline::Offline;
-use super::report::Explanation;
 use crate::commerce::{CtpClient, LiveView};
 use crate::config::{self, CommercetoolsSettings, FileConfig};
+use crate::explain::{Explanation, History, Kind, Offline, explain};
 use crate::redact::Secret;
 use crate::rules::Engine;
 use crate::store::{MemoryStore, SqlStore, Store};
-use clap::Args;
+use clap::builder::PossibleValue;
+use clap::{Args, ValueEnum};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::str::FromStr;
@@ -70,7 +67,7 @@ pub async fn cli(args: ExplainArgs) -> ExitCode {
     }
 }
 
-pub(super) async fn run(args: &ExplainArgs) -> Result<Explanation, String> {
+async fn run(args: &ExplainArgs) -> Result<Explanation, String> {
     let file = config::merge_with(args.config.as_deref(), |k| std::env::var(k).ok())
         .map_err(|e| e.to_string())?;
     let rules = file.rules().map_err(|e| e.to_string())?;
@@ -187,3 +184,18 @@ pub(super) async fn open_ledger(url: &str, lease: Duration) -> Result<Arc<dyn St
 
 // ------------------------------------------------------------------------------------------------
 // What the ledger remembers about when and why
+
+/// `order` or `payment`, as the command line names them.
+impl ValueEnum for Kind {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[Kind::Order, Kind::Payment]
+    }
+
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        Some(match self {
+            Kind::Order => PossibleValue::new("order").help("An order: released or not, and why"),
+            Kind::Payment => PossibleValue::new("payment")
+                .help("A payment: cancelled, captured or untouched, and why"),
+        })
+    }
+}

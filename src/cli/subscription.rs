@@ -1,16 +1,19 @@
-//! The `payrules subscription` command line: its arguments, `create`, `show` and the settings they
-//! read.
+//! `payrules subscription`: its arguments (and the destination they name), `create`, `show` and
+//! the settings they read; the Subscription itself is [`crate::subscription`]'s.
 
-use super::api::{Api, apply};
-use super::destination::{
-    AuthMode, Destination, Draft, FormatArg, is_region, parse_topic, region_from_queue_url,
-    split_queue_url,
-};
-use super::plan::{coverage, describe_format, indent, render};
-use super::{DEFAULT_KEY, SQS_SECRET_ENV, SUBSCRIBED_EVENTS, SUBSCRIBED_MESSAGES, check_key};
 use crate::config::{self, CommercetoolsSettings};
 use crate::message::MessageType;
 use crate::redact::Secret;
+use crate::subscription::api::{Api, apply};
+use crate::subscription::destination::{
+    AuthMode, Destination, Draft, FormatArg, is_region, parse_topic, region_from_queue_url,
+    split_queue_url,
+};
+use crate::subscription::plan::{coverage, describe_format, indent, render};
+use crate::subscription::{
+    DEFAULT_KEY, SQS_SECRET_ENV, SUBSCRIBED_EVENTS, SUBSCRIBED_MESSAGES, check_key,
+};
+use clap::builder::PossibleValue;
 use clap::{Args, Subcommand, ValueEnum};
 
 use std::fmt::Write as _;
@@ -158,6 +161,37 @@ impl CreateArgs {
     }
 }
 
+/// How commercetools authenticates to SQS, as `--authentication-mode` names it.
+impl ValueEnum for AuthMode {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[AuthMode::Iam, AuthMode::Credentials]
+    }
+
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        Some(match self {
+            AuthMode::Iam => PossibleValue::new("iam").help(
+                "commercetools' AWS user sends; the queue policy grants it `sqs:SendMessage`",
+            ),
+            AuthMode::Credentials => PossibleValue::new("credentials")
+                .help("An access key of yours (`--access-key`, secret in the environment)"),
+        })
+    }
+}
+
+/// The delivery format, as `--format` names it.
+impl ValueEnum for FormatArg {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[FormatArg::Platform, FormatArg::Cloudevents]
+    }
+
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        Some(match self {
+            FormatArg::Platform => PossibleValue::new("platform").help("commercetools' own format"),
+            FormatArg::Cloudevents => PossibleValue::new("cloudevents").help("CloudEvents 1.0"),
+        })
+    }
+}
+
 /// `payrules subscription show`.
 #[derive(Debug, Clone, Args)]
 pub struct ShowArgs {
@@ -170,7 +204,7 @@ pub struct ShowArgs {
 }
 
 /// The subscribed types, one line per resource type, indented.
-pub(super) fn list_lines() -> String {
+fn list_lines() -> String {
     let mut out = String::new();
     for (field, list) in [
         ("messages", SUBSCRIBED_MESSAGES),
@@ -190,7 +224,7 @@ pub(super) fn list_lines() -> String {
 /// Reads the commercetools client settings: `--config FILE` and the CTP_* variables (which
 /// override it). Only the `[commercetools]` section is used and checked here: the worker's
 /// other options (source, rules, release targets) do not concern this command.
-pub(super) fn client_settings(config_file: Option<&Path>) -> Result<CommercetoolsSettings, String> {
+fn client_settings(config_file: Option<&Path>) -> Result<CommercetoolsSettings, String> {
     let file =
         config::merge_with(config_file, |k| std::env::var(k).ok()).map_err(|e| e.to_string())?;
     let c = &file.commercetools;
@@ -255,7 +289,7 @@ pub async fn cli(command: SubscriptionCommand) -> ExitCode {
     }
 }
 
-pub(super) async fn create(args: &CreateArgs) -> ExitCode {
+async fn create(args: &CreateArgs) -> ExitCode {
     let fail = |e: &dyn std::fmt::Display| {
         eprintln!("payrules subscription create: {e}");
         ExitCode::from(2)
@@ -317,7 +351,7 @@ pub(super) async fn create(args: &CreateArgs) -> ExitCode {
     }
 }
 
-pub(super) async fn show(args: &ShowArgs) -> ExitCode {
+async fn show(args: &ShowArgs) -> ExitCode {
     let fail = |e: &dyn std::fmt::Display| {
         eprintln!("payrules subscription show: {e}");
         ExitCode::from(2)
@@ -351,5 +385,74 @@ pub(super) async fn show(args: &ShowArgs) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn args(extra: &[&str]) -> CreateArgs {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            create: CreateArgs,
+        }
+        let argv = std::iter::once("create").chain(extra.iter().copied());
+        Cli::try_parse_from(argv).unwrap().create
+    }
+
+    #[test]
+    fn destinations_validate_their_options() {
+        let d = args(&["--destination", "pubsub", "--topic", "projects/p/topics/t"])
+            .destination(|_| None)
+            .unwrap();
+        assert_eq!(
+            d.to_json(false),
+            json!({"type": "GoogleCloudPubSub", "projectId": "p", "topic": "t"})
+        );
+        let e = args(&["--destination", "pubsub"])
+            .destination(|_| None)
+            .unwrap_err();
+        assert!(e.contains("--topic"), "{e}");
+        let e = args(&[
+            "--destination",
+            "sqs",
+            "--queue-url",
+            "http://127.0.0.1:4567/000000000000/q",
+        ])
+        .destination(|_| None)
+        .unwrap_err();
+        assert!(e.contains("--region"), "{e}");
+        let e = args(&[
+            "--destination",
+            "sqs",
+            "--queue-url",
+            "https://sqs.eu-west-1.amazonaws.com/1/q",
+            "--authentication-mode",
+            "credentials",
+            "--access-key",
+            "AKIA",
+        ])
+        .destination(|_| None)
+        .unwrap_err();
+        assert!(e.contains(SQS_SECRET_ENV), "{e}");
+        let d = args(&[
+            "--destination",
+            "sqs",
+            "--queue-url",
+            "https://sqs.eu-west-1.amazonaws.com/1/q",
+            "--authentication-mode",
+            "credentials",
+            "--access-key",
+            "AKIA",
+        ])
+        .destination(|_| Some("s3cr3t".into()))
+        .unwrap();
+        assert_eq!(d.to_json(false)["accessSecret"], "****");
+        assert_eq!(d.to_json(true)["accessSecret"], "s3cr3t");
+        assert!(!format!("{d:?}").contains("s3cr3t"));
     }
 }

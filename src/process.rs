@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex as StdMutex};
 use std::time::{Duration, Instant};
 
 use crate::action::{Action, CancelReason};
-use crate::effects::{EffectError, Executor};
+use crate::effects::{Effect, EffectError, Executor};
 use crate::message::{Message, Timestamp};
 use crate::rules::{Engine, EngineError, release_started_key};
 use crate::store::{Claim, Decided, LedgerStatus, Store, StoreError, Timer};
@@ -291,6 +291,33 @@ impl Processor {
         // Held until the outcome is in the ledger: a task of this process deciding the same
         // action meanwhile then finds it done (or given back) rather than claimed.
         let _running = self.running.lock(&action.key).await;
+        if !self.claim(&action).await? {
+            return Ok(None);
+        }
+        let started = Instant::now();
+        let (result, held) = self.execute_holding_claim(&action).await;
+        let elapsed = Some(started.elapsed());
+        if !held {
+            // Another worker owns the key now and decides it again (its executor re-reads
+            // first); what this execution did is only reported.
+            let what = match &result {
+                Ok(effect) => effect.summary.clone(),
+                Err(error) => error.to_string(),
+            };
+            finished(
+                &action,
+                elapsed,
+                ActionOutcome::Failed,
+                &format!("claim lost while executing ({what}); not recorded, will retry"),
+            );
+            return Err(StoreError::ClaimLost { key: action.key }.into());
+        }
+        self.record(action, result, elapsed).await
+    }
+
+    /// Claims the action's key: `true` when this process now runs it, `false` when the ledger
+    /// has it settled already; claimed by another worker is an error to retry after a while.
+    async fn claim(&self, action: &Action) -> Result<bool, ProcessError> {
         match self.store.claim(&action.key).await? {
             Claim::Exists(LedgerStatus::Claimed) => {
                 // Another worker is running it (or died doing so; its lease will run out).
@@ -299,10 +326,10 @@ impl Processor {
                     .lease()
                     .map_or(Duration::from_secs(1), |lease| lease / 3)
                     .max(Duration::from_millis(200));
-                return Err(ProcessError::Claimed {
-                    key: action.key,
+                Err(ProcessError::Claimed {
+                    key: action.key.clone(),
                     retry_after,
-                });
+                })
             }
             Claim::Exists(status) => {
                 self.lock_tally().already_settled += 1;
@@ -314,40 +341,26 @@ impl Processor {
                     detail: &format!("already in the ledger ({status:?})"),
                 }
                 .emit();
-                return Ok(None);
+                Ok(false)
             }
-            Claim::Acquired => {}
+            Claim::Acquired => Ok(true),
         }
-        let started = Instant::now();
-        let (result, held) = self.execute_holding_claim(&action).await;
-        let elapsed = Some(started.elapsed());
-        let finished = |outcome, detail: &str| {
-            ActionFinished {
-                action: action.action,
-                key: &action.key,
-                outcome,
-                elapsed,
-                detail,
-            }
-            .emit();
-        };
-        if !held {
-            // Another worker owns the key now and decides it again (its executor re-reads
-            // first); what this execution did is only reported.
-            let what = match &result {
-                Ok(effect) => effect.summary.clone(),
-                Err(error) => error.to_string(),
-            };
-            finished(
-                ActionOutcome::Failed,
-                &format!("claim lost while executing ({what}); not recorded, will retry"),
-            );
-            return Err(StoreError::ClaimLost { key: action.key }.into());
-        }
+    }
+
+    /// Records the execution's outcome in the ledger (done, given back for a retry, or failed
+    /// for good) and reports it.
+    async fn record(
+        &self,
+        action: Action,
+        result: Result<Effect, EffectError>,
+        elapsed: Option<Duration>,
+    ) -> Result<Option<Action>, ProcessError> {
         match result {
             Ok(effect) if !effect.applied => {
                 self.store.release(&action.key).await?;
                 finished(
+                    &action,
+                    elapsed,
                     ActionOutcome::Skipped,
                     &format!("no longer applies: {}", effect.summary),
                 );
@@ -362,7 +375,7 @@ impl Processor {
                 self.store
                     .settle(&action.key, LedgerStatus::Done, decided(&action))
                     .await?;
-                finished(ActionOutcome::Done, &effect.summary);
+                finished(&action, elapsed, ActionOutcome::Done, &effect.summary);
                 Ok(Some(action))
             }
             Err(error @ EffectError::Unfinished { .. }) => {
@@ -373,7 +386,7 @@ impl Processor {
                         .await?;
                 }
                 self.store.release(&action.key).await?;
-                finished(ActionOutcome::Failed, &format!("{error}"));
+                finished(&action, elapsed, ActionOutcome::Failed, &format!("{error}"));
                 Err(ProcessError::Transient {
                     key: action.key,
                     error,
@@ -381,7 +394,12 @@ impl Processor {
             }
             Err(error @ (EffectError::Transient { .. } | EffectError::Refused { .. })) => {
                 self.store.release(&action.key).await?;
-                finished(ActionOutcome::Failed, &format!("{error}; will retry"));
+                finished(
+                    &action,
+                    elapsed,
+                    ActionOutcome::Failed,
+                    &format!("{error}; will retry"),
+                );
                 Err(ProcessError::Transient {
                     key: action.key,
                     error,
@@ -392,6 +410,8 @@ impl Processor {
                     .settle(&action.key, LedgerStatus::Failed, decided(&action))
                     .await?;
                 finished(
+                    &action,
+                    elapsed,
                     ActionOutcome::Failed,
                     &format!("{error}; recorded as failed, not retried"),
                 );
@@ -402,6 +422,18 @@ impl Processor {
             }
         }
     }
+}
+
+/// Reports how an action's execution ended.
+fn finished(action: &Action, elapsed: Option<Duration>, outcome: ActionOutcome, detail: &str) {
+    ActionFinished {
+        action: action.action,
+        key: &action.key,
+        outcome,
+        elapsed,
+        detail,
+    }
+    .emit();
 }
 
 impl Processor {

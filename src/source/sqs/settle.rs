@@ -12,6 +12,7 @@ use crate::source::{AckError, Acker, truncate};
 use crate::telemetry::{BrokerOperation, BrokerOperationFailed};
 use async_trait::async_trait;
 use aws_sdk_sqs::Client;
+use aws_sdk_sqs::operation::delete_message_batch::DeleteMessageBatchOutput;
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageAttributeValue};
 use bytes::Bytes;
 use futures::FutureExt;
@@ -89,20 +90,7 @@ pub(super) struct DeleteEntry {
 /// Deletes one batch: entry ids are positions in this call (not message ids), receipt handles
 /// are deduplicated, server-side failures are retried once.
 pub(super) async fn delete_batch(client: Client, queue_url: String, batch: Vec<DeleteRequest>) {
-    let mut entries: Vec<DeleteEntry> = Vec::with_capacity(batch.len());
-    for request in batch {
-        match entries
-            .iter_mut()
-            .find(|e| e.receipt_handle == request.receipt_handle)
-        {
-            Some(entry) => entry.waiters.push(request.done),
-            None => entries.push(DeleteEntry {
-                receipt_handle: request.receipt_handle,
-                waiters: vec![request.done],
-                outcome: None,
-            }),
-        }
-    }
+    let mut entries = deduplicated(batch);
     for attempt in 0..2 {
         let pending: Vec<usize> = (0..entries.len())
             .filter(|&i| entries[i].outcome.is_none())
@@ -129,43 +117,7 @@ pub(super) async fn delete_batch(client: Client, queue_url: String, batch: Vec<D
             .boxed()
             .await;
         match answer {
-            Ok(out) => {
-                for ok in out.successful() {
-                    if let Some(entry) = ok
-                        .id()
-                        .parse::<usize>()
-                        .ok()
-                        .and_then(|i| entries.get_mut(i))
-                    {
-                        entry.outcome = Some(Ok(()));
-                    }
-                }
-                for failed in out.failed() {
-                    let Some(entry) = failed
-                        .id()
-                        .parse::<usize>()
-                        .ok()
-                        .and_then(|i| entries.get_mut(i))
-                    else {
-                        continue;
-                    };
-                    // A sender fault (an expired receipt handle, say) fails again: report it.
-                    if last || failed.sender_fault() {
-                        entry.outcome = Some(Err(format!(
-                            "{}: {}",
-                            failed.code(),
-                            failed.message().unwrap_or("")
-                        )));
-                    }
-                }
-                if last {
-                    for i in pending {
-                        entries[i].outcome.get_or_insert_with(|| {
-                            Err("DeleteMessageBatch did not report this entry".into())
-                        });
-                    }
-                }
-            }
+            Ok(out) => record_answer(&mut entries, pending, &out, last),
             Err(e) => {
                 let class = ErrorClass::of_sdk(&e);
                 if last || class != ErrorClass::Transient {
@@ -179,6 +131,76 @@ pub(super) async fn delete_batch(client: Client, queue_url: String, batch: Vec<D
             }
         }
     }
+    report_outcomes(entries);
+}
+
+/// One entry per receipt handle, with every request's waiter.
+fn deduplicated(batch: Vec<DeleteRequest>) -> Vec<DeleteEntry> {
+    let mut entries: Vec<DeleteEntry> = Vec::with_capacity(batch.len());
+    for request in batch {
+        match entries
+            .iter_mut()
+            .find(|e| e.receipt_handle == request.receipt_handle)
+        {
+            Some(entry) => entry.waiters.push(request.done),
+            None => entries.push(DeleteEntry {
+                receipt_handle: request.receipt_handle,
+                waiters: vec![request.done],
+                outcome: None,
+            }),
+        }
+    }
+    entries
+}
+
+/// Records what `DeleteMessageBatch` answered for the `pending` entries: the successes; the
+/// failures that would fail again (sender faults), or on the `last` attempt every failure and
+/// every entry it did not report.
+fn record_answer(
+    entries: &mut [DeleteEntry],
+    pending: Vec<usize>,
+    out: &DeleteMessageBatchOutput,
+    last: bool,
+) {
+    for ok in out.successful() {
+        if let Some(entry) = ok
+            .id()
+            .parse::<usize>()
+            .ok()
+            .and_then(|i| entries.get_mut(i))
+        {
+            entry.outcome = Some(Ok(()));
+        }
+    }
+    for failed in out.failed() {
+        let Some(entry) = failed
+            .id()
+            .parse::<usize>()
+            .ok()
+            .and_then(|i| entries.get_mut(i))
+        else {
+            continue;
+        };
+        // A sender fault (an expired receipt handle, say) fails again: report it.
+        if last || failed.sender_fault() {
+            entry.outcome = Some(Err(format!(
+                "{}: {}",
+                failed.code(),
+                failed.message().unwrap_or("")
+            )));
+        }
+    }
+    if last {
+        for i in pending {
+            entries[i]
+                .outcome
+                .get_or_insert_with(|| Err("DeleteMessageBatch did not report this entry".into()));
+        }
+    }
+}
+
+/// Tells each waiter its entry's outcome, and reports the failures once for the batch.
+fn report_outcomes(entries: Vec<DeleteEntry>) {
     let mut failed = 0usize;
     let mut first_error: Option<String> = None;
     for entry in entries {

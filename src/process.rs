@@ -1,5 +1,8 @@
 //! One step of work: decide with the [`Engine`], claim each action's key in the ledger,
 //! execute it, record the outcome. Shared by `replay` and `run`.
+//!
+//! Over 600 lines because a third of it is its tests (concurrent claims, slow renewals, a claim
+//! lost mid-effect, the key lock), kept beside the one path they check.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -1,3 +1,6 @@
+//! The configuration's unit tests. Over 600 lines on purpose: every option family's checks in
+//! one place, beside the option table's tests.
+
 use super::*;
 use std::collections::HashMap;
 

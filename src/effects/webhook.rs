@@ -16,6 +16,9 @@
 //! Deprecated, removed in 0.2.0 (CHANGELOG.md): the legacy headers `payrules-idempotency-key`,
 //! `payrules-timestamp` and `payrules-signature: v1=<hex HMAC-SHA256(first secret as UTF-8,
 //! "{timestamp}.{body}")>` — the first configured secret's string as the key, `whsec_` included.
+//!
+//! Over 600 lines because almost half of it is its tests (the spec's test vector, secret
+//! rotation and formats, redirects, masked errors), kept beside the signing they check.
 
 use std::fmt;
 use std::time::Duration;

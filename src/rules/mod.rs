@@ -7,6 +7,9 @@
 //! decisions themselves are pure functions: [`coverage`] (which order a payment's money
 //! counts toward, and how much), [`release::decide`], [`cancel::decide`]. [`explain`] reads
 //! the same facts through the same functions and returns them with the decision, in words.
+//!
+//! Over 600 lines on purpose: the engine's one `impl`, whose reads, ledger markers and
+//! once-only reports share its private state; the evaluations themselves are in `evaluate.rs`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -15,6 +15,9 @@
 //! Claims and taken timers carry a lease: a worker that dies holding one leaves it to be taken
 //! over once the lease has passed. The executors re-read commercetools before writing, so the
 //! takeover finds out whether the crashed attempt already took effect.
+//!
+//! Over 600 lines on purpose: the logic both databases share (buffering, caches, leases,
+//! what is written at once) lives here once, so neither backend carries its own copy.
 
 mod backend;
 mod postgres;

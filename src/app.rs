@@ -212,17 +212,15 @@ pub async fn check_connections(settings: &Settings) -> Vec<(&'static str, Result
     out.push(("state store", store));
     let source = timed(async {
         match &settings.source {
-            crate::config::SourceSettings::File { path } => {
+            SourceSettings::File { path } => {
                 crate::source::FileInput::resolve(std::slice::from_ref(path))
                     .map(|i| format!("{} input(s)", i.len()))
                     .map_err(|e| e.to_string())
             }
-            crate::config::SourceSettings::Pubsub(p) => {
-                crate::source::pubsub::check_subscription(p)
-                    .await
-                    .map_err(|e| e.to_string())
-            }
-            crate::config::SourceSettings::Sqs(q) => crate::source::sqs::check_queues(q)
+            SourceSettings::Pubsub(p) => crate::source::pubsub::check_subscription(p)
+                .await
+                .map_err(|e| e.to_string()),
+            SourceSettings::Sqs(q) => crate::source::sqs::check_queues(q)
                 .await
                 .map_err(|e| e.to_string()),
         }

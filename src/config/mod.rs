@@ -90,12 +90,36 @@ pub fn load_with(
         None => None,
     };
     match (config, settings) {
-        (Some(file), Some(settings)) if problems.is_empty() => Ok(Loaded {
-            file,
-            origins,
-            settings,
-        }),
+        (Some(file), Some(settings)) if problems.is_empty() => {
+            let loaded = Loaded {
+                file,
+                origins,
+                settings,
+            };
+            for option in loaded.ignored() {
+                tracing::warn!(
+                    option = %option.dotted(),
+                    env = option.env,
+                    "option accepted for existing configurations and ignored; remove it"
+                );
+            }
+            Ok(loaded)
+        }
         _ => Err(ConfigErrors(problems)),
+    }
+}
+
+/// Options still accepted from existing configurations that change nothing (warned about at
+/// start): `rules.release_for_fulfillment.also_on_charge` — money received always counts.
+const IGNORED_OPTIONS: &[&str] = &["PAYRULES_RELEASE_ALSO_ON_CHARGE"];
+
+impl Loaded {
+    /// The options set (in the file or the environment) that are accepted and ignored.
+    pub fn ignored(&self) -> impl Iterator<Item = &'static OptionSpec> + '_ {
+        self.origins
+            .iter()
+            .filter(|(o, origin)| *origin != Origin::Default && IGNORED_OPTIONS.contains(&o.env))
+            .map(|(o, _)| *o)
     }
 }
 

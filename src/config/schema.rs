@@ -250,7 +250,8 @@ pub struct ReleaseSettings {
     /// The rule is on.
     #[serde(default = "default_true")]
     pub enabled: bool,
-    /// Accepted for existing configurations; ignored (a successful Charge always counts).
+    /// Accepted for existing configurations and ignored (warned about at start): money
+    /// received (a Charge in Success) always counts.
     #[serde(default)]
     pub also_on_charge: bool,
     /// Authorized payments must cover the order total.

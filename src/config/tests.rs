@@ -695,3 +695,21 @@ fn the_config_defaults_are_the_rule_defaults() {
     .unwrap();
     assert_eq!(loaded.settings.rules, crate::rules::Rules::default());
 }
+
+/// `also_on_charge` is still accepted and changes nothing; set, it is named as ignored (and
+/// warned about at start), unset it is not.
+#[test]
+fn also_on_charge_is_accepted_and_reported_as_ignored() {
+    let base = [
+        ("PAYRULES_FILE_PATH", "a.jsonl"),
+        ("PAYRULES_DRY_RUN", "true"),
+    ];
+    let quiet = load_with(None, env(&base)).unwrap();
+    assert_eq!(quiet.ignored().count(), 0);
+    let mut set = base.to_vec();
+    set.push(("PAYRULES_RELEASE_ALSO_ON_CHARGE", "true"));
+    let loaded = load_with(None, env(&set)).unwrap();
+    let ignored: Vec<String> = loaded.ignored().map(|o| o.dotted()).collect();
+    assert_eq!(ignored, ["rules.release_for_fulfillment.also_on_charge"]);
+    assert_eq!(loaded.settings.rules, quiet.settings.rules);
+}

@@ -165,7 +165,6 @@ impl FileConfig {
         Rules {
             release: ReleaseRule {
                 enabled: r.enabled,
-                also_on_charge: r.also_on_charge,
                 require_full_coverage: r.require_full_coverage,
             },
             cancel: CancelRule {

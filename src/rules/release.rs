@@ -12,9 +12,6 @@ use crate::model::{Order, OrderState, ShipmentState};
 pub struct ReleaseRule {
     /// Off: orders are never released.
     pub enabled: bool,
-    /// Accepted for existing configurations and ignored: money received (a Charge in Success)
-    /// always counts now.
-    pub also_on_charge: bool,
     /// The payments must cover the gross total; off: any covering money releases.
     pub require_full_coverage: bool,
 }
@@ -23,7 +20,6 @@ impl Default for ReleaseRule {
     fn default() -> Self {
         Self {
             enabled: true,
-            also_on_charge: false,
             require_full_coverage: true,
         }
     }

@@ -2,7 +2,12 @@
 //! collected on the way (in the order the sections are built).
 
 #[allow(clippy::wildcard_imports)]
-use super::*;
+use super::{
+    CHECKOUT_REGIONS, CommercetoolsSettings, ConfigErrors, Duration, FileConfig, MIN_CLAIM_LEASE,
+    MIN_GRACE_PERIOD, OrderUpdate, PathBuf, Problem, PubsubSettings, Secret, Settings,
+    SourceSettings, SqsSettings, UrlKind, WebhookSettings, WorkerSettings, derive_checkout_url,
+    http_url, is_loopback_url, is_subscription_name, mask_url, parse_duration, place,
+};
 
 /// The problems found so far, in the order found.
 #[derive(Debug, Default)]

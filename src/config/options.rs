@@ -2,7 +2,7 @@
 //! the overlay of the environment onto the file.
 
 #[allow(clippy::wildcard_imports)]
-use super::*;
+use super::{Problem, UrlKind, fmt};
 
 /// What kind of value an option takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

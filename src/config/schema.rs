@@ -1,7 +1,7 @@
 //! The configuration file's shape: plain serde data, defaults as named functions.
 
 #[allow(clippy::wildcard_imports)]
-use super::*;
+use super::{Deserialize, Masked, Secret, Serialize, UrlKind, fmt, mask_url};
 
 /// The configuration as written: the TOML file's shape.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

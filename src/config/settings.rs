@@ -1,7 +1,10 @@
 //! The runtime settings a configuration builds into, and what can be wrong with it.
 
 #[allow(clippy::wildcard_imports)]
-use super::*;
+use super::{
+    CommercetoolsSettings, Duration, Masked, OrderUpdate, PathBuf, PubsubSettings, Rules, Secret,
+    SqsSettings, UrlKind, WorkerSettings, fmt,
+};
 
 /// One thing wrong with the configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]

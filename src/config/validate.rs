@@ -2,7 +2,11 @@
 //! input), each reporting its problem; `build.rs` runs them section by section.
 
 #[allow(clippy::wildcard_imports)]
-use super::*;
+use super::{
+    CancelRule, CaptureRule, ConfigErrors, Duration, FileConfig, OPTIONS, OptionSpec,
+    OrderCancelledRule, Problems, ReleaseRule, Rules, ShipmentState, UrlKind, get, insert,
+    mask_url,
+};
 
 /// Parses `10m`, `2s`, `1h 30m`, `500ms`.
 ///

@@ -8,7 +8,10 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 
-use super::*;
+use super::{
+    Body, CheckoutError, DecodeError, Format, Message, MessageType, Money, NotificationType,
+    OrderState, Timestamp,
+};
 use crate::model::{Order, Payment, Reference, ShipmentState, TaxedPrice};
 
 /// Declares the struct of every top-level field payrules reads, of all shapes at once, with

@@ -1,7 +1,7 @@
 //! What a message is about: which payment or order the engine re-evaluates, and whether the
 //! message can make an action due at all.
 
-use super::*;
+use super::{Body, Message, MessageType, NotificationType, TransactionState, TransactionType};
 
 /// What a message asks the engine to look at.
 pub(super) enum Concern<'a> {

@@ -2,7 +2,11 @@
 //! cancels and captures from it (the decisions themselves are in `release`, `cancel` and
 //! `coverage`).
 
-use super::*;
+use super::{
+    Action, ActionKind, Allocated, CancelReason, Cause, Engine, EngineError, LedgerStatus, Money,
+    Order, OrderState, Payment, PaymentRead, RuleName, Share, TransactionType, cancel, coverage,
+    debug, order_creation_failed_key, release, release_started_key, unique, warn,
+};
 
 impl Engine {
     /// Every payment `order` references (once each, in order), with the order its money counts

@@ -173,9 +173,9 @@ fn ledger(c: &mut Criterion) {
     );
     let mut g = c.benchmark_group("sqlite");
     let mut n: u64 = 0;
-    // One action's ledger writes: claim, then settle.
+    // One action's ledger writes: claim, then record.
     g.throughput(Throughput::Elements(1));
-    g.bench_function("claim+settle one key", |b| {
+    g.bench_function("claim+record one key", |b| {
         b.to_async(&rt).iter(|| {
             n += 1;
             let key = format!("release:bench-{n}");
@@ -183,7 +183,7 @@ fn ledger(c: &mut Criterion) {
             async move {
                 store.claim(&key).await.unwrap();
                 store
-                    .settle(
+                    .record(
                         &key,
                         payrules::store::LedgerStatus::Done,
                         payrules::store::Decided::default(),

@@ -10,7 +10,7 @@ use tracing::debug;
 
 use crate::commerce::{CtpClient, LiveView};
 use crate::config::{OrderUpdate, Settings, SourceSettings};
-use crate::effects::{Canceller, DryRun, Executor, LiveExecutor, OrderUpdater, Webhook};
+use crate::effects::{DryRun, Executor, LiveExecutor, OrderUpdater, PaymentIntents, Webhook};
 use crate::process::Processor;
 use crate::redact::{UrlKind, http_error_text, mask_url};
 use crate::retry::Backoff;
@@ -89,7 +89,7 @@ pub fn build_processor(
             _ => None,
         };
         let cancel = client.as_ref().map(|c| {
-            Canceller::new(c.clone(), settings.payment_intent_action.clone())
+            PaymentIntents::new(c.clone(), settings.payment_intent_action.clone())
                 .with_interfaces(settings.checkout_interfaces.clone())
         });
         // Validation (config::load) made sure every enabled rule has an executor.

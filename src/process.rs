@@ -360,7 +360,7 @@ impl Processor {
     ) -> Result<Option<Action>, ProcessError> {
         match result {
             Ok(effect) if !effect.applied => {
-                self.store.release(&action.key).await?;
+                self.store.unclaim(&action.key).await?;
                 finished(
                     &action,
                     elapsed,
@@ -376,7 +376,7 @@ impl Processor {
                     .entry(action.action.as_str())
                     .or_default() += 1;
                 self.store
-                    .settle(&action.key, LedgerStatus::Done, decided(&action))
+                    .record(&action.key, LedgerStatus::Done, decided(&action))
                     .await?;
                 finished(&action, elapsed, ActionOutcome::Done, &effect.summary);
                 Ok(Some(action))
@@ -388,7 +388,7 @@ impl Processor {
                     self.remember_started(&release_started_key(order_id), &action)
                         .await?;
                 }
-                self.store.release(&action.key).await?;
+                self.store.unclaim(&action.key).await?;
                 finished(&action, elapsed, ActionOutcome::Failed, &format!("{error}"));
                 Err(ProcessError::Transient {
                     key: action.key,
@@ -396,7 +396,7 @@ impl Processor {
                 })
             }
             Err(error @ (EffectError::Transient { .. } | EffectError::Refused { .. })) => {
-                self.store.release(&action.key).await?;
+                self.store.unclaim(&action.key).await?;
                 finished(
                     &action,
                     elapsed,
@@ -410,7 +410,7 @@ impl Processor {
             }
             Err(error @ EffectError::Permanent { .. }) => {
                 self.store
-                    .settle(&action.key, LedgerStatus::Failed, decided(&action))
+                    .record(&action.key, LedgerStatus::Failed, decided(&action))
                     .await?;
                 finished(
                     &action,
@@ -444,7 +444,7 @@ impl Processor {
     async fn remember_started(&self, key: &str, action: &Action) -> Result<(), ProcessError> {
         if let Claim::Acquired = self.store.claim(key).await? {
             self.store
-                .settle(key, LedgerStatus::Done, decided(action))
+                .record(key, LedgerStatus::Done, decided(action))
                 .await?;
         }
         Ok(())
@@ -634,16 +634,16 @@ mod tests {
         async fn claim(&self, key: &str) -> Result<Claim, StoreError> {
             self.inner.claim(key).await
         }
-        async fn settle(
+        async fn record(
             &self,
             key: &str,
             status: LedgerStatus,
             decided: Decided<'_>,
         ) -> Result<(), StoreError> {
-            self.inner.settle(key, status, decided).await
+            self.inner.record(key, status, decided).await
         }
-        async fn release(&self, key: &str) -> Result<(), StoreError> {
-            self.inner.release(key).await
+        async fn unclaim(&self, key: &str) -> Result<(), StoreError> {
+            self.inner.unclaim(key).await
         }
         async fn schedule(&self, timer: Timer) -> Result<bool, StoreError> {
             self.inner.schedule(timer).await

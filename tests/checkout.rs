@@ -14,7 +14,7 @@ mod ctadmin;
 use std::time::Duration;
 
 use payrules::commerce::CtpClient;
-use payrules::effects::{Canceller, EffectError};
+use payrules::effects::{EffectError, PaymentIntents};
 use serde_json::json;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -25,14 +25,14 @@ use payrules::model::Money;
 
 const PROJECT: &str = "payrules-checkout-edges";
 
-fn canceller(mock: &peers::Peer, checkout: &str) -> Canceller {
+fn canceller(mock: &peers::Peer, checkout: &str) -> PaymentIntents {
     let client = CtpClient::with_retry(
         ctadmin::client_settings(mock, PROJECT, checkout),
         3,
         Duration::from_millis(20),
     )
     .unwrap();
-    Canceller::new(client, "cancelPayment".into())
+    PaymentIntents::new(client, "cancelPayment".into())
 }
 
 fn intent_path(payment_id: &str) -> String {

@@ -20,7 +20,7 @@ use payrules::effects::webhook::{
     ID_HEADER, KEY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, WEBHOOK_SIGNATURE_HEADER,
     WEBHOOK_TIMESTAMP_HEADER, verify, verify_standard,
 };
-use payrules::effects::{Canceller, EffectError, OrderUpdater, Webhook};
+use payrules::effects::{EffectError, OrderUpdater, PaymentIntents, Webhook};
 use payrules::model::Money;
 use serde_json::{Value, json};
 use wiremock::matchers::{method, path};
@@ -341,7 +341,7 @@ async fn cancel_retries_503_then_succeeds_with_the_cancel_action() {
         .expect(1)
         .mount(&stub)
         .await;
-    let canceller = Canceller::new(client(mock, &stub.uri()), "cancelPayment".into());
+    let canceller = PaymentIntents::new(client(mock, &stub.uri()), "cancelPayment".into());
     let first = canceller.cancel(&cancel(&pid)).await.unwrap_err();
     assert!(matches!(first, EffectError::Transient { .. }), "{first}");
     let second = canceller.cancel(&cancel(&pid)).await.unwrap();
@@ -388,7 +388,7 @@ async fn cancel_after_a_500_rereads_the_payment_and_does_not_call_twice() {
         .expect(1)
         .mount(&stub)
         .await;
-    let canceller = Canceller::new(client(mock, &stub.uri()), "cancelPayment".into());
+    let canceller = PaymentIntents::new(client(mock, &stub.uri()), "cancelPayment".into());
     let effect = canceller.cancel(&cancel(&pid)).await.unwrap();
     assert!(
         effect.applied && effect.summary.contains("already"),
@@ -420,7 +420,7 @@ async fn cancel_honours_429_retry_after_and_times_out_slow_responses() {
         )
         .mount(&stub)
         .await;
-    let canceller = Canceller::new(client(mock, &stub.uri()), "cancelPayment".into());
+    let canceller = PaymentIntents::new(client(mock, &stub.uri()), "cancelPayment".into());
     match canceller.cancel(&cancel(&limited)).await {
         Err(EffectError::Transient { retry_after, .. }) => {
             assert_eq!(retry_after, Some(Duration::from_secs(7)))
@@ -458,7 +458,7 @@ async fn a_cancel_that_timed_out_after_sending_is_re_read_not_retried_blind() {
         )
         .mount(&stub)
         .await;
-    let canceller = Canceller::new(client(mock, &stub.uri()), "cancelPayment".into());
+    let canceller = PaymentIntents::new(client(mock, &stub.uri()), "cancelPayment".into());
     let took_effect = async {
         // While payrules waits for the answer, the connector cancels.
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -527,7 +527,7 @@ async fn a_rejected_cancel_is_final_and_an_existing_cancel_or_charge_makes_no_ca
             .mount(&stub)
             .await;
     }
-    let canceller = Canceller::new(client(mock, &stub.uri()), "cancelPayment".into());
+    let canceller = PaymentIntents::new(client(mock, &stub.uri()), "cancelPayment".into());
     let err = canceller.cancel(&cancel(&rejected)).await.unwrap_err();
     assert!(
         matches!(&err, EffectError::Permanent { detail } if detail.contains("rejected")),

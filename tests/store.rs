@@ -32,7 +32,7 @@ async fn ledger_and_timers_behave(store: &dyn Store) {
         "a live claim is not handed out twice"
     );
     store
-        .settle(
+        .record(
             "release:o1",
             LedgerStatus::Done,
             Decided {
@@ -59,7 +59,7 @@ async fn ledger_and_timers_behave(store: &dyn Store) {
     assert_eq!(store.ledger_entry("release:nothing").await.unwrap(), None);
 
     assert_eq!(store.claim("cancel:p9").await.unwrap(), Claim::Acquired);
-    store.release("cancel:p9").await.unwrap();
+    store.unclaim("cancel:p9").await.unwrap();
     assert_eq!(store.ledger_status("cancel:p9").await.unwrap(), None);
     assert_eq!(store.claim("cancel:p9").await.unwrap(), Claim::Acquired);
     let by_timer = Decided {
@@ -67,7 +67,7 @@ async fn ledger_and_timers_behave(store: &dyn Store) {
         reason: Some("grace_period_expired"),
     };
     store
-        .settle("cancel:p9", LedgerStatus::Done, by_timer)
+        .record("cancel:p9", LedgerStatus::Done, by_timer)
         .await
         .unwrap();
     let entry = store.ledger_entry("cancel:p9").await.unwrap().unwrap();
@@ -173,7 +173,7 @@ async fn sqlite_state_survives_a_restart_and_a_dead_claim_is_taken_over() {
             .unwrap();
         assert_eq!(crashed.claim("cancel:p1").await.unwrap(), Claim::Acquired);
         crashed
-            .settle(
+            .record(
                 "release:o1",
                 LedgerStatus::Done,
                 Decided {
@@ -582,7 +582,7 @@ async fn concurrent_reads_get_their_own_answers(store: Arc<SqlStore>) {
         }
         if i % 5 == 0 {
             store
-                .settle(
+                .record(
                     &format!("release:o{i}"),
                     LedgerStatus::Done,
                     Decided::default(),
@@ -799,7 +799,7 @@ async fn a_settle_after_the_claim_was_taken_over_is_refused() {
     assert!(!a.renew(key).await.unwrap(), "no longer a's to renew");
 
     let err = a
-        .settle(key, LedgerStatus::Failed, Decided::default())
+        .record(key, LedgerStatus::Failed, Decided::default())
         .await
         .expect_err("a's claim is b's now");
     assert!(
@@ -812,12 +812,12 @@ async fn a_settle_after_the_claim_was_taken_over_is_refused() {
         Some(LedgerStatus::Claimed),
         "b's claim is left as it is"
     );
-    b.settle(key, LedgerStatus::Done, Decided::default())
+    b.record(key, LedgerStatus::Done, Decided::default())
         .await
         .unwrap();
     assert!(
         matches!(
-            a.settle(key, LedgerStatus::Failed, Decided::default())
+            a.record(key, LedgerStatus::Failed, Decided::default())
                 .await,
             Err(StoreError::ClaimLost { .. })
         ),
@@ -892,7 +892,7 @@ async fn sqlite_write_cost() {
         let key = format!("release:o{i}");
         assert_eq!(store.claim(&key).await.unwrap(), Claim::Acquired);
         store
-            .settle(&key, LedgerStatus::Done, Decided::default())
+            .record(&key, LedgerStatus::Done, Decided::default())
             .await
             .unwrap();
     }

@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 
-use super::{Canceller, Effect, EffectError, Executor, OrderUpdater, Webhook};
+use super::{Effect, EffectError, Executor, OrderUpdater, PaymentIntents, Webhook};
 use crate::action::{Action, ActionKind};
 
 /// Runs actions against the real targets that are configured.
@@ -14,7 +14,7 @@ pub struct LiveExecutor {
     pub webhook: Option<Webhook>,
     /// Cancels and captures (Checkout Payment Intents), if the commercetools client is
     /// configured.
-    pub cancel: Option<Canceller>,
+    pub cancel: Option<PaymentIntents>,
 }
 
 impl LiveExecutor {

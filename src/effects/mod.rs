@@ -9,14 +9,14 @@ use async_trait::async_trait;
 
 use crate::action::Action;
 
-pub mod cancel;
 pub mod live;
 pub mod order_update;
+pub mod payment_intents;
 pub mod webhook;
 
-pub use cancel::Canceller;
 pub use live::LiveExecutor;
 pub use order_update::{OrderUpdate, OrderUpdater};
+pub use payment_intents::PaymentIntents;
 pub use webhook::Webhook;
 
 /// Why an action did not take effect.

@@ -238,20 +238,20 @@ impl Store for Recording {
     async fn claim(&self, key: &str) -> Result<Claim, StoreError> {
         self.inner.claim(key).await
     }
-    async fn settle(
+    async fn record(
         &self,
         key: &str,
         status: LedgerStatus,
         decided: Decided<'_>,
     ) -> Result<(), StoreError> {
-        self.inner.settle(key, status, decided).await?;
+        self.inner.record(key, status, decided).await?;
         let mut log = self.lock();
         let stamp = log.current.clone();
         log.written.insert(key.to_string(), stamp);
         Ok(())
     }
-    async fn release(&self, key: &str) -> Result<(), StoreError> {
-        self.inner.release(key).await
+    async fn unclaim(&self, key: &str) -> Result<(), StoreError> {
+        self.inner.unclaim(key).await
     }
     async fn schedule(&self, timer: Timer) -> Result<bool, StoreError> {
         let (payment_id, due) = (timer.payment_id.clone(), timer.due);

@@ -522,7 +522,7 @@ impl Engine {
         match self.store.claim(key).await? {
             Claim::Acquired => {
                 self.store
-                    .settle(
+                    .record(
                         key,
                         LedgerStatus::Done,
                         Decided {

@@ -251,7 +251,7 @@ async fn a_capture_of_ours_that_fails_at_the_provider_is_reported_once() {
     assert!(keys.contains(&format!("capture:{pid}")), "{keys:?}");
     // The capture executed: Checkout answered `received`, the connector added a Charge.
     store
-        .settle(
+        .record(
             &format!("capture:{pid}"),
             LedgerStatus::Done,
             Decided::default(),
@@ -281,7 +281,7 @@ async fn a_capture_of_ours_that_fails_at_the_provider_is_reported_once() {
         .expect_err("the marker is claimed, not recorded");
     assert!(err.is_retryable(), "{err}");
     assert_eq!(engine.failed_captures(), 0);
-    store.release(&marker).await.unwrap(); // the claim taken over (its lease passed)
+    store.unclaim(&marker).await.unwrap(); // the claim taken over (its lease passed)
     engine.on_message(&refused, at).await.expect("decides");
     assert_eq!(engine.failed_captures(), 1);
     engine.on_message(&refused, at).await.expect("decides");
@@ -366,7 +366,7 @@ async fn a_cancel_only_claimed_does_not_count_as_done_at_the_grace_check() {
 
     // Once the cancel is in the ledger as done, the check has nothing left to do.
     store
-        .settle(&key, LedgerStatus::Done, Decided::default())
+        .record(&key, LedgerStatus::Done, Decided::default())
         .await
         .unwrap();
     let again = engine.on_timer(&timer, due).await.expect("decides");
@@ -412,7 +412,7 @@ async fn a_claimed_cancel_is_carried_out_when_an_order_arrives_after_it_was_deci
     assert_eq!(keys, [key.as_str()], "{checked:?}");
 
     store
-        .settle(&key, LedgerStatus::Done, Decided::default())
+        .record(&key, LedgerStatus::Done, Decided::default())
         .await
         .unwrap();
     let after = engine
@@ -512,7 +512,7 @@ async fn a_release_started_is_carried_out_though_the_order_no_longer_looks_fulfi
         let key = release_started_key(oid);
         assert_eq!(store.claim(&key).await.unwrap(), Claim::Acquired);
         store
-            .settle(&key, LedgerStatus::Done, Decided::default())
+            .record(&key, LedgerStatus::Done, Decided::default())
             .await
             .unwrap();
     };

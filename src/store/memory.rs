@@ -66,7 +66,7 @@ impl Store for MemoryStore {
         Ok(Claim::Acquired)
     }
 
-    async fn settle(
+    async fn record(
         &self,
         key: &str,
         status: LedgerStatus,
@@ -76,7 +76,7 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    async fn release(&self, key: &str) -> Result<(), StoreError> {
+    async fn unclaim(&self, key: &str) -> Result<(), StoreError> {
         let mut g = self.lock();
         if g.ledger.get(key) == Some(&LedgerStatus::Claimed) {
             g.ledger.remove(key);

@@ -48,7 +48,7 @@ pub enum LedgerStatus {
 /// The answer to a claim.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Claim {
-    /// The caller owns the key now and must settle it.
+    /// The caller owns the key now and must record its outcome (or unclaim it).
     Acquired,
     /// The key was already in the ledger.
     Exists(LedgerStatus),
@@ -122,7 +122,7 @@ pub trait Store: Send + Sync {
     /// Records how a claimed key ended, and what decided it, so `payrules explain` can say so.
     /// Only the claim's owner records it: a key whose claim another worker took over (or that
     /// is settled already) answers [`StoreError::ClaimLost`] and is left as it is.
-    async fn settle(
+    async fn record(
         &self,
         key: &str,
         status: LedgerStatus,
@@ -130,7 +130,7 @@ pub trait Store: Send + Sync {
     ) -> Result<(), StoreError>;
 
     /// Gives a claimed key back (the action failed transiently and will be decided again).
-    async fn release(&self, key: &str) -> Result<(), StoreError>;
+    async fn unclaim(&self, key: &str) -> Result<(), StoreError>;
 
     /// Schedules `timer` unless a timer for that payment was ever scheduled; says whether it
     /// was new.

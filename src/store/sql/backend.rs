@@ -85,7 +85,7 @@ impl Backend {
 
     /// Records `status` (its text) for `key`, with what decided it (`decided`), if `key` is
     /// `owner`'s claim or not in the ledger; whether it was recorded.
-    pub(super) async fn settle(
+    pub(super) async fn record(
         &self,
         key: &str,
         status: &str,
@@ -95,10 +95,10 @@ impl Backend {
     ) -> Result<bool> {
         match self {
             Self::Sqlite(l) => l
-                .settle(key, status, owner, now, decided)
+                .record(key, status, owner, now, decided)
                 .map_err(Into::into),
             Self::Postgres(p) => p
-                .settle(key, status, owner, now, decided)
+                .record(key, status, owner, now, decided)
                 .await
                 .map_err(Into::into),
         }
@@ -114,10 +114,10 @@ impl Backend {
     }
 
     /// Deletes `owner`'s claim on `key`, if it is one.
-    pub(super) async fn release(&self, key: &str, owner: &str) -> Result<()> {
+    pub(super) async fn unclaim(&self, key: &str, owner: &str) -> Result<()> {
         match self {
-            Self::Sqlite(l) => l.release(key, owner).map_err(Into::into),
-            Self::Postgres(p) => p.release(key, owner).await.map_err(Into::into),
+            Self::Sqlite(l) => l.unclaim(key, owner).map_err(Into::into),
+            Self::Postgres(p) => p.unclaim(key, owner).await.map_err(Into::into),
         }
     }
 

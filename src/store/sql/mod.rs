@@ -119,7 +119,7 @@ struct Known {
 }
 
 impl Known {
-    fn settle(&mut self, key: &str, status: LedgerStatus) {
+    fn record(&mut self, key: &str, status: LedgerStatus) {
         if matches!(status, LedgerStatus::Done | LedgerStatus::Failed) {
             self.unsettled.remove(key);
             if self.settled.len() >= KNOWN_MAX {
@@ -447,7 +447,7 @@ impl Store for SqlStore {
         };
         let status = self.read_ledger(key).await?;
         match status {
-            Some(s @ (LedgerStatus::Done | LedgerStatus::Failed)) => self.known().settle(key, s),
+            Some(s @ (LedgerStatus::Done | LedgerStatus::Failed)) => self.known().record(key, s),
             unsettled if self.sole_writer() => {
                 let mut known = self.known();
                 if known.writes == writes {
@@ -487,7 +487,7 @@ impl Store for SqlStore {
         }
     }
 
-    async fn settle(
+    async fn record(
         &self,
         key: &str,
         status: LedgerStatus,
@@ -497,7 +497,7 @@ impl Store for SqlStore {
         let s = status_text(status);
         let recorded = self
             .backend
-            .settle(key, s, &self.owner, self.now_ms(), decided)
+            .record(key, s, &self.owner, self.now_ms(), decided)
             .await
             .map_err(self.fail(SETTLE))?;
         if !recorded {
@@ -513,7 +513,7 @@ impl Store for SqlStore {
                 self.known().unsettled(key, Some(status))
             }
             LedgerStatus::Claimed => {}
-            settled => self.known().settle(key, settled),
+            settled => self.known().record(key, settled),
         }
         Ok(())
     }
@@ -558,11 +558,11 @@ impl Store for SqlStore {
             .map_err(self.fail(RENEW))
     }
 
-    async fn release(&self, key: &str) -> Result<(), StoreError> {
+    async fn unclaim(&self, key: &str) -> Result<(), StoreError> {
         const RELEASE: &str = "releasing a claim";
         let result = self
             .backend
-            .release(key, &self.owner)
+            .unclaim(key, &self.owner)
             .await
             .map_err(self.fail(RELEASE));
         // Deleted only if the claim was ours: the row's fate is not known here.

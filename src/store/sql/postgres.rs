@@ -142,7 +142,7 @@ impl Pg {
 
     /// Records `status` for `key`, with what decided it (`decided`), if `key` is `owner`'s
     /// claim (or not in the ledger); whether it was recorded.
-    pub(super) async fn settle(
+    pub(super) async fn record(
         &self,
         key: &str,
         status: &str,
@@ -189,7 +189,7 @@ impl Pg {
     }
 
     /// Deletes `owner`'s claim on `key`, if it is one.
-    pub(super) async fn release(&self, key: &str, owner: &str) -> Result<(), sqlx::Error> {
+    pub(super) async fn unclaim(&self, key: &str, owner: &str) -> Result<(), sqlx::Error> {
         sqlx::query("DELETE FROM ledger WHERE key = $1 AND status = 'claimed' AND owner = $2")
             .bind(key)
             .bind(owner)

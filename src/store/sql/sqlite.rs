@@ -167,7 +167,7 @@ impl Lite {
 
     /// Records `status` for `key`, with what decided it (`decided`), if the key is `owner`'s
     /// claim (or not in the ledger at all); whether it was recorded.
-    pub(super) fn settle(
+    pub(super) fn record(
         &self,
         key: &str,
         status: &str,
@@ -203,7 +203,7 @@ impl Lite {
     }
 
     /// Deletes `owner`'s claim on `key`, if it is one.
-    pub(super) fn release(&self, key: &str, owner: &str) -> Result<()> {
+    pub(super) fn unclaim(&self, key: &str, owner: &str) -> Result<()> {
         self.conn()
             .prepare_cached(
                 "DELETE FROM ledger WHERE key = ?1 AND status = 'claimed' AND owner = ?2",

@@ -17,7 +17,7 @@ use crate::commerce::{CtpClient, Retry};
 use crate::model::Payment;
 
 /// Cancels authorizations and captures payments.
-pub struct Canceller {
+pub struct PaymentIntents {
     /// The commercetools client (reads the payment, calls Checkout).
     client: CtpClient,
     /// `cancelPayment` or `reversePayment`.
@@ -42,8 +42,8 @@ enum Check {
     Settled(Effect),
 }
 
-impl Canceller {
-    /// A canceller using the Payment Intents action `intent_action` for cancels.
+impl PaymentIntents {
+    /// Payment Intents calls using the action `intent_action` for cancels.
     pub fn new(client: CtpClient, intent_action: String) -> Self {
         Self {
             client,
@@ -233,7 +233,7 @@ impl Canceller {
     /// Captures `action.amount` (at most what is still capturable) of `action`'s payment.
     ///
     /// # Errors
-    /// As for [`Canceller::cancel`]; a capture without an amount is refused.
+    /// As for [`PaymentIntents::cancel`]; a capture without an amount is refused.
     pub async fn capture(&self, action: &Action) -> Result<Effect, EffectError> {
         let payment_id = payment_of(action)?;
         let Some(money) = &action.amount else {

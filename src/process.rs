@@ -14,7 +14,7 @@ use crate::action::{Action, CancelReason};
 use crate::effects::{Effect, EffectError, Executor};
 use crate::message::{Message, Timestamp};
 use crate::rules::{Engine, EngineError, release_started_key};
-use crate::store::{Claim, Decided, LedgerStatus, Store, StoreError, Timer};
+use crate::store::{Claim, Decided, LedgerStatus, Store, StoreError, Timer, while_renewing};
 use crate::telemetry::{ActionFinished, ActionOutcome};
 
 /// Why a message or timer could not be fully handled.
@@ -462,35 +462,14 @@ impl Processor {
         let Some(lease) = self.store.lease() else {
             return (execution.await, true);
         };
-        tokio::pin!(execution);
-        let every = (lease / 3).max(Duration::from_millis(100));
-        // The renewals are a future of their own, raced against the execution: while a renewal
-        // waits for the database, the execution is still polled, so an answer that arrived is
-        // taken at once (awaited inside a select arm, a slow renewal kept the effect unpolled,
-        // and its own timeout then reported a response that had arrived as a timeout).
-        let renewing = async {
-            let mut renewals = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-            renewals.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                renewals.tick().await;
-                match self.store.renew(&action.key).await {
-                    Ok(true) => {}
-                    Ok(false) => return,
-                    Err(e) => {
-                        tracing::warn!(key = %action.key, error = %e, "claim renewal failed; retrying at the next tick");
-                    }
-                }
-            }
-        };
-        tokio::select! {
-            result = &mut execution => (result, true),
-            () = renewing => {
-                // The executors re-read before writing, so letting the execution finish is
-                // safe; the new owner finds out what it did. Its outcome is not recorded.
-                tracing::error!(key = %action.key, "claim lost to another worker while executing (renewal came too late); its outcome will not be recorded");
-                (execution.await, false)
-            }
+        let renew = || self.store.renew(&action.key);
+        let (result, held) = while_renewing(lease, &action.key, execution, renew).await;
+        if !held {
+            // The executors re-read before writing, so letting the execution finish was safe;
+            // the new owner finds out what it did. Its outcome is not recorded.
+            tracing::error!(key = %action.key, "claim lost to another worker while executing (renewal came too late); its outcome will not be recorded");
         }
+        (result, held)
     }
 }
 

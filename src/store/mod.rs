@@ -212,3 +212,41 @@ pub trait Store: Send + Sync {
         Ok(true)
     }
 }
+
+/// Runs `work` while renewing a lease every third of `lease` with `renew`, and answers the
+/// work's result and whether the lease stayed held throughout. The renewals are a future of
+/// their own raced against the work: while a renewal waits for the database, the work is still
+/// polled, so an answer that arrived is taken at once (awaited inside a select arm, a slow
+/// renewal once kept an effect unpolled until its own timeout). `renew` answering `false` (the
+/// lease is no longer ours) ends the renewals and the work is finished all the same; a failed
+/// renewal is logged (naming `what`) and tried again at the next tick.
+pub async fn while_renewing<T, F>(
+    lease: std::time::Duration,
+    what: &str,
+    work: impl std::future::Future<Output = T>,
+    mut renew: impl FnMut() -> F,
+) -> (T, bool)
+where
+    F: std::future::Future<Output = Result<bool, StoreError>>,
+{
+    tokio::pin!(work);
+    let every = (lease / 3).max(std::time::Duration::from_millis(100));
+    let renewing = async {
+        let mut renewals = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        renewals.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            renewals.tick().await;
+            match renew().await {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(e) => {
+                    tracing::warn!(lease = what, error = %e, "lease renewal failed; retrying at the next tick");
+                }
+            }
+        }
+    };
+    tokio::select! {
+        result = &mut work => (result, true),
+        () = renewing => (work.await, false),
+    }
+}

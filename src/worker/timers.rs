@@ -31,7 +31,7 @@ use super::RunStats;
 use super::handle::{message_backoff, outage_backoff};
 use crate::message::Timestamp;
 use crate::process::Processor;
-use crate::store::{Store, StoreError, Timer};
+use crate::store::{Store, StoreError, Timer, while_renewing};
 use crate::telemetry::{StoreState, TimersPending};
 
 /// Failure counts remembered before the map is cleared. Only failing timers have an entry;
@@ -225,31 +225,14 @@ async fn holding_lease<T>(store: &dyn Store, timer: &Timer, check: impl Future<O
     let Some(lease) = store.lease() else {
         return check.await;
     };
-    tokio::pin!(check);
-    let every = (lease / 3).max(Duration::from_millis(100));
-    let renewing = async {
-        let mut renewals = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-        renewals.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            renewals.tick().await;
-            match store.renew_timer(timer).await {
-                Ok(true) => {}
-                Ok(false) => return,
-                Err(e) => {
-                    warn!(timer = %timer.key(), error = %e, "grace-period lease renewal failed; retrying at the next tick");
-                }
-            }
-        }
-    };
-    tokio::select! {
-        result = &mut check => result,
-        () = renewing => {
-            // Settled or taken again elsewhere meanwhile. Finishing the check is safe: the
-            // ledger's claim lets one cancel through, and the executor re-reads first.
-            warn!(timer = %timer.key(), "grace-period check's timer no longer held while checking; finishing it");
-            check.await
-        }
+    let key = timer.key();
+    let (result, held) = while_renewing(lease, &key, check, || store.renew_timer(timer)).await;
+    if !held {
+        // Settled or taken again elsewhere meanwhile. Finishing the check is safe: the ledger's
+        // claim lets one cancel through, and the executor re-reads first.
+        warn!(timer = %key, "grace-period check's timer no longer held while checking; it was finished");
     }
+    result
 }
 
 /// A payment's place in `in_flight`, held by its check's task and given up when the task ends

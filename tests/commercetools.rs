@@ -2,10 +2,10 @@
 //! as a local server), the Checkout API and faults through an HTTP stub (wiremock), and the
 //! fulfillment webhook through a receiver that verifies signatures and counts deliveries.
 
-#[path = "it/peers.rs"]
+#[path = "it/support/peers.rs"]
 mod peers;
 
-#[path = "it/ctadmin.rs"]
+#[path = "it/support/ctadmin.rs"]
 mod ctadmin;
 
 use std::sync::atomic::{AtomicUsize, Ordering};

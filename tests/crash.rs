@@ -9,13 +9,13 @@
 //! connector, adds a CancelAuthorization to the payment when it accepts a cancel; the
 //! fulfillment webhook is a receiver that verifies signatures and counts deliveries.
 
-#[path = "it/peers.rs"]
+#[path = "it/support/peers.rs"]
 mod peers;
 
-#[path = "it/ctadmin.rs"]
+#[path = "it/support/ctadmin.rs"]
 mod ctadmin;
 
-#[path = "it/pg.rs"]
+#[path = "it/support/pg.rs"]
 mod pg;
 
 use std::collections::{BTreeMap, BTreeSet};

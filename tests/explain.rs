@@ -6,13 +6,13 @@
 //! at the end, agree with what they did). A few go through the binary (`--input`, `--json`),
 //! and one live, against commercetools-mock.
 
-#[path = "it/peers.rs"]
+#[path = "it/support/peers.rs"]
 mod peers;
 
-#[path = "it/ctadmin.rs"]
+#[path = "it/support/ctadmin.rs"]
 mod ctadmin;
 
-#[path = "it/fixtures.rs"]
+#[path = "it/support/fixtures.rs"]
 mod fixtures;
 
 use std::collections::BTreeSet;

@@ -3,10 +3,10 @@
 //! Each test sets the state up in the mock, then hands the engine the message that announces
 //! the last change — as the worker would receive it.
 
-#[path = "it/peers.rs"]
+#[path = "it/support/peers.rs"]
 mod peers;
 
-#[path = "it/ctadmin.rs"]
+#[path = "it/support/ctadmin.rs"]
 mod ctadmin;
 
 use std::sync::Arc;

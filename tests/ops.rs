@@ -5,7 +5,7 @@
 //!
 //! Peers are started on first use and never skipped: a missing peer fails the test.
 
-#[path = "it/peers.rs"]
+#[path = "it/support/peers.rs"]
 mod peers;
 
 use std::collections::BTreeMap;

@@ -1,7 +1,7 @@
 //! Smoke tests of the local test peers (tests/it/peers.rs): each one starts, answers one trivial
 //! request, and stops when dropped. Needs `bash scripts/peers/install.sh` (scripts/test.sh runs it).
 
-#[path = "it/peers.rs"]
+#[path = "it/support/peers.rs"]
 mod peers;
 
 use std::time::{Duration, Instant};

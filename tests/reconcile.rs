@@ -9,19 +9,19 @@
 //!
 //! Peers are started on first use and never skipped: a missing peer fails the test.
 
-#[path = "it/peers.rs"]
+#[path = "it/support/peers.rs"]
 mod peers;
 
-#[path = "it/ctadmin.rs"]
+#[path = "it/support/ctadmin.rs"]
 mod ctadmin;
 
-#[path = "it/ctmessages.rs"]
+#[path = "it/support/ctmessages.rs"]
 mod ctmessages;
 
-#[path = "it/pg.rs"]
+#[path = "it/support/pg.rs"]
 mod pg;
 
-#[path = "it/binary.rs"]
+#[path = "it/support/binary.rs"]
 mod binary;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use payrules::replay::{Replay, ReplayOutput, replay_files};
 use payrules::rules::Rules;
 
-#[path = "it/fixtures.rs"]
+#[path = "it/support/fixtures.rs"]
 mod fixtures;
 
 #[path = "../benches/support/stream.rs"]

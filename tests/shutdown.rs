@@ -4,10 +4,10 @@
 //!
 //! Peers are started on first use and never skipped: a missing peer fails the test.
 
-#[path = "it/peers.rs"]
+#[path = "it/support/peers.rs"]
 mod peers;
 
-#[path = "it/ctadmin.rs"]
+#[path = "it/support/ctadmin.rs"]
 mod ctadmin;
 
 const PROJECT: &str = "payrules-shutdown";

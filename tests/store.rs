@@ -8,7 +8,7 @@ use std::time::Duration;
 use chrono::{TimeZone, Utc};
 use payrules::store::{Claim, Decided, LedgerStatus, SqlStore, Store, Timer};
 
-#[path = "it/pg.rs"]
+#[path = "it/support/pg.rs"]
 mod pg;
 
 /// A fresh PostgreSQL database; fails (never skips) when the server is not there.
@@ -913,7 +913,7 @@ async fn sqlite_write_cost() {
     println!("claim+settle: {ledger:?} per key; schedule+take+done: {timers:?} per timer");
 }
 
-#[path = "it/pg_tls.rs"]
+#[path = "it/support/pg_tls.rs"]
 mod pg_tls;
 
 /// PostgreSQL over TLS, as managed servers (Cloud SQL, RDS, Azure) require: against a server

@@ -12,10 +12,10 @@
 //! messages, seconds for reads), so a longer storm only repeats the same paced pattern.
 //! Peers are started on first use and never skipped: a missing peer fails the test.
 
-#[path = "it/peers.rs"]
+#[path = "it/support/peers.rs"]
 mod peers;
 
-#[path = "it/ctadmin.rs"]
+#[path = "it/support/ctadmin.rs"]
 mod ctadmin;
 
 use std::collections::BTreeMap;

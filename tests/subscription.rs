@@ -9,16 +9,16 @@
 //!
 //! Peers are started on first use and never skipped: a missing peer fails the test.
 
-#[path = "it/peers.rs"]
+#[path = "it/support/peers.rs"]
 mod peers;
 
-#[path = "it/ctadmin.rs"]
+#[path = "it/support/ctadmin.rs"]
 mod ctadmin;
 
-#[path = "it/ctmessages.rs"]
+#[path = "it/support/ctmessages.rs"]
 mod ctmessages;
 
-#[path = "it/binary.rs"]
+#[path = "it/support/binary.rs"]
 mod binary;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -7,7 +7,7 @@
 //!
 //! A receiver that cannot be started fails the test (never a skip), naming the install script.
 
-#[path = "it/peers.rs"]
+#[path = "it/support/peers.rs"]
 mod peers;
 
 use std::collections::{BTreeSet, HashMap};

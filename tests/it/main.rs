@@ -11,5 +11,6 @@
 
 mod support;
 
+mod checkout;
 mod pubsub;
 mod sqs;

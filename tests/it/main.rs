@@ -12,5 +12,6 @@
 mod support;
 
 mod checkout;
+mod commercetools;
 mod pubsub;
 mod sqs;

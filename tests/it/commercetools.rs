@@ -2,11 +2,9 @@
 //! as a local server), the Checkout API and faults through an HTTP stub (wiremock), and the
 //! fulfillment webhook through a receiver that verifies signatures and counts deliveries.
 
-#[path = "it/support/peers.rs"]
-mod peers;
+use crate::support::peers;
 
-#[path = "it/support/ctadmin.rs"]
-mod ctadmin;
+use crate::support::ctadmin;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};

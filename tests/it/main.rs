@@ -13,5 +13,6 @@ mod support;
 
 mod checkout;
 mod commercetools;
+mod crash;
 mod pubsub;
 mod sqs;

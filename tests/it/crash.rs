@@ -9,14 +9,11 @@
 //! connector, adds a CancelAuthorization to the payment when it accepts a cancel; the
 //! fulfillment webhook is a receiver that verifies signatures and counts deliveries.
 
-#[path = "it/support/peers.rs"]
-mod peers;
+use crate::support::peers;
 
-#[path = "it/support/ctadmin.rs"]
-mod ctadmin;
+use crate::support::ctadmin;
 
-#[path = "it/support/pg.rs"]
-mod pg;
+use crate::support::pg;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Stdio;

@@ -14,5 +14,6 @@ mod support;
 mod checkout;
 mod commercetools;
 mod crash;
+mod decoding;
 mod pubsub;
 mod sqs;

@@ -15,5 +15,6 @@ mod checkout;
 mod commercetools;
 mod crash;
 mod decoding;
+mod explain;
 mod pubsub;
 mod sqs;

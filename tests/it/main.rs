@@ -16,5 +16,6 @@ mod commercetools;
 mod crash;
 mod decoding;
 mod explain;
+mod live_money;
 mod pubsub;
 mod sqs;

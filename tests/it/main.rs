@@ -17,5 +17,6 @@ mod crash;
 mod decoding;
 mod explain;
 mod live_money;
+mod ops;
 mod pubsub;
 mod sqs;

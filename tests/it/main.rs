@@ -18,5 +18,6 @@ mod decoding;
 mod explain;
 mod live_money;
 mod ops;
+mod peers_smoke;
 mod pubsub;
 mod sqs;

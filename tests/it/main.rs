@@ -20,4 +20,5 @@ mod live_money;
 mod ops;
 mod peers_smoke;
 mod pubsub;
+mod reconcile;
 mod sqs;

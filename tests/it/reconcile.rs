@@ -9,20 +9,15 @@
 //!
 //! Peers are started on first use and never skipped: a missing peer fails the test.
 
-#[path = "it/support/peers.rs"]
-mod peers;
+use crate::support::peers;
 
-#[path = "it/support/ctadmin.rs"]
-mod ctadmin;
+use crate::support::ctadmin;
 
-#[path = "it/support/ctmessages.rs"]
-mod ctmessages;
+use crate::support::ctmessages;
 
-#[path = "it/support/pg.rs"]
-mod pg;
+use crate::support::pg;
 
-#[path = "it/support/binary.rs"]
-mod binary;
+use crate::support::binary;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Stdio;

@@ -21,4 +21,5 @@ mod ops;
 mod peers_smoke;
 mod pubsub;
 mod reconcile;
+mod replay_pipeline;
 mod sqs;

@@ -10,3 +10,6 @@ pub mod fixtures;
 pub mod peers;
 pub mod pg;
 pub mod pg_tls;
+/// The generated notification stream of the benchmarks and the load tool.
+#[path = "../../../benches/support/stream.rs"]
+pub mod stream;

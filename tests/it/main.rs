@@ -22,4 +22,5 @@ mod peers_smoke;
 mod pubsub;
 mod reconcile;
 mod replay_pipeline;
+mod run_file;
 mod sqs;

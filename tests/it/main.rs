@@ -23,4 +23,5 @@ mod pubsub;
 mod reconcile;
 mod replay_pipeline;
 mod run_file;
+mod scenarios;
 mod sqs;

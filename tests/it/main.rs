@@ -25,3 +25,4 @@ mod replay_pipeline;
 mod run_file;
 mod scenarios;
 mod sqs;
+mod store;

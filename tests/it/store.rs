@@ -8,8 +8,7 @@ use std::time::Duration;
 use chrono::{TimeZone, Utc};
 use payrules::store::{Claim, Decided, LedgerStatus, SqlStore, Store, Timer};
 
-#[path = "it/support/pg.rs"]
-mod pg;
+use crate::support::pg;
 
 /// A fresh PostgreSQL database; fails (never skips) when the server is not there.
 async fn fresh_pg() -> String {
@@ -913,8 +912,7 @@ async fn sqlite_write_cost() {
     println!("claim+settle: {ledger:?} per key; schedule+take+done: {timers:?} per timer");
 }
 
-#[path = "it/support/pg_tls.rs"]
-mod pg_tls;
+use crate::support::pg_tls;
 
 /// PostgreSQL over TLS, as managed servers (Cloud SQL, RDS, Azure) require: against a server
 /// of the test's own with a throwaway CA, `sslmode=require` connects (encrypted, certificate not

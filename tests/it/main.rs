@@ -26,3 +26,4 @@ mod run_file;
 mod scenarios;
 mod sqs;
 mod store;
+mod storms;

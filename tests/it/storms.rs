@@ -12,11 +12,9 @@
 //! messages, seconds for reads), so a longer storm only repeats the same paced pattern.
 //! Peers are started on first use and never skipped: a missing peer fails the test.
 
-#[path = "it/support/peers.rs"]
-mod peers;
+use crate::support::peers;
 
-#[path = "it/support/ctadmin.rs"]
-mod ctadmin;
+use crate::support::ctadmin;
 
 use std::collections::BTreeMap;
 use std::process::Stdio;

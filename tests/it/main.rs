@@ -27,3 +27,4 @@ mod scenarios;
 mod sqs;
 mod store;
 mod storms;
+mod subscription;

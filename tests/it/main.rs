@@ -28,3 +28,4 @@ mod sqs;
 mod store;
 mod storms;
 mod subscription;
+mod webhook_receivers;

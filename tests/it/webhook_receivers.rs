@@ -7,8 +7,7 @@
 //!
 //! A receiver that cannot be started fails the test (never a skip), naming the install script.
 
-#[path = "it/support/peers.rs"]
-mod peers;
+use crate::support::peers;
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};

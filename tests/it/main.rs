@@ -5,9 +5,11 @@
 //! the test. Run with `bash scripts/test.sh --test it`, which installs them first; one area with
 //! `bash scripts/test.sh --test it store::`.
 //!
-//! Tests that need a process of their own stay separate binaries: `tests/shutdown.rs` (the
-//! shutdown budget, timed on an otherwise idle process) and `tests/soak.rs` (reads its own
-//! process's memory).
+//! Two tests stay binaries of their own, because cargo runs test binaries one after another
+//! and so each runs with nothing else in the machine: `tests/shutdown.rs` (a shutdown budget of
+//! seconds, timed) and `tests/soak.rs` (50,000 messages, the worker's RSS and open files
+//! bounded, logs in a fixed directory). `tests/docs.rs` (the documentation's links; std only)
+//! builds in seconds and needs no peer.
 
 mod support;
 

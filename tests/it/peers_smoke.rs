@@ -1,4 +1,4 @@
-//! Smoke tests of the local test peers (tests/it/peers.rs): each one starts, answers one trivial
+//! Smoke tests of the local test peers (tests/it/support/peers.rs): each one starts, answers one trivial
 //! request, and stops when dropped. Needs `bash scripts/peers/install.sh` (scripts/test.sh runs it).
 
 use crate::support::peers;

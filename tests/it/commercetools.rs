@@ -549,7 +549,7 @@ async fn a_rejected_cancel_is_final_and_an_existing_cancel_or_charge_makes_no_ca
 }
 
 /// A webhook receiver that verifies both signatures (Standard Webhooks and the deprecated
-/// legacy one; the receiver recipes in tests/webhook_receivers.rs verify with the libraries) and
+/// legacy one; the receiver recipes in tests/it/webhook_receivers.rs verify with the libraries) and
 /// counts deliveries per key.
 struct Receiver {
     secret: Secret,

@@ -1,5 +1,6 @@
-//! Smoke tests of the local test peers (tests/it/support/peers.rs): each one starts, answers one trivial
-//! request, and stops when dropped. Needs `bash scripts/peers/install.sh` (scripts/test.sh runs it).
+//! Smoke tests of the local test peers (tests/it/support/peers.rs): each one starts, answers one
+//! trivial request, and stops when dropped. Needs `bash scripts/peers/install.sh`
+//! (scripts/test.sh runs it).
 
 use crate::support::peers;
 

@@ -877,7 +877,7 @@ async fn postgres_leases_use_the_database_clock_not_the_replicas() {
 
 /// What a durable SQLite write costs (claim + settle of one key; schedule, take and complete a
 /// timer), on a file in the target directory (a real disk, not a tmpfs). A measurement, not a
-/// check: `cargo test --release --test store -- --ignored --nocapture sqlite_write_cost`.
+/// check: `cargo test --release --test it -- --ignored --nocapture store::sqlite_write_cost`.
 #[tokio::test]
 #[ignore = "a measurement; run by hand"]
 async fn sqlite_write_cost() {

@@ -520,7 +520,7 @@ async fn pubsub_going_away_and_back_resumes() {
     }
     let _back = peers::relay(port, target).await;
     // The emulator (not production Pub/Sub) keeps the cut stream alive on its side and lets
-    // it swallow messages (see tests/crash.rs): end it, as the crash tests do.
+    // it swallow messages (see tests/it/crash.rs): end it, as the crash tests do.
     peers::pubsub_end_stale_streams(emulator, &res.subscription).await;
     let deadline = Instant::now() + Duration::from_secs(90);
     let all = lines.len() as f64;

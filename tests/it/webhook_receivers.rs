@@ -31,8 +31,8 @@ enum Lang {
     Node,
 }
 
-/// A value of `.peers/env` (a process env variable of the same name wins), as tests/it/support/peers.rs
-/// reads them. Panics with the install hint when it is missing.
+/// A value of `.peers/env` (a process env variable of the same name wins), as
+/// tests/it/support/peers.rs reads them. Panics with the install hint when it is missing.
 fn installed(key: &str) -> PathBuf {
     static ENV: OnceLock<HashMap<String, String>> = OnceLock::new();
     let file = peers::repo_root().join(".peers/env");

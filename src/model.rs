@@ -303,11 +303,6 @@ impl Order {
             self.id.as_str(),
         )
     }
-
-    /// Whether `paymentInfo` references the payment.
-    pub fn references_payment(&self, payment_id: &str) -> bool {
-        self.payment_ids().any(|id| id == payment_id)
-    }
 }
 
 impl Payment {

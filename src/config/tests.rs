@@ -674,3 +674,21 @@ fn a_dry_run_from_a_broker_reads_a_subscription_or_queue_of_its_own() {
     assert!(!err.contains("PAYRULES_DRY_RUN_SUBSCRIPTION"), "{err}");
     assert!(!err.contains("PAYRULES_PUBSUB_SUBSCRIPTION"), "{err}");
 }
+
+/// The rules a configuration without any rule key gets are the rules' own defaults: the
+/// defaults are written twice (the config schema's strings such as `"10m"`, the rule types'
+/// `Default`), and this keeps the two equal.
+#[test]
+fn the_config_defaults_are_the_rule_defaults() {
+    // The least a configuration can say: where messages come from, and a dry run (so no
+    // webhook or commercetools client is needed); no rule key at all.
+    let loaded = load_with(
+        None,
+        env(&[
+            ("PAYRULES_FILE_PATH", "a.jsonl"),
+            ("PAYRULES_DRY_RUN", "true"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(loaded.settings.rules, crate::rules::Rules::default());
+}

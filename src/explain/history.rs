@@ -342,6 +342,9 @@ impl Store for Recording {
         }
         Ok(due)
     }
+    async fn renew_timer(&self, timer: &Timer) -> Result<bool, StoreError> {
+        self.inner.renew_timer(timer).await
+    }
     async fn timer_done(&self, timer: &Timer) -> Result<(), StoreError> {
         self.inner.timer_done(timer).await
     }

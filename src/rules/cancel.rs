@@ -2,8 +2,42 @@
 //! (no order appeared), at once when Checkout could not create the order, or when every order
 //! referencing the payment is cancelled.
 
+use std::time::Duration;
+
 use crate::action::CancelReason;
 use crate::model::{Order, OrderState, Payment};
+
+/// Settings of cancel_orphaned_authorization.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CancelRule {
+    /// Off: orphaned authorizations are never cancelled (neither after the grace period nor
+    /// after Checkout's order-creation failure).
+    pub enabled: bool,
+    /// How long after an authorization succeeds an order may still appear.
+    pub grace_period: Duration,
+}
+
+impl Default for CancelRule {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            grace_period: Duration::from_secs(600),
+        }
+    }
+}
+
+/// Settings of cancel_on_order_cancelled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderCancelledRule {
+    /// Off: an authorization held only by cancelled orders stays (until someone cancels it).
+    pub enabled: bool,
+}
+
+impl Default for OrderCancelledRule {
+    fn default() -> Self {
+        Self { enabled: true }
+    }
+}
 
 /// What the cancel rules know about a payment at a check.
 pub struct CancelFacts<'a> {

@@ -23,13 +23,16 @@ use crate::telemetry::{
 use crate::view::{CartRead, CommerceView, ViewError};
 
 pub mod cancel;
+mod capture;
 mod concerns;
 pub mod coverage;
 mod evaluate;
 pub mod explain;
 pub mod release;
 
-pub use release::{CancelRule, CaptureRule, OrderCancelledRule, ReleaseRule};
+pub use cancel::{CancelRule, OrderCancelledRule};
+pub use capture::CaptureRule;
+pub use release::ReleaseRule;
 
 use concerns::{Concern, can_enable, concern, reports_failed_cancel};
 use evaluate::authorized_for_cancel;

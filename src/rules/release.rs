@@ -2,7 +2,6 @@
 //! the payments allocated to it covers its gross total.
 
 use std::fmt;
-use std::time::Duration;
 
 use serde::Serialize;
 
@@ -26,70 +25,6 @@ impl Default for ReleaseRule {
             enabled: true,
             also_on_charge: false,
             require_full_coverage: true,
-        }
-    }
-}
-
-/// Settings of the orphan rule; here because the rules are configured together.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CancelRule {
-    /// Off: orphaned authorizations are never cancelled (neither after the grace period nor
-    /// after Checkout's order-creation failure).
-    pub enabled: bool,
-    /// How long after an authorization succeeds an order may still appear.
-    pub grace_period: Duration,
-}
-
-impl Default for CancelRule {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            grace_period: Duration::from_secs(600),
-        }
-    }
-}
-
-/// Settings of cancel_on_order_cancelled.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OrderCancelledRule {
-    /// Off: an authorization held only by cancelled orders stays (until someone cancels it).
-    pub enabled: bool,
-}
-
-impl Default for OrderCancelledRule {
-    fn default() -> Self {
-        Self { enabled: true }
-    }
-}
-
-/// Settings of capture_on_shipment (opt-in).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CaptureRule {
-    /// Off by default: capturing is the merchant's call.
-    pub enabled: bool,
-    /// The shipment state that triggers the capture: `Shipped` (also when the order is
-    /// already `Delivered`) or `Delivered`.
-    pub on: ShipmentState,
-}
-
-impl Default for CaptureRule {
-    fn default() -> Self {
-        Self {
-            enabled: false,
-            on: ShipmentState::Shipped,
-        }
-    }
-}
-
-impl CaptureRule {
-    /// Whether the order's shipment state has reached the trigger.
-    pub fn is_due(&self, order: &Order) -> bool {
-        match (self.on, order.shipment_state) {
-            (ShipmentState::Shipped, Some(ShipmentState::Shipped | ShipmentState::Delivered)) => {
-                true
-            }
-            (on, Some(s)) => on == s,
-            (_, None) => false,
         }
     }
 }

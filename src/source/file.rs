@@ -278,11 +278,6 @@ impl FileSource {
     pub fn stats(&self) -> QueueStats {
         self.queue.stats()
     }
-
-    /// A handle for reading the counters after the source moved into the worker.
-    pub fn stats_handle(&self) -> super::MemoryHandle {
-        super::memory::handle_for(self.queue.clone())
-    }
 }
 
 #[async_trait]

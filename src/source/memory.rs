@@ -61,11 +61,6 @@ impl Source for MemorySource {
     }
 }
 
-/// A handle on a queue owned by another source (the file source's counters).
-pub(crate) fn handle_for(queue: Queue) -> MemoryHandle {
-    MemoryHandle { queue }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

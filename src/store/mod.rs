@@ -141,6 +141,15 @@ pub trait Store: Send + Sync {
     /// [`Store::retry_timer`].
     async fn take_due(&self, now: Timestamp, limit: usize) -> Result<Vec<Timer>, StoreError>;
 
+    /// Extends this worker's hold on a taken timer by a lease while its check runs, so a slow
+    /// check (commercetools backing off) is not taken over meanwhile; `false` when the timer is
+    /// no longer taken as it was (done, or given back and taken again). Timers carry no owner:
+    /// a takeover after a lapse is shared, and the ledger's claims decide who acts. A store
+    /// without leases (memory) answers `true`.
+    async fn renew_timer(&self, _timer: &Timer) -> Result<bool, StoreError> {
+        Ok(true)
+    }
+
     /// Marks a taken timer as handled.
     async fn timer_done(&self, timer: &Timer) -> Result<(), StoreError>;
 

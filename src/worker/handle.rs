@@ -63,7 +63,7 @@ pub(super) enum RetryCause {
 }
 
 /// Decides how `delivery` ends: decodes, deduplicates, decides and executes.
-pub(super) async fn process(
+pub(super) async fn outcome_of(
     delivery: &Delivery,
     processor: &Processor,
     stats: &RunStats,

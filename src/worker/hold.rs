@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::RunStats;
-use super::handle::{Outcome, RetryCause, outage_backoff, process};
+use super::handle::{Outcome, RetryCause, outage_backoff, outcome_of};
 use crate::config::WorkerSettings;
 use crate::process::Processor;
 use crate::source::Delivery;
@@ -97,7 +97,7 @@ impl Drop for Held<'_> {
     }
 }
 
-/// [`process`], holding the message through a dependency's outage: tried again with backoff
+/// [`outcome_of`], holding the message through a dependency's outage: tried again with backoff
 /// (`retry_delay` doubling to [`MAX_HOLD_DELAY`], or what the dependency asked for) until it
 /// goes through, fails for a reason of its own, or the worker shuts down.
 pub(super) async fn process_holding(
@@ -107,7 +107,7 @@ pub(super) async fn process_holding(
     settings: &WorkerSettings,
     holding: &Holding,
 ) -> Outcome {
-    let mut outcome = process(delivery, processor, stats, settings.max_message_bytes).await;
+    let mut outcome = outcome_of(delivery, processor, stats, settings.max_message_bytes).await;
     let mut held: Option<Held<'_>> = None;
     let mut failures: u32 = 0;
     while let Outcome::Retry {
@@ -136,7 +136,7 @@ pub(super) async fn process_holding(
             () = tokio::time::sleep(delay) => {}
             () = recovered => {}
         }
-        outcome = process(delivery, processor, stats, settings.max_message_bytes).await;
+        outcome = outcome_of(delivery, processor, stats, settings.max_message_bytes).await;
     }
     let still_down = matches!(
         outcome,

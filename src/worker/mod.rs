@@ -7,14 +7,17 @@
 //! freed once the outcome is decided, while the ack travels. A
 //! transient failure nacks with a growing delay; a message that cannot be decoded, that failed
 //! permanently, or that failed `max_deliveries` times is parked with its reason. A timer task
-//! fires due grace-period checks on the real clock. The shutdown signal is passed in: on it
-//! the loop stops pulling and the whole shutdown — in-flight work, closing the source, the
-//! store's last flush — ends within `shutdown_timeout` (the drain gets two thirds); whatever is
-//! still unsettled then is simply not acked, so the broker redelivers it.
+//! fires due grace-period checks on the real clock, up to `concurrency` side by side, so one
+//! payment's backing-off check never holds another's (`timers`). The shutdown signal is
+//! passed in: on it the loop stops pulling and the whole shutdown — in-flight work and
+//! grace-period checks, closing the source, the store's last flush — ends within
+//! `shutdown_timeout` (the drain gets two thirds); whatever is still unsettled then is simply
+//! not acked, so the broker redelivers it.
 
 mod handle;
 mod hold;
 mod tasks;
+mod timers;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -33,7 +36,8 @@ use crate::store::Store;
 use crate::telemetry::{InFlight, WorkerStopped};
 use handle::{outage_backoff, settle};
 use hold::{Holding, process_holding};
-use tasks::{report_progress, run_timers};
+use tasks::report_progress;
+use timers::run_timers;
 
 /// Messages received but not yet settled, per message worked on: a message whose outcome is
 /// decided frees its worker slot while its ack, nack or park is still on its way to the
@@ -139,10 +143,11 @@ impl Worker {
         let holding = Arc::new(Holding::new());
         let stop_timers = CancellationToken::new();
         let draining = CancellationToken::new();
-        let timers = tokio::spawn(run_timers(
+        let mut timers = tokio::spawn(run_timers(
             self.processor.clone(),
             self.store.clone(),
             self.settings.retry_delay,
+            self.settings.concurrency,
             self.stats.clone(),
             stop_timers.clone(),
             draining.clone(),
@@ -256,13 +261,21 @@ impl Worker {
             }
             self.processor.input_ended();
             draining.cancel();
-            if shut_down {
-                stop_timers.cancel();
-            } else {
+            if !shut_down {
                 tokio::select! {
-                    _ = timers => {}
-                    () = &mut shutdown => stop_timers.cancel(),
+                    _ = &mut timers => {}
+                    () = &mut shutdown => shut_down = true,
                 }
+            }
+            if shut_down {
+                // The checks in flight get the drain's share of the shutdown budget, as
+                // in-flight messages do; closing and the last flush keep the rest.
+                let budget = self.settings.shutdown_timeout;
+                let now = tokio::time::Instant::now();
+                deadline = Some(now + budget);
+                stop_timers.cancel();
+                let drained = now + budget.saturating_sub(close_reserve(budget));
+                end_timers(&mut timers, Some(drained)).await;
             }
         } else {
             let budget = self.settings.shutdown_timeout;
@@ -286,14 +299,7 @@ impl Worker {
                 tasks.abort_all();
                 while tasks.join_next().await.is_some() {}
             }
-            if tokio::time::timeout(remaining(deadline), timers)
-                .await
-                .is_err()
-            {
-                warn!(
-                    "a grace-period check was still running at the shutdown deadline; it is retried after its lease"
-                );
-            }
+            end_timers(&mut timers, deadline).await;
         }
         // Closing (flushing acks, giving back what was received but not handed out) and the
         // store's last flush share what is left of the budget: the whole shutdown ends within
@@ -328,6 +334,25 @@ impl Worker {
         };
         WorkerStopped(&summary).emit();
         summary
+    }
+}
+
+/// Waits for the timer task (stopped) until `deadline`, then aborts it, which aborts the
+/// checks it still runs: a dropped `JoinHandle` would leave them running past the shutdown.
+async fn end_timers(
+    timers: &mut tokio::task::JoinHandle<()>,
+    deadline: Option<tokio::time::Instant>,
+) {
+    if tokio::time::timeout(remaining(deadline), &mut *timers)
+        .await
+        .is_err()
+    {
+        warn!(
+            "a grace-period check was still running at the shutdown deadline; it is retried after its lease"
+        );
+        timers.abort();
+        // An aborted task ends at its next await; its result says only that it was aborted.
+        let _ = timers.await;
     }
 }
 

@@ -1075,3 +1075,89 @@ async fn a_store_that_takes_no_writes_holds_callers_at_the_buffer_bound() {
     store.flush().await.unwrap();
     assert_eq!(processed_rows(&direct, "down").await, callers as i64);
 }
+
+/// A taken timer's lease is renewed only while it is still taken as it was: not once it is
+/// done, nor once it was given back (and taken again: another taking, whose due differs).
+async fn timer_renewals_hold_only_the_taking(store: &dyn Store) {
+    let t = |p: &str, s| Timer {
+        payment_id: p.into(),
+        due: at(s),
+        rechecks: 0,
+    };
+    assert!(store.schedule(t("r1", 10)).await.unwrap());
+    assert!(store.schedule(t("r2", 10)).await.unwrap());
+    let taken = store.take_due(at(10), 10).await.unwrap();
+    assert_eq!(taken, vec![t("r1", 10), t("r2", 10)]);
+    assert!(
+        store.renew_timer(&taken[0]).await.unwrap(),
+        "taken: renewed"
+    );
+
+    store.retry_timer(&taken[0], at(20)).await.unwrap();
+    assert!(
+        !store.renew_timer(&taken[0]).await.unwrap(),
+        "given back: no longer held"
+    );
+    let again = store.take_due(at(20), 10).await.unwrap();
+    assert_eq!(again, vec![t("r1", 20)]);
+    assert!(
+        !store.renew_timer(&taken[0]).await.unwrap(),
+        "the old taking does not renew the new one"
+    );
+    assert!(store.renew_timer(&again[0]).await.unwrap());
+
+    store.timer_done(&taken[1]).await.unwrap();
+    assert!(!store.renew_timer(&taken[1]).await.unwrap(), "done");
+    assert!(!store.renew_timer(&t("r-none", 10)).await.unwrap());
+}
+
+#[tokio::test]
+async fn sqlite_timer_renewals_hold_only_the_taking() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqlStore::connect(&sqlite_url(&dir), Duration::from_secs(60))
+        .await
+        .unwrap();
+    timer_renewals_hold_only_the_taking(&store).await;
+}
+
+#[tokio::test]
+async fn postgres_timer_renewals_hold_only_the_taking() {
+    let url = fresh_pg().await;
+    let store = SqlStore::connect(&url, Duration::from_secs(60))
+        .await
+        .unwrap();
+    timer_renewals_hold_only_the_taking(&store).await;
+}
+
+/// A check running longer than the lease keeps its timer by renewing it: another replica does
+/// not take it over (and check the same payment at once) while the renewals go on, and does
+/// once they stop (its holder died).
+#[tokio::test]
+async fn a_renewed_timer_is_not_taken_over_by_another_replica() {
+    let url = fresh_pg().await;
+    let lease = Duration::from_secs(3);
+    let a = SqlStore::connect(&url, lease).await.unwrap();
+    let b = SqlStore::connect(&url, lease).await.unwrap();
+    let timer = Timer {
+        payment_id: "slow".into(),
+        due: at(0),
+        rechecks: 0,
+    };
+    a.schedule(timer.clone()).await.unwrap();
+    assert_eq!(a.take_due(at(1), 10).await.unwrap(), vec![timer.clone()]);
+    // Two thirds of the lease, a renewal, two thirds again: past the first lease, inside the
+    // renewed one.
+    tokio::time::sleep(lease * 2 / 3).await;
+    assert!(a.renew_timer(&timer).await.unwrap());
+    tokio::time::sleep(lease * 2 / 3).await;
+    assert!(
+        b.take_due(at(1), 10).await.unwrap().is_empty(),
+        "the renewed lease holds"
+    );
+    tokio::time::sleep(lease).await;
+    assert_eq!(
+        b.take_due(at(1), 10).await.unwrap(),
+        vec![timer],
+        "without renewals the timer is taken over"
+    );
+}

@@ -177,6 +177,21 @@ impl Backend {
         })
     }
 
+    /// Extends a taken timer's lease by `lease` ms from now (measured as in [`Self::claim`]),
+    /// if it is still taken at `due`; whether it was.
+    pub(super) async fn renew_timer(
+        &self,
+        payment_id: &str,
+        due: i64,
+        lease: i64,
+        now: i64,
+    ) -> Result<bool> {
+        Ok(match self {
+            Self::Sqlite(l) => l.renew_timer(payment_id, due, now.saturating_add(lease))?,
+            Self::Postgres(p) => p.renew_timer(payment_id, due, lease).await?,
+        })
+    }
+
     /// Marks a taken timer as handled at `now`.
     pub(super) async fn timer_done(&self, payment_id: &str, now: i64) -> Result<()> {
         match self {

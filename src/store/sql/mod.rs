@@ -607,6 +607,19 @@ impl Store for SqlStore {
         Ok(timers)
     }
 
+    async fn renew_timer(&self, timer: &Timer) -> Result<bool, StoreError> {
+        const RENEW: &str = "renewing a grace-period check's lease";
+        self.backend
+            .renew_timer(
+                &timer.payment_id,
+                ms(timer.due),
+                self.lease_ms(),
+                self.now_ms(),
+            )
+            .await
+            .map_err(self.fail(RENEW))
+    }
+
     async fn timer_done(&self, timer: &Timer) -> Result<(), StoreError> {
         const DONE: &str = "completing a grace-period check";
         self.backend

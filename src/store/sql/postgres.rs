@@ -282,6 +282,28 @@ impl Pg {
         })
     }
 
+    /// Extends a taken timer's lease by `lease` ms from the server's now, if it is still taken
+    /// at `due` (the due time it was taken at: a timer given back and taken again is another
+    /// taking).
+    pub(super) async fn renew_timer(
+        &self,
+        payment_id: &str,
+        due: i64,
+        lease: i64,
+    ) -> Result<bool, sqlx::Error> {
+        sqlx::query(concat!(
+            "UPDATE timers SET taken_until = ",
+            db_now_ms!(),
+            " + $3 WHERE payment_id = $1 AND state = 'taken' AND due = $2"
+        ))
+        .bind(payment_id)
+        .bind(due)
+        .bind(lease)
+        .execute(&self.pool)
+        .await
+        .map(|r| r.rows_affected() == 1)
+    }
+
     /// Marks a taken timer as handled at `now`.
     pub(super) async fn timer_done(&self, payment_id: &str, now: i64) -> Result<(), sqlx::Error> {
         sqlx::query("UPDATE timers SET state = 'done', fired_at = $2 WHERE payment_id = $1")

@@ -288,6 +288,17 @@ impl Lite {
         rows.collect()
     }
 
+    /// Extends a taken timer's lease to `until` (ms), if it is still taken at `due` (the due
+    /// time it was taken at: a timer given back and taken again is another taking).
+    pub(super) fn renew_timer(&self, payment_id: &str, due: i64, until: i64) -> Result<bool> {
+        self.conn()
+            .prepare_cached(
+                "UPDATE timers SET taken_until = ?3 WHERE payment_id = ?1 AND state = 'taken' AND due = ?2",
+            )?
+            .execute(params![payment_id, due, until])
+            .map(|changed| changed == 1)
+    }
+
     /// Marks a taken timer as handled at `now`.
     pub(super) fn timer_done(&self, payment_id: &str, now: i64) -> Result<()> {
         self.conn()

@@ -2,7 +2,7 @@
 # Runs payrules' whole test suite on a fresh machine: installs the local test peers (checks the
 # Pub/Sub emulator, installs moto, fauxqs, commercetools-mock into .peers/), then
 # `cargo test --all-targets` and `cargo test --doc`. With arguments, runs `cargo test ARGS...` instead (after the same
-# install), e.g. `bash scripts/test.sh --test peers_smoke`.
+# install), e.g. `bash scripts/test.sh --test it peers_smoke::`.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 

@@ -217,7 +217,7 @@ fn held_sections_are_on_their_pages_and_nowhere_else() {
         ("docs/operating.md", "<!-- metrics-table:start -->"),
         // src/config/reference.rs renders it; src/config/tests.rs compares.
         ("docs/configuration.md", "<!-- options-table:start -->"),
-        // tests/webhook_receivers.rs holds these excerpts to examples/receivers/.
+        // tests/it/webhook_receivers.rs holds these excerpts to examples/receivers/.
         ("docs/webhook.md", "```python\nfrom standardwebhooks"),
         ("docs/webhook.md", "```js\nconst { Webhook }"),
     ];

@@ -3,11 +3,17 @@
 //! and the next run delivers the release.
 //!
 //! Peers are started on first use and never skipped: a missing peer fails the test.
+//!
+//! A binary of its own, not a module of `tests/it`: cargo runs test binaries one after another,
+//! so the shutdown budget is measured while no other test loads the machine's two cores.
 
-#[path = "it/peers.rs"]
+// The `it` binary's helpers, of which this test uses a few.
+#[allow(dead_code)]
+#[path = "it/support/peers.rs"]
 mod peers;
 
-#[path = "it/ctadmin.rs"]
+#[allow(dead_code)]
+#[path = "it/support/ctadmin.rs"]
 mod ctadmin;
 
 const PROJECT: &str = "payrules-shutdown";

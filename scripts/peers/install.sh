@@ -8,7 +8,7 @@
 #                             fauxqs 1.9.2 (SQS, fast), @labdigital/commercetools-mock 4.4.0,
 #                             standardwebhooks 1.3.0 (webhook receiver tests)
 #   .peers/pubsub-logging.properties   java.util.logging config for the Pub/Sub emulator (WARNING)
-#   .peers/env              KEY=VALUE lines with absolute paths, read by tests/it/peers.rs
+#   .peers/env              KEY=VALUE lines with absolute paths, read by tests/it/support/peers.rs
 #
 # The Google Pub/Sub emulator is not installed here: it comes from the Debian package
 # google-cloud-cli-pubsub-emulator (preinstalled on the project's machines); this script only
@@ -20,8 +20,9 @@
 set -euo pipefail
 
 MOTO_VERSION="5.2.5"
-# The Python side of tests/webhook_receivers.rs: the receiver recipe verifies with standardwebhooks,
-# and the payloads are checked against fixtures/schema/release-webhook.schema.json with jsonschema.
+# The Python side of tests/it/webhook_receivers.rs: the receiver recipe verifies with
+# standardwebhooks, and the payloads are checked against
+# fixtures/schema/release-webhook.schema.json with jsonschema.
 STANDARDWEBHOOKS_PY_VERSION="1.3.0"
 JSONSCHEMA_VERSION="4.26.0"
 STAMP_SCHEMA="1"
@@ -167,7 +168,7 @@ fi
 
 # --- .peers/env ----------------------------------------------------------------------------------
 cat >"$peers/env.tmp" <<EOF
-# Written by scripts/peers/install.sh; read by tests/it/peers.rs. Absolute paths; do not edit.
+# Written by scripts/peers/install.sh; read by tests/it/support/peers.rs. Absolute paths; do not edit.
 PAYRULES_PEER_PUBSUB_EMULATOR=$emulator
 PAYRULES_PEER_PUBSUB_LOGGING=$logging_props
 PAYRULES_PEER_JAVA=$java_bin

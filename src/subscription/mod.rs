@@ -2,7 +2,7 @@
 //! worker.
 //!
 //! The Subscription carries exactly the Message types and Checkout Events the rules read:
-//! [`SUBSCRIBED_MESSAGES`] and [`SUBSCRIBED_EVENTS`], the one list. `tests/subscription.rs`
+//! [`SUBSCRIBED_MESSAGES`] and [`SUBSCRIBED_EVENTS`], the one list. `tests/it/subscription.rs`
 //! proves it against the decoder and the engine: every type listed decodes into a body the
 //! rules use, every type the decoder knows that the engine acts on is listed, and the list of
 //! decoded types is the one in `src/message/mod.rs`.

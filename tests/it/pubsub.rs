@@ -16,11 +16,13 @@ use payrules::config::PubsubSettings;
 use payrules::source::pubsub::{PARK_REASON_ATTRIBUTE, SOURCE_MESSAGE_ID_ATTRIBUTE};
 use payrules::source::{PubsubEndpoint, PubsubOptions, PubsubSource, Source};
 
-use crate::peers::{self, Peer, PubsubResources, PulledMessage};
-use crate::{
-    Recording, action_keys, dry_run, replay_keys, run_binary_until_lines, run_blocked,
-    run_recorded, scenario_copy, scenario_lines, set, worker,
+use crate::support::binary::run_binary_until_lines;
+use crate::support::broker::{
+    Recording, action_keys, dry_run, replay_keys, run_blocked, run_recorded, scenario_copy, set,
+    worker,
 };
+use crate::support::fixtures::scenario_lines;
+use crate::support::peers::{self, Peer, PubsubResources, PulledMessage};
 
 const PROJECT: &str = "payrules-it";
 const ACK_DEADLINE_SECS: u32 = 10;

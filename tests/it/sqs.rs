@@ -14,11 +14,13 @@ use payrules::config::SqsSettings;
 use payrules::source::sqs::PARK_REASON_ATTRIBUTE;
 use payrules::source::{Source, SourceError, SqsSource};
 
-use crate::peers::{self, Peer};
-use crate::{
-    Recording, action_keys, dry_run, replay_keys, run_binary_until_lines, run_blocked,
-    run_recorded, scenario_copy, scenario_lines, set, worker,
+use crate::support::binary::run_binary_until_lines;
+use crate::support::broker::{
+    self, Recording, action_keys, dry_run, replay_keys, run_blocked, run_recorded, scenario_copy,
+    set, worker,
 };
+use crate::support::fixtures::scenario_lines;
+use crate::support::peers::{self, Peer};
 
 fn settings(
     queue_url: &str,
@@ -304,9 +306,9 @@ async fn sqs_an_outage_holds_messages_and_never_dead_letters_them() {
     let source = connect(peer, &settings(&url, 1, 2, Some(&dlq))).await;
     let (source, log) = Recording::new(Box::new(source));
     let (inner, out) = dry_run();
-    let outage = Arc::new(crate::Outage::new(inner));
+    let outage = Arc::new(broker::Outage::new(inner));
     let concurrency = 16;
-    let w = crate::worker_retrying(
+    let w = broker::worker_retrying(
         outage.clone(),
         concurrency,
         Duration::from_secs(5),
@@ -322,7 +324,7 @@ async fn sqs_an_outage_holds_messages_and_never_dead_letters_them() {
             tokio::time::sleep(Duration::from_secs(6)).await;
             *seen.lock().unwrap() = watch.lock().unwrap().delivered.len();
             dependency.back.store(true, Ordering::SeqCst);
-            crate::until(
+            broker::until(
                 || watch.lock().unwrap().acked.len() >= n,
                 Duration::from_secs(60),
             )

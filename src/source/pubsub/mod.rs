@@ -29,8 +29,8 @@
 //! The emulator (0.8.20) does not notice a StreamingPull cancelled without a half-close, which
 //! is how this client ends its streams: the closed stream keeps taking messages from the
 //! subscription on the emulator's side and sends them nowhere, until the subscription is
-//! switched to push and back (see `tests/it/peers.rs`, `pubsub_end_stale_streams`). Production
-//! Pub/Sub is not affected.
+//! switched to push and back (see `tests/it/support/peers.rs`, `pubsub_end_stale_streams`).
+//! Production Pub/Sub is not affected.
 //!
 //! # Endpoint and credentials
 //! The official crate does not read `PUBSUB_EMULATOR_HOST`; [`PubsubEndpoint::from_env`] does:

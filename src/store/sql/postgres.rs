@@ -589,7 +589,7 @@ mod tests {
     use super::*;
 
     /// A database of its own on the server these machines run (127.0.0.1:5432, trust auth;
-    /// see tests/it/pg.rs): fails, never skips, when it is not there.
+    /// see tests/it/support/pg.rs): fails, never skips, when it is not there.
     async fn fresh_pg() -> String {
         let admin = "postgres://postgres@127.0.0.1:5432/test";
         let name = format!("payrules_unit_{:016x}", fastrand::u64(..));

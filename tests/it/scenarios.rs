@@ -2,8 +2,7 @@
 //! expected file beside it. Adding a scenario is adding two files: `NAME.jsonl` and
 //! `NAME.expected.jsonl` (plus `NAME.toml` when it needs rule settings).
 
-#[path = "it/fixtures.rs"]
-mod fixtures;
+use crate::support::fixtures;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

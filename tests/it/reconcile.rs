@@ -9,20 +9,15 @@
 //!
 //! Peers are started on first use and never skipped: a missing peer fails the test.
 
-#[path = "it/peers.rs"]
-mod peers;
+use crate::support::peers;
 
-#[path = "it/ctadmin.rs"]
-mod ctadmin;
+use crate::support::ctadmin;
 
-#[path = "it/ctmessages.rs"]
-mod ctmessages;
+use crate::support::ctmessages;
 
-#[path = "it/pg.rs"]
-mod pg;
+use crate::support::pg;
 
-#[path = "it/binary.rs"]
-mod binary;
+use crate::support::binary;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Stdio;

@@ -6,14 +6,11 @@
 //! at the end, agree with what they did). A few go through the binary (`--input`, `--json`),
 //! and one live, against commercetools-mock.
 
-#[path = "it/peers.rs"]
-mod peers;
+use crate::support::peers;
 
-#[path = "it/ctadmin.rs"]
-mod ctadmin;
+use crate::support::ctadmin;
 
-#[path = "it/fixtures.rs"]
-mod fixtures;
+use crate::support::fixtures;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

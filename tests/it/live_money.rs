@@ -3,11 +3,9 @@
 //! Each test sets the state up in the mock, then hands the engine the message that announces
 //! the last change — as the worker would receive it.
 
-#[path = "it/peers.rs"]
-mod peers;
+use crate::support::peers;
 
-#[path = "it/ctadmin.rs"]
-mod ctadmin;
+use crate::support::ctadmin;
 
 use std::sync::Arc;
 use std::time::Duration;

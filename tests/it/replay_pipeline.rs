@@ -9,11 +9,9 @@ use std::path::{Path, PathBuf};
 use payrules::replay::{Replay, ReplayOutput, replay_files};
 use payrules::rules::Rules;
 
-#[path = "it/fixtures.rs"]
-mod fixtures;
+use crate::support::fixtures;
 
-#[path = "../benches/support/stream.rs"]
-mod stream;
+use crate::support::stream;
 
 use fixtures::{rules_for, scenarios};
 

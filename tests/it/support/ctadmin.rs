@@ -1,5 +1,4 @@
 //! Direct calls to commercetools-mock, to set up the payments, carts and orders a test needs.
-#![allow(dead_code)]
 
 use std::time::Duration;
 

@@ -8,8 +8,7 @@ use std::time::Duration;
 use chrono::{TimeZone, Utc};
 use payrules::store::{Claim, Decided, LedgerStatus, SqlStore, Store, Timer};
 
-#[path = "it/pg.rs"]
-mod pg;
+use crate::support::pg;
 
 /// A fresh PostgreSQL database; fails (never skips) when the server is not there.
 async fn fresh_pg() -> String {
@@ -878,7 +877,7 @@ async fn postgres_leases_use_the_database_clock_not_the_replicas() {
 
 /// What a durable SQLite write costs (claim + settle of one key; schedule, take and complete a
 /// timer), on a file in the target directory (a real disk, not a tmpfs). A measurement, not a
-/// check: `cargo test --release --test store -- --ignored --nocapture sqlite_write_cost`.
+/// check: `cargo test --release --test it -- --ignored --nocapture store::sqlite_write_cost`.
 #[tokio::test]
 #[ignore = "a measurement; run by hand"]
 async fn sqlite_write_cost() {
@@ -913,8 +912,7 @@ async fn sqlite_write_cost() {
     println!("claim+settle: {ledger:?} per key; schedule+take+done: {timers:?} per timer");
 }
 
-#[path = "it/pg_tls.rs"]
-mod pg_tls;
+use crate::support::pg_tls;
 
 /// PostgreSQL over TLS, as managed servers (Cloud SQL, RDS, Azure) require: against a server
 /// of the test's own with a throwaway CA, `sslmode=require` connects (encrypted, certificate not

@@ -1,8 +1,8 @@
-//! Smoke tests of the local test peers (tests/it/peers.rs): each one starts, answers one trivial
-//! request, and stops when dropped. Needs `bash scripts/peers/install.sh` (scripts/test.sh runs it).
+//! Smoke tests of the local test peers (tests/it/support/peers.rs): each one starts, answers one
+//! trivial request, and stops when dropped. Needs `bash scripts/peers/install.sh`
+//! (scripts/test.sh runs it).
 
-#[path = "it/peers.rs"]
-mod peers;
+use crate::support::peers;
 
 use std::time::{Duration, Instant};
 

@@ -2,11 +2,9 @@
 //! as a local server), the Checkout API and faults through an HTTP stub (wiremock), and the
 //! fulfillment webhook through a receiver that verifies signatures and counts deliveries.
 
-#[path = "it/peers.rs"]
-mod peers;
+use crate::support::peers;
 
-#[path = "it/ctadmin.rs"]
-mod ctadmin;
+use crate::support::ctadmin;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -551,7 +549,7 @@ async fn a_rejected_cancel_is_final_and_an_existing_cancel_or_charge_makes_no_ca
 }
 
 /// A webhook receiver that verifies both signatures (Standard Webhooks and the deprecated
-/// legacy one; the receiver recipes in tests/webhook_receivers.rs verify with the libraries) and
+/// legacy one; the receiver recipes in tests/it/webhook_receivers.rs verify with the libraries) and
 /// counts deliveries per key.
 struct Receiver {
     secret: Secret,

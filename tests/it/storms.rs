@@ -12,11 +12,9 @@
 //! messages, seconds for reads), so a longer storm only repeats the same paced pattern.
 //! Peers are started on first use and never skipped: a missing peer fails the test.
 
-#[path = "it/peers.rs"]
-mod peers;
+use crate::support::peers;
 
-#[path = "it/ctadmin.rs"]
-mod ctadmin;
+use crate::support::ctadmin;
 
 use std::collections::BTreeMap;
 use std::process::Stdio;
@@ -522,7 +520,7 @@ async fn pubsub_going_away_and_back_resumes() {
     }
     let _back = peers::relay(port, target).await;
     // The emulator (not production Pub/Sub) keeps the cut stream alive on its side and lets
-    // it swallow messages (see tests/crash.rs): end it, as the crash tests do.
+    // it swallow messages (see tests/it/crash.rs): end it, as the crash tests do.
     peers::pubsub_end_stale_streams(emulator, &res.subscription).await;
     let deadline = Instant::now() + Duration::from_secs(90);
     let all = lines.len() as f64;

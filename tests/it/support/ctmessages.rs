@@ -4,9 +4,7 @@
 //! unsigned SendMessage to the queue URL's host — fauxqs), a test notification on Subscription
 //! create, and `GET /{projectKey}/messages`.
 //!
-//! Include next to `peers` (`#[path = "it/peers.rs"] mod peers;`). Like every peer, it panics
-//! (never skips) when it cannot be started.
-#![allow(dead_code)]
+//! Like every peer, it panics (never skips) when it cannot be started.
 
 use std::collections::HashMap;
 use std::path::PathBuf;

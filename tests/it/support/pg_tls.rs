@@ -7,9 +7,6 @@
 //! are missing or the server does not start, [`TlsPg::start`] fails under `CI=true` and
 //! otherwise answers `None` (the test then says it skipped). initdb refuses to run as root: as
 //! root, the server is run as the `postgres` user, in a directory it owns.
-//!
-//! Include with `#[path = "it/pg_tls.rs"] mod pg_tls;`.
-#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -1,8 +1,5 @@
 //! Running the `payrules` binary as a process: `payrules run` with a given environment, read
 //! until it printed its action lines, then SIGTERM.
-//!
-//! Include with `#[path = "it/binary.rs"] mod binary;` (the `it` binary: `mod binary;`).
-#![allow(dead_code)]
 
 use std::time::Duration;
 

@@ -9,14 +9,11 @@
 //! connector, adds a CancelAuthorization to the payment when it accepts a cancel; the
 //! fulfillment webhook is a receiver that verifies signatures and counts deliveries.
 
-#[path = "it/peers.rs"]
-mod peers;
+use crate::support::peers;
 
-#[path = "it/ctadmin.rs"]
-mod ctadmin;
+use crate::support::ctadmin;
 
-#[path = "it/pg.rs"]
-mod pg;
+use crate::support::pg;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Stdio;

@@ -5,8 +5,7 @@
 //!
 //! Peers are started on first use and never skipped: a missing peer fails the test.
 
-#[path = "it/peers.rs"]
-mod peers;
+use crate::support::peers;
 
 use std::collections::BTreeMap;
 use std::process::Stdio;

@@ -1,8 +1,5 @@
 //! The PostgreSQL server these machines run (127.0.0.1:5432, trust auth): a fresh database per
 //! test. Like every peer, it fails (never skips) when the server is not there.
-//!
-//! Include with `#[path = "it/pg.rs"] mod pg;`.
-#![allow(dead_code)]
 
 /// The database the admin connection opens to create the others.
 pub const PG_ADMIN: &str = "postgres://postgres@127.0.0.1:5432/test";

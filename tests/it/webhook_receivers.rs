@@ -7,8 +7,7 @@
 //!
 //! A receiver that cannot be started fails the test (never a skip), naming the install script.
 
-#[path = "it/peers.rs"]
-mod peers;
+use crate::support::peers;
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -32,8 +31,8 @@ enum Lang {
     Node,
 }
 
-/// A value of `.peers/env` (a process env variable of the same name wins), as tests/it/peers.rs
-/// reads them. Panics with the install hint when it is missing.
+/// A value of `.peers/env` (a process env variable of the same name wins), as
+/// tests/it/support/peers.rs reads them. Panics with the install hint when it is missing.
 fn installed(key: &str) -> PathBuf {
     static ENV: OnceLock<HashMap<String, String>> = OnceLock::new();
     let file = peers::repo_root().join(".peers/env");

@@ -1,9 +1,5 @@
-//! The scenario fixtures (`fixtures/scenarios`), for every test binary that replays or runs
-//! them: their paths, their lines, and the rules each one is run with.
-//!
-//! Include with `#[path = "it/fixtures.rs"] mod fixtures;` (the `it` binary: `mod fixtures;`).
-//! Needs no peer.
-#![allow(dead_code)]
+//! The scenario fixtures (`fixtures/scenarios`), for every test that replays or runs them:
+//! their paths, their lines, and the rules each one is run with. Needs no peer.
 
 use std::path::{Path, PathBuf};
 

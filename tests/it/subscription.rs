@@ -9,17 +9,13 @@
 //!
 //! Peers are started on first use and never skipped: a missing peer fails the test.
 
-#[path = "it/peers.rs"]
-mod peers;
+use crate::support::peers;
 
-#[path = "it/ctadmin.rs"]
-mod ctadmin;
+use crate::support::ctadmin;
 
-#[path = "it/ctmessages.rs"]
-mod ctmessages;
+use crate::support::ctmessages;
 
-#[path = "it/binary.rs"]
-mod binary;
+use crate::support::binary;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -48,7 +44,7 @@ const GCP_PROJECT: &str = "payrules-subscription-it";
 /// The variant names of the `message_types!( … );` invocation in src/message/mod.rs: every type
 /// the decoder knows.
 fn decoded_type_names() -> Vec<String> {
-    let source = include_str!("../src/message/mod.rs");
+    let source = include_str!("../../src/message/mod.rs");
     let start = source
         .find("\nmessage_types!(")
         .expect("the message_types!( … ) invocation in src/message/mod.rs")

@@ -5,11 +5,9 @@
 //!
 //! Peers are started on first use and never skipped: a missing peer fails the test.
 
-#[path = "it/peers.rs"]
-mod peers;
+use crate::support::peers;
 
-#[path = "it/ctadmin.rs"]
-mod ctadmin;
+use crate::support::ctadmin;
 
 use std::time::Duration;
 

@@ -7,7 +7,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 
 /// Install with `#[global_allocator] static A: alloc::Counting = alloc::Counting;`.
-pub struct Counting;
+pub(crate) struct Counting;
 
 static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
 static LIVE_BYTES: AtomicI64 = AtomicI64::new(0);
@@ -43,11 +43,11 @@ unsafe impl GlobalAlloc for Counting {
 }
 
 /// Allocations (and reallocations) so far.
-pub fn allocations() -> u64 {
+pub(crate) fn allocations() -> u64 {
     ALLOCATIONS.load(Relaxed)
 }
 
 /// Bytes allocated and not yet freed (requested sizes, without the allocator's overhead).
-pub fn live_bytes() -> i64 {
+pub(crate) fn live_bytes() -> i64 {
     LIVE_BYTES.load(Relaxed)
 }

@@ -32,7 +32,7 @@ use serde_json::Value;
 
 /// What to generate.
 #[derive(Debug, Clone)]
-pub struct GenConfig {
+pub(crate) struct GenConfig {
     /// Exactly this many deliveries (duplicates included).
     pub messages: usize,
     /// Same seed, same bytes.
@@ -68,7 +68,7 @@ impl Default for GenConfig {
 
 /// How large the payments and orders are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Shape {
+pub(crate) enum Shape {
     /// The fixtures as they are: one transaction per payment at creation.
     #[default]
     Basic,
@@ -81,7 +81,7 @@ pub enum Shape {
 
 /// The kind of a flow, i.e. what the rules should do with it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FlowKind {
+pub(crate) enum FlowKind {
     /// One release.
     Release,
     /// One cancel when the grace period ends.
@@ -98,7 +98,7 @@ pub enum FlowKind {
 
 /// Counts that the rules must reproduce.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Expected {
+pub(crate) struct Expected {
     /// Flows of each kind.
     pub flows: usize,
     /// Releases: one per release flow.
@@ -112,7 +112,7 @@ pub struct Expected {
 }
 
 /// The generated stream: every delivery's bytes, in delivery order, in one buffer.
-pub struct Stream {
+pub(crate) struct Stream {
     buf: Vec<u8>,
     ends: Vec<usize>,
     /// What the rules must do with it.
@@ -123,33 +123,33 @@ pub struct Stream {
 
 impl Stream {
     /// Number of deliveries.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.ends.len()
     }
 
     /// Whether there are none.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.ends.is_empty()
     }
 
     /// The bytes of delivery `i`.
-    pub fn get(&self, i: usize) -> &[u8] {
+    pub(crate) fn get(&self, i: usize) -> &[u8] {
         let start = if i == 0 { 0 } else { self.ends[i - 1] };
         &self.buf[start..self.ends[i]]
     }
 
     /// Every delivery, in order.
-    pub fn iter(&self) -> impl Iterator<Item = &[u8]> + '_ {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &[u8]> + '_ {
         (0..self.len()).map(move |i| self.get(i))
     }
 
     /// Total payload bytes.
-    pub fn bytes(&self) -> usize {
+    pub(crate) fn bytes(&self) -> usize {
         self.buf.len()
     }
 
     /// Writes the stream as JSONL (one delivery per line).
-    pub fn write_jsonl(&self, path: &Path) -> std::io::Result<()> {
+    pub(crate) fn write_jsonl(&self, path: &Path) -> std::io::Result<()> {
         use std::io::Write;
         let mut out = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
         for m in self.iter() {
@@ -685,7 +685,7 @@ fn refs(ids: impl Iterator<Item = String>) -> String {
 }
 
 /// Generates a stream; see the module docs.
-pub fn generate(cfg: &GenConfig) -> Stream {
+pub(crate) fn generate(cfg: &GenConfig) -> Stream {
     let templates = Templates::load(cfg.shape);
     let mut rng = fastrand::Rng::with_seed(cfg.seed);
     let start_ms = cfg.start.timestamp_millis();
@@ -947,7 +947,7 @@ fn wrap_cloudevent(platform: &[u8], id: &str, created: &str, step: Step, out: &m
 }
 
 /// One fixture, compact: for the decode benchmarks.
-pub fn fixture_compact(name: &str) -> Vec<u8> {
+pub(crate) fn fixture_compact(name: &str) -> Vec<u8> {
     let path = fixtures_dir().join(format!("{name}.json"));
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("reading fixture {}: {e}", path.display()));

@@ -14,7 +14,7 @@ use crate::stub::{self, Stub};
 use crate::worker::{self, Worker};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     Pubsub,
     Sqs,
 }
@@ -548,7 +548,7 @@ async fn drain_round(
     })
 }
 
-pub async fn run(kind: Kind, args: &crate::Args) -> Value {
+pub(crate) async fn run(kind: Kind, args: &crate::Args) -> Value {
     let name = kind.name();
     eprintln!("== {name}: starting the broker");
     let broker = Broker::start(kind).await;

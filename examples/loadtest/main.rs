@@ -50,6 +50,7 @@ mod soak;
 mod stub;
 mod worker;
 
+/// The load tool's command line.
 #[derive(Parser, Debug, Clone)]
 #[command(about = "payrules load tool: replay throughput, broker drain rates, latency, RSS")]
 pub struct Args {

@@ -7,21 +7,21 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub struct Peer {
+pub(crate) struct Peer {
     pub port: u16,
     child: Child,
 }
 
 impl Peer {
-    pub fn endpoint(&self) -> String {
+    pub(crate) fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    pub fn host_port(&self) -> String {
+    pub(crate) fn host_port(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
 
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 }
@@ -102,7 +102,7 @@ async fn start(
 }
 
 /// Google's Pub/Sub emulator.
-pub async fn pubsub_emulator() -> Peer {
+pub(crate) async fn pubsub_emulator() -> Peer {
     let env = env_file();
     let launcher = env
         .get("PAYRULES_PEER_PUBSUB_EMULATOR")
@@ -127,7 +127,7 @@ pub async fn pubsub_emulator() -> Peer {
 }
 
 /// fauxqs (SQS).
-pub async fn fauxqs() -> Peer {
+pub(crate) async fn fauxqs() -> Peer {
     let env = env_file();
     let node = env.get("PAYRULES_PEER_NODE").expect("PAYRULES_PEER_NODE");
     let node_dir = env

@@ -6,13 +6,13 @@ use serde_json::{Value, json};
 
 /// A kB field of /proc/PID/status (`VmRSS:`, `VmHWM:`, `RssAnon:`, `RssFile:`); `None` when
 /// the process is gone or (a zombie) has no such line. `pid` may be `self`.
-pub fn status_kb(pid: &str, field: &str) -> Option<u64> {
+pub(crate) fn status_kb(pid: &str, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status_field(&status, field)
 }
 
 /// A kB field of a /proc/PID/status text already read.
-pub fn status_field(status: &str, field: &str) -> Option<u64> {
+pub(crate) fn status_field(status: &str, field: &str) -> Option<u64> {
     status
         .lines()
         .find(|l| l.starts_with(field))
@@ -21,7 +21,7 @@ pub fn status_field(status: &str, field: &str) -> Option<u64> {
 }
 
 /// The machine, for reports: CPU count and model.
-pub fn machine() -> Value {
+pub(crate) fn machine() -> Value {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|t| {

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use crate::{alloc, cpu_secs, stream};
 
 /// Decode + rules only (no ledger claims, no timers): bytes in, decisions out.
-pub async fn decode_rules(s: &stream::Stream) -> Value {
+pub(crate) async fn decode_rules(s: &stream::Stream) -> Value {
     let view = Arc::new(payrules::view::StreamView::new());
     let store = Arc::new(payrules::store::MemoryStore::new());
     let engine = payrules::rules::Engine::new(view, store, payrules::rules::Rules::default());
@@ -43,7 +43,7 @@ pub async fn decode_rules(s: &stream::Stream) -> Value {
 
 /// Replays the whole stream on one thread with the in-memory store, checks the actions
 /// against the generator's plan; the report and the planned actions' JSON lines.
-pub async fn replay_memory(s: &stream::Stream) -> (Value, Vec<String>) {
+pub(crate) async fn replay_memory(s: &stream::Stream) -> (Value, Vec<String>) {
     let live0 = alloc::live_bytes();
     let mut replay = payrules::replay::Replay::new(payrules::rules::Rules::default());
     let mut lines = Vec::new();
@@ -66,7 +66,7 @@ pub async fn replay_memory(s: &stream::Stream) -> (Value, Vec<String>) {
 }
 
 /// Replays the first `n` messages with the SQLite store in a temp directory.
-pub async fn replay_sqlite(s: &stream::Stream, n: usize) -> Value {
+pub(crate) async fn replay_sqlite(s: &stream::Stream, n: usize) -> Value {
     let dir = tempfile::tempdir().expect("temp dir");
     let url = format!("sqlite://{}", dir.path().join("replay.db").display());
     let store = payrules::store::SqlStore::connect(&url, Duration::from_secs(120))
@@ -146,7 +146,12 @@ async fn replay_with(
 /// `payrules replay FILE` on the stream written to `target/loadtest/stream-LABEL.jsonl`: wall
 /// time from start to exit, CPU, peak RSS, and whether stdout is exactly `expected` (the
 /// one-thread replay's lines).
-pub fn replay_binary(s: &stream::Stream, expected: &[String], bin: &Path, label: &str) -> Value {
+pub(crate) fn replay_binary(
+    s: &stream::Stream,
+    expected: &[String],
+    bin: &Path,
+    label: &str,
+) -> Value {
     let path = Path::new("target/loadtest").join(format!("stream-{label}.jsonl"));
     if let Some(dir) = path.parent() {
         let _ = std::fs::create_dir_all(dir);

@@ -44,7 +44,7 @@ use crate::stub::{self, Stub};
 
 /// What to run.
 #[derive(Debug, Clone)]
-pub struct Config {
+pub(crate) struct Config {
     /// Deliveries in the file (duplicates included).
     pub messages: usize,
     /// Generator seed.
@@ -75,12 +75,12 @@ pub struct Config {
 impl Config {
     /// Most sockets allowed open at any sample: 3 × concurrency + 16 (message tasks on two
     /// clients, grace-period checks on one).
-    pub fn socket_cap(&self) -> u64 {
+    pub(crate) fn socket_cap(&self) -> u64 {
         3 * self.concurrency as u64 + 16
     }
 
     /// The defaults for `messages` deliveries through `worker_bin`.
-    pub fn new(messages: usize, worker_bin: PathBuf, log: PathBuf) -> Self {
+    pub(crate) fn new(messages: usize, worker_bin: PathBuf, log: PathBuf) -> Self {
         Self {
             messages,
             seed: 6,
@@ -101,7 +101,7 @@ impl Config {
 
 /// One sample of the child.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Sample {
+pub(crate) struct Sample {
     /// Since the child was started.
     pub secs: f64,
     /// The latest progress line's `acked`.
@@ -133,7 +133,7 @@ impl Sample {
 
 /// The outcome; `failures` empty means the soak passed.
 #[derive(Debug, Clone, Default)]
-pub struct Report {
+pub(crate) struct Report {
     pub messages: usize,
     pub expected: stream::Expected,
     pub generate_secs: f64,
@@ -181,33 +181,33 @@ fn round1(x: f64) -> f64 {
 
 impl Report {
     /// Whether every check held.
-    pub fn passed(&self) -> bool {
+    pub(crate) fn passed(&self) -> bool {
         self.failures.is_empty()
     }
 
     /// RSS at the end minus RSS at the warm sample, MB.
-    pub fn rss_growth_mb(&self) -> Option<f64> {
+    pub(crate) fn rss_growth_mb(&self) -> Option<f64> {
         Some((self.end?.rss_kb as f64 - self.warm?.rss_kb as f64) / 1024.0)
     }
 
     /// Highest RSS over the last 10 % minus RSS at the warm sample, MB.
-    pub fn final_max_growth_mb(&self) -> Option<f64> {
+    pub(crate) fn final_max_growth_mb(&self) -> Option<f64> {
         Some((self.final_max_rss_kb as f64 - self.warm?.rss_kb as f64) / 1024.0)
     }
 
     /// fds at the end minus fds at the warm sample.
-    pub fn fd_growth(&self) -> Option<i64> {
+    pub(crate) fn fd_growth(&self) -> Option<i64> {
         Some(self.end?.fds as i64 - self.warm?.fds as i64)
     }
 
     /// The highest count of fds other than sockets over the last 10 % minus the warm count.
-    pub fn other_fd_growth(&self) -> Option<i64> {
+    pub(crate) fn other_fd_growth(&self) -> Option<i64> {
         let w = self.warm?;
         Some(self.final_max_other_fds as i64 - (w.fds - w.sockets) as i64)
     }
 
     /// Messages per second, start to exit.
-    pub fn rate(&self) -> f64 {
+    pub(crate) fn rate(&self) -> f64 {
         if self.duration_secs > 0.0 {
             self.messages as f64 / self.duration_secs
         } else {
@@ -216,7 +216,7 @@ impl Report {
     }
 
     /// The sample nearest each tenth of the messages (for the timeline).
-    pub fn deciles(&self) -> Vec<Sample> {
+    pub(crate) fn deciles(&self) -> Vec<Sample> {
         let n = self.messages as u64;
         let mut out = Vec::new();
         for d in 1..=10u64 {
@@ -229,7 +229,7 @@ impl Report {
         out
     }
 
-    pub fn to_json(&self) -> Value {
+    pub(crate) fn to_json(&self) -> Value {
         json!({
             "messages": self.messages,
             "file_bytes": self.file_bytes,
@@ -269,7 +269,7 @@ impl Report {
     }
 
     /// The figures, for people.
-    pub fn print(&self) {
+    pub(crate) fn print(&self) {
         let f = |s: Option<Sample>| {
             s.map_or("-".to_string(), |s| {
                 format!(
@@ -353,7 +353,7 @@ impl Report {
 
 /// The soak from the command line: runs with progress on stderr, prints the figures, writes
 /// the JSON report to `report_path`; the exit status (0: passed).
-pub async fn cli(cfg: &Config, report_path: &std::path::Path) -> i32 {
+pub(crate) async fn cli(cfg: &Config, report_path: &std::path::Path) -> i32 {
     let cfg = Config {
         verbose: true,
         ..cfg.clone()
@@ -476,7 +476,7 @@ impl LogTail {
 }
 
 /// Runs the soak; see the module docs.
-pub async fn run(cfg: &Config) -> Report {
+pub(crate) async fn run(cfg: &Config) -> Report {
     let mut report = Report {
         messages: cfg.messages,
         ..Report::default()

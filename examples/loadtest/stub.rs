@@ -24,11 +24,11 @@ use payrules::message::Message;
 use payrules::view::{CommerceView, StreamView};
 use tokio::net::TcpListener;
 
-pub const PROJECT: &str = "loadtest";
+pub(crate) const PROJECT: &str = "loadtest";
 
 /// One effect the stub received.
 #[derive(Debug, Clone)]
-pub struct Effect {
+pub(crate) struct Effect {
     /// `release:{order}` or `cancel:{payment}`.
     pub key: String,
     /// The message that caused it (releases; `None` for cancels).
@@ -39,7 +39,7 @@ pub struct Effect {
     pub at: Instant,
 }
 
-pub struct Stub {
+pub(crate) struct Stub {
     pub addr: SocketAddr,
     view: StreamView,
     effects: Mutex<Vec<Effect>>,
@@ -53,7 +53,7 @@ pub struct Stub {
 
 impl Stub {
     /// Starts the stub on a free loopback port.
-    pub async fn start() -> Arc<Self> {
+    pub(crate) async fn start() -> Arc<Self> {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind stub");
         let addr = listener.local_addr().expect("stub addr");
         let stub = Arc::new(Self {
@@ -87,22 +87,22 @@ impl Stub {
         stub
     }
 
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
 
     /// Shows a message to the stub's commercetools state.
-    pub fn observe(&self, m: &Message) {
+    pub(crate) fn observe(&self, m: &Message) {
         self.view.observe(m);
     }
 
     /// Everything received so far.
-    pub fn effects(&self) -> Vec<Effect> {
+    pub(crate) fn effects(&self) -> Vec<Effect> {
         self.effects.lock().unwrap().clone()
     }
 
     /// Forgets the effects and request times (between phases).
-    pub fn reset(&self) {
+    pub(crate) fn reset(&self) {
         self.effects.lock().unwrap().clear();
         self.requests.store(0, Ordering::SeqCst);
         self.first_us.store(0, Ordering::SeqCst);
@@ -110,7 +110,7 @@ impl Stub {
     }
 
     /// First and latest request arrival.
-    pub fn request_window(&self) -> Option<(Instant, Instant)> {
+    pub(crate) fn request_window(&self) -> Option<(Instant, Instant)> {
         let first = self.first_us.load(Ordering::SeqCst);
         let last = self.last_us.load(Ordering::SeqCst);
         (first > 0).then(|| {
@@ -122,7 +122,7 @@ impl Stub {
     }
 
     /// The latest request arrival, if any.
-    pub fn last_request(&self) -> Option<Instant> {
+    pub(crate) fn last_request(&self) -> Option<Instant> {
         self.request_window().map(|(_, l)| l)
     }
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-pub struct Worker {
+pub(crate) struct Worker {
     child: Child,
     pub log: std::path::PathBuf,
     /// Highest VmRSS sampled, in kB.
@@ -16,21 +16,21 @@ pub struct Worker {
 }
 
 /// RSS figures of a process, in kB: (VmRSS, VmHWM).
-pub fn rss_kb(pid: u32) -> Option<(u64, u64)> {
+pub(crate) fn rss_kb(pid: u32) -> Option<(u64, u64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let field = |name| crate::procfs::status_field(&status, name);
     Some((field("VmRSS:")?, field("VmHWM:")?))
 }
 
 /// (RssAnon, RssFile) of a process, in MB: heap and stacks vs. mapped binary and libraries.
-pub fn rss_split_mb(pid: u32) -> (f64, f64) {
+pub(crate) fn rss_split_mb(pid: u32) -> (f64, f64) {
     let mb = |name| crate::procfs::status_kb(&pid.to_string(), name).unwrap_or(0) as f64 / 1024.0;
     (mb("RssAnon:"), mb("RssFile:"))
 }
 
 impl Worker {
     /// Starts `bin run` with `env` (on top of a clean set of payrules variables).
-    pub fn start(bin: &Path, env: &[(String, String)], log: std::path::PathBuf) -> Self {
+    pub(crate) fn start(bin: &Path, env: &[(String, String)], log: std::path::PathBuf) -> Self {
         let file = std::fs::File::create(&log).expect("worker log");
         let mut cmd = Command::new(bin);
         cmd.arg("run")
@@ -78,29 +78,29 @@ impl Worker {
         }
     }
 
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
     /// (VmRSS, VmHWM) now, in MB.
-    pub fn rss_mb(&self) -> (f64, f64) {
+    pub(crate) fn rss_mb(&self) -> (f64, f64) {
         let (rss, hwm) = rss_kb(self.pid()).unwrap_or((0, 0));
         (rss as f64 / 1024.0, hwm as f64 / 1024.0)
     }
 
     /// Whether it exited (and how).
-    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+    pub(crate) fn exited(&mut self) -> Option<std::process::ExitStatus> {
         self.child.try_wait().ok().flatten()
     }
 
     /// CPU seconds used so far.
-    pub fn cpu_secs(&self) -> f64 {
+    pub(crate) fn cpu_secs(&self) -> f64 {
         crate::proc_cpu_secs(&self.pid().to_string()).unwrap_or(0.0)
     }
 
     /// SIGTERM, then waits (SIGKILL after 60 s). Returns the peak RSS (VmHWM read right before
     /// the stop, in MB) and the log text.
-    pub async fn stop(mut self) -> (f64, String) {
+    pub(crate) async fn stop(mut self) -> (f64, String) {
         let (_, hwm) = self.rss_mb();
         let sampled = self.peak_sampled_kb.load(Ordering::Relaxed) as f64 / 1024.0;
         let _ = Command::new("kill")
@@ -125,13 +125,13 @@ impl Worker {
 }
 
 /// The `acked: N` of the worker's final summary line.
-pub fn acked_from_log(log: &str) -> Option<u64> {
+pub(crate) fn acked_from_log(log: &str) -> Option<u64> {
     summary_count(log, "acked")
 }
 
 /// A count from the worker's final summary line (`acked`, `retried`, `parked`, …): a JSON
 /// line (the log format when stderr is not a terminal) or a text one (`acked=…`).
-pub fn summary_count(log: &str, field: &str) -> Option<u64> {
+pub(crate) fn summary_count(log: &str, field: &str) -> Option<u64> {
     let line = log.lines().rev().find(|l| l.contains("worker stopped"))?;
     if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
         return v.get(field).and_then(serde_json::Value::as_u64);
@@ -146,7 +146,7 @@ pub fn summary_count(log: &str, field: &str) -> Option<u64> {
 }
 
 /// Lines at WARN or ERROR in the log (a few, for the report).
-pub fn problems(log: &str) -> Vec<String> {
+pub(crate) fn problems(log: &str) -> Vec<String> {
     log.lines()
         .filter(|l| {
             l.contains(" WARN ")

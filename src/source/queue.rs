@@ -94,7 +94,7 @@ pub(crate) struct Queue {
 }
 
 impl Queue {
-    pub fn new(visibility_timeout: Duration) -> Self {
+    pub(super) fn new(visibility_timeout: Duration) -> Self {
         Self {
             shared: Arc::new(Shared {
                 inner: Mutex::new(Inner {
@@ -111,7 +111,7 @@ impl Queue {
         }
     }
 
-    pub fn push(&self, payload: Bytes, origin: String) {
+    pub(super) fn push(&self, payload: Bytes, origin: String) {
         self.shared.lock().ready.push_back(Item {
             payload,
             origin,
@@ -121,12 +121,12 @@ impl Queue {
     }
 
     /// No more new messages will be pushed; the queue finishes once drained and settled.
-    pub fn close(&self) {
+    pub(super) fn close(&self) {
         self.shared.lock().closed = true;
         self.shared.notify.notify_one();
     }
 
-    pub fn stats(&self) -> QueueStats {
+    pub(super) fn stats(&self) -> QueueStats {
         let g = self.shared.lock();
         let mut s = g.stats.clone();
         s.waiting = g.ready.len() + g.delayed_items.len();
@@ -134,7 +134,7 @@ impl Queue {
     }
 
     /// Hands out `item` as a delivery now (used for a freshly read input line).
-    pub fn deliver(&self, mut item: Item) -> Delivery {
+    pub(super) fn deliver(&self, mut item: Item) -> Delivery {
         self.shared.lock().stats.outstanding += 1;
         item.attempts += 1;
         let acker = QueueAcker {
@@ -151,7 +151,7 @@ impl Queue {
     }
 
     /// A message that is ready now, if any (redeliveries whose delay has passed included).
-    pub fn try_next(&self) -> Option<Delivery> {
+    pub(super) fn try_next(&self) -> Option<Delivery> {
         let item = {
             let mut g = self.shared.lock();
             promote_due(&mut g);
@@ -161,7 +161,7 @@ impl Queue {
     }
 
     /// Waits for the next delivery; `None` once closed, drained and nothing outstanding.
-    pub async fn next(&self) -> Option<Delivery> {
+    pub(super) async fn next(&self) -> Option<Delivery> {
         loop {
             let next_due = {
                 let mut g = self.shared.lock();

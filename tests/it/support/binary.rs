@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 /// Sends SIGTERM to a child process.
-pub fn sigterm(pid: u32) {
+pub(crate) fn sigterm(pid: u32) {
     let status = std::process::Command::new("kill")
         .args(["-TERM", &pid.to_string()])
         .status()
@@ -15,7 +15,7 @@ pub fn sigterm(pid: u32) {
 /// Runs `payrules run` with exactly `env` (plus PATH), reads its stdout until `want_lines`
 /// non-empty lines arrived (or 30 s), sends SIGTERM and returns (stdout lines, stderr, exit
 /// code).
-pub async fn run_binary_until_lines(
+pub(crate) async fn run_binary_until_lines(
     env: &[(&str, String)],
     want_lines: usize,
 ) -> (Vec<String>, String, Option<i32>) {
@@ -24,7 +24,7 @@ pub async fn run_binary_until_lines(
 
 /// [`run_binary_until_lines`], reading on for `linger` after the `want_lines` arrived (so that a
 /// duplicate line, if any, shows up) before the SIGTERM.
-pub async fn run_binary(
+pub(crate) async fn run_binary(
     env: &[(&str, String)],
     want_lines: usize,
     linger: Duration,

@@ -23,7 +23,7 @@ use super::fixtures::{default_rules, scenario};
 
 /// `lines` with every UUID changed in its last four digits to `copy`: an independent copy of
 /// a scenario (other payments, orders and message ids), consistent within itself.
-pub fn scenario_copy(lines: &[Vec<u8>], copy: u16) -> Vec<Vec<u8>> {
+pub(crate) fn scenario_copy(lines: &[Vec<u8>], copy: u16) -> Vec<Vec<u8>> {
     fn is_uuid(b: &[u8]) -> bool {
         b.len() == 36
             && b.iter().enumerate().all(|(i, c)| match i {
@@ -51,7 +51,7 @@ pub fn scenario_copy(lines: &[Vec<u8>], copy: u16) -> Vec<Vec<u8>> {
 }
 
 /// The action keys `payrules replay` plans for a scenario, sorted.
-pub async fn replay_keys(name: &str) -> Vec<String> {
+pub(crate) async fn replay_keys(name: &str) -> Vec<String> {
     let out = payrules::replay::replay_files(&[scenario(name)], default_rules(), None)
         .await
         .expect("replay");
@@ -61,7 +61,7 @@ pub async fn replay_keys(name: &str) -> Vec<String> {
 }
 
 /// The `key` of every JSON line of a dry run, sorted.
-pub fn action_keys(dry_run_output: &[u8]) -> Vec<String> {
+pub(crate) fn action_keys(dry_run_output: &[u8]) -> Vec<String> {
     let mut keys: Vec<String> = String::from_utf8_lossy(dry_run_output)
         .lines()
         .filter(|l| !l.trim().is_empty())
@@ -77,14 +77,14 @@ pub fn action_keys(dry_run_output: &[u8]) -> Vec<String> {
 
 /// A `Write` into shared memory, for the dry-run executor.
 #[derive(Clone, Default)]
-pub struct SharedBuf(
+pub(crate) struct SharedBuf(
     /// The bytes written so far; shared by the executor's writer and the test.
     pub Arc<Mutex<Vec<u8>>>,
 );
 
 impl SharedBuf {
     /// What was written so far.
-    pub fn contents(&self) -> Vec<u8> {
+    pub(crate) fn contents(&self) -> Vec<u8> {
         self.0.lock().unwrap().clone()
     }
 }
@@ -100,14 +100,14 @@ impl Write for SharedBuf {
 }
 
 /// A dry-run executor writing into a fresh buffer.
-pub fn dry_run() -> (Arc<dyn Executor>, SharedBuf) {
+pub(crate) fn dry_run() -> (Arc<dyn Executor>, SharedBuf) {
     let buf = SharedBuf::default();
     (Arc::new(DryRun::new(Box::new(buf.clone()))), buf)
 }
 
 /// An executor whose every call blocks forever: messages that lead to an action stay in flight.
 #[derive(Default)]
-pub struct Blocking {
+pub(crate) struct Blocking {
     /// Calls entered so far.
     pub calls: AtomicUsize,
 }
@@ -123,7 +123,7 @@ impl Executor for Blocking {
 
 /// An executor that fails as an outage would (transiently) until it is told the dependency is
 /// back, then acts as [`dry_run`]'s does; it counts both kinds of calls.
-pub struct Outage {
+pub(crate) struct Outage {
     /// Calls answered while down.
     pub failed: AtomicUsize,
     /// Calls answered after.
@@ -135,7 +135,7 @@ pub struct Outage {
 
 impl Outage {
     /// Down until [`Outage::back`] is set; `inner` acts after.
-    pub fn new(inner: Arc<dyn Executor>) -> Self {
+    pub(crate) fn new(inner: Arc<dyn Executor>) -> Self {
         Self {
             failed: AtomicUsize::new(0),
             done: AtomicUsize::new(0),
@@ -161,7 +161,7 @@ impl Executor for Outage {
 }
 
 /// A worker over the stream view and a memory store, with the default rules.
-pub fn worker(
+pub(crate) fn worker(
     executor: Arc<dyn Executor>,
     concurrency: usize,
     shutdown_timeout: Duration,
@@ -175,7 +175,7 @@ pub fn worker(
 }
 
 /// [`worker`] with this first retry delay.
-pub fn worker_retrying(
+pub(crate) fn worker_retrying(
     executor: Arc<dyn Executor>,
     concurrency: usize,
     shutdown_timeout: Duration,
@@ -198,7 +198,7 @@ pub fn worker_retrying(
 }
 
 /// Waits until `done()` or `limit`; returns whether `done()` held.
-pub async fn until(mut done: impl FnMut() -> bool, limit: Duration) -> bool {
+pub(crate) async fn until(mut done: impl FnMut() -> bool, limit: Duration) -> bool {
     let start = Instant::now();
     while !done() {
         if start.elapsed() > limit {
@@ -210,14 +210,14 @@ pub async fn until(mut done: impl FnMut() -> bool, limit: Duration) -> bool {
 }
 
 /// A shutdown signal for [`Worker::run`]: resolves once `done()` holds, or after `limit`.
-pub async fn shutdown_when(done: impl FnMut() -> bool, limit: Duration) {
+pub(crate) async fn shutdown_when(done: impl FnMut() -> bool, limit: Duration) {
     until(done, limit).await;
 }
 
 /// Runs `source`, wrapped in a [`Recording`], through a dry-run [`worker`] (concurrency 1,
 /// shutdown timeout 5 s) until `done` holds for its settlements, or 30 s; returns the run's
 /// summary, the settlements and the dry run's output.
-pub async fn run_recorded(
+pub(crate) async fn run_recorded(
     source: Box<dyn Source>,
     done: impl Fn(&Settlements) -> bool,
 ) -> (RunSummary, Settlements, Vec<u8>) {
@@ -240,7 +240,10 @@ pub async fn run_recorded(
 /// Runs `source`, wrapped in a [`Recording`], through a [`worker`] (concurrency 8, shutdown
 /// timeout 300 ms) whose every action blocks, and shuts it down once `blocked` actions are
 /// stuck (or after 30 s); returns the run's summary and the settlements.
-pub async fn run_blocked(source: Box<dyn Source>, blocked: usize) -> (RunSummary, Settlements) {
+pub(crate) async fn run_blocked(
+    source: Box<dyn Source>,
+    blocked: usize,
+) -> (RunSummary, Settlements) {
     let (source, log) = Recording::new(source);
     let blocking = Arc::new(Blocking::default());
     let calls = blocking.clone();
@@ -259,7 +262,7 @@ pub async fn run_blocked(source: Box<dyn Source>, blocked: usize) -> (RunSummary
 
 /// How the deliveries of a [`Recording`] source were settled, by origin.
 #[derive(Debug, Clone, Default)]
-pub struct Settlements {
+pub(crate) struct Settlements {
     /// Every delivery handed out: origin and delivery count.
     pub delivered: Vec<(String, Option<u32>)>,
     /// Acked.
@@ -271,7 +274,7 @@ pub struct Settlements {
 }
 
 /// Wraps a source and records every settlement (only successful ones).
-pub struct Recording {
+pub(crate) struct Recording {
     /// The source under test.
     inner: Box<dyn Source>,
     /// Where settlements are noted; the test holds another handle on it.
@@ -280,7 +283,7 @@ pub struct Recording {
 
 impl Recording {
     /// Wraps `inner`; read the log through the returned handle.
-    pub fn new(inner: Box<dyn Source>) -> (Self, Arc<Mutex<Settlements>>) {
+    pub(crate) fn new(inner: Box<dyn Source>) -> (Self, Arc<Mutex<Settlements>>) {
         let log = Arc::new(Mutex::new(Settlements::default()));
         (
             Self {
@@ -388,6 +391,6 @@ impl Acker for RecordingAcker {
 }
 
 /// The set of the strings.
-pub fn set<'a>(items: impl IntoIterator<Item = &'a String>) -> BTreeSet<String> {
+pub(crate) fn set<'a>(items: impl IntoIterator<Item = &'a String>) -> BTreeSet<String> {
     items.into_iter().cloned().collect()
 }

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use super::peers;
 
 /// The cancel action the orphan rule plans for `payment_id` (grace period expired).
-pub fn cancel(payment_id: &str) -> Action {
+pub(crate) fn cancel(payment_id: &str) -> Action {
     Action {
         action: ActionKind::CancelPayment,
         rule: RuleName::CancelOrphanedAuthorization,
@@ -28,7 +28,11 @@ pub fn cancel(payment_id: &str) -> Action {
 
 /// payrules' client settings for `project` on the mock (the mock accepts any client), with
 /// Checkout at `checkout`.
-pub fn client_settings(mock: &peers::Peer, project: &str, checkout: &str) -> CommercetoolsSettings {
+pub(crate) fn client_settings(
+    mock: &peers::Peer,
+    project: &str,
+    checkout: &str,
+) -> CommercetoolsSettings {
     CommercetoolsSettings {
         project_key: project.into(),
         client_id: "payrules-test-client".into(),
@@ -42,7 +46,7 @@ pub fn client_settings(mock: &peers::Peer, project: &str, checkout: &str) -> Com
 }
 
 /// A project in the mock, with an admin token.
-pub struct Admin {
+pub(crate) struct Admin {
     http: reqwest::Client,
     /// `{endpoint}/{projectKey}`.
     pub base: String,
@@ -52,7 +56,7 @@ pub struct Admin {
 
 impl Admin {
     /// An admin of `project` on `mock`.
-    pub async fn new(mock: &peers::Peer, project: &str) -> Self {
+    pub(crate) async fn new(mock: &peers::Peer, project: &str) -> Self {
         let token = peers::ctmock_token(
             mock,
             "admin",
@@ -68,7 +72,7 @@ impl Admin {
     }
 
     /// POSTs `body` to `path`, asserting success.
-    pub async fn post(&self, path: &str, body: Value) -> Value {
+    pub(crate) async fn post(&self, path: &str, body: Value) -> Value {
         let resp = self
             .http
             .post(format!("{}/{path}", self.base))
@@ -84,7 +88,7 @@ impl Admin {
     }
 
     /// DELETEs `path` (with its `?version=`), asserting success.
-    pub async fn delete(&self, path: &str) -> Value {
+    pub(crate) async fn delete(&self, path: &str) -> Value {
         let resp = self
             .http
             .delete(format!("{}/{path}", self.base))
@@ -99,7 +103,7 @@ impl Admin {
     }
 
     /// GETs `path`.
-    pub async fn get(&self, path: &str) -> Value {
+    pub(crate) async fn get(&self, path: &str) -> Value {
         self.http
             .get(format!("{}/{path}", self.base))
             .bearer_auth(&self.token)
@@ -112,7 +116,7 @@ impl Admin {
     }
 
     /// A payment of `cents` EUR with one transaction per (type, state); the whole payment.
-    pub async fn payment_json(&self, cents: i64, txs: &[(&str, &str)]) -> Value {
+    pub(crate) async fn payment_json(&self, cents: i64, txs: &[(&str, &str)]) -> Value {
         let transactions: Vec<Value> = txs
             .iter()
             .map(|(t, s)| json!({"type": t, "state": s, "amount": {"currencyCode": "EUR", "centAmount": cents}}))
@@ -125,14 +129,14 @@ impl Admin {
     }
 
     /// Like [`Admin::payment_json`], returning the id.
-    pub async fn payment(&self, cents: i64, txs: &[(&str, &str)]) -> String {
+    pub(crate) async fn payment(&self, cents: i64, txs: &[(&str, &str)]) -> String {
         let p = self.payment_json(cents, txs).await;
         p["id"].as_str().unwrap().to_string()
     }
 
     /// An order referencing the payment, from a cart whose one custom line item costs the
     /// payment's `amountPlanned` (an empty cart would make a free order, released unpaid).
-    pub async fn order_for(&self, payment_id: &str, number: &str) -> Value {
+    pub(crate) async fn order_for(&self, payment_id: &str, number: &str) -> Value {
         let payment = self.get(&format!("payments/{payment_id}")).await;
         let planned = &payment["amountPlanned"];
         let cart = self

@@ -44,7 +44,7 @@ fn installed(key: &str) -> PathBuf {
 
 /// Starts commercetools-mock with Messages on, delivering to Pub/Sub through the emulator at
 /// `pubsub_emulator_host` (`127.0.0.1:PORT`). OAuth is on, as with [`peers::commercetools_mock`].
-pub async fn commercetools_mock_with_messages(pubsub_emulator_host: &str) -> Peer {
+pub(crate) async fn commercetools_mock_with_messages(pubsub_emulator_host: &str) -> Peer {
     let node = installed("PAYRULES_PEER_NODE");
     let node_dir = installed("PAYRULES_PEER_NODE_DIR");
     let script = installed("PAYRULES_PEER_CTMOCK_SCRIPT");

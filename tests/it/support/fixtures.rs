@@ -7,17 +7,17 @@ use payrules::config;
 use payrules::rules::Rules;
 
 /// `fixtures/scenarios`.
-pub fn scenarios_dir() -> PathBuf {
+pub(crate) fn scenarios_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/scenarios")
 }
 
 /// `fixtures/scenarios/NAME`.
-pub fn scenario(name: &str) -> PathBuf {
+pub(crate) fn scenario(name: &str) -> PathBuf {
     scenarios_dir().join(name)
 }
 
 /// Every scenario stream (`*.jsonl` but not `*.expected.jsonl`), sorted by name.
-pub fn scenarios() -> Vec<PathBuf> {
+pub(crate) fn scenarios() -> Vec<PathBuf> {
     let dir = scenarios_dir();
     let mut found: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
@@ -32,7 +32,7 @@ pub fn scenarios() -> Vec<PathBuf> {
 }
 
 /// The messages of a scenario: its non-empty lines, trimmed.
-pub fn scenario_lines(name: &str) -> Vec<Vec<u8>> {
+pub(crate) fn scenario_lines(name: &str) -> Vec<Vec<u8>> {
     let path = scenario(name);
     std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
@@ -44,13 +44,13 @@ pub fn scenario_lines(name: &str) -> Vec<Vec<u8>> {
 }
 
 /// The scenario's rule settings, `NAME.toml` beside `NAME.jsonl`, when there is one.
-pub fn config_for(stream: &Path) -> Option<PathBuf> {
+pub(crate) fn config_for(stream: &Path) -> Option<PathBuf> {
     let toml = stream.with_extension("toml");
     toml.exists().then_some(toml)
 }
 
 /// The rules a scenario runs with: its `NAME.toml` over the defaults (no environment).
-pub fn rules_for(stream: &Path) -> Rules {
+pub(crate) fn rules_for(stream: &Path) -> Rules {
     let toml = config_for(stream);
     config::merge_with(toml.as_deref(), |_| None)
         .and_then(|c| c.rules())
@@ -61,7 +61,7 @@ pub fn rules_for(stream: &Path) -> Rules {
 }
 
 /// The rules `payrules run` uses without a configuration file.
-pub fn default_rules() -> Rules {
+pub(crate) fn default_rules() -> Rules {
     config::merge_with(None, |_| None)
         .and_then(|c| c.rules())
         .expect("the default rules")

@@ -2,14 +2,14 @@
 //! set them up, the PostgreSQL databases, the scenario fixtures, the `payrules` binary as a
 //! process, and the harness of the broker tests.
 
-pub mod binary;
-pub mod broker;
-pub mod ctadmin;
-pub mod ctmessages;
-pub mod fixtures;
-pub mod peers;
-pub mod pg;
-pub mod pg_tls;
+pub(crate) mod binary;
+pub(crate) mod broker;
+pub(crate) mod ctadmin;
+pub(crate) mod ctmessages;
+pub(crate) mod fixtures;
+pub(crate) mod peers;
+pub(crate) mod pg;
+pub(crate) mod pg_tls;
 /// The generated notification stream of the benchmarks and the load tool.
 #[path = "../../../benches/support/stream.rs"]
-pub mod stream;
+pub(crate) mod stream;

@@ -68,7 +68,7 @@ exit "$rc"
 "#;
 
 /// A running peer process. Killed (with everything it started) on drop.
-pub struct Peer {
+pub(crate) struct Peer {
     /// "pubsub-emulator", "moto", "fauxqs" or "commercetools-mock".
     pub name: &'static str,
     /// `http://127.0.0.1:PORT`
@@ -82,17 +82,17 @@ pub struct Peer {
 
 impl Peer {
     /// `127.0.0.1:PORT` (the form of `PUBSUB_EMULATOR_HOST`).
-    pub fn host_port(&self) -> String {
+    pub(crate) fn host_port(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
 
     /// PID of the watchdog shell (= the process group id of the peer).
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.pid
     }
 
     /// The last `lines` lines of the peer's stdout + stderr.
-    pub fn log_tail(&self, lines: usize) -> String {
+    pub(crate) fn log_tail(&self, lines: usize) -> String {
         log_tail(&self.log, lines)
     }
 }
@@ -100,7 +100,7 @@ impl Peer {
 impl Peer {
     /// Stops the peer and reaps its watchdog (idempotent). Called by Drop and, for the shared
     /// peers, by an atexit hook.
-    pub fn shutdown(&self) {
+    pub(crate) fn shutdown(&self) {
         // Closing our end of the pipe makes the watchdog kill and reap the peer, then exit.
         drop(lock(&self.stdin).take());
         let mut child = lock(&self.child);
@@ -239,7 +239,7 @@ fn http() -> &'static reqwest::Client {
 // Starting peers
 
 /// How to start and probe one peer. Public so tests can start a variant (extra env, other args).
-pub struct PeerSpec {
+pub(crate) struct PeerSpec {
     pub name: &'static str,
     pub program: PathBuf,
     /// Arguments; every `{port}` is replaced by the chosen port.
@@ -253,7 +253,7 @@ pub struct PeerSpec {
 
 /// Starts `spec` on a free loopback port and waits until it answers. Retries on a new port (up to
 /// 3 tries) when the process exits early because the port was taken; panics otherwise.
-pub async fn start(spec: PeerSpec) -> Peer {
+pub(crate) async fn start(spec: PeerSpec) -> Peer {
     let mut last_failure = String::new();
     for _attempt in 0..3 {
         match try_start(&spec).await {
@@ -393,7 +393,7 @@ fn indent(text: &str) -> String {
 
 /// Google Cloud Pub/Sub emulator (REST and gRPC on one port). ~1–2 s to start, ~200 MB RSS:
 /// prefer [`shared_pubsub_emulator`] and fresh topic/subscription names per test.
-pub async fn pubsub_emulator() -> Peer {
+pub(crate) async fn pubsub_emulator() -> Peer {
     let launcher = peer_path("pubsub-emulator", "PAYRULES_PEER_PUBSUB_EMULATOR");
     let logging = peer_path("pubsub-emulator", "PAYRULES_PEER_PUBSUB_LOGGING");
     start(PeerSpec {
@@ -418,7 +418,7 @@ pub async fn pubsub_emulator() -> Peer {
 
 /// moto server (all AWS services on one port; requests must be SigV4-signed, e.g. by aws-sdk-sqs).
 /// `POST /moto-api/reset` wipes its state. Keep queues shallow: moto is O(queue depth).
-pub async fn moto() -> Peer {
+pub(crate) async fn moto() -> Peer {
     let moto = peer_path("moto", "PAYRULES_PEER_MOTO");
     start(PeerSpec {
         name: "moto",
@@ -438,7 +438,7 @@ pub async fn moto() -> Peer {
 
 /// fauxqs (fast SQS; JSON protocol only, no signing needed). Queue URLs are
 /// `http://127.0.0.1:PORT/000000000000/NAME`; always reuse the URL CreateQueue returned.
-pub async fn fauxqs() -> Peer {
+pub(crate) async fn fauxqs() -> Peer {
     let node = peer_path("fauxqs", "PAYRULES_PEER_NODE");
     let node_dir = peer_path("fauxqs", "PAYRULES_PEER_NODE_DIR");
     let script = peer_path("fauxqs", "PAYRULES_PEER_FAUXQS_SCRIPT");
@@ -459,7 +459,7 @@ pub async fn fauxqs() -> Peer {
 /// @labdigital/commercetools-mock with OAuth on (`enableAuthentication` + `validateCredentials`):
 /// get a token with [`ctmock_token`]. Any project key exists implicitly. The API and the auth
 /// server share the endpoint.
-pub async fn commercetools_mock() -> Peer {
+pub(crate) async fn commercetools_mock() -> Peer {
     let node = peer_path("commercetools-mock", "PAYRULES_PEER_NODE");
     let node_dir = peer_path("commercetools-mock", "PAYRULES_PEER_NODE_DIR");
     let script = peer_path("commercetools-mock", "PAYRULES_PEER_CTMOCK_SCRIPT");
@@ -520,22 +520,22 @@ fn register_exit_hook() {
 }
 
 /// One Pub/Sub emulator per test binary (started on first use, stopped when the binary exits).
-pub async fn shared_pubsub_emulator() -> &'static Peer {
+pub(crate) async fn shared_pubsub_emulator() -> &'static Peer {
     shared(&SHARED_PUBSUB_EMULATOR, pubsub_emulator).await
 }
 
 /// One moto server per test binary. Tests share its state: use unique names.
-pub async fn shared_moto() -> &'static Peer {
+pub(crate) async fn shared_moto() -> &'static Peer {
     shared(&SHARED_MOTO, moto).await
 }
 
 /// One fauxqs per test binary. Tests share its state: use unique names.
-pub async fn shared_fauxqs() -> &'static Peer {
+pub(crate) async fn shared_fauxqs() -> &'static Peer {
     shared(&SHARED_FAUXQS, fauxqs).await
 }
 
 /// One commercetools-mock per test binary. Tests share its state: use unique project keys.
-pub async fn shared_commercetools_mock() -> &'static Peer {
+pub(crate) async fn shared_commercetools_mock() -> &'static Peer {
     shared(&SHARED_COMMERCETOOLS_MOCK, commercetools_mock).await
 }
 
@@ -545,7 +545,7 @@ pub async fn shared_commercetools_mock() -> &'static Peer {
 /// `PREFIX-<pid>-<n>-<random hex>`: unique across tests, binaries and runs. Valid as a Pub/Sub
 /// topic/subscription id (if PREFIX starts with a letter), an SQS queue name (if PREFIX is
 /// `[A-Za-z0-9_-]`, keep it under ~50 chars) and a commercetools project key / resource key.
-pub fn unique_name(prefix: &str) -> String {
+pub(crate) fn unique_name(prefix: &str) -> String {
     use std::hash::{BuildHasher, Hasher};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
@@ -569,7 +569,7 @@ pub fn unique_name(prefix: &str) -> String {
 
 /// Full resource names created by [`create_topic_and_subscription`].
 #[derive(Debug, Clone)]
-pub struct PubsubResources {
+pub(crate) struct PubsubResources {
     /// `projects/P/topics/T`
     pub topic: String,
     /// `projects/P/subscriptions/S`
@@ -604,7 +604,7 @@ async fn pubsub_put(peer: &Peer, path: &str, body: Value, allow_conflict: bool) 
 /// it also creates the dead-letter topic (if missing) plus a subscription `<dlq_topic>-sub` on it,
 /// and sets the subscription's deadLetterPolicy. Do not combine with message ordering on the
 /// emulator (it breaks after dead-lettering; see shared/research/peers.md). Panics on errors.
-pub async fn create_topic_and_subscription(
+pub(crate) async fn create_topic_and_subscription(
     peer: &Peer,
     project: &str,
     topic: &str,
@@ -643,7 +643,7 @@ pub async fn create_topic_and_subscription(
 }
 
 /// Publishes one message to `projects/P/topics/T` (full name) over REST; returns its messageId.
-pub async fn pubsub_publish(
+pub(crate) async fn pubsub_publish(
     peer: &Peer,
     topic: &str,
     data: &[u8],
@@ -672,7 +672,7 @@ pub async fn pubsub_publish(
 
 /// A message pulled over REST.
 #[derive(Debug, Clone)]
-pub struct PulledMessage {
+pub(crate) struct PulledMessage {
     pub ack_id: String,
     pub message_id: String,
     pub data: Vec<u8>,
@@ -682,7 +682,7 @@ pub struct PulledMessage {
 
 /// Pulls up to `max` messages from `projects/P/subscriptions/S` (full name) without waiting
 /// (`returnImmediately`), and acks them when `ack` is true.
-pub async fn pubsub_pull(
+pub(crate) async fn pubsub_pull(
     peer: &Peer,
     subscription: &str,
     max: u32,
@@ -749,7 +749,7 @@ pub async fn pubsub_pull(
 /// subscription has become a push subscription, so this switches it to push (to an unreachable
 /// endpoint) for a moment, and back to pull. Call it after a streaming consumer closed and
 /// before reading the subscription with another consumer.
-pub async fn pubsub_end_stale_streams(peer: &Peer, subscription: &str) {
+pub(crate) async fn pubsub_end_stale_streams(peer: &Peer, subscription: &str) {
     let url = format!("{}/v1/{subscription}:modifyPushConfig", peer.endpoint);
     for config in [
         json!({ "pushConfig": { "pushEndpoint": "http://127.0.0.1:9/payrules-unreachable" } }),
@@ -775,7 +775,7 @@ pub async fn pubsub_end_stale_streams(peer: &Peer, subscription: &str) {
 const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
 /// Standard base64 with padding (what Pub/Sub REST uses for `data`).
-pub fn base64_encode(data: &[u8]) -> String {
+pub(crate) fn base64_encode(data: &[u8]) -> String {
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
     for chunk in data.chunks(3) {
         let b = [
@@ -796,7 +796,7 @@ pub fn base64_encode(data: &[u8]) -> String {
 }
 
 /// Decodes standard or URL-safe base64, padded or not; panics on other characters.
-pub fn base64_decode(text: &str) -> Vec<u8> {
+pub(crate) fn base64_decode(text: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(text.len() * 3 / 4);
     let (mut acc, mut bits) = (0u32, 0u32);
     for c in text
@@ -827,7 +827,7 @@ pub fn base64_decode(text: &str) -> Vec<u8> {
 
 /// An SQS JSON-protocol error answer.
 #[derive(Debug, Clone)]
-pub struct SqsCallError {
+pub(crate) struct SqsCallError {
     pub status: u16,
     /// e.g. `com.amazonaws.sqs#QueueDoesNotExist`
     pub error_type: String,
@@ -838,7 +838,11 @@ pub struct SqsCallError {
 
 /// One unsigned SQS JSON-protocol call (`X-Amz-Target: AmazonSQS.<action>`). Works on fauxqs;
 /// NOT on moto (moto routes unsigned requests to S3) — use [`sqs_client`] there.
-pub async fn sqs_call(peer: &Peer, action: &str, body: Value) -> Result<Value, SqsCallError> {
+pub(crate) async fn sqs_call(
+    peer: &Peer,
+    action: &str,
+    body: Value,
+) -> Result<Value, SqsCallError> {
     let url = format!("{}/", peer.endpoint);
     let resp = http()
         .post(&url)
@@ -863,7 +867,7 @@ pub async fn sqs_call(peer: &Peer, action: &str, body: Value) -> Result<Value, S
 }
 
 /// aws-sdk-sqs client for a moto or fauxqs peer: region us-east-1, static credentials test/test.
-pub async fn sqs_client(peer: &Peer) -> aws_sdk_sqs::Client {
+pub(crate) async fn sqs_client(peer: &Peer) -> aws_sdk_sqs::Client {
     let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .endpoint_url(&peer.endpoint)
         .region(aws_config::Region::new("us-east-1"))
@@ -877,7 +881,11 @@ pub async fn sqs_client(peer: &Peer) -> aws_sdk_sqs::Client {
 
 /// Creates queue `name` with `attributes` (e.g. `("VisibilityTimeout", "5")`) on moto or fauxqs
 /// (through aws-sdk-sqs, so it works on both) and returns its QueueUrl.
-pub async fn sqs_create_queue(peer: &Peer, name: &str, attributes: &[(&str, &str)]) -> String {
+pub(crate) async fn sqs_create_queue(
+    peer: &Peer,
+    name: &str,
+    attributes: &[(&str, &str)],
+) -> String {
     let client = sqs_client(peer).await;
     let mut req = client.create_queue().queue_name(name);
     for (k, v) in attributes {
@@ -896,7 +904,7 @@ pub async fn sqs_create_queue(peer: &Peer, name: &str, attributes: &[(&str, &str
 }
 
 /// The QueueArn of a queue (moto: account 123456789012, fauxqs: 000000000000).
-pub async fn sqs_queue_arn(peer: &Peer, queue_url: &str) -> String {
+pub(crate) async fn sqs_queue_arn(peer: &Peer, queue_url: &str) -> String {
     use aws_sdk_sqs::types::QueueAttributeName;
     let out = sqs_client(peer)
         .await
@@ -919,7 +927,7 @@ pub async fn sqs_queue_arn(peer: &Peer, queue_url: &str) -> String {
 
 /// Creates `<name>-dlq` and `name` with a RedrivePolicy to it after `max_receive_count` receives
 /// and the given visibility timeout; returns `(queue_url, dlq_url)`. Works on moto and fauxqs.
-pub async fn sqs_create_queue_with_dlq(
+pub(crate) async fn sqs_create_queue_with_dlq(
     peer: &Peer,
     name: &str,
     visibility_timeout_secs: u32,
@@ -945,7 +953,12 @@ pub async fn sqs_create_queue_with_dlq(
 
 /// A client-credentials access token from the mock's auth server (`POST /oauth/token`, HTTP Basic;
 /// the mock reads `scope` from the query string, e.g. `manage_project:my-project`).
-pub async fn ctmock_token(peer: &Peer, client_id: &str, secret: &str, scope: &str) -> String {
+pub(crate) async fn ctmock_token(
+    peer: &Peer,
+    client_id: &str,
+    secret: &str,
+    scope: &str,
+) -> String {
     let url = format!("{}/oauth/token", peer.endpoint);
     let resp = http()
         .post(&url)
@@ -964,7 +977,7 @@ pub async fn ctmock_token(peer: &Peer, client_id: &str, secret: &str, scope: &st
 }
 
 /// Path helper for tests that need it: the repo root (CARGO_MANIFEST_DIR).
-pub fn repo_root() -> &'static Path {
+pub(crate) fn repo_root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
@@ -972,7 +985,7 @@ pub fn repo_root() -> &'static Path {
 // Network faults
 
 /// A loopback port nothing listens on (yet): a peer that is not there, refusing connections.
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .expect("bind 127.0.0.1:0")
         .local_addr()
@@ -983,7 +996,7 @@ pub fn free_port() -> u16 {
 /// Relays every connection to `127.0.0.1:listen` on to `target` (`host:port`) until the
 /// returned task is aborted; then the relayed connections are dropped too. A peer reached
 /// through it can appear late, or go away and come back on the same address.
-pub async fn relay(listen: u16, target: String) -> tokio::task::JoinHandle<()> {
+pub(crate) async fn relay(listen: u16, target: String) -> tokio::task::JoinHandle<()> {
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", listen))
         .await
         .unwrap_or_else(|e| panic!("relay cannot bind {listen}: {e}"));
@@ -1001,7 +1014,7 @@ pub async fn relay(listen: u16, target: String) -> tokio::task::JoinHandle<()> {
 }
 
 /// Messages on an SQS queue, visible or in flight.
-pub async fn sqs_queue_depth(peer: &Peer, queue_url: &str) -> usize {
+pub(crate) async fn sqs_queue_depth(peer: &Peer, queue_url: &str) -> usize {
     let attrs = sqs_count_attributes(peer, queue_url).await;
     attrs
         .attributes()
@@ -1010,7 +1023,7 @@ pub async fn sqs_queue_depth(peer: &Peer, queue_url: &str) -> usize {
 }
 
 /// (visible, in flight) as the queue counts them; panics when the queue leaves one out.
-pub async fn sqs_queue_counts(peer: &Peer, queue_url: &str) -> (u64, u64) {
+pub(crate) async fn sqs_queue_counts(peer: &Peer, queue_url: &str) -> (u64, u64) {
     use aws_sdk_sqs::types::QueueAttributeName;
     let out = sqs_count_attributes(peer, queue_url).await;
     let get = |name: QueueAttributeName| -> u64 {

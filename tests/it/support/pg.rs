@@ -2,10 +2,10 @@
 //! test. Like every peer, it fails (never skips) when the server is not there.
 
 /// The database the admin connection opens to create the others.
-pub const PG_ADMIN: &str = "postgres://postgres@127.0.0.1:5432/test";
+pub(crate) const PG_ADMIN: &str = "postgres://postgres@127.0.0.1:5432/test";
 
 /// A new, empty database named `{prefix}_{random}`; its URL.
-pub async fn fresh_pg(prefix: &str) -> String {
+pub(crate) async fn fresh_pg(prefix: &str) -> String {
     use sqlx::Executor;
     let name = format!("{prefix}_{:016x}", fastrand::u64(..));
     let admin = sqlx::PgPool::connect(PG_ADMIN)

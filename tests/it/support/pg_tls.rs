@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The running server; stopped on drop.
-pub struct TlsPg {
+pub(crate) struct TlsPg {
     /// The server's port on 127.0.0.1.
     pub port: u16,
     /// The CA that signed the server's certificate (PEM).
@@ -183,7 +183,7 @@ fn is_root() -> bool {
 
 impl TlsPg {
     /// Starts the server, or says why it cannot (see the module's doc).
-    pub fn start() -> Option<Self> {
+    pub(crate) fn start() -> Option<Self> {
         match Self::try_start() {
             Ok(pg) => Some(pg),
             Err(why) => unavailable(why),
@@ -255,7 +255,7 @@ impl TlsPg {
     }
 
     /// A URL to this server with `query` (`sslmode=…&sslrootcert=…`).
-    pub fn url(&self, query: &str) -> String {
+    pub(crate) fn url(&self, query: &str) -> String {
         format!(
             "postgres://postgres@127.0.0.1:{}/postgres?{query}",
             self.port

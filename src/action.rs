@@ -16,6 +16,8 @@ pub enum ActionKind {
     CancelPayment,
     /// Capture the payment's open authorization (`amount`).
     CapturePayment,
+    /// Refund charged money of the payment (`amount`) through Checkout's `refundPayment`.
+    RefundPayment,
 }
 
 impl ActionKind {
@@ -25,6 +27,7 @@ impl ActionKind {
             ActionKind::ReleaseOrder => "release_order",
             ActionKind::CancelPayment => "cancel_payment",
             ActionKind::CapturePayment => "capture_payment",
+            ActionKind::RefundPayment => "refund_payment",
         }
     }
 }
@@ -41,6 +44,10 @@ pub enum RuleName {
     CancelOnOrderCancelled,
     /// The order shipped: its open authorizations are captured.
     CaptureOnShipment,
+    /// Charged money without an order is refunded.
+    RefundOrphanedCharge,
+    /// Charged money held only by cancelled orders is refunded (opt-in).
+    RefundOnOrderCancelled,
 }
 
 impl RuleName {
@@ -51,14 +58,16 @@ impl RuleName {
             RuleName::CancelOrphanedAuthorization => "cancel_orphaned_authorization",
             RuleName::CancelOnOrderCancelled => "cancel_on_order_cancelled",
             RuleName::CaptureOnShipment => "capture_on_shipment",
+            RuleName::RefundOrphanedCharge => "refund_orphaned_charge",
+            RuleName::RefundOnOrderCancelled => "refund_on_order_cancelled",
         }
     }
 }
 
-/// Why a cancel was decided.
+/// Why a cancel or refund was decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum CancelReason {
+pub enum Reason {
     /// No order referenced the payment when its grace period ran out.
     GracePeriodExpired,
     /// Checkout reported that it could not create the order.
@@ -67,21 +76,29 @@ pub enum CancelReason {
     OrderCancelled,
 }
 
-impl CancelReason {
+impl Reason {
     /// The output name.
     pub fn as_str(self) -> &'static str {
         match self {
-            CancelReason::GracePeriodExpired => "grace_period_expired",
-            CancelReason::OrderCreationFailed => "order_creation_failed",
-            CancelReason::OrderCancelled => "order_cancelled",
+            Reason::GracePeriodExpired => "grace_period_expired",
+            Reason::OrderCreationFailed => "order_creation_failed",
+            Reason::OrderCancelled => "order_cancelled",
         }
     }
 
-    /// The rule that cancels for this reason.
-    pub fn rule(self) -> RuleName {
+    /// The rule that cancels an authorization for this reason.
+    pub fn cancel_rule(self) -> RuleName {
         match self {
-            CancelReason::OrderCancelled => RuleName::CancelOnOrderCancelled,
+            Reason::OrderCancelled => RuleName::CancelOnOrderCancelled,
             _ => RuleName::CancelOrphanedAuthorization,
+        }
+    }
+
+    /// The rule that refunds charged money for this reason.
+    pub fn refund_rule(self) -> RuleName {
+        match self {
+            Reason::OrderCancelled => RuleName::RefundOnOrderCancelled,
+            _ => RuleName::RefundOrphanedCharge,
         }
     }
 }
@@ -95,14 +112,15 @@ pub struct Action {
     pub action: ActionKind,
     /// The rule that decided it.
     pub rule: RuleName,
-    /// The idempotency key: `release:{order_id}`, `cancel:{payment_id}` or
-    /// `capture:{payment_id}`. An action with a key runs at most once, ever.
+    /// The idempotency key: `release:{order_id}`, `cancel:{payment_id}`,
+    /// `capture:{payment_id}` or `refund:{payment_id}`. An action with a key runs at most
+    /// once, ever.
     pub key: String,
-    /// For a cancel or capture, the payment; for a release, the payment that completed the
+    /// For a cancel, capture or refund, the payment; for a release, the payment that completed the
     /// coverage (`None`, serialized `null`, for a free order released without a payment).
     pub payment_id: Option<String>,
-    /// The order released or captured for, or the cancelled order a cancel is for; `None`
-    /// for an orphan cancel (no order exists, which is the point).
+    /// The order released or captured for, or the cancelled order a cancel or refund is for;
+    /// `None` for an orphan's cancel or refund (no order exists, which is the point).
     pub order_id: Option<String>,
     /// The message that caused the decision; `None` when a timer did.
     pub message_id: Option<String>,
@@ -116,12 +134,12 @@ pub struct Action {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub payment_ids: Vec<String>,
     /// Release: the order's gross total; cancel: the authorized amount; capture: the amount
-    /// to capture.
+    /// to capture; refund: the amount to refund.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub amount: Option<Money>,
-    /// For a cancel: why.
+    /// For a cancel or refund: why.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<CancelReason>,
+    pub reason: Option<Reason>,
 }
 
 impl Action {
@@ -138,6 +156,12 @@ impl Action {
     /// The idempotency key of a payment's capture.
     pub fn capture_key(payment_id: &str) -> String {
         format!("capture:{payment_id}")
+    }
+
+    /// The idempotency key of a payment's refund (orphaned charge, cancelled order): a payment
+    /// is refunded this way at most once.
+    pub fn refund_key(payment_id: &str) -> String {
+        format!("refund:{payment_id}")
     }
 
     /// The replay output line (compact JSON, no newline).

@@ -96,7 +96,7 @@ pub fn build_processor(
         Arc::new(LiveExecutor {
             order_update,
             webhook,
-            cancel,
+            payment_intents: cancel,
         })
     };
     let engine = Engine::new(view, store.clone(), settings.rules.clone());
@@ -166,7 +166,12 @@ pub fn needed_scopes(settings: &Settings, project: &str) -> Vec<String> {
         needed.push(format!("view_states:{project}"));
     }
     let r = &settings.rules;
-    if r.cancel.enabled || r.cancel_on_order_cancelled.enabled || r.capture.enabled {
+    if r.cancel.enabled
+        || r.cancel_on_order_cancelled.enabled
+        || r.capture.enabled
+        || r.refund_orphaned.enabled
+        || r.refund_on_order_cancelled.enabled
+    {
         needed.push(format!("manage_checkout_payment_intents:{project}"));
     }
     needed

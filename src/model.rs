@@ -382,6 +382,55 @@ impl Payment {
             .saturating_sub(self.amount_in(TransactionType::Chargeback, &[Success], currency))
     }
 
+    /// refundable(P) = Σ Charge in Success − Σ Refund in Initial, Pending or Success − Σ
+    /// Chargeback in Success: what a refund may still take. A refund under way counts as made
+    /// (it must not be asked for twice); a failed one gives its money back to refund.
+    pub fn refundable(&self, currency: &str) -> i64 {
+        use TransactionState::{Initial, Pending, Success};
+        self.amount_in(TransactionType::Charge, &[Success], currency)
+            .saturating_sub(self.amount_in(
+                TransactionType::Refund,
+                &[Initial, Pending, Success],
+                currency,
+            ))
+            .saturating_sub(self.amount_in(TransactionType::Chargeback, &[Success], currency))
+    }
+
+    /// Refunds in Initial, Pending or Success: what is refunded or being refunded.
+    pub fn refunded(&self, currency: &str) -> i64 {
+        use TransactionState::{Initial, Pending, Success};
+        self.amount_in(
+            TransactionType::Refund,
+            &[Initial, Pending, Success],
+            currency,
+        )
+    }
+
+    /// A Refund still Initial or Pending: money is on its way back.
+    pub fn refund_in_flight(&self) -> bool {
+        self.transactions.iter().any(|t| {
+            t.kind == TransactionType::Refund
+                && matches!(
+                    t.state,
+                    TransactionState::Initial | TransactionState::Pending
+                )
+        })
+    }
+
+    /// Whether the payment carries any Refund (in any state).
+    pub fn has_refund(&self) -> bool {
+        self.transactions
+            .iter()
+            .any(|t| t.kind == TransactionType::Refund)
+    }
+
+    /// Whether the payment carries a Charge in Success: only then can it hold money to refund.
+    pub fn has_successful_charge(&self) -> bool {
+        self.transactions_in(TransactionType::Charge, TransactionState::Success)
+            .next()
+            .is_some()
+    }
+
     /// Charges in Initial, Pending or Success: what is captured or being captured (refunds do
     /// not make an authorization capturable again; a connector adds its Charge in Initial
     /// before calling the provider).

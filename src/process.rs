@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex as StdMutex};
 
 use std::time::{Duration, Instant};
 
-use crate::action::{Action, CancelReason};
+use crate::action::{Action, Reason};
 use crate::effects::{Effect, EffectError, Executor};
 use crate::message::{Message, Timestamp};
 use crate::rules::{Engine, EngineError, release_started_key};
@@ -123,7 +123,7 @@ pub enum Handled {
 fn decided(action: &Action) -> Decided<'_> {
     Decided {
         message_id: action.message_id.as_deref(),
-        reason: action.reason.map(CancelReason::as_str),
+        reason: action.reason.map(Reason::as_str),
     }
 }
 
@@ -192,6 +192,11 @@ impl Processor {
     /// See [`Engine::failed_captures`].
     pub fn failed_captures(&self) -> u64 {
         self.engine.failed_captures()
+    }
+
+    /// See [`Engine::failed_refunds`].
+    pub fn failed_refunds(&self) -> u64 {
+        self.engine.failed_refunds()
     }
 
     /// See [`Engine::failed_cancels`].

@@ -45,6 +45,7 @@ fn worker(queue: &str, endpoint: &str, webhook: &str, mock: &peers::Peer) -> tok
         .env("CTP_API_URL", &mock.endpoint)
         .env("CTP_CHECKOUT_URL", "http://127.0.0.1:9")
         .env("PAYRULES_CANCEL_ENABLED", "false")
+        .env("PAYRULES_REFUND_ORPHANED_ENABLED", "false")
         .env("PAYRULES_CANCEL_ON_ORDER_CANCELLED", "false")
         .env("PAYRULES_RELEASE_WEBHOOK_URL", webhook)
         .env(

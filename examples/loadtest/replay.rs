@@ -97,7 +97,8 @@ async fn replay_with(
             match a.action {
                 payrules::action::ActionKind::ReleaseOrder => releases += 1,
                 payrules::action::ActionKind::CancelPayment => cancels += 1,
-                payrules::action::ActionKind::CapturePayment => {}
+                payrules::action::ActionKind::CapturePayment
+                | payrules::action::ActionKind::RefundPayment => {}
             }
             if let Some(k) = keep.as_mut() {
                 k.push(a.to_json_line());

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Writes the money-rule scenarios 22-39 of fixtures/scenarios/ (issue 13; 36-39 since): each stream and the
+"""Writes the money-rule scenarios 22-39 of fixtures/scenarios/ (issue 13; 36-39 since; 40-44 the
+refund rules, issue 25): each stream and the
 actions a merchant expects, written down here by hand from the rule definitions in docs/rules.md
 (never copied from payrules' own output). Re-running it rewrites the same files.
 
@@ -134,7 +135,7 @@ class Stream:
         pid = uid(f"{self.name}/{p}")
         oid = uid(f"{self.name}/{o}") if o else None
         key = {"release_order": f"release:{oid}", "cancel_payment": f"cancel:{pid}",
-               "capture_payment": f"capture:{pid}"}[action]
+               "capture_payment": f"capture:{pid}", "refund_payment": f"refund:{pid}"}[action]
         assert key_of == action
         self.expected.append({"action": action, "rule": rule, "key": key, "payment_id": pid,
                               "order_id": oid, "message_id": message_id, "at": ts(at)})
@@ -147,6 +148,12 @@ class Stream:
 
     def capture(self, p, o, message_id, at):
         self.expect("capture_payment", "capture_on_shipment", "capture_payment", p, o, message_id, at)
+
+    def refund(self, p, rule, message_id, at, cents, reason, order=None):
+        """A refund; its amount and reason are checked too (tests/it/scenarios.rs)."""
+        self.expect("refund_payment", rule, "refund_payment", p, order, message_id, at)
+        self.expected[-1]["amount"] = money(cents)
+        self.expected[-1]["reason"] = reason
 
     def write(self, toml=None):
         with open(os.path.join(OUT, f"{self.name}.jsonl"), "w") as f:
@@ -162,6 +169,8 @@ class Stream:
 
 ORPHAN = "cancel_orphaned_authorization"
 ON_CANCELLED = "cancel_on_order_cancelled"
+REFUND_ORPHAN = "refund_orphaned_charge"
+REFUND_ON_CANCELLED = "refund_on_order_cancelled"
 
 
 def s22():
@@ -372,6 +381,8 @@ def s36():
     s.tx_state("S", "c", "Success", "10:26:00")
     s.payment("R", "10:40:00", amount=100)
     s.cancel("P", ORPHAN, None, "10:30:00")
+    # S's money landed with no order: refund_orphaned_charge gives it back at that same check.
+    s.refund("S", REFUND_ORPHAN, None, "10:30:01", 5000, "grace_period_expired")
     s.write()
 
 
@@ -434,5 +445,107 @@ def s39():
     s.write()
 
 
-for f in (s22, s23, s24, s25, s26, s27, s28, s29, s30, s31, s32, s33, s34, s35, s36, s37, s38, s39):
+def s40():
+    # refund_orphaned_charge: charged money with no order goes back at the grace check. An
+    # auto-captured payment (A: Authorization then Charge, both 5000) refunds 5000 and is never
+    # cancelled (a Charge took the authorization); a direct sale (D: a Charge of 3000, no
+    # Authorization) refunds 3000; a partial capture (X: Authorization 8000, Charge 3000) refunds
+    # the 3000 charged and cancels nothing (Checkout cannot cancel a captured payment: the open
+    # 5000 is left to expire); K, charged 2000 and charged back 500, refunds 1500. E is a direct
+    # sale with an order: released, never refunded.
+    s = Stream("40-orphaned-charges-are-refunded")
+    s.payment("A", "10:00:00", txs=[("a", "Authorization", 5000, "Success")])
+    s.tx_added("A", "c", "Charge", 5000, "Success", "10:00:01")
+    s.payment("D", "10:00:02", amount=3000)
+    s.tx_added("D", "c", "Charge", 3000, "Success", "10:00:03")
+    s.payment("X", "10:00:04", amount=8000, txs=[("a", "Authorization", 8000, "Success")])
+    s.tx_added("X", "c", "Charge", 3000, "Success", "10:00:05")
+    s.payment("K", "10:00:06", amount=2000)
+    s.tx_added("K", "c", "Charge", 2000, "Success", "10:00:07")
+    s.tx_added("K", "b", "Chargeback", 500, "Success", "10:00:08")
+    s.payment("E", "10:00:09", amount=4000)
+    s.tx_added("E", "c", "Charge", 4000, "Success", "10:00:10")
+    m = s.order("O", "10:00:11", 4000, ["E"])
+    s.release("O", "E", m, "10:00:11")
+    s.payment("Q", "10:20:00", amount=100)  # the clock passes every grace check
+    # Each check is due a grace period (10 m) after the payment first showed money.
+    s.refund("A", REFUND_ORPHAN, None, "10:10:00", 5000, "grace_period_expired")
+    s.refund("D", REFUND_ORPHAN, None, "10:10:03", 3000, "grace_period_expired")
+    s.refund("X", REFUND_ORPHAN, None, "10:10:04", 3000, "grace_period_expired")
+    s.refund("K", REFUND_ORPHAN, None, "10:10:07", 1500, "grace_period_expired")
+    s.write()
+
+
+def s41():
+    # Checkout could not create the order: charged money is refunded at once — at the event when
+    # the Charge has succeeded (P), else when it does (S: its Charge was Pending at the event).
+    s = Stream("41-order-creation-failed-refunds-the-charge")
+    s.payment("P", "10:00:00", txs=[("a", "Authorization", 5000, "Success"), ("c", "Charge", 5000, "Success")])
+    s.payment("S", "10:00:01", amount=3000, txs=[("c", "Charge", 3000, "Pending")])
+    m = s.event("CheckoutOrderCreationFailed", "10:00:04",
+                {"cart": {"typeId": "cart", "id": uid(s.name + "/cart")},
+                 "payments": [{"typeId": "payment", "id": uid(s.name + "/P")},
+                              {"typeId": "payment", "id": uid(s.name + "/S")}],
+                 "errors": [{"code": "OutOfStock", "message": "The item is out of stock."}]}, "failed")
+    s.refund("P", REFUND_ORPHAN, m, "10:00:04", 5000, "order_creation_failed")
+    m = s.tx_state("S", "c", "Success", "10:00:30")
+    s.refund("S", REFUND_ORPHAN, m, "10:00:30", 3000, "order_creation_failed")
+    s.payment("Q", "10:20:00", amount=100)  # the grace checks find both refunded
+    s.write()
+
+
+def cancelled_orders(s):
+    """Two orders paid and released, then cancelled: O1 with a card authorization captured in full
+    (P1), O2 with a direct sale (P2). Returns the two OrderStateChanged(Cancelled) message ids."""
+    s.payment("P1", "10:00:00", txs=[("a", "Authorization", 5000, "Success")])
+    m = s.order("O1", "10:00:01", 5000, ["P1"])
+    s.release("O1", "P1", m, "10:00:01")
+    s.tx_added("P1", "c", "Charge", 5000, "Success", "10:01:00")
+    s.payment("P2", "10:02:00", amount=3000, txs=[("c", "Charge", 3000, "Success")])
+    m = s.order("O2", "10:02:01", 3000, ["P2"])
+    s.release("O2", "P2", m, "10:02:01")
+    c1 = s.order_state("O1", "Cancelled", "10:05:00")
+    c2 = s.order_state("O2", "Cancelled", "10:06:00")
+    s.payment("Q", "10:30:00", amount=100)  # the grace checks change nothing
+    return c1, c2
+
+
+def s42():
+    # refund_on_order_cancelled (opt-in, on here): a cancelled order's charged money goes back
+    # at the cancellation; the captured authorization is not cancelled (nothing open is left).
+    s = Stream("42-order-cancelled-refunds-its-charge")
+    c1, c2 = cancelled_orders(s)
+    s.refund("P1", REFUND_ON_CANCELLED, c1, "10:05:00", 5000, "order_cancelled", order="O1")
+    s.refund("P2", REFUND_ON_CANCELLED, c2, "10:06:00", 3000, "order_cancelled", order="O2")
+    s.write(toml="[rules.refund_on_order_cancelled]\nenabled = true\n")
+
+
+def s43():
+    # The same with refund_on_order_cancelled off (the default): nothing is refunded (the merchant
+    # may keep a fee); the charged money on cancelled orders is logged at warn and counted.
+    s = Stream("43-order-cancelled-keeps-its-charge-by-default")
+    cancelled_orders(s)
+    s.write()
+
+
+def s44():
+    # A refund of ours that fails at the provider is not tried again (refund:{P} runs once; it is
+    # reported instead). Someone else's refund in flight is waited for: R's check at 10:10 finds
+    # a Refund of 2000 Pending and looks again at 10:20, when it has landed: 3000 is refunded.
+    s = Stream("44-a-failed-refund-is-not-retried")
+    s.payment("P", "10:00:00", txs=[("a", "Authorization", 5000, "Success"), ("c", "Charge", 5000, "Success")])
+    s.payment("R", "10:00:01", txs=[("c", "Charge", 5000, "Success")])
+    s.tx_added("R", "r", "Refund", 2000, "Pending", "10:00:02")
+    s.payment("Q", "10:10:05", amount=100)  # P's check at 10:10 refunds it
+    s.refund("P", REFUND_ORPHAN, None, "10:10:00", 5000, "grace_period_expired")
+    s.tx_added("P", "r", "Refund", 5000, "Pending", "10:10:06")
+    s.tx_state("P", "r", "Failure", "10:11:00")
+    s.tx_state("R", "r", "Success", "10:15:00")
+    s.payment("Q2", "10:40:00", amount=100)
+    s.refund("R", REFUND_ORPHAN, None, "10:20:01", 3000, "grace_period_expired")
+    s.write()
+
+
+for f in (s22, s23, s24, s25, s26, s27, s28, s29, s30, s31, s32, s33, s34, s35, s36, s37, s38, s39,
+          s40, s41, s42, s43, s44):
     f()

@@ -202,7 +202,7 @@ impl FileConfig {
         })
     }
 
-    /// The floors under the claim lease and (orphan cancel rule on) the grace period. A value
+    /// The floors under the claim lease and (an orphan rule on) the grace period. A value
     /// that is no duration was reported already.
     fn check_floors(&self, claim_lease: Duration, grace_period: Duration, problems: &mut Problems) {
         if parse_duration(&self.state.claim_lease).is_ok() && claim_lease < MIN_CLAIM_LEASE {
@@ -213,13 +213,14 @@ impl FileConfig {
                 ));
         }
         let cancel = &self.rules.cancel_orphaned_authorization;
-        if cancel.enabled
+        let orphan_rules = cancel.enabled || self.rules.refund_orphaned_charge.enabled;
+        if orphan_rules
             && !cancel.allow_short_grace_period
             && parse_duration(&cancel.grace_period).is_ok()
             && grace_period < MIN_GRACE_PERIOD
         {
             problems.add(&GRACE_PATH, format!(
-                    "{:?} is under {} with the orphan cancel rule on: an order slower than that to be created would have its payment cancelled (tests: set PAYRULES_ALLOW_SHORT_GRACE_PERIOD=true)",
+                    "{:?} is under {} with an orphan rule on: an order slower than that to be created would have its payment cancelled or refunded (tests: set PAYRULES_ALLOW_SHORT_GRACE_PERIOD=true)",
                     cancel.grace_period,
                     humantime::format_duration(MIN_GRACE_PERIOD)
                 ));
@@ -353,9 +354,17 @@ impl FileConfig {
                     r.capture_on_shipment.enabled,
                     ["rules", "capture_on_shipment", "enabled"],
                 ),
+                (
+                    r.refund_orphaned_charge.enabled,
+                    ["rules", "refund_orphaned_charge", "enabled"],
+                ),
+                (
+                    r.refund_on_order_cancelled.enabled,
+                    ["rules", "refund_on_order_cancelled", "enabled"],
+                ),
             ] {
                 if on {
-                    problems.add(&path, "cancels and captures need the commercetools client: set the CTP_* variables, disable the rule, or set PAYRULES_DRY_RUN=true");
+                    problems.add(&path, "cancels, captures and refunds need the commercetools client: set the CTP_* variables, disable the rule, or set PAYRULES_DRY_RUN=true");
                 }
             }
         }

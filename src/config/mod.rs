@@ -23,7 +23,10 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::model::ShipmentState;
-use crate::rules::{CancelRule, CaptureRule, OrderCancelledRule, ReleaseRule, Rules};
+use crate::rules::{
+    CancelRule, CaptureRule, OrderCancelledRule, RefundOnOrderCancelledRule, RefundOrphanedRule,
+    ReleaseRule, Rules,
+};
 
 mod build;
 mod options;

@@ -163,6 +163,16 @@ pub const OPTIONS: &[OptionSpec] = &[
         Str
     ),
     opt!(
+        ["rules", "refund_orphaned_charge", "enabled"],
+        "PAYRULES_REFUND_ORPHANED_ENABLED",
+        Bool
+    ),
+    opt!(
+        ["rules", "refund_on_order_cancelled", "enabled"],
+        "PAYRULES_REFUND_ON_ORDER_CANCELLED",
+        Bool
+    ),
+    opt!(
         ["release", "webhook_url"],
         "PAYRULES_RELEASE_WEBHOOK_URL",
         Str

@@ -144,6 +144,16 @@ pub const OPTION_DOCS: &[OptionDoc] = &[
     ),
     doc("PAYRULES_CAPTURE_ON", "`Shipped`", "or `Delivered`"),
     doc(
+        "PAYRULES_REFUND_ORPHANED_ENABLED",
+        "`true`",
+        "refund charged money no order references (grace period, failed order creation)",
+    ),
+    doc(
+        "PAYRULES_REFUND_ON_ORDER_CANCELLED",
+        "`false`",
+        "refund charged money held only by cancelled orders",
+    ),
+    doc(
         "PAYRULES_RELEASE_WEBHOOK_URL",
         "—",
         "the fulfillment team's webhook",

@@ -201,6 +201,36 @@ pub struct RulesSection {
     /// `[rules.capture_on_shipment]`.
     #[serde(default)]
     pub capture_on_shipment: CaptureSettings,
+    /// `[rules.refund_orphaned_charge]`.
+    #[serde(default)]
+    pub refund_orphaned_charge: RefundOrphanedSettings,
+    /// `[rules.refund_on_order_cancelled]`.
+    #[serde(default)]
+    pub refund_on_order_cancelled: RefundOnOrderCancelledSettings,
+}
+
+/// `[rules.refund_orphaned_charge]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RefundOrphanedSettings {
+    /// The rule is on: charged money no order references is refunded after the grace period.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+}
+
+impl Default for RefundOrphanedSettings {
+    fn default() -> Self {
+        Self { enabled: true }
+    }
+}
+
+/// `[rules.refund_on_order_cancelled]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RefundOnOrderCancelledSettings {
+    /// The rule is on (off by default: merchants often keep a fee on a cancellation).
+    #[serde(default)]
+    pub enabled: bool,
 }
 
 /// `[rules.cancel_on_order_cancelled]`.

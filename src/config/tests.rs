@@ -305,6 +305,7 @@ fn a_webhook_must_be_https_unless_loopback_or_allowed() {
         let mut pairs: Vec<(&str, &str)> = vec![
             ("PAYRULES_FILE_PATH", "-"),
             ("PAYRULES_CANCEL_ENABLED", "false"),
+            ("PAYRULES_REFUND_ORPHANED_ENABLED", "false"),
             ("PAYRULES_CANCEL_ON_ORDER_CANCELLED", "false"),
             ("PAYRULES_RELEASE_WEBHOOK_SECRET", "s3cret"),
         ];
@@ -486,7 +487,8 @@ fn a_grace_period_under_30s_is_refused_with_the_cancel_rule_on() {
         problems_at(
             &[
                 ("PAYRULES_GRACE_PERIOD", "2s"),
-                ("PAYRULES_CANCEL_ENABLED", "false")
+                ("PAYRULES_CANCEL_ENABLED", "false"),
+                ("PAYRULES_REFUND_ORPHANED_ENABLED", "false")
             ],
             "PAYRULES_GRACE_PERIOD"
         )

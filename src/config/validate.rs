@@ -4,8 +4,8 @@
 #[allow(clippy::wildcard_imports)]
 use super::{
     CancelRule, CaptureRule, ConfigErrors, Duration, FileConfig, OPTIONS, OptionSpec,
-    OrderCancelledRule, Problems, ReleaseRule, Rules, ShipmentState, UrlKind, get, insert,
-    mask_url,
+    OrderCancelledRule, Problems, RefundOnOrderCancelledRule, RefundOrphanedRule, ReleaseRule,
+    Rules, ShipmentState, UrlKind, get, insert, mask_url,
 };
 
 /// Parses `10m`, `2s`, `1h 30m`, `500ms`.
@@ -22,7 +22,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 /// effect.
 pub const MIN_CLAIM_LEASE: Duration = Duration::from_secs(3);
 
-/// The shortest grace period accepted with the orphan cancel rule on (unless
+/// The shortest grace period accepted with an orphan rule (cancel or refund) on (unless
 /// `allow_short_grace_period`): a shorter one cancels the payment of an order that is merely
 /// slow to be created. `replay` accepts any: its clock is virtual.
 pub const MIN_GRACE_PERIOD: Duration = Duration::from_secs(30);
@@ -181,6 +181,12 @@ impl FileConfig {
             capture: CaptureRule {
                 enabled: self.rules.capture_on_shipment.enabled,
                 on: capture_on,
+            },
+            refund_orphaned: RefundOrphanedRule {
+                enabled: self.rules.refund_orphaned_charge.enabled,
+            },
+            refund_on_order_cancelled: RefundOnOrderCancelledRule {
+                enabled: self.rules.refund_on_order_cancelled.enabled,
             },
         }
     }

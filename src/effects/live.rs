@@ -1,5 +1,5 @@
-//! The live executor: releases go to the commercetools order update and/or the webhook, cancels
-//! and captures to Checkout.
+//! The live executor: releases go to the commercetools order update and/or the webhook, cancels,
+//! captures and refunds to Checkout.
 
 use async_trait::async_trait;
 
@@ -12,9 +12,9 @@ pub struct LiveExecutor {
     pub order_update: Option<OrderUpdater>,
     /// The webhook on release, if configured.
     pub webhook: Option<Webhook>,
-    /// Cancels and captures (Checkout Payment Intents), if the commercetools client is
-    /// configured.
-    pub cancel: Option<PaymentIntents>,
+    /// Cancels, captures and refunds (Checkout Payment Intents), if the commercetools client
+    /// is configured.
+    pub payment_intents: Option<PaymentIntents>,
 }
 
 impl LiveExecutor {
@@ -75,18 +75,21 @@ impl Executor for LiveExecutor {
                 }
                 self.release(action).await
             }
-            ActionKind::CancelPayment => match &self.cancel {
-                Some(c) => c.cancel(action).await,
-                None => Err(EffectError::Permanent {
-                    detail: "cancelling needs the commercetools client (CTP_* settings)".into(),
-                }),
-            },
-            ActionKind::CapturePayment => match &self.cancel {
-                Some(c) => c.capture(action).await,
-                None => Err(EffectError::Permanent {
-                    detail: "capturing needs the commercetools client (CTP_* settings)".into(),
-                }),
-            },
+            kind => {
+                let Some(intents) = &self.payment_intents else {
+                    return Err(EffectError::Permanent {
+                        detail: format!(
+                            "{} needs the commercetools client (CTP_* settings)",
+                            kind.as_str()
+                        ),
+                    });
+                };
+                match kind {
+                    ActionKind::CancelPayment => intents.cancel(action).await,
+                    ActionKind::CapturePayment => intents.capture(action).await,
+                    _ => intents.refund(action).await,
+                }
+            }
         }
     }
 }

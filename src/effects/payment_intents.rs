@@ -1,11 +1,12 @@
-//! Cancelling and capturing through the Checkout Payment Intents API.
+//! Cancelling, capturing and refunding through the Checkout Payment Intents API.
 //!
 //! The API documents no idempotency key, so right before each call the payment is re-read and
 //! the call is skipped when the amounts say it already happened (maybe by an earlier attempt of
 //! ours): for a cancel, no authorized money is left (a CancelAuthorization takes it), or a
 //! Charge in Initial, Pending or Success is there (too late to cancel); for a capture, such
-//! Charges already take the authorization. After a 500 the payment is re-read too: the call may
-//! have happened.
+//! Charges already take the authorization; for a refund, Refunds in Initial, Pending or Success
+//! already take the charged money (never more than refundable(P) is asked for). After a 500
+//! the payment is re-read too: the call may have happened.
 
 use serde_json::{Value, json};
 use tracing::{info, warn};
@@ -16,7 +17,7 @@ use crate::action::Action;
 use crate::commerce::{CtpClient, Retry};
 use crate::model::Payment;
 
-/// Cancels authorizations and captures payments.
+/// Cancels authorizations, captures and refunds payments.
 pub struct PaymentIntents {
     /// The commercetools client (reads the payment, calls Checkout).
     client: CtpClient,
@@ -32,6 +33,15 @@ struct CapturePlan {
     amount: i64,
     /// What Charges took before the call: after a 500 only Charges beyond this are ours.
     captured_before: i64,
+}
+
+/// A refund to make, as the pre-check read the payment.
+struct RefundPlan {
+    /// What to refund: at most refundable(P).
+    amount: i64,
+    /// What Refunds (Initial, Pending, Success) took before the call: after a 500 only
+    /// Refunds beyond this are ours.
+    refunded_before: i64,
 }
 
 /// What a pre-check found.
@@ -133,6 +143,30 @@ impl PaymentIntents {
         Ok(Ok(CapturePlan {
             amount: capturable.min(wanted),
             captured_before: captured,
+        }))
+    }
+
+    /// Re-reads the payment: how much to refund and what Refunds already take, or the effect
+    /// when nothing may be refunded (no call).
+    async fn refund_check(
+        &self,
+        payment_id: &str,
+        currency: &str,
+        wanted: i64,
+    ) -> Result<Result<RefundPlan, Effect>, EffectError> {
+        let payment = self.read(payment_id).await?;
+        self.managed_by_checkout(&payment, "refund")?;
+        let refundable = payment.refundable(currency);
+        if refundable <= 0 {
+            return Ok(Err(if payment.refunded(currency) > 0 {
+                Effect::applied("Refunds already take the charged money; no call made")
+            } else {
+                Effect::skipped("no charged money to refund")
+            }));
+        }
+        Ok(Ok(RefundPlan {
+            amount: refundable.min(wanted),
+            refunded_before: payment.refunded(currency),
         }))
     }
 
@@ -264,6 +298,47 @@ impl PaymentIntents {
             Ok(
                 (payment.captured(currency) >= captured_before.saturating_add(amount))
                     .then(|| Effect::applied("the capture happened despite the 500")),
+            )
+        })
+        .await
+    }
+}
+
+impl PaymentIntents {
+    /// Refunds `action.amount` (at most what is still refundable) of `action`'s payment.
+    ///
+    /// # Errors
+    /// As for [`PaymentIntents::cancel`]; a refund without an amount is refused.
+    pub async fn refund(&self, action: &Action) -> Result<Effect, EffectError> {
+        let payment_id = payment_of(action)?;
+        let Some(money) = &action.amount else {
+            return Err(EffectError::Permanent {
+                detail: format!("refund of payment {payment_id} without an amount"),
+            });
+        };
+        let currency = money.currency_code.as_str();
+        let RefundPlan {
+            amount,
+            refunded_before,
+        } = match self
+            .refund_check(payment_id, currency, money.cent_amount)
+            .await?
+        {
+            Ok(plan) => plan,
+            Err(effect) => return Ok(effect),
+        };
+        let intent = json!({
+            "action": "refundPayment",
+            "amount": {"centAmount": amount, "currencyCode": currency},
+            "merchantReference": action.key,
+        });
+        self.call("refund", payment_id, &intent, || async {
+            // After a 500: refunded if Refunds now take what we asked for on top of what they
+            // took before the call (someone else's refund is not ours).
+            let payment = self.read(payment_id).await?;
+            Ok(
+                (payment.refunded(currency) >= refunded_before.saturating_add(amount))
+                    .then(|| Effect::applied("the refund happened despite the 500")),
             )
         })
         .await

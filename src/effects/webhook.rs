@@ -392,9 +392,11 @@ impl Executor for Webhook {
     async fn execute(&self, action: &Action) -> Result<Effect, EffectError> {
         match action.action {
             ActionKind::ReleaseOrder => self.deliver(action).await,
-            ActionKind::CancelPayment | ActionKind::CapturePayment => Err(EffectError::Permanent {
-                detail: "the webhook only carries releases".into(),
-            }),
+            ActionKind::CancelPayment | ActionKind::CapturePayment | ActionKind::RefundPayment => {
+                Err(EffectError::Permanent {
+                    detail: "the webhook only carries releases".into(),
+                })
+            }
         }
     }
 }

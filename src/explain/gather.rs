@@ -7,9 +7,9 @@ use super::report::{
     Decision, Explanation, LedgerLine, OrderExplanation, OrderRef, OrderRulesNow, OrderSummary,
     OrderVerdict, PaymentExplanation, PaymentLine, PaymentRulesNow, PaymentVerdict,
 };
-use super::text::{cancel_words, untouched_words};
-use crate::action::{Action, CancelReason, format_timestamp};
-use crate::model::Order;
+use super::text::{reason_words, untouched_words};
+use crate::action::{Action, Reason, format_timestamp};
+use crate::model::{Order, TransactionState, TransactionType};
 use crate::rules::explain::{OrderFacts, PaymentFacts, PaymentShare};
 use crate::rules::release::{NotReleased, Release};
 use crate::rules::{self, Engine, EngineError};
@@ -279,11 +279,14 @@ pub(super) async fn explain_payment(
     let keys = [
         Action::cancel_key(id),
         Action::capture_key(id),
+        Action::refund_key(id),
         rules::order_creation_failed_key(id),
         rules::cancel_failed_key(id),
+        rules::refund_failed_key(id),
+        rules::charged_on_cancelled_key(id),
     ];
     let statuses = payment_statuses(engine, &keys, facts.as_ref()).await?;
-    let [cancel, capture, _, _] = statuses;
+    let [cancel, capture, refund, ..] = statuses;
     let mut ledger: Vec<LedgerLine> = Vec::new();
     for (k, s) in keys.iter().zip(statuses) {
         if let Some(s) = s {
@@ -291,13 +294,15 @@ pub(super) async fn explain_payment(
         }
     }
     let timer = history.timer(id).await?;
-    let verdict = match (capture, cancel) {
-        (Some(LedgerStatus::Done), _) => PaymentVerdict::Captured,
-        (_, Some(LedgerStatus::Done)) => PaymentVerdict::Cancelled,
+    let verdict = match (refund, capture, cancel) {
+        (Some(LedgerStatus::Done), _, _) => PaymentVerdict::Refunded,
+        (_, Some(LedgerStatus::Done), _) => PaymentVerdict::Captured,
+        (_, _, Some(LedgerStatus::Done)) => PaymentVerdict::Cancelled,
         _ => PaymentVerdict::Untouched,
     };
     let rules_now = payment_rules_now(facts.as_ref());
     let because = match verdict {
+        PaymentVerdict::Refunded => refunded_because(history, &ledger, &keys[2], facts.as_ref()),
         PaymentVerdict::Captured => captured_because(history, &ledger, &keys[1]),
         PaymentVerdict::Cancelled => cancelled_because(history, &ledger, &keys[0], facts.as_ref()),
         PaymentVerdict::Untouched => {
@@ -314,6 +319,7 @@ pub(super) async fn explain_payment(
         currency: None,
         authorized: 0,
         charged: 0,
+        refundable: 0,
         payment_interface: None,
         transactions: Vec::new(),
         orders: Vec::new(),
@@ -328,21 +334,24 @@ pub(super) async fn explain_payment(
     Ok(out)
 }
 
-/// Where the payment's keys stand in the ledger: cancel, capture and the two markers.
+/// Where the payment's keys stand in the ledger: cancel, capture, refund and the four markers.
 async fn payment_statuses(
     engine: &Engine,
-    keys: &[String; 4],
+    keys: &[String; 7],
     facts: Option<&PaymentFacts>,
-) -> Result<[Option<LedgerStatus>; 4], EngineError> {
+) -> Result<[Option<LedgerStatus>; 7], EngineError> {
     Ok(match facts {
         Some(f) => [
             f.cancel_ledger,
             f.capture_ledger,
+            f.refund_ledger,
             f.order_creation_failed,
             f.cancel_failed,
+            f.refund_failed,
+            f.charged_on_cancelled,
         ],
         None => {
-            let mut s = [None; 4];
+            let mut s = [None; 7];
             for (slot, key) in s.iter_mut().zip(keys) {
                 *slot = engine.ledger(key).await?;
             }
@@ -352,12 +361,29 @@ async fn payment_statuses(
 }
 
 /// A cancel rule's answer as a decision.
-fn cancel_decision(d: &Result<CancelReason, &'static str>) -> Decision {
+fn cancel_decision(d: &Result<Reason, &'static str>) -> Decision {
     match d {
         Ok(reason) => Decision {
             decision: "cancel",
             reason: Some(*reason),
-            because: cancel_words(*reason).into(),
+            because: reason_words(*reason).into(),
+        },
+        Err(why) => Decision::none(*why),
+    }
+}
+
+/// A refund rule's answer as a decision, with the amount it would refund.
+fn refund_decision(d: &Result<Reason, &'static str>, f: &PaymentFacts) -> Decision {
+    match d {
+        Ok(reason) => Decision {
+            decision: "refund",
+            reason: Some(*reason),
+            because: format!(
+                "{}: {} {} cents charged are refunded",
+                reason_words(*reason),
+                f.refundable,
+                f.currency.as_deref().unwrap_or_default()
+            ),
         },
         Err(why) => Decision::none(*why),
     }
@@ -370,6 +396,8 @@ fn payment_rules_now(facts: Option<&PaymentFacts>) -> PaymentRulesNow {
         Some(f) => PaymentRulesNow {
             cancel_on_message: cancel_decision(&f.cancel_on_message),
             cancel_at_grace_check: cancel_decision(&f.cancel_at_grace_check),
+            refund_on_message: refund_decision(&f.refund_on_message, f),
+            refund_at_grace_check: refund_decision(&f.refund_at_grace_check, f),
             capture: match (&f.capture, &f.counts_toward) {
                 (Some(Ok(amount)), Some(order)) => Decision {
                     decision: "capture",
@@ -388,6 +416,8 @@ fn payment_rules_now(facts: Option<&PaymentFacts>) -> PaymentRulesNow {
             cancel_on_message: Decision::none("the payment is not known"),
             cancel_at_grace_check: Decision::none("the payment is not known"),
             capture: Decision::none("the payment is not known"),
+            refund_on_message: Decision::none("the payment is not known"),
+            refund_at_grace_check: Decision::none("the payment is not known"),
         },
     }
 }
@@ -416,6 +446,56 @@ fn captured_because(history: &History, ledger: &[LedgerLine], key: &str) -> Stri
     s
 }
 
+/// A refunded payment's verdict in words: when, how much, why, and whether the refund failed.
+fn refunded_because(
+    history: &History,
+    ledger: &[LedgerLine],
+    key: &str,
+    facts: Option<&PaymentFacts>,
+) -> String {
+    let mut s = format!("refunded{}", written(ledger, key));
+    let action = history.action(key);
+    let action = action.as_ref();
+    if let Some(m) = action.and_then(|a| a.amount.as_ref()) {
+        let _ = write!(s, ": {} {} cents", m.cent_amount, m.currency_code);
+    }
+    let reason = action
+        .and_then(|a| a.reason)
+        .or_else(|| ledger.iter().find(|l| l.key == key).and_then(|l| l.reason));
+    match reason {
+        Some(reason) => {
+            let _ = write!(
+                s,
+                ", because {} ({})",
+                reason_words(reason),
+                reason.as_str()
+            );
+        }
+        None if history.replay => {}
+        None => s.push_str(" (refund:… is done in the ledger; the store keeps no reason)"),
+    }
+    if let Some(o) = action.and_then(|a| a.order_id.as_ref()) {
+        let _ = write!(s, " for order {o}");
+    }
+    let failed = facts.is_some_and(|f| {
+        f.payment
+            .transactions_in(TransactionType::Refund, TransactionState::Failure)
+            .next()
+            .is_some()
+            && f.refundable > 0
+    });
+    if let Some(f) = facts.filter(|_| failed) {
+        let _ = write!(
+            s,
+            " — but a refund failed (Refund in Failure): {} {} cents are still charged, and \
+             payrules will not refund again",
+            f.refundable,
+            f.currency.as_deref().unwrap_or_default()
+        );
+    }
+    s
+}
+
 /// A cancelled payment's verdict in words: when, why, and whether the cancel failed.
 fn cancelled_because(
     history: &History,
@@ -430,7 +510,7 @@ fn cancelled_because(
         .or_else(|| ledger.iter().find(|l| l.key == key).and_then(|l| l.reason));
     match reason {
         Some(reason) => {
-            let _ = write!(s, ": {} ({})", cancel_words(reason), reason.as_str());
+            let _ = write!(s, ": {} ({})", reason_words(reason), reason.as_str());
         }
         None if history.replay => {}
         None => s.push_str(" (cancel:… is done in the ledger; the store keeps no reason)"),
@@ -470,6 +550,7 @@ fn add_payment_facts(out: &mut PaymentExplanation, f: PaymentFacts) {
     out.currency = f.currency;
     out.authorized = f.authorized;
     out.charged = f.charged;
+    out.refundable = f.refundable;
     out.counts_toward = f.counts_toward;
     out.payment_interface = f.payment.payment_method_info.payment_interface.clone();
     out.transactions = f.payment.transactions;

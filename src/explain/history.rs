@@ -2,7 +2,7 @@
 //! offline, recorded while replaying streams).
 
 use super::report::{GRACE_CHECK, LedgerLine, Stamp, TimerLine};
-use crate::action::{Action, CancelReason, format_timestamp};
+use crate::action::{Action, Reason, format_timestamp};
 use crate::message::Timestamp;
 use crate::store::{Claim, Decided, LedgerStatus, MemoryStore, Store, StoreError, Timer};
 use async_trait::async_trait;
@@ -202,12 +202,12 @@ async fn live_line(
 }
 
 /// A reason as the store wrote it: its output name, read back as the output is.
-fn cancel_reason(text: &str) -> Option<CancelReason> {
+fn cancel_reason(text: &str) -> Option<Reason> {
     use serde::Deserialize;
     use serde::de::IntoDeserializer;
     let name: serde::de::value::StrDeserializer<'_, serde::de::value::Error> =
         text.into_deserializer();
-    CancelReason::deserialize(name).ok()
+    Reason::deserialize(name).ok()
 }
 
 pub(super) fn status_name(s: LedgerStatus) -> &'static str {

@@ -2,7 +2,7 @@
 //! the text is rendered from.
 
 use super::Kind;
-use crate::action::CancelReason;
+use crate::action::Reason;
 use crate::model::{Money, OrderState, ShipmentState, Transaction};
 use serde::Serialize;
 
@@ -36,6 +36,8 @@ pub enum OrderVerdict {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PaymentVerdict {
+    /// `refund:{id}` is done: its charged money was given back.
+    Refunded,
     /// `capture:{id}` is done.
     Captured,
     /// `cancel:{id}` is done (and no capture).
@@ -56,7 +58,7 @@ pub struct LedgerLine {
     pub stamp: Option<Stamp>,
     /// The action's reason (a cancel's), where known.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<CancelReason>,
+    pub reason: Option<Reason>,
     /// A note on the entry.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<&'static str>,
@@ -76,11 +78,11 @@ pub struct TimerLine {
 /// A decision of one rule now, with its reason in words.
 #[derive(Debug, Clone, Serialize)]
 pub struct Decision {
-    /// `release`, `cancel`, `capture` or `none`.
+    /// `release`, `cancel`, `capture`, `refund` or `none`.
     pub decision: &'static str,
-    /// For a cancel: the reason's name.
+    /// For a cancel or refund: the reason's name.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<CancelReason>,
+    pub reason: Option<Reason>,
     /// Why, in words.
     pub because: String,
 }
@@ -209,9 +211,13 @@ pub struct PaymentRulesNow {
     pub cancel_at_grace_check: Decision,
     /// capture_on_shipment.
     pub capture: Decision,
+    /// The refund rules on a message about the payment.
+    pub refund_on_message: Decision,
+    /// The refund rules when its grace-period check runs.
+    pub refund_at_grace_check: Decision,
 }
 
-/// Why a payment was (not) cancelled or captured.
+/// Why a payment was (not) cancelled, captured or refunded.
 #[derive(Debug, Clone, Serialize)]
 pub struct PaymentExplanation {
     /// `payment`.
@@ -232,6 +238,8 @@ pub struct PaymentExplanation {
     pub authorized: i64,
     /// charged(P).
     pub charged: i64,
+    /// refundable(P): what a refund may still take.
+    pub refundable: i64,
     /// Who handles it.
     pub payment_interface: Option<String>,
     /// Its transactions.
@@ -243,7 +251,8 @@ pub struct PaymentExplanation {
     /// Its grace-period timer, as far as known (a replay records it; the live store has no
     /// read for it).
     pub timer: Option<TimerLine>,
-    /// Its ledger entries: `cancel:`, `capture:`, `order-creation-failed:`, `cancel-failed:`.
+    /// Its ledger entries: `cancel:`, `capture:`, `refund:` and the markers
+    /// `order-creation-failed:`, `cancel-failed:`, `refund-failed:`, `charged-on-cancelled:`.
     pub ledger: Vec<LedgerLine>,
     /// What the rules decide now.
     pub rules_now: PaymentRulesNow,
@@ -260,7 +269,7 @@ pub enum Explanation {
 }
 
 impl Explanation {
-    /// `released`, `not_released`, `cancelled`, `captured` or `untouched`.
+    /// `released`, `not_released`, `refunded`, `cancelled`, `captured` or `untouched`.
     pub fn verdict(&self) -> &'static str {
         match self {
             Explanation::Order(o) => match o.verdict {
@@ -268,6 +277,7 @@ impl Explanation {
                 OrderVerdict::NotReleased => "not_released",
             },
             Explanation::Payment(p) => match p.verdict {
+                PaymentVerdict::Refunded => "refunded",
                 PaymentVerdict::Captured => "captured",
                 PaymentVerdict::Cancelled => "cancelled",
                 PaymentVerdict::Untouched => "untouched",

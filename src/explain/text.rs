@@ -4,17 +4,17 @@ use super::report::{
     Decision, Explanation, GRACE_CHECK, LedgerLine, OrderExplanation, OrderVerdict,
     PaymentExplanation, PaymentRulesNow, PaymentVerdict, Stamp, TimerLine,
 };
-use crate::action::CancelReason;
+use crate::action::Reason;
 use crate::model::Transaction;
 use crate::rules::explain::PaymentFacts;
 use crate::store::LedgerStatus;
 use std::fmt::{self, Write as _};
 
-pub(super) fn cancel_words(reason: CancelReason) -> &'static str {
+pub(super) fn reason_words(reason: Reason) -> &'static str {
     match reason {
-        CancelReason::GracePeriodExpired => "no order referenced it when its grace period ran out",
-        CancelReason::OrderCreationFailed => "Checkout could not create the order for it",
-        CancelReason::OrderCancelled => "every order referencing it is cancelled",
+        Reason::GracePeriodExpired => "no order referenced it when its grace period ran out",
+        Reason::OrderCreationFailed => "Checkout could not create the order for it",
+        Reason::OrderCancelled => "every order referencing it is cancelled",
     }
 }
 
@@ -85,6 +85,19 @@ pub(super) fn untouched_words(
                     f.currency.as_deref().unwrap_or_default()
                 ));
             }
+        }
+    }
+    if f.refundable > 0 {
+        match &f.refund_on_message {
+            Ok(_) => parts.push(format!(
+                "not refunded yet, but due: {}",
+                now.refund_on_message.because
+            )),
+            Err(why) => parts.push(format!(
+                "not refunded: {why} ({} {} cents charged)",
+                f.refundable,
+                f.currency.as_deref().unwrap_or_default()
+            )),
         }
     }
     format!("untouched: {}", parts.join("; "))
@@ -279,6 +292,7 @@ fn order_text(o: &OrderExplanation) -> String {
 fn payment_text(p: &PaymentExplanation) -> String {
     let mut out = String::new();
     let verdict = match p.verdict {
+        PaymentVerdict::Refunded => "REFUNDED",
         PaymentVerdict::Captured => "CAPTURED",
         PaymentVerdict::Cancelled => "CANCELLED",
         PaymentVerdict::Untouched => "UNTOUCHED",
@@ -304,8 +318,8 @@ fn payment_money(out: &mut String, p: &PaymentExplanation) {
     let currency = p.currency.as_deref().unwrap_or("?");
     let _ = write!(
         out,
-        "  money:        authorized {}, charged {} {currency} cents",
-        p.authorized, p.charged
+        "  money:        authorized {}, charged {}, refundable {} {currency} cents",
+        p.authorized, p.charged, p.refundable
     );
     if let Some(i) = &p.payment_interface {
         let _ = write!(out, " (payment interface {i})");
@@ -397,6 +411,16 @@ fn payment_rules_lines(out: &mut String, r: &PaymentRulesNow) {
         out,
         "                {}",
         decision_words("capture", &r.capture)
+    );
+    let _ = writeln!(
+        out,
+        "                on a message: {}",
+        decision_words("refund", &r.refund_on_message)
+    );
+    let _ = writeln!(
+        out,
+        "                at its grace check: {}",
+        decision_words("refund", &r.refund_at_grace_check)
     );
 }
 

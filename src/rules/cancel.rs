@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::action::CancelReason;
+use crate::action::Reason;
 use crate::model::{Order, OrderState, Payment};
 
 /// Settings of cancel_orphaned_authorization.
@@ -63,7 +63,7 @@ pub struct Enabled {
 }
 
 /// Why the payment's authorization is cancelled now, or why it is left alone.
-pub fn decide(enabled: Enabled, f: &CancelFacts<'_>) -> Result<CancelReason, &'static str> {
+pub fn decide(enabled: Enabled, f: &CancelFacts<'_>) -> Result<Reason, &'static str> {
     if f.authorized <= 0 {
         // Also a zero-amount authorization (card verification): nothing is reserved.
         return Err("no authorized money");
@@ -79,7 +79,7 @@ pub fn decide(enabled: Enabled, f: &CancelFacts<'_>) -> Result<CancelReason, &'s
     }
     if !f.orders.is_empty() {
         return if enabled.order_cancelled {
-            Ok(CancelReason::OrderCancelled)
+            Ok(Reason::OrderCancelled)
         } else {
             Err("only cancelled orders reference the payment (cancel_on_order_cancelled is off)")
         };
@@ -87,9 +87,9 @@ pub fn decide(enabled: Enabled, f: &CancelFacts<'_>) -> Result<CancelReason, &'s
     if !enabled.orphan {
         Err("cancel_orphaned_authorization is off")
     } else if f.order_creation_failed {
-        Ok(CancelReason::OrderCreationFailed)
+        Ok(Reason::OrderCreationFailed)
     } else if f.grace_expired {
-        Ok(CancelReason::GracePeriodExpired)
+        Ok(Reason::GracePeriodExpired)
     } else {
         Err("no order yet, grace period running")
     }

@@ -77,11 +77,11 @@ const INERT_TYPES: &[&str] = &[
 /// that already contains the change, whatever order the messages arrive in.
 pub(super) fn can_enable(m: &Message) -> bool {
     use TransactionState::{Failure, Success};
-    use TransactionType::{Authorization, CancelAuthorization, Charge};
+    use TransactionType::{Authorization, CancelAuthorization, Charge, Refund};
     let adds_money = |kind: TransactionType, state: TransactionState| {
         matches!(
             (kind, state),
-            (Authorization | Charge, Success) | (CancelAuthorization, Failure)
+            (Authorization | Charge, Success) | (CancelAuthorization | Refund, Failure)
         )
     };
     match &m.body {
@@ -93,13 +93,12 @@ pub(super) fn can_enable(m: &Message) -> bool {
     }
 }
 
-/// Whether the message may report that a cancel failed (then a cancel of ours is checked).
-pub(super) fn reports_failed_cancel(m: &Message) -> bool {
+/// Whether the message may report that a cancel, capture or refund failed (then one of ours
+/// is checked).
+pub(super) fn reports_failure(m: &Message) -> bool {
     match &m.body {
         Body::TransactionStateChanged { state, .. } => *state == TransactionState::Failure,
-        Body::TransactionAdded(t) => {
-            t.kind == TransactionType::CancelAuthorization && t.state == TransactionState::Failure
-        }
+        Body::TransactionAdded(t) => t.state == TransactionState::Failure,
         _ => m.kind == MessageType::CheckoutPaymentCancelAuthorizationFailed,
     }
 }

@@ -8,7 +8,9 @@
 //!     the payment shows that cancel failed;
 //!   - open authorization(P) = max(0, authorized(P) − Σ Charge in Initial, Pending or Success):
 //!     a capture consumes its authorization (a refund does not give it back);
-//!   - net charged(P) = Σ Charge in Success − Σ Refund and Chargeback in Success;
+//!   - net charged(P) = Σ Charge in Success − Σ Refund and Chargeback in Success, except that
+//!     a payment this worker decided to refund (`refund:{payment_id}` claimed or done) counts
+//!     nothing charged until a Refund shows up on it — money on its way back covers nothing;
 //!   - covered(P) = open authorization(P) + max(0, net charged(P)).
 //! - Checked against the examples: Authorization 4000 → Charge 4000 → Refund 4000 covers 0
 //!   (0 + 0); a fully captured authorization of 8000 covers 8000 (0 + 8000); two
@@ -44,9 +46,45 @@ pub fn open_authorization(p: &Payment, currency: &str, cancelled_by_us: bool) ->
         .max(0)
 }
 
-/// covered(P) toward an order in `currency`: open authorization + max(0, net charged).
-pub fn covered(p: &Payment, currency: &str, cancelled_by_us: bool) -> i64 {
-    open_authorization(p, currency, cancelled_by_us).saturating_add(p.charged(currency).max(0))
+/// What this worker decided to give back of a payment: it claimed or executed its cancel, its
+/// refund.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Ours {
+    /// `cancel:{payment_id}` is claimed or done.
+    pub cancelled: bool,
+    /// `refund:{payment_id}` is claimed or done.
+    pub refunded: bool,
+}
+
+impl Ours {
+    /// Nothing given back.
+    pub const NONE: Ours = Ours {
+        cancelled: false,
+        refunded: false,
+    };
+    /// Our cancel claimed or done, nothing refunded.
+    pub const CANCELLED: Ours = Ours {
+        cancelled: true,
+        refunded: false,
+    };
+}
+
+/// net charged(P), with our own refund taken into account: once this worker decided to refund
+/// the payment, its charged money counts for nothing until a Refund shows up — then the amounts
+/// say what stands (a failed refund leaves the money counting).
+pub fn effective_charged(p: &Payment, currency: &str, refunded_by_us: bool) -> i64 {
+    if refunded_by_us && !p.has_refund() {
+        0
+    } else {
+        p.charged(currency)
+    }
+}
+
+/// covered(P) toward an order in `currency`: open authorization + max(0, net charged), each
+/// with what we give back taken into account.
+pub fn covered(p: &Payment, currency: &str, ours: Ours) -> i64 {
+    open_authorization(p, currency, ours.cancelled)
+        .saturating_add(effective_charged(p, currency, ours.refunded).max(0))
 }
 
 /// What a capture may still take: the open authorization.
@@ -111,37 +149,37 @@ mod tests {
             tx(CancelAuthorization, Success, 5000),
             tx(Authorization, Success, 5000),
         ]);
-        assert_eq!(covered(&p, "EUR", false), 5000);
+        assert_eq!(covered(&p, "EUR", Ours::NONE), 5000);
         // Two authorizations add up.
         let p = payment(vec![
             tx(Authorization, Success, 5000),
             tx(Authorization, Success, 5000),
         ]);
-        assert_eq!(covered(&p, "EUR", false), 10000);
+        assert_eq!(covered(&p, "EUR", Ours::NONE), 10000);
         // A capture of the authorization is the same money.
         let p = payment(vec![
             tx(Authorization, Success, 8000),
             tx(Charge, Success, 8000),
         ]);
-        assert_eq!(covered(&p, "EUR", false), 8000);
+        assert_eq!(covered(&p, "EUR", Ours::NONE), 8000);
         // A charge fully refunded counts for nothing.
         let p = payment(vec![tx(Charge, Success, 2000), tx(Refund, Success, 2000)]);
-        assert_eq!(covered(&p, "EUR", false), 0);
+        assert_eq!(covered(&p, "EUR", Ours::NONE), 0);
         let p = payment(vec![
             tx(Charge, Success, 2000),
             tx(Chargeback, Success, 500),
         ]);
-        assert_eq!(covered(&p, "EUR", false), 1500);
+        assert_eq!(covered(&p, "EUR", Ours::NONE), 1500);
         // A cancel in flight (Initial/Pending) already takes the money away; a failed one not.
         for (state, want) in [(Initial, 0), (Pending, 0), (Success, 0), (Failure, 5000)] {
             let p = payment(vec![
                 tx(Authorization, Success, 5000),
                 tx(CancelAuthorization, state, 5000),
             ]);
-            assert_eq!(covered(&p, "EUR", false), want, "{state}");
+            assert_eq!(covered(&p, "EUR", Ours::NONE), want, "{state}");
         }
         // Other currencies do not count.
-        assert_eq!(covered(&p, "USD", false), 0);
+        assert_eq!(covered(&p, "USD", Ours::NONE), 0);
     }
 
     #[test]
@@ -153,33 +191,33 @@ mod tests {
                 tx(Charge, Success, 4000),
                 tx(back, Success, 4000),
             ]);
-            assert_eq!(covered(&p, "EUR", false), 0, "{back}");
+            assert_eq!(covered(&p, "EUR", Ours::NONE), 0, "{back}");
         }
         // A partial capture: the rest of the authorization plus what was received.
         let p = payment(vec![
             tx(Authorization, Success, 8000),
             tx(Charge, Success, 3000),
         ]);
-        assert_eq!(covered(&p, "EUR", false), 8000);
+        assert_eq!(covered(&p, "EUR", Ours::NONE), 8000);
         // … and the captured part refunded: only the open rest counts.
         let p = payment(vec![
             tx(Authorization, Success, 10000),
             tx(Charge, Success, 4000),
             tx(Refund, Success, 4000),
         ]);
-        assert_eq!(covered(&p, "EUR", false), 6000);
+        assert_eq!(covered(&p, "EUR", Ours::NONE), 6000);
         // A capture under way takes the authorization; its money counts once it has landed.
         let p = payment(vec![
             tx(Authorization, Success, 5000),
             tx(Charge, Pending, 5000),
         ]);
-        assert_eq!(covered(&p, "EUR", false), 0);
+        assert_eq!(covered(&p, "EUR", Ours::NONE), 0);
         // A failed capture gives the authorization back.
         let p = payment(vec![
             tx(Authorization, Success, 5000),
             tx(Charge, Failure, 5000),
         ]);
-        assert_eq!(covered(&p, "EUR", false), 5000);
+        assert_eq!(covered(&p, "EUR", Ours::NONE), 5000);
         // The model's own reading agrees.
         assert_eq!(p.covered("EUR"), 5000);
     }
@@ -188,7 +226,7 @@ mod tests {
     fn our_own_cancel_counts_until_it_shows_failed() {
         let p = payment(vec![tx(Authorization, Success, 5000)]);
         assert_eq!(
-            covered(&p, "EUR", true),
+            covered(&p, "EUR", Ours::CANCELLED),
             0,
             "cancel requested, not yet visible"
         );
@@ -196,12 +234,52 @@ mod tests {
             tx(Authorization, Success, 5000),
             tx(CancelAuthorization, Failure, 5000),
         ]);
-        assert_eq!(covered(&p, "EUR", true), 5000, "the cancel failed");
+        assert_eq!(
+            covered(&p, "EUR", Ours::CANCELLED),
+            5000,
+            "the cancel failed"
+        );
         let p = payment(vec![
             tx(Authorization, Success, 5000),
             tx(Charge, Success, 5000),
         ]);
-        assert_eq!(covered(&p, "EUR", true), 5000, "money received counts");
+        assert_eq!(
+            covered(&p, "EUR", Ours::CANCELLED),
+            5000,
+            "money received counts"
+        );
+    }
+
+    #[test]
+    fn our_own_refund_takes_the_charged_money_until_a_refund_shows() {
+        let ours = Ours {
+            cancelled: false,
+            refunded: true,
+        };
+        let p = payment(vec![tx(Charge, Success, 5000)]);
+        assert_eq!(
+            covered(&p, "EUR", ours),
+            0,
+            "refund decided, not yet visible"
+        );
+        assert_eq!(covered(&p, "EUR", Ours::NONE), 5000, "a direct sale covers");
+        let p = payment(vec![tx(Charge, Success, 5000), tx(Refund, Failure, 5000)]);
+        assert_eq!(
+            covered(&p, "EUR", ours),
+            5000,
+            "the refund failed: the money stayed"
+        );
+        let p = payment(vec![tx(Charge, Success, 5000), tx(Refund, Success, 2000)]);
+        assert_eq!(covered(&p, "EUR", ours), 3000, "a partial refund landed");
+        // refundable counts a refund under way as made, net charged only a landed one.
+        let p = payment(vec![tx(Charge, Success, 5000), tx(Refund, Pending, 2000)]);
+        assert_eq!((p.charged("EUR"), p.refundable("EUR")), (5000, 3000));
+        let p = payment(vec![
+            tx(Charge, Success, 5000),
+            tx(Refund, Failure, 2000),
+            tx(Chargeback, Success, 1000),
+        ]);
+        assert_eq!(p.refundable("EUR"), 4000);
     }
 
     #[test]

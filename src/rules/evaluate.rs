@@ -3,9 +3,9 @@
 //! `coverage`).
 
 use super::{
-    Action, ActionKind, Allocated, CancelReason, Cause, Engine, EngineError, LedgerStatus, Money,
-    Order, OrderState, Payment, PaymentRead, RuleName, Share, TransactionType, cancel, coverage,
-    debug, order_creation_failed_key, release, release_started_key, unique, warn,
+    Action, ActionKind, Allocated, Cause, Engine, EngineError, LedgerStatus, Money, Order,
+    OrderState, Payment, PaymentRead, Reason, RuleName, Share, TransactionType, cancel, coverage,
+    debug, order_creation_failed_key, refund, release, release_started_key, unique, warn,
 };
 
 impl Engine {
@@ -43,7 +43,7 @@ impl Engine {
                 .filter(|h| h.id == order.id)
                 .map(|_| release::Counted {
                     payment_id: pid.to_string(),
-                    covered: coverage::covered(&r.payment, currency, r.cancelled_by_us()),
+                    covered: coverage::covered(&r.payment, currency, r.ours()),
                 });
             out.push(Share {
                 payment_id: pid.to_string(),
@@ -205,20 +205,20 @@ impl Engine {
                 if read.cancel == Some(LedgerStatus::Claimed)
                     && !read.payment.has_live_charge() =>
             {
-                self.claimed_cancel_reason(read).await?
+                self.claimed_reason(read).await?
             }
             Err(why) => {
                 debug!(payment_id = pid, why, "cancel check: nothing to do");
                 return Ok(None);
             }
         };
-        let order_id = (reason == CancelReason::OrderCancelled)
+        let order_id = (reason == Reason::OrderCancelled)
             .then(|| read.orders.iter().min_by_key(|o| o.allocation_key()))
             .flatten()
             .map(|o| o.id.clone());
         Ok(Some(Action {
             action: ActionKind::CancelPayment,
-            rule: reason.rule(),
+            rule: reason.cancel_rule(),
             key: Action::cancel_key(pid),
             payment_id: Some(pid.to_string()),
             order_id,
@@ -231,10 +231,10 @@ impl Engine {
         }))
     }
 
-    /// Why a cancel claimed earlier was decided, as far as what is read now tells: every order
-    /// cancelled, Checkout's order-creation failure, or else the grace period (the reason
-    /// itself is recorded only when the cancel is).
-    async fn claimed_cancel_reason(&self, read: &PaymentRead) -> Result<CancelReason, EngineError> {
+    /// Why a cancel or refund claimed earlier was decided, as far as what is read now tells:
+    /// every order cancelled, Checkout's order-creation failure, or else the grace period (the
+    /// reason itself is recorded only when the action is).
+    async fn claimed_reason(&self, read: &PaymentRead) -> Result<Reason, EngineError> {
         Ok(
             if !read.orders.is_empty()
                 && read
@@ -242,14 +242,14 @@ impl Engine {
                     .iter()
                     .all(|o| o.order_state == OrderState::Cancelled)
             {
-                CancelReason::OrderCancelled
+                Reason::OrderCancelled
             } else if self
                 .settled(&order_creation_failed_key(&read.payment.id))
                 .await?
             {
-                CancelReason::OrderCreationFailed
+                Reason::OrderCreationFailed
             } else {
-                CancelReason::GracePeriodExpired
+                Reason::GracePeriodExpired
             },
         )
     }
@@ -276,7 +276,7 @@ impl Engine {
         authorized: i64,
         order_creation_failed: bool,
         grace_expired: bool,
-    ) -> Result<CancelReason, &'static str> {
+    ) -> Result<Reason, &'static str> {
         let facts = cancel::CancelFacts {
             payment: &read.payment,
             orders: &read.orders,
@@ -285,6 +285,97 @@ impl Engine {
             grace_expired,
         };
         cancel::decide(self.rules.cancels(), &facts)
+    }
+
+    /// Whether the payment's charged money is refunded now (by refund_orphaned_charge or
+    /// refund_on_order_cancelled). While refund_on_order_cancelled is off, charged money held
+    /// only by cancelled orders is reported once instead.
+    pub(super) async fn evaluate_refund(
+        &self,
+        read: &PaymentRead,
+        cause: &Cause<'_>,
+        grace_expired: bool,
+    ) -> Result<Option<Action>, EngineError> {
+        if read.refund_settled() {
+            return Ok(None);
+        }
+        let p = &read.payment;
+        let amount = refundable(read);
+        let order_creation_failed = self.refund_order_creation_failed(read, amount).await?;
+        let reason = match self.refund_check(read, amount, order_creation_failed, grace_expired) {
+            Ok(reason) => reason,
+            // A refund claimed but not recorded was decided: it is carried out even if an order
+            // has appeared since, as a claimed cancel is (coverage counts its money as gone
+            // meanwhile, so no order is released on it; left alone, the money would stay kept
+            // and count for nothing). The executor re-reads the payment first, so a refund
+            // already under way is not asked for twice. Not while money is in flight.
+            Err(_)
+                if read.refund == Some(LedgerStatus::Claimed)
+                    && amount > 0
+                    && !refund::in_flight(p) =>
+            {
+                self.claimed_reason(read).await?
+            }
+            Err(refund::ORDER_CANCELLED_OFF) => {
+                self.report_charged_on_cancelled(read, amount, cause.message_id)
+                    .await?;
+                return Ok(None);
+            }
+            Err(why) => {
+                debug!(payment_id = %p.id, why, "refund check: nothing to do");
+                return Ok(None);
+            }
+        };
+        let order_id = (reason == Reason::OrderCancelled)
+            .then(|| read.orders.iter().min_by_key(|o| o.allocation_key()))
+            .flatten()
+            .map(|o| o.id.clone());
+        Ok(Some(Action {
+            action: ActionKind::RefundPayment,
+            rule: reason.refund_rule(),
+            key: Action::refund_key(&p.id),
+            payment_id: Some(p.id.clone()),
+            order_id,
+            message_id: cause.message_id.map(str::to_string),
+            at: cause.at,
+            order_number: None,
+            payment_ids: Vec::new(),
+            amount: money_of(p, TransactionType::Charge, amount),
+            reason: Some(reason),
+        }))
+    }
+
+    /// Whether Checkout's order-creation failure counts for the payment's charged money. The
+    /// marker is read only when it can matter: money to refund and no order at all.
+    pub(super) async fn refund_order_creation_failed(
+        &self,
+        read: &PaymentRead,
+        refundable: i64,
+    ) -> Result<bool, EngineError> {
+        Ok(self.rules.refund_orphaned.enabled
+            && refundable > 0
+            && read.orders.is_empty()
+            && self
+                .settled(&order_creation_failed_key(&read.payment.id))
+                .await?)
+    }
+
+    /// The refund rules' answer for a payment as read: why it is refunded, or why not.
+    pub(super) fn refund_check(
+        &self,
+        read: &PaymentRead,
+        refundable: i64,
+        order_creation_failed: bool,
+        grace_expired: bool,
+    ) -> Result<Reason, &'static str> {
+        let facts = refund::RefundFacts {
+            payment: &read.payment,
+            orders: &read.orders,
+            refundable,
+            order_creation_failed,
+            grace_expired,
+        };
+        refund::decide(self.rules.refunds(), &facts)
     }
 
     /// Whether capture_on_shipment applies to the order now, or why not.
@@ -356,17 +447,30 @@ pub(super) fn authorized_for_cancel(read: &PaymentRead) -> i64 {
     })
 }
 
+/// refundable(P) in the payment's own currency.
+pub(super) fn refundable(read: &PaymentRead) -> i64 {
+    read.payment
+        .currency()
+        .map_or(0, |c| read.payment.refundable(c))
+}
+
 /// The authorized amount as money, in the payment's currency.
 pub(super) fn authorized_money(p: &Payment, authorized: i64) -> Option<Money> {
+    money_of(p, TransactionType::Authorization, authorized)
+}
+
+/// `cents` as money in the payment's currency, with the fraction digits of its first
+/// transaction of `kind` in that currency.
+fn money_of(p: &Payment, kind: TransactionType, cents: i64) -> Option<Money> {
     let currency = p.currency()?;
     let digits = p
         .transactions
         .iter()
-        .find(|t| t.kind == TransactionType::Authorization && t.amount.currency_code == currency)
+        .find(|t| t.kind == kind && t.amount.currency_code == currency)
         .and_then(|t| t.amount.fraction_digits);
     Some(Money {
         currency_code: currency.to_string(),
-        cent_amount: authorized,
+        cent_amount: cents,
         fraction_digits: digits,
     })
 }

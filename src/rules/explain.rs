@@ -7,14 +7,14 @@
 //! decides with — [`release::check`], [`cancel::decide`] (through the engine's cancel check),
 //! [`coverage`]. Nothing is written: no timer is scheduled, no marker remembered.
 
-use crate::action::{Action, CancelReason};
+use crate::action::{Action, Reason};
 use crate::model::{Order, Payment};
 use crate::store::LedgerStatus;
 
 use super::release::{NotReleased, Release};
 use super::{
-    Engine, EngineError, authorized_for_cancel, cancel_failed_key, coverage,
-    order_creation_failed_key, release,
+    Engine, EngineError, authorized_for_cancel, cancel_failed_key, charged_on_cancelled_key,
+    coverage, order_creation_failed_key, refund_failed_key, refundable, release,
 };
 
 /// An order as the release rule sees it now.
@@ -74,6 +74,8 @@ pub struct PaymentFacts {
     pub authorized: i64,
     /// charged(P) in its currency.
     pub charged: i64,
+    /// refundable(P) in its currency: charged money a refund may still take.
+    pub refundable: i64,
     /// Every order referencing it.
     pub orders: Vec<Order>,
     /// The order its money counts toward.
@@ -84,14 +86,25 @@ pub struct PaymentFacts {
     pub cancel_ledger: Option<LedgerStatus>,
     /// Where `capture:{payment_id}` stands.
     pub capture_ledger: Option<LedgerStatus>,
+    /// Where `refund:{payment_id}` stands.
+    pub refund_ledger: Option<LedgerStatus>,
+    /// The marker `refund-failed:{payment_id}` (our refund was reported failed).
+    pub refund_failed: Option<LedgerStatus>,
+    /// The marker `charged-on-cancelled:{payment_id}` (charged money on cancelled orders was
+    /// reported while refund_on_order_cancelled is off).
+    pub charged_on_cancelled: Option<LedgerStatus>,
     /// The marker `order-creation-failed:{payment_id}` (Checkout could not create the order).
     pub order_creation_failed: Option<LedgerStatus>,
     /// The marker `cancel-failed:{payment_id}` (our cancel was reported failed).
     pub cancel_failed: Option<LedgerStatus>,
     /// The cancel rules' answer on a message about the payment now.
-    pub cancel_on_message: Result<CancelReason, &'static str>,
+    pub cancel_on_message: Result<Reason, &'static str>,
     /// Their answer when its grace-period check runs.
-    pub cancel_at_grace_check: Result<CancelReason, &'static str>,
+    pub cancel_at_grace_check: Result<Reason, &'static str>,
+    /// The refund rules' answer on a message about the payment now.
+    pub refund_on_message: Result<Reason, &'static str>,
+    /// Their answer when its grace-period check runs.
+    pub refund_at_grace_check: Result<Reason, &'static str>,
     /// capture_on_shipment toward the order it counts toward: the amount a capture would take
     /// now, or why none; `None` when no order holds the payment.
     pub capture: Option<Result<i64, &'static str>>,
@@ -171,6 +184,15 @@ impl Engine {
             self.cancel_check(&read, authorized, order_creation_failed, grace_expired)
         };
         let (cancel_on_message, cancel_at_grace_check) = (cancel(false), cancel(true));
+        let refundable = refundable(&read);
+        let refund_ocf = self.refund_order_creation_failed(&read, refundable).await?;
+        let refund = |grace_expired| {
+            if read.refund_settled() {
+                return Err("payrules' refund of it is settled (refund:… in the ledger)");
+            }
+            self.refund_check(&read, refundable, refund_ocf, grace_expired)
+        };
+        let (refund_on_message, refund_at_grace_check) = (refund(false), refund(true));
         let holder = coverage::allocated(&read.orders);
         let capture = holder.map(|order| {
             self.capture_due(order).and_then(|()| {
@@ -203,8 +225,17 @@ impl Engine {
                 .ledger_status(&order_creation_failed_key(id))
                 .await?,
             cancel_failed: self.store.ledger_status(&cancel_failed_key(id)).await?,
+            refund_ledger: self.store.ledger_status(&Action::refund_key(id)).await?,
+            refund_failed: self.store.ledger_status(&refund_failed_key(id)).await?,
+            charged_on_cancelled: self
+                .store
+                .ledger_status(&charged_on_cancelled_key(id))
+                .await?,
+            refundable,
             cancel_on_message,
             cancel_at_grace_check,
+            refund_on_message,
+            refund_at_grace_check,
             capture,
             orders: read.orders,
             payment: read.payment,

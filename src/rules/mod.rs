@@ -16,12 +16,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use tracing::{debug, warn};
 
-use crate::action::{Action, ActionKind, CancelReason, RuleName};
+use crate::action::{Action, ActionKind, Reason, RuleName};
 use crate::message::{Body, Message, MessageType, NotificationType, Timestamp};
 use crate::model::{Money, Order, OrderState, Payment, TransactionState, TransactionType};
 use crate::store::{Claim, Decided, LedgerStatus, Store, StoreError, Timer};
 use crate::telemetry::{
-    MoneyInFlightTooLong, OrderCreationFailureUnconfirmed, PaymentOperation, PaymentOperationFailed,
+    ChargedOnCancelledOrders, MoneyInFlightTooLong, OrderCreationFailureUnconfirmed,
+    PaymentOperation, PaymentOperationFailed,
 };
 use crate::view::{CartRead, CommerceView, ViewError};
 
@@ -31,14 +32,16 @@ mod concerns;
 pub mod coverage;
 mod evaluate;
 pub mod explain;
+pub mod refund;
 pub mod release;
 
 pub use cancel::{CancelRule, OrderCancelledRule};
 pub use capture::CaptureRule;
+pub use refund::{RefundOnOrderCancelledRule, RefundOrphanedRule};
 pub use release::ReleaseRule;
 
-use concerns::{Concern, can_enable, concern, reports_failed_cancel};
-use evaluate::authorized_for_cancel;
+use concerns::{Concern, can_enable, concern, reports_failure};
+use evaluate::{authorized_for_cancel, refundable};
 
 /// Every rule's settings.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -51,6 +54,10 @@ pub struct Rules {
     pub cancel_on_order_cancelled: OrderCancelledRule,
     /// capture_on_shipment.
     pub capture: CaptureRule,
+    /// refund_orphaned_charge.
+    pub refund_orphaned: RefundOrphanedRule,
+    /// refund_on_order_cancelled.
+    pub refund_on_order_cancelled: RefundOnOrderCancelledRule,
 }
 
 impl Rules {
@@ -63,6 +70,22 @@ impl Rules {
 
     fn any_cancel(&self) -> bool {
         self.cancel.enabled || self.cancel_on_order_cancelled.enabled
+    }
+
+    fn refunds(&self) -> refund::Enabled {
+        refund::Enabled {
+            orphan: self.refund_orphaned.enabled,
+            order_cancelled: self.refund_on_order_cancelled.enabled,
+        }
+    }
+
+    fn any_refund(&self) -> bool {
+        self.refund_orphaned.enabled || self.refund_on_order_cancelled.enabled
+    }
+
+    /// A rule acts on a payment's grace-period check: an orphan's cancel or refund.
+    fn any_grace_check(&self) -> bool {
+        self.any_cancel() || self.any_refund()
     }
 }
 
@@ -98,8 +121,8 @@ impl EngineError {
 struct Cause<'a> {
     message_id: Option<&'a str>,
     at: Timestamp,
-    /// The message may report a failed cancel.
-    reports_failed_cancel: bool,
+    /// The message may report a failed cancel, capture or refund.
+    reports_failure: bool,
 }
 
 /// A payment with every order referencing it, as read for one decision.
@@ -108,6 +131,9 @@ struct PaymentRead {
     orders: Vec<Order>,
     /// Where the payment's cancel stands in the ledger (read once per decision).
     cancel: Option<LedgerStatus>,
+    /// Where the payment's refund (`refund:{payment_id}`) stands; read only for a payment with
+    /// a Charge in Success (none other has money to refund or to count as refunded).
+    refund: Option<LedgerStatus>,
 }
 
 impl PaymentRead {
@@ -127,6 +153,22 @@ impl PaymentRead {
     /// The cancel is done or failed for good.
     fn cancel_settled(&self) -> bool {
         matches!(self.cancel, Some(LedgerStatus::Done | LedgerStatus::Failed))
+    }
+
+    /// What this worker gives back of the payment, as coverage counts it.
+    fn ours(&self) -> coverage::Ours {
+        coverage::Ours {
+            cancelled: self.cancelled_by_us(),
+            refunded: matches!(
+                self.refund,
+                Some(LedgerStatus::Claimed | LedgerStatus::Done)
+            ),
+        }
+    }
+
+    /// The refund is done or failed for good.
+    fn refund_settled(&self) -> bool {
+        matches!(self.refund, Some(LedgerStatus::Done | LedgerStatus::Failed))
     }
 }
 
@@ -197,6 +239,17 @@ pub fn cancel_failed_key(payment_id: &str) -> String {
     format!("cancel-failed:{payment_id}")
 }
 
+/// The ledger marker of a refund of ours that the payment reports failed.
+pub fn refund_failed_key(payment_id: &str) -> String {
+    format!("refund-failed:{payment_id}")
+}
+
+/// Ledger marker: charged money on a payment held only by cancelled orders was reported while
+/// refund_on_order_cancelled is off (counted once).
+pub fn charged_on_cancelled_key(payment_id: &str) -> String {
+    format!("charged-on-cancelled:{payment_id}")
+}
+
 /// The ledger marker of a capture of ours that the payment reports failed.
 pub fn capture_failed_key(payment_id: &str) -> String {
     format!("capture-failed:{payment_id}")
@@ -217,6 +270,9 @@ pub struct Engine {
     failed_captures: AtomicU64,
     /// Payments whose grace check stopped rechecking money in flight (each payment once).
     stuck_in_flight: AtomicU64,
+    /// Refunds of ours that the payment reports failed (each payment once): money we meant
+    /// to give back that the customer did not get.
+    failed_refunds: AtomicU64,
 }
 
 impl Engine {
@@ -229,7 +285,13 @@ impl Engine {
             failed_cancels: AtomicU64::new(0),
             failed_captures: AtomicU64::new(0),
             stuck_in_flight: AtomicU64::new(0),
+            failed_refunds: AtomicU64::new(0),
         }
+    }
+
+    /// Refunds of ours reported failed since start.
+    pub fn failed_refunds(&self) -> u64 {
+        self.failed_refunds.load(Ordering::Relaxed)
     }
 
     /// Captures of ours reported failed since start.
@@ -273,7 +335,7 @@ impl Engine {
         let cause = Cause {
             message_id: m.id.as_deref(),
             at: now,
-            reports_failed_cancel: reports_failed_cancel(m),
+            reports_failure: reports_failure(m),
         };
         let mut actions = Vec::new();
         if self.is_inert(m) {
@@ -286,7 +348,8 @@ impl Engine {
             Concern::Order(oid) => self.order_changed(oid, &cause, &mut actions).await?,
             Concern::OrderCreationFailed { cart, payments } => {
                 for pid in payments {
-                    if self.rules.cancel.enabled && self.cart_confirms_failure(cart, pid).await? {
+                    let acts = self.rules.cancel.enabled || self.rules.refund_orphaned.enabled;
+                    if acts && self.cart_confirms_failure(cart, pid).await? {
                         self.remember(&order_creation_failed_key(pid), cause.message_id)
                             .await?;
                     }
@@ -308,18 +371,21 @@ impl Engine {
         at: Timestamp,
     ) -> Result<TimerDecision, EngineError> {
         let mut decision = TimerDecision::default();
-        if !self.rules.any_cancel() {
+        if !self.rules.any_grace_check() {
             return Ok(decision);
         }
         let cause = Cause {
             message_id: None,
             at,
-            reports_failed_cancel: false,
+            reports_failure: false,
         };
         if let Some(read) = self.read_payment(&timer.payment_id, None).await? {
             decision
                 .actions
                 .extend(self.evaluate_cancel(&read, &cause, true).await?);
+            decision
+                .actions
+                .extend(self.evaluate_refund(&read, &cause, true).await?);
             // The order a payment's money counts toward is looked at again too: the query
             // that finds it is eventually consistent, so a Success evaluated right after the
             // order was created may not have seen it (domain §3.3).
@@ -330,7 +396,8 @@ impl Engine {
                     .actions
                     .extend(self.evaluate_release(order, Some(&read), &cause).await?);
             }
-            if decision.actions.is_empty() && self.rules.cancel.enabled && money_in_flight(&read) {
+            let orphan_rules = self.rules.cancel.enabled || self.rules.refund_orphaned.enabled;
+            if decision.actions.is_empty() && orphan_rules && money_in_flight(&read) {
                 decision.recheck_at = self.recheck_in_flight(&read, timer, at).await?;
             }
         }
@@ -387,10 +454,16 @@ impl Engine {
             orders = coverage::with_order(orders, o);
         }
         let cancel = self.store.ledger_status(&Action::cancel_key(pid)).await?;
+        let refund = if payment.has_successful_charge() {
+            self.store.ledger_status(&Action::refund_key(pid)).await?
+        } else {
+            None
+        };
         Ok(Some(PaymentRead {
             payment,
             orders,
             cancel,
+            refund,
         }))
     }
 
@@ -404,16 +477,20 @@ impl Engine {
             debug!(payment_id = pid, "payment unknown");
             return Ok(());
         };
-        if read.cancelled_by_us() && cause.reports_failed_cancel {
+        if read.cancelled_by_us() && cause.reports_failure {
             self.report_failed_cancel(&read, cause.message_id).await?;
         }
-        if self.rules.capture.enabled && cause.reports_failed_cancel {
+        if self.rules.capture.enabled && cause.reports_failure {
             self.report_failed_capture(&read, cause.message_id).await?;
         }
+        if read.refund_settled() && cause.reports_failure {
+            self.report_failed_refund(&read, cause.message_id).await?;
+        }
+        self.schedule_grace_check(&read, cause).await?;
         if self.rules.any_cancel() {
-            self.schedule_grace_check(&read, cause).await?;
             actions.extend(self.evaluate_cancel(&read, cause, false).await?);
         }
+        actions.extend(self.evaluate_refund(&read, cause, false).await?);
         // The payment's money counts toward one order only: nothing else can change.
         if let Some(order) = coverage::allocated(&read.orders) {
             if self.rules.release.enabled {
@@ -438,17 +515,8 @@ impl Engine {
         if self.rules.release.enabled {
             actions.extend(self.evaluate_release(&order, None, cause).await?);
         }
-        if order.order_state == OrderState::Cancelled
-            && self.rules.cancel_on_order_cancelled.enabled
-        {
-            for pid in unique(order.payment_ids()) {
-                if self.settled(&Action::cancel_key(pid)).await? {
-                    continue;
-                }
-                if let Some(read) = self.read_payment(pid, Some(&order)).await? {
-                    actions.extend(self.evaluate_cancel(&read, cause, false).await?);
-                }
-            }
+        if order.order_state == OrderState::Cancelled {
+            self.order_cancelled(&order, cause, actions).await?;
         }
         if self.rules.capture.enabled {
             actions.extend(self.evaluate_capture(&order, None, cause).await?);
@@ -456,13 +524,41 @@ impl Engine {
         Ok(())
     }
 
-    /// A payment with money reserved gets its grace-period check (once, ever).
+    /// The payments of a cancelled order: an authorization to cancel, charged money to refund
+    /// (or, with refund_on_order_cancelled off, to report).
+    async fn order_cancelled(
+        &self,
+        order: &Order,
+        cause: &Cause<'_>,
+        actions: &mut Vec<Action>,
+    ) -> Result<(), EngineError> {
+        for pid in unique(order.payment_ids()) {
+            let cancel_open = self.rules.cancel_on_order_cancelled.enabled
+                && !self.settled(&Action::cancel_key(pid)).await?;
+            let refund_open = !self.settled(&Action::refund_key(pid)).await?;
+            if !cancel_open && !refund_open {
+                continue;
+            }
+            if let Some(read) = self.read_payment(pid, Some(order)).await? {
+                if cancel_open {
+                    actions.extend(self.evaluate_cancel(&read, cause, false).await?);
+                }
+                actions.extend(self.evaluate_refund(&read, cause, false).await?);
+            }
+        }
+        Ok(())
+    }
+
+    /// A payment with money reserved (for the cancel rule) or charged (for the refund rule)
+    /// gets its grace-period check (once, ever).
     async fn schedule_grace_check(
         &self,
         read: &PaymentRead,
         cause: &Cause<'_>,
     ) -> Result<(), EngineError> {
-        if !self.rules.cancel.enabled || authorized_for_cancel(read) <= 0 {
+        let reserved = self.rules.cancel.enabled && authorized_for_cancel(read) > 0;
+        let charged = self.rules.refund_orphaned.enabled && refundable(read) > 0;
+        if !reserved && !charged {
             return Ok(());
         }
         let grace = chrono::Duration::from_std(self.rules.cancel.grace_period)
@@ -616,6 +712,64 @@ impl Engine {
         .await
     }
 
+    /// A Refund failed after our refund was carried out: money we meant to give back was not.
+    /// Nothing refunds it again by itself (`refund:{P}` runs once), so it is logged at error
+    /// and counted, once per payment.
+    async fn report_failed_refund(
+        &self,
+        read: &PaymentRead,
+        message_id: Option<&str>,
+    ) -> Result<(), EngineError> {
+        let p = &read.payment;
+        let refund_failed = p
+            .transactions_in(TransactionType::Refund, TransactionState::Failure)
+            .next()
+            .is_some();
+        let currency = p.currency().unwrap_or_default();
+        let kept = p.refundable(currency);
+        if !refund_failed || kept <= 0 {
+            return Ok(());
+        }
+        let failed = PaymentOperationFailed {
+            operation: PaymentOperation::Refund,
+            payment_id: &p.id,
+            order_ids: &order_ids(read),
+            amount: kept,
+            currency,
+        };
+        self.report_once(
+            &refund_failed_key(&p.id),
+            message_id,
+            failed,
+            &self.failed_refunds,
+        )
+        .await
+    }
+
+    /// Charged money held only by cancelled orders while refund_on_order_cancelled is off:
+    /// logged at warn and counted, once per payment, so that someone decides what goes back.
+    async fn report_charged_on_cancelled(
+        &self,
+        read: &PaymentRead,
+        refundable: i64,
+        message_id: Option<&str>,
+    ) -> Result<(), EngineError> {
+        let p = &read.payment;
+        if self
+            .remember(&charged_on_cancelled_key(&p.id), message_id)
+            .await?
+        {
+            ChargedOnCancelledOrders {
+                payment_id: &p.id,
+                order_ids: &order_ids(read),
+                charged: refundable,
+                currency: p.currency().unwrap_or_default(),
+            }
+            .emit();
+        }
+        Ok(())
+    }
+
     /// Done or failed for good. A claim is not settled: its holder may have died, so the
     /// action is decided again and the claim resolves who runs it.
     async fn settled(&self, key: &str) -> Result<bool, StoreError> {
@@ -640,11 +794,12 @@ pub struct TimerDecision {
     pub recheck_at: Option<Timestamp>,
 }
 
-/// Authorized money that no live order holds, while a Charge or Authorization is still Initial
-/// or Pending: whether it must be cancelled is not known yet.
+/// Authorized or charged money that no live order holds, while an Authorization, Charge or
+/// Refund is still Initial or Pending: whether it must be cancelled or refunded is not known
+/// yet.
 fn money_in_flight(read: &PaymentRead) -> bool {
-    evaluate::authorized_for_cancel(read) > 0
-        && read.payment.awaiting_money()
+    (evaluate::authorized_for_cancel(read) > 0 || refundable(read) > 0)
+        && refund::in_flight(&read.payment)
         && read
             .orders
             .iter()
@@ -652,16 +807,25 @@ fn money_in_flight(read: &PaymentRead) -> bool {
 }
 
 /// Which transaction keeps the money in flight, as the metric label: `charge` when a Charge is
-/// still Initial or Pending (the money may be taken yet), else `authorization`.
+/// still Initial or Pending (the money may be taken yet), else `refund` when a Refund is, else
+/// `authorization`.
 fn pending_kind(p: &Payment) -> &'static str {
-    let charging = p.transactions.iter().any(|t| {
-        t.kind == TransactionType::Charge
-            && matches!(
-                t.state,
-                TransactionState::Initial | TransactionState::Pending
-            )
-    });
-    if charging { "charge" } else { "authorization" }
+    let in_flight = |kind| {
+        p.transactions.iter().any(|t| {
+            t.kind == kind
+                && matches!(
+                    t.state,
+                    TransactionState::Initial | TransactionState::Pending
+                )
+        })
+    };
+    if in_flight(TransactionType::Charge) {
+        "charge"
+    } else if in_flight(TransactionType::Refund) {
+        "refund"
+    } else {
+        "authorization"
+    }
 }
 
 /// Ids without repeats, in first-seen order (an order may list a payment twice).

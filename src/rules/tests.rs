@@ -359,10 +359,7 @@ async fn a_cancel_only_claimed_does_not_count_as_done_at_the_grace_check() {
         Some(17465),
         "the whole authorization is still to cancel"
     );
-    assert_eq!(
-        checked.actions[0].reason,
-        Some(CancelReason::GracePeriodExpired)
-    );
+    assert_eq!(checked.actions[0].reason, Some(Reason::GracePeriodExpired));
 
     // Once the cancel is in the ledger as done, the check has nothing left to do.
     store
@@ -588,4 +585,96 @@ fn the_recheck_cap_is_a_day_of_grace_periods() {
     assert_eq!(cap(3600), 24);
     assert_eq!(cap(7 * 3600), 4, "rounded up: at least a day");
     assert_eq!(cap(2 * 24 * 3600), 1);
+}
+
+/// A direct sale (a Charge in Success, no Authorization) with no order, its refund claimed by
+/// a worker that then died; then the order arrives late. The claimed refund's money counts for
+/// nothing (no release on money on its way back), and the grace check carries the refund out.
+#[tokio::test]
+async fn a_claimed_refund_counts_nothing_toward_a_late_order_and_is_carried_out() {
+    let store = Arc::new(MemoryStore::new());
+    let engine = Engine::new(Arc::new(StreamView::new()), store.clone(), Rules::default());
+    let at = chrono::Utc::now();
+    let charged = edited("PaymentCreated", |v| {
+        v["payment"]["transactions"][0]["type"] = "Charge".into();
+        v["payment"]["transactions"][0]["state"] = "Success".into();
+    });
+    let pid = charged.payment_id().expect("a payment").to_string();
+    assert!(
+        engine
+            .on_message(&charged, at)
+            .await
+            .expect("decides")
+            .is_empty()
+    );
+    let key = Action::refund_key(&pid);
+    assert_eq!(store.claim(&key).await.unwrap(), Claim::Acquired);
+    let late = at + chrono::Duration::minutes(20);
+    let actions = engine
+        .on_message(&fixture("OrderCreated"), late)
+        .await
+        .expect("decides");
+    assert!(
+        actions.is_empty(),
+        "not released on money being refunded: {actions:?}"
+    );
+    let timer = Timer {
+        payment_id: pid.clone(),
+        due: late,
+        rechecks: 0,
+    };
+    let checked = engine.on_timer(&timer, late).await.expect("decides");
+    let refunds: Vec<(&str, Option<i64>)> = checked
+        .actions
+        .iter()
+        .map(|a| (a.key.as_str(), a.amount.as_ref().map(|m| m.cent_amount)))
+        .collect();
+    assert_eq!(refunds, [(key.as_str(), Some(17465))], "{checked:?}");
+    assert_eq!(checked.actions[0].action, ActionKind::RefundPayment);
+}
+
+/// Our refund carried out, then the payment shows it failed: logged and counted once, never
+/// proposed again (`refund:{P}` runs once).
+#[tokio::test]
+async fn a_refund_of_ours_that_fails_is_reported_once_and_not_proposed_again() {
+    let store = Arc::new(MemoryStore::new());
+    let engine = Engine::new(Arc::new(StreamView::new()), store.clone(), Rules::default());
+    let at = chrono::Utc::now();
+    let charged = edited("PaymentCreated", |v| {
+        let txs = &mut v["payment"]["transactions"];
+        txs[0]["type"] = "Charge".into();
+        txs[0]["state"] = "Success".into();
+        let mut refund = txs[0].clone();
+        refund["id"] = "refund-1".into();
+        refund["type"] = "Refund".into();
+        refund["state"] = "Failure".into();
+        txs.as_array_mut().expect("transactions").push(refund);
+    });
+    let pid = charged.payment_id().expect("a payment").to_string();
+    store
+        .record(
+            &Action::refund_key(&pid),
+            LedgerStatus::Done,
+            Decided::default(),
+        )
+        .await
+        .unwrap();
+    let failed = edited("PaymentTransactionStateChanged", |v| {
+        v["resource"]["id"] = pid.clone().into();
+        v["transactionId"] = "refund-1".into();
+        v["state"] = "Failure".into();
+        v["resourceVersion"] = 6.into();
+        v["sequenceNumber"] = 6.into();
+    });
+    for _ in 0..2 {
+        let actions = engine.on_message(&charged, at).await.expect("decides");
+        assert!(actions.is_empty(), "{actions:?}");
+        let actions = engine.on_message(&failed, at).await.expect("decides");
+        assert!(actions.is_empty(), "never refunded again: {actions:?}");
+    }
+    assert_eq!(engine.failed_refunds(), 1, "once per payment");
+    assert_eq!(
+        store.ledger_status(&refund_failed_key(&pid)).await.unwrap(),
+        Some(LedgerStatus::Done)
+    );
 }

@@ -50,7 +50,7 @@ pub const SOURCE_CONNECTED: &str = "payrules_source_connected";
 pub const STORE_READY: &str = "payrules_store_ready";
 /// 1 while commercetools accepts payrules' credentials, 0 while it refuses them.
 pub const CREDENTIALS_ACCEPTED: &str = "payrules_commercetools_credentials_accepted";
-/// Cancels and captures of ours that the payments report failed at the provider.
+/// Cancels, captures and refunds of ours that the payments report failed at the provider.
 pub const FAILED_PAYMENT_OPERATIONS: &str = "payrules_failed_payment_operations_total";
 /// `CheckoutOrderCreationFailed` events the named cart did not confirm, by why.
 pub const ORDER_CREATION_FAILURES_UNCONFIRMED: &str =
@@ -65,6 +65,9 @@ pub const BROKER_OPERATION_FAILURES: &str = "payrules_broker_operation_failures_
 pub const WEBHOOK_FAILURES: &str = "payrules_webhook_failures_total";
 /// Payments whose money stayed in flight past the grace check's recheck cap.
 pub const MONEY_IN_FLIGHT_TOO_LONG: &str = "payrules_money_in_flight_too_long_total";
+/// Payments with charged money whose orders are all cancelled, while refund_on_order_cancelled
+/// is off.
+pub const CHARGED_ON_CANCELLED_ORDERS: &str = "payrules_charged_on_cancelled_orders_total";
 
 /// Every metric, for the `# HELP` lines and the table of `docs/operating.md`.
 pub const METRICS: &[MetricSpec] = &[
@@ -138,7 +141,7 @@ pub const METRICS: &[MetricSpec] = &[
         name: FAILED_PAYMENT_OPERATIONS,
         kind: MetricKind::Counter,
         labels: &["operation"],
-        help: "Cancels and captures of ours that the payment reports failed at the provider, each payment once: cancel — the money is still reserved; capture — the order shipped and its money was not taken. Alert on any increase.",
+        help: "Cancels, captures and refunds of ours that the payment reports failed at the provider, each payment once: cancel — the money is still reserved; capture — the order shipped and its money was not taken; refund — the customer's money was not given back. Alert on any increase.",
     },
     MetricSpec {
         name: PULLING_PAUSED,
@@ -171,10 +174,16 @@ pub const METRICS: &[MetricSpec] = &[
         help: "CheckoutOrderCreationFailed events whose cart contradicts them (why: cart_ordered — an order was created from it; payment_not_in_cart; cart_missing; no_cart — the event names none): no cancel at once, the grace-period check decides. Any increase on a topic only commercetools writes to deserves a look.",
     },
     MetricSpec {
+        name: CHARGED_ON_CANCELLED_ORDERS,
+        kind: MetricKind::Counter,
+        labels: &[],
+        help: "Payments with charged money that only cancelled orders reference, each payment once, while refund_on_order_cancelled is off: payrules does not refund them (merchants may keep a fee); someone should decide.",
+    },
+    MetricSpec {
         name: MONEY_IN_FLIGHT_TOO_LONG,
         kind: MetricKind::Counter,
         labels: &["pending"],
-        help: "Payments with authorized money and no order whose Charge or Authorization (`pending`: charge, authorization) stayed Initial or Pending through a day of grace-period rechecks, each payment once: the check stops and payrules will not cancel the authorization. Alert on any increase.",
+        help: "Payments with authorized or charged money and no order whose Charge, Refund or Authorization (`pending`: charge, refund, authorization) stayed Initial or Pending through a day of grace-period rechecks, each payment once: the check stops and payrules will not cancel or refund it. Alert on any increase.",
     },
 ];
 

@@ -238,6 +238,8 @@ pub enum PaymentOperation {
     Cancel,
     /// A capture (Charge in Failure after Checkout answered `received`).
     Capture,
+    /// A refund (Refund in Failure after our refund was carried out).
+    Refund,
 }
 
 /// A cancel or capture of ours that the payment reports failed at the provider, reported once
@@ -262,6 +264,7 @@ impl PaymentOperationFailed<'_> {
         let operation = match self.operation {
             PaymentOperation::Cancel => "cancel",
             PaymentOperation::Capture => "capture",
+            PaymentOperation::Refund => "refund",
         };
         ::metrics::counter!(names::FAILED_PAYMENT_OPERATIONS, "operation" => operation)
             .increment(1);
@@ -284,7 +287,45 @@ impl PaymentOperationFailed<'_> {
                 "our capture of this payment failed at the provider: the order shipped and its \
                  money was not taken (capture it at the PSP, or contact the customer)"
             ),
+            PaymentOperation::Refund => error!(
+                payment_id,
+                ?order_ids,
+                kept = amount,
+                currency,
+                "our refund of this payment failed at the provider: the customer's money was not \
+                 given back and payrules will not try again (refund it at the PSP)"
+            ),
         }
+    }
+}
+
+/// Charged money on a payment that only cancelled orders reference, while
+/// refund_on_order_cancelled is off: payrules keeps its hands off, and a person decides what
+/// goes back. Reported once per payment.
+#[derive(Debug, Clone, Copy)]
+pub struct ChargedOnCancelledOrders<'a> {
+    /// The payment.
+    pub payment_id: &'a str,
+    /// The (cancelled) orders referencing it.
+    pub order_ids: &'a [&'a str],
+    /// What could be refunded, in `currency` cents.
+    pub charged: i64,
+    /// The payment's currency.
+    pub currency: &'a str,
+}
+
+impl ChargedOnCancelledOrders<'_> {
+    /// Counts it and logs it at warn.
+    pub fn emit(self) {
+        ::metrics::counter!(names::CHARGED_ON_CANCELLED_ORDERS).increment(1);
+        warn!(
+            payment_id = self.payment_id,
+            order_ids = ?self.order_ids,
+            charged = self.charged,
+            currency = self.currency,
+            "charged money on a payment whose orders are all cancelled: not refunded \
+             (refund_on_order_cancelled is off); refund it, or keep it on purpose"
+        );
     }
 }
 

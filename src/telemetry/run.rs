@@ -22,6 +22,8 @@ pub struct RunSummary {
     pub failed_cancels: u64,
     /// Captures of ours the payments reported failed (shipped, money not taken).
     pub failed_captures: u64,
+    /// Refunds of ours the payments reported failed (the customer's money not given back).
+    pub failed_refunds: u64,
 }
 
 /// The worker's periodic progress line (every `PAYRULES_PROGRESS_INTERVAL`).
@@ -72,6 +74,7 @@ impl WorkerStopped<'_> {
             actions = c.actions,
             failed_cancels = c.failed_cancels,
             failed_captures = c.failed_captures,
+            failed_refunds = c.failed_refunds,
             "worker stopped"
         );
     }

@@ -99,6 +99,7 @@ impl RunStats {
             actions: self.actions.load(Ordering::Relaxed),
             failed_cancels: 0,
             failed_captures: 0,
+            failed_refunds: 0,
         }
     }
 }
@@ -147,6 +148,7 @@ impl Worker {
         let summary = RunSummary {
             failed_cancels: self.processor.failed_cancels(),
             failed_captures: self.processor.failed_captures(),
+            failed_refunds: self.processor.failed_refunds(),
             ..self.stats.summary()
         };
         WorkerStopped(&summary).emit();

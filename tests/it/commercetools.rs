@@ -1110,7 +1110,7 @@ async fn a_release_whose_webhook_failed_after_the_order_update_still_delivers_it
             },
         )),
         webhook: Some(webhook),
-        cancel: None,
+        payment_intents: None,
     };
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
     let engine = Engine::new(

@@ -1,12 +1,13 @@
 //! Exactly-once effects over at-least-once delivery, proven with real processes: the worker
 //! binary consumes a few hundred messages from the Pub/Sub emulator or from moto's SQS, is
 //! killed with SIGKILL at random moments and restarted, and at the end every message is acked,
-//! every cancel and order update ran exactly once, every release was delivered under one key
+//! every cancel, refund and order update ran exactly once, every release was delivered under one key
 //! per order, and no grace-period timer was lost. A second test runs two replicas on one
 //! subscription or queue sharing a PostgreSQL store.
 //!
 //! commercetools is @labdigital/commercetools-mock; Checkout is a stub that, like the real
-//! connector, adds a CancelAuthorization to the payment when it accepts a cancel; the
+//! connector, adds a CancelAuthorization (or a Refund) to the payment when it accepts a cancel
+//! (or a refund); the
 //! fulfillment webhook is a receiver that verifies signatures and counts deliveries.
 
 use crate::support::peers;
@@ -33,11 +34,14 @@ use ctadmin::Admin;
 const PROJECT: &str = "payrules-crash";
 const RELEASES: usize = 50;
 const ORPHANS: usize = 20;
+/// Payments charged (auto-captured) with no order: each is refunded once.
+const CHARGED_ORPHANS: usize = 10;
 /// Every due effect is done this long after the last kill -9 (issue target: 30 s).
 const CONVERGENCE: Duration = Duration::from_secs(30);
 
-/// Checkout: counts calls per payment and, like a connector, records the CancelAuthorization
-/// on the payment before answering.
+/// Checkout: counts calls per `{action}:{payment}` and, like a connector, records the
+/// CancelAuthorization (for `cancelPayment`) or the Refund (for `refundPayment`, of the amount
+/// asked) on the payment before answering.
 struct Checkout {
     calls: Arc<Mutex<BTreeMap<String, usize>>>,
     mock_base: String,
@@ -53,15 +57,28 @@ impl Respond for Checkout {
             .next()
             .unwrap_or_default()
             .to_string();
-        *self.calls.lock().unwrap().entry(pid.clone()).or_default() += 1;
+        let body: Value = serde_json::from_slice(&req.body).unwrap_or_default();
+        let intent = body["actions"][0].clone();
+        let action = intent["action"].as_str().unwrap_or_default().to_string();
+        *self
+            .calls
+            .lock()
+            .unwrap()
+            .entry(format!("{action}:{pid}"))
+            .or_default() += 1;
         let (base, token) = (self.mock_base.clone(), self.token.clone());
         std::thread::spawn(move || {
             tokio::runtime::Runtime::new().unwrap().block_on(async move {
                 let http = reqwest::Client::new();
                 let p: Value = http.get(format!("{base}/payments/{pid}")).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+                let transaction = if action == "refundPayment" {
+                    json!({"type": "Refund", "state": "Success", "amount": intent["amount"]})
+                } else {
+                    json!({"type": "CancelAuthorization", "state": "Success", "amount": p["amountPlanned"]})
+                };
                 http.post(format!("{base}/payments/{pid}"))
                     .bearer_auth(&token)
-                    .json(&json!({"version": p["version"], "actions": [{"action": "addTransaction", "transaction": {"type": "CancelAuthorization", "state": "Success", "amount": p["amountPlanned"]}}]}))
+                    .json(&json!({"version": p["version"], "actions": [{"action": "addTransaction", "transaction": transaction}]}))
                     .send()
                     .await
                     .unwrap();
@@ -120,6 +137,8 @@ struct World {
     bad: Arc<Mutex<usize>>,
     orders: Vec<(String, u64)>,
     orphans: Vec<String>,
+    /// Auto-captured payments with no order.
+    charged: Vec<String>,
     lines: Vec<String>,
 }
 
@@ -167,7 +186,25 @@ async fn world() -> World {
         ));
         orphans.push(pid);
     }
-    // Every message delivered twice (the second copy later in the stream): 280 messages.
+    let mut charged = Vec::new();
+    for i in 0..CHARGED_ORPHANS {
+        let p = admin
+            .payment_json(
+                700 + i as i64,
+                &[("Authorization", "Success"), ("Charge", "Success")],
+            )
+            .await;
+        let pid = p["id"].as_str().unwrap().to_string();
+        lines.push(message(
+            format!("{tag}-r{i}"),
+            ("payment", &pid),
+            "PaymentCreated",
+            "payment",
+            &p,
+        ));
+        charged.push(pid);
+    }
+    // Every message delivered twice (the second copy later in the stream): 300 messages.
     let copies = lines.clone();
     lines.extend(copies);
 
@@ -204,6 +241,7 @@ async fn world() -> World {
         bad,
         orders,
         orphans,
+        charged,
         lines,
     }
 }
@@ -243,8 +281,8 @@ impl World {
     /// Whether every effect has happened (at least once).
     async fn effects_complete(&self) -> bool {
         let keys: BTreeSet<String> = self.keys.lock().unwrap().iter().cloned().collect();
-        let cancelled = self.cancels.lock().unwrap().len();
-        keys.len() >= RELEASES && cancelled >= ORPHANS
+        let called = self.cancels.lock().unwrap().len();
+        keys.len() >= RELEASES && called >= ORPHANS + CHARGED_ORPHANS
     }
 
     /// The exactly-once assertions.
@@ -268,11 +306,19 @@ impl World {
             "every delivery correctly signed"
         );
         let cancels = self.cancels.lock().unwrap().clone();
-        let want_cancels: BTreeMap<String, usize> =
-            self.orphans.iter().map(|p| (p.clone(), 1)).collect();
+        let want_cancels: BTreeMap<String, usize> = self
+            .orphans
+            .iter()
+            .map(|p| (format!("cancelPayment:{p}"), 1))
+            .chain(
+                self.charged
+                    .iter()
+                    .map(|p| (format!("refundPayment:{p}"), 1)),
+            )
+            .collect();
         assert_eq!(
             cancels, want_cancels,
-            "every orphan cancelled exactly once, no timer lost\n{log}"
+            "every orphan cancelled, every charged orphan refunded, exactly once, no timer lost\n{log}"
         );
         for (oid, version) in &self.orders {
             let o = self.admin.get(&format!("orders/{oid}")).await;

@@ -82,6 +82,7 @@ fn decided(actions: &[Action], kind: Kind, id: &str) -> &'static str {
     match kind {
         Kind::Order if planned(Action::release_key(id)) => "released",
         Kind::Order => "not_released",
+        Kind::Payment if planned(Action::refund_key(id)) => "refunded",
         Kind::Payment if planned(Action::capture_key(id)) => "captured",
         Kind::Payment if planned(Action::cancel_key(id)) => "cancelled",
         Kind::Payment => "untouched",
@@ -104,6 +105,7 @@ fn due_but_not_taken(why: &Explanation) -> Option<String> {
         Explanation::Payment(_) => {
             (due("cancel_on_message", "cancel") && !ledger("cancel:"))
                 || (due("capture", "capture") && !ledger("capture:"))
+                || (due("refund_on_message", "refund") && !ledger("refund:"))
         }
     };
     surprising.then(|| format!("{} {}: {}", v["kind"], v["id"], v["rules_now"]))

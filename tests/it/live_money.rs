@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use payrules::action::{Action, ActionKind, CancelReason, RuleName};
+use payrules::action::{Action, ActionKind, Reason, RuleName};
 use payrules::commerce::{CtpClient, LiveView};
 use payrules::message::decode;
 use payrules::model::ShipmentState;
@@ -283,7 +283,7 @@ async fn an_order_cancelled_cancels_its_authorization_unless_another_order_holds
     .await;
     assert_eq!(keys(&actions), [Action::cancel_key(&p)]);
     assert_eq!(actions[0].rule, RuleName::CancelOnOrderCancelled);
-    assert_eq!(actions[0].reason, Some(CancelReason::OrderCancelled));
+    assert_eq!(actions[0].reason, Some(Reason::OrderCancelled));
     assert_eq!(actions[0].order_id.as_deref(), Some(o.as_str()));
 
     let (q, _) = payment(&admin, &[("Authorization", "Success", 5000)]).await;
@@ -384,7 +384,7 @@ async fn an_order_creation_failure_cancels_at_once_only_when_its_cart_confirms_i
     let cart = cart_with(&admin, &[&p]).await;
     let actions = order_creation_failed(&engine, &cart, &p).await;
     assert_eq!(keys(&actions), [Action::cancel_key(&p)]);
-    assert_eq!(actions[0].reason, Some(CancelReason::OrderCreationFailed));
+    assert_eq!(actions[0].reason, Some(Reason::OrderCreationFailed));
 
     // A cart that does not list the payment, and a cart that does not exist.
     let (q, _) = payment(&admin, &authorized).await;

@@ -23,6 +23,7 @@ mod ops;
 mod peers_smoke;
 mod pubsub;
 mod reconcile;
+mod refunds;
 mod replay_pipeline;
 mod run_file;
 mod scenarios;

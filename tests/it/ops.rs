@@ -372,6 +372,7 @@ async fn the_store_is_opened_before_the_source_connects() {
         .env("PAYRULES_RELEASE_WEBHOOK_URL", "http://127.0.0.1:1/release")
         .env("PAYRULES_RELEASE_WEBHOOK_SECRET", "whsec_aHVudGVyMg==")
         .env("PAYRULES_CANCEL_ENABLED", "false")
+        .env("PAYRULES_REFUND_ORPHANED_ENABLED", "false")
         .env("PAYRULES_CANCEL_ON_ORDER_CANCELLED", "false")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -523,6 +524,7 @@ fn check_config_rejects_what_run_rejects() {
                         "https://sqs.eu-west-1.amazonaws.com/1/q",
                     ),
                     ("PAYRULES_CANCEL_ENABLED", "false"),
+                    ("PAYRULES_REFUND_ORPHANED_ENABLED", "false"),
                     ("PAYRULES_CANCEL_ON_ORDER_CANCELLED", "false"),
                 ],
             ]
@@ -802,6 +804,7 @@ fn check_config_never_prints_a_url_secret() {
         )
         .env("PAYRULES_RELEASE_WEBHOOK_SECRET", "whsec_aHVudGVyMg==")
         .env("PAYRULES_CANCEL_ENABLED", "false")
+        .env("PAYRULES_REFUND_ORPHANED_ENABLED", "false")
         .env("PAYRULES_CANCEL_ON_ORDER_CANCELLED", "false")
         .stdin(Stdio::null())
         .output()
@@ -855,6 +858,7 @@ async fn readyz_and_logs_never_show_the_state_url_password() {
         )
         .env("PAYRULES_RELEASE_WEBHOOK_SECRET", "whsec_aHVudGVyMg==")
         .env("PAYRULES_CANCEL_ENABLED", "false")
+        .env("PAYRULES_REFUND_ORPHANED_ENABLED", "false")
         .env("PAYRULES_CANCEL_ON_ORDER_CANCELLED", "false")
         .env("PAYRULES_HTTP_ADDR", format!("127.0.0.1:{http_port}"))
         .env("PAYRULES_LOG_FORMAT", "json")

@@ -151,6 +151,7 @@ fn check_config_lists_every_problem_and_masks_secrets() {
         )
         .env("PAYRULES_RELEASE_WEBHOOK_SECRET", "whsec_ZG9fbm90X3ByaW50")
         .env("PAYRULES_CANCEL_ENABLED", "false")
+        .env("PAYRULES_REFUND_ORPHANED_ENABLED", "false")
         .env("PAYRULES_CANCEL_ON_ORDER_CANCELLED", "false")
         .output()
         .unwrap();
@@ -234,6 +235,7 @@ fn run_on_state_with(
         .env("PAYRULES_GRACE_PERIOD", "1s")
         .env("PAYRULES_ALLOW_SHORT_GRACE_PERIOD", "true")
         .env("PAYRULES_CANCEL_ENABLED", "false")
+        .env("PAYRULES_REFUND_ORPHANED_ENABLED", "false")
         .env("PAYRULES_CANCEL_ON_ORDER_CANCELLED", "false")
         .env(
             "PAYRULES_STATE_URL",

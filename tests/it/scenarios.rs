@@ -64,6 +64,47 @@ async fn every_scenario_plans_exactly_its_expected_actions() {
     );
 }
 
+/// Beyond the contract's fields, an expected line that states an `amount` or a `reason` (the
+/// refund scenarios do: a refund's amount is the money itself) is held to it.
+#[tokio::test]
+async fn every_amount_and_reason_a_scenario_states_is_planned() {
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    for stream in scenarios() {
+        let expected = stream.with_extension("expected.jsonl");
+        let out = replay_files(&[&stream], rules_for(&stream), None)
+            .await
+            .expect("replays");
+        for want in read_expected(&expected) {
+            let Some(key) = want["key"].as_str() else {
+                continue;
+            };
+            let got = out.actions.iter().find(|a| a.key == key);
+            let got = got.map(|a| serde_json::to_value(a).expect("JSON"));
+            for field in ["amount", "reason"] {
+                let Some(w) = want.get(field) else { continue };
+                checked += 1;
+                let g = got.as_ref().and_then(|g| g.get(field));
+                let same = match (field, g) {
+                    ("amount", Some(g)) => {
+                        g["centAmount"] == w["centAmount"] && g["currencyCode"] == w["currencyCode"]
+                    }
+                    (_, Some(g)) => g == w,
+                    (_, None) => false,
+                };
+                if !same {
+                    failures.push(format!(
+                        "{} {key}: {field} {w}, planned {g:?}",
+                        stream.display()
+                    ));
+                }
+            }
+        }
+    }
+    assert!(checked >= 20, "only {checked} amounts and reasons checked");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
 #[tokio::test]
 async fn replaying_a_scenario_twice_in_one_stream_changes_nothing() {
     // Every message delivered twice, the whole stream again: the same decisions, once each.

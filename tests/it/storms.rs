@@ -170,6 +170,7 @@ fn start_worker(env: &[(&str, String)]) -> Worker {
         .env("PAYRULES_SQS_VISIBILITY_TIMEOUT", "5s")
         .env("PAYRULES_STATE_URL", "memory:")
         .env("PAYRULES_CANCEL_ENABLED", "false")
+        .env("PAYRULES_REFUND_ORPHANED_ENABLED", "false")
         .env("PAYRULES_CANCEL_ON_ORDER_CANCELLED", "false")
         .env("PAYRULES_RELEASE_WEBHOOK_SECRET", "whsec_c3Rvcm1zLXRlc3Q=")
         .env("PAYRULES_RETRY_DELAY", "1s")

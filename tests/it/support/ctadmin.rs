@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use payrules::action::{Action, ActionKind, CancelReason, RuleName};
+use payrules::action::{Action, ActionKind, Reason, RuleName};
 use payrules::config::{CommercetoolsSettings, Secret};
 use serde_json::{Value, json};
 
@@ -22,7 +22,7 @@ pub(crate) fn cancel(payment_id: &str) -> Action {
         order_number: None,
         payment_ids: Vec::new(),
         amount: None,
-        reason: Some(CancelReason::GracePeriodExpired),
+        reason: Some(Reason::GracePeriodExpired),
     }
 }
 

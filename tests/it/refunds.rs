@@ -1,0 +1,291 @@
+//! The refund rules on the live path (issue 25): the engine over the live view, against
+//! commercetools-mock holding the payments and orders, decides the refunds scenarios 40–44
+//! describe; the Payment Intents executor sends `refundPayment` to a Checkout stub (Checkout has
+//! no local peer) with the amount the payment, re-read right before the call, still allows —
+//! and after a 500 counts only Refunds beyond those before the call.
+
+use crate::support::ctadmin;
+use crate::support::peers;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use payrules::action::{Action, ActionKind, Reason, RuleName};
+use payrules::commerce::{CtpClient, LiveView};
+use payrules::effects::{EffectError, PaymentIntents};
+use payrules::message::decode;
+use payrules::model::Money;
+use payrules::rules::{Engine, RefundOnOrderCancelledRule, Rules};
+use payrules::store::{MemoryStore, Timer};
+use serde_json::{Value, json};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use ctadmin::Admin;
+
+const PROJECT: &str = "payrules-refunds";
+
+async fn engine_with(rules: Rules) -> (Admin, Engine) {
+    let mock = peers::shared_commercetools_mock().await;
+    let admin = Admin::new(mock, PROJECT).await;
+    let settings = ctadmin::client_settings(mock, PROJECT, "http://127.0.0.1:9");
+    let client = CtpClient::with_retry(settings, 3, Duration::from_millis(20)).expect("client");
+    let engine = Engine::new(
+        Arc::new(LiveView::new(client)),
+        Arc::new(MemoryStore::new()),
+        rules,
+    );
+    (admin, engine)
+}
+
+/// A payment with these (type, state, cents) EUR transactions, Checkout's own; its id.
+async fn payment(admin: &Admin, txs: &[(&str, &str, i64)]) -> String {
+    let transactions: Vec<Value> = txs
+        .iter()
+        .map(|(t, s, c)| json!({"type": t, "state": s, "amount": {"currencyCode": "EUR", "centAmount": c}}))
+        .collect();
+    let p = admin
+        .post(
+            "payments",
+            json!({"amountPlanned": {"currencyCode": "EUR", "centAmount": 5000},
+                   "paymentMethodInfo": {"paymentInterface": "checkout-adyen"},
+                   "transactions": transactions}),
+        )
+        .await;
+    p["id"].as_str().expect("id").to_string()
+}
+
+/// Applies update actions to `payments/ID` or `orders/ID` at its current version.
+async fn update(admin: &Admin, path: &str, actions: Value) {
+    let current = admin.get(path).await;
+    admin
+        .post(
+            path,
+            json!({"version": current["version"], "actions": actions}),
+        )
+        .await;
+}
+
+/// An imported order of `cents` EUR in `state`, referencing the payment.
+async fn order(admin: &Admin, cents: i64, state: &str, payment_id: &str) -> String {
+    let o = admin
+        .post(
+            "orders/import",
+            json!({"orderNumber": format!("R-{}", Utc::now().timestamp_nanos_opt().unwrap_or_default()),
+                   "totalPrice": {"currencyCode": "EUR", "centAmount": cents}, "orderState": state}),
+        )
+        .await;
+    let id = o["id"].as_str().expect("id").to_string();
+    update(
+        admin,
+        &format!("orders/{id}"),
+        json!([{"action": "addPayment", "payment": {"typeId": "payment", "id": payment_id}}]),
+    )
+    .await;
+    id
+}
+
+/// The payment's grace-period check, due now.
+async fn grace_check(engine: &Engine, payment_id: &str) -> Vec<Action> {
+    let timer = Timer {
+        payment_id: payment_id.to_string(),
+        due: Utc::now(),
+        rechecks: 0,
+    };
+    engine
+        .on_timer(&timer, Utc::now())
+        .await
+        .expect("decides")
+        .actions
+}
+
+fn order_cancelled_message(order_id: &str) -> payrules::message::Message {
+    let m = json!({
+        "notificationType": "Message", "id": format!("msg-{order_id}"), "version": 1,
+        "sequenceNumber": 9, "resource": {"typeId": "order", "id": order_id},
+        "resourceVersion": 9, "type": "OrderStateChanged", "orderState": "Cancelled",
+        "oldOrderState": "Open",
+        "createdAt": "2026-11-20T10:00:00.000Z", "lastModifiedAt": "2026-11-20T10:00:00.000Z"
+    });
+    decode(&serde_json::to_vec(&m).expect("json")).expect("decodes")
+}
+
+fn cents(a: &Action) -> Option<i64> {
+    a.amount.as_ref().map(|m| m.cent_amount)
+}
+
+#[tokio::test]
+async fn orphaned_charges_are_refunded_at_the_grace_check_for_what_is_refundable() {
+    let (admin, engine) = engine_with(Rules::default()).await;
+    // Auto-captured, no order: the refund takes it all, and no cancel is proposed.
+    let auto = payment(
+        &admin,
+        &[
+            ("Authorization", "Success", 5000),
+            ("Charge", "Success", 5000),
+        ],
+    )
+    .await;
+    let actions = grace_check(&engine, &auto).await;
+    assert_eq!(actions.len(), 1, "{actions:?}");
+    let refund = &actions[0];
+    assert_eq!(
+        (refund.action, refund.rule, refund.key.as_str()),
+        (
+            ActionKind::RefundPayment,
+            RuleName::RefundOrphanedCharge,
+            Action::refund_key(&auto).as_str()
+        )
+    );
+    assert_eq!(
+        (cents(refund), refund.reason, refund.order_id.as_deref()),
+        (Some(5000), Some(Reason::GracePeriodExpired), None)
+    );
+    // A direct sale charged back in part: 2000 − 500.
+    let kept = payment(
+        &admin,
+        &[("Charge", "Success", 2000), ("Chargeback", "Success", 500)],
+    )
+    .await;
+    let actions = grace_check(&engine, &kept).await;
+    assert_eq!(actions.iter().map(cents).collect::<Vec<_>>(), [Some(1500)]);
+    // Someone's refund still Pending: wait (nothing decided now).
+    let waiting = payment(
+        &admin,
+        &[("Charge", "Success", 5000), ("Refund", "Pending", 2000)],
+    )
+    .await;
+    assert!(grace_check(&engine, &waiting).await.is_empty());
+    // A direct sale with its order: released, never refunded.
+    let sold = payment(&admin, &[("Charge", "Success", 3000)]).await;
+    let o = order(&admin, 3000, "Open", &sold).await;
+    let actions = grace_check(&engine, &sold).await;
+    assert_eq!(
+        actions.iter().map(|a| a.key.clone()).collect::<Vec<_>>(),
+        [Action::release_key(&o)],
+        "the grace check looks at the order again; no refund"
+    );
+}
+
+#[tokio::test]
+async fn a_cancelled_orders_charge_is_refunded_only_with_the_rule_on() {
+    let on = Rules {
+        refund_on_order_cancelled: RefundOnOrderCancelledRule { enabled: true },
+        ..Rules::default()
+    };
+    for (rules, want) in [(Rules::default(), None), (on, Some(4000))] {
+        let (admin, engine) = engine_with(rules).await;
+        let p = payment(&admin, &[("Charge", "Success", 4000)]).await;
+        let o = order(&admin, 4000, "Cancelled", &p).await;
+        let actions = engine
+            .on_message(&order_cancelled_message(&o), Utc::now())
+            .await
+            .expect("decides");
+        match want {
+            None => assert!(actions.is_empty(), "off by default: {actions:?}"),
+            Some(amount) => {
+                assert_eq!(actions.len(), 1, "{actions:?}");
+                let a = &actions[0];
+                assert_eq!(a.rule, RuleName::RefundOnOrderCancelled);
+                assert_eq!(a.reason, Some(Reason::OrderCancelled));
+                assert_eq!(a.order_id.as_deref(), Some(o.as_str()));
+                assert_eq!(cents(a), Some(amount));
+            }
+        }
+    }
+}
+
+fn intents(mock: &peers::Peer, checkout: &str) -> PaymentIntents {
+    let settings = ctadmin::client_settings(mock, PROJECT, checkout);
+    let client = CtpClient::with_retry(settings, 3, Duration::from_millis(20)).expect("client");
+    PaymentIntents::new(client, "cancelPayment".into())
+        .with_interfaces(Some(vec!["checkout-adyen".into()]))
+}
+
+fn refund(payment_id: &str, cents: i64) -> Action {
+    Action {
+        action: ActionKind::RefundPayment,
+        rule: RuleName::RefundOrphanedCharge,
+        key: Action::refund_key(payment_id),
+        amount: Some(Money {
+            currency_code: "EUR".into(),
+            cent_amount: cents,
+            fraction_digits: Some(2),
+        }),
+        ..ctadmin::cancel(payment_id)
+    }
+}
+
+#[tokio::test]
+async fn a_refund_asks_only_for_what_is_refundable_and_is_not_counted_made_after_a_500() {
+    let mock = peers::shared_commercetools_mock().await;
+    let admin = Admin::new(mock, PROJECT).await;
+    let stub = MockServer::start().await;
+    // 50.00 charged, 20.00 of it being refunded by someone else: 30.00 may still be refunded.
+    let pid = payment(
+        &admin,
+        &[("Charge", "Success", 5000), ("Refund", "Pending", 2000)],
+    )
+    .await;
+    Mock::given(method("POST"))
+        .and(path(format!("/{PROJECT}/payment-intents/{pid}")))
+        .respond_with(ResponseTemplate::new(500).set_body_json(json!({
+            "statusCode": 500, "message": "General", "errors": [{"code": "General"}]
+        })))
+        .expect(1)
+        .mount(&stub)
+        .await;
+    let checkout = intents(mock, &stub.uri());
+    let err = checkout.refund(&refund(&pid, 5000)).await.unwrap_err();
+    // The payment shows no Refund beyond the earlier 20.00: ours is not made, try again.
+    assert!(matches!(err, EffectError::Transient { .. }), "{err}");
+    let requests = stub.received_requests().await.expect("recorded");
+    let body: Value = serde_json::from_slice(&requests[0].body).expect("JSON body");
+    assert_eq!(
+        body["actions"][0],
+        json!({"action": "refundPayment",
+               "amount": {"centAmount": 3000, "currencyCode": "EUR"},
+               "merchantReference": Action::refund_key(&pid)}),
+        "only what is refundable, under our key"
+    );
+    // The connector's Refund shows up meanwhile: the retry's pre-check makes no second call.
+    update(
+        &admin,
+        &format!("payments/{pid}"),
+        json!([{"action": "addTransaction", "transaction": {"type": "Refund", "state": "Pending",
+                 "amount": {"currencyCode": "EUR", "centAmount": 3000}}}]),
+    )
+    .await;
+    let effect = checkout.refund(&refund(&pid, 5000)).await.expect("settled");
+    assert!(
+        effect.applied && effect.summary.contains("no call made"),
+        "{effect:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_refund_of_a_payment_checkout_does_not_manage_is_never_sent() {
+    let mock = peers::shared_commercetools_mock().await;
+    let admin = Admin::new(mock, PROJECT).await;
+    let stub = MockServer::start().await;
+    let p = admin
+        .post(
+            "payments",
+            json!({"amountPlanned": {"currencyCode": "EUR", "centAmount": 900},
+                   "paymentMethodInfo": {"paymentInterface": "stripe-direct"},
+                   "transactions": [{"type": "Charge", "state": "Success",
+                                     "amount": {"currencyCode": "EUR", "centAmount": 900}}]}),
+        )
+        .await;
+    let pid = p["id"].as_str().expect("id");
+    let err = intents(mock, &stub.uri())
+        .refund(&refund(pid, 900))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, EffectError::Permanent { detail } if detail.contains("not a Checkout payment")),
+        "{err}"
+    );
+    assert!(stub.received_requests().await.expect("recorded").is_empty());
+}

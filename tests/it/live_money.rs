@@ -422,4 +422,24 @@ async fn an_order_creation_failure_cancels_at_once_only_when_its_cart_confirms_i
             .await
             .is_empty()
     );
+
+    // Auto-captured (Authorization and Charge in Success): nothing to cancel, the charged
+    // money is refunded at once — and only when the cart confirms the failure too.
+    let captured = [
+        ("Authorization", "Success", 5000),
+        ("Charge", "Success", 5000),
+    ];
+    let (s, _) = payment(&admin, &captured).await;
+    let cart = cart_with(&admin, &[&s]).await;
+    let actions = order_creation_failed(&engine, &cart, &s).await;
+    assert_eq!(keys(&actions), [Action::refund_key(&s)]);
+    assert_eq!(actions[0].reason, Some(Reason::OrderCreationFailed));
+    assert_eq!(actions[0].rule, RuleName::RefundOrphanedCharge);
+    assert_eq!(
+        actions[0].amount.as_ref().map(|m| m.cent_amount),
+        Some(5000)
+    );
+    let (t, _) = payment(&admin, &captured).await;
+    let other = cart_with(&admin, &[]).await;
+    assert!(order_creation_failed(&engine, &other, &t).await.is_empty());
 }

@@ -533,9 +533,13 @@ impl Engine {
         actions: &mut Vec<Action>,
     ) -> Result<(), EngineError> {
         for pid in unique(order.payment_ids()) {
-            let cancel_open = self.rules.cancel_on_order_cancelled.enabled
-                && !self.settled(&Action::cancel_key(pid)).await?;
-            let refund_open = !self.settled(&Action::refund_key(pid)).await?;
+            let cancel = self.store.ledger_status(&Action::cancel_key(pid)).await?;
+            let cancel_settled = matches!(cancel, Some(LedgerStatus::Done | LedgerStatus::Failed));
+            let cancel_open = self.rules.cancel_on_order_cancelled.enabled && !cancel_settled;
+            // A payment whose authorization we cancelled holds no charged money (a cancel is
+            // never made while a Charge is live): not read again for a refund.
+            let refund_open = cancel != Some(LedgerStatus::Done)
+                && !self.settled(&Action::refund_key(pid)).await?;
             if !cancel_open && !refund_open {
                 continue;
             }

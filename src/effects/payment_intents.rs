@@ -27,21 +27,50 @@ pub struct PaymentIntents {
     interfaces: Option<Vec<String>>,
 }
 
-/// A capture to make, as the pre-check read the payment.
-struct CapturePlan {
-    /// What to capture.
-    amount: i64,
-    /// What Charges took before the call: after a 500 only Charges beyond this are ours.
-    captured_before: i64,
+/// A Payment Intents action that takes an amount of money: a capture (from the open
+/// authorization) or a refund (from the charged money). Both are checked the same way: right
+/// before the call, never more than is `available`; after a 500, made only if what is `taken`
+/// grew by the amount asked for (what it was before the call is not ours).
+struct Taking {
+    /// `capture` or `refund`, for logs and errors.
+    what: &'static str,
+    /// The Payment Intents action.
+    intent: &'static str,
+    /// What may still be taken: open authorization (capture), refundable(P) (refund).
+    available: fn(&Payment, &str) -> i64,
+    /// What is taken or being taken: Charges (capture), Refunds (refund) in Initial, Pending
+    /// or Success.
+    taken: fn(&Payment, &str) -> i64,
+    /// The effect when nothing is available but something is taken: the call happened.
+    already: &'static str,
+    /// The effect when nothing is available and nothing taken.
+    nothing: &'static str,
 }
 
-/// A refund to make, as the pre-check read the payment.
-struct RefundPlan {
-    /// What to refund: at most refundable(P).
+const CAPTURE: Taking = Taking {
+    what: "capture",
+    intent: "capturePayment",
+    available: |p, c| p.authorized(c).saturating_sub(p.captured(c)),
+    taken: Payment::captured,
+    already: "Charges already take the authorization; no call made",
+    nothing: "no authorized money to capture",
+};
+
+const REFUND: Taking = Taking {
+    what: "refund",
+    intent: "refundPayment",
+    available: Payment::refundable,
+    taken: Payment::refunded,
+    already: "Refunds already take the charged money; no call made",
+    nothing: "no charged money to refund",
+};
+
+/// A capture or refund to make, as the pre-check read the payment.
+struct TakePlan {
+    /// What to take: at most what is available.
     amount: i64,
-    /// What Refunds (Initial, Pending, Success) took before the call: after a 500 only
-    /// Refunds beyond this are ours.
-    refunded_before: i64,
+    /// What was taken before the call: after a 500 only what is taken beyond it is ours.
+    taken_before: i64,
 }
 
 /// What a pre-check found.
@@ -121,52 +150,29 @@ impl PaymentIntents {
         Ok(Check::Call)
     }
 
-    /// Re-reads the payment: how much to capture and what Charges already take, or the
-    /// effect when nothing may be captured (no call).
-    async fn capture_check(
+    /// Re-reads the payment: how much to take and what is taken already, or the effect when
+    /// nothing may be taken (no call).
+    async fn take_check(
         &self,
+        t: &Taking,
         payment_id: &str,
         currency: &str,
         wanted: i64,
-    ) -> Result<Result<CapturePlan, Effect>, EffectError> {
+    ) -> Result<Result<TakePlan, Effect>, EffectError> {
         let payment = self.read(payment_id).await?;
-        self.managed_by_checkout(&payment, "capture")?;
-        let captured = payment.captured(currency);
-        let capturable = payment.authorized(currency).saturating_sub(captured);
-        if capturable <= 0 {
-            return Ok(Err(if captured > 0 {
-                Effect::applied("Charges already take the authorization; no call made")
+        self.managed_by_checkout(&payment, t.what)?;
+        let available = (t.available)(&payment, currency);
+        let taken = (t.taken)(&payment, currency);
+        if available <= 0 {
+            return Ok(Err(if taken > 0 {
+                Effect::applied(t.already)
             } else {
-                Effect::skipped("no authorized money to capture")
+                Effect::skipped(t.nothing)
             }));
         }
-        Ok(Ok(CapturePlan {
-            amount: capturable.min(wanted),
-            captured_before: captured,
-        }))
-    }
-
-    /// Re-reads the payment: how much to refund and what Refunds already take, or the effect
-    /// when nothing may be refunded (no call).
-    async fn refund_check(
-        &self,
-        payment_id: &str,
-        currency: &str,
-        wanted: i64,
-    ) -> Result<Result<RefundPlan, Effect>, EffectError> {
-        let payment = self.read(payment_id).await?;
-        self.managed_by_checkout(&payment, "refund")?;
-        let refundable = payment.refundable(currency);
-        if refundable <= 0 {
-            return Ok(Err(if payment.refunded(currency) > 0 {
-                Effect::applied("Refunds already take the charged money; no call made")
-            } else {
-                Effect::skipped("no charged money to refund")
-            }));
-        }
-        Ok(Ok(RefundPlan {
-            amount: refundable.min(wanted),
-            refunded_before: payment.refunded(currency),
+        Ok(Ok(TakePlan {
+            amount: available.min(wanted),
+            taken_before: taken,
         }))
     }
 
@@ -269,76 +275,49 @@ impl PaymentIntents {
     /// # Errors
     /// As for [`PaymentIntents::cancel`]; a capture without an amount is refused.
     pub async fn capture(&self, action: &Action) -> Result<Effect, EffectError> {
-        let payment_id = payment_of(action)?;
-        let Some(money) = &action.amount else {
-            return Err(EffectError::Permanent {
-                detail: format!("capture of payment {payment_id} without an amount"),
-            });
-        };
-        let currency = money.currency_code.as_str();
-        let CapturePlan {
-            amount,
-            captured_before,
-        } = match self
-            .capture_check(payment_id, currency, money.cent_amount)
-            .await?
-        {
-            Ok(plan) => plan,
-            Err(effect) => return Ok(effect),
-        };
-        let intent = json!({
-            "action": "capturePayment",
-            "amount": {"centAmount": amount, "currencyCode": currency},
-            "merchantReference": action.key,
-        });
-        self.call("capture", payment_id, &intent, || async {
-            // After a 500: captured if Charges now take what we asked for on top of what
-            // they took before the call (an earlier partial capture is not ours).
-            let payment = self.read(payment_id).await?;
-            Ok(
-                (payment.captured(currency) >= captured_before.saturating_add(amount))
-                    .then(|| Effect::applied("the capture happened despite the 500")),
-            )
-        })
-        .await
+        self.take(&CAPTURE, action).await
     }
-}
 
-impl PaymentIntents {
     /// Refunds `action.amount` (at most what is still refundable) of `action`'s payment.
     ///
     /// # Errors
     /// As for [`PaymentIntents::cancel`]; a refund without an amount is refused.
     pub async fn refund(&self, action: &Action) -> Result<Effect, EffectError> {
+        self.take(&REFUND, action).await
+    }
+
+    /// Takes `action.amount` (at most what is available) of `action`'s payment: a capture or
+    /// a refund.
+    async fn take(&self, t: &Taking, action: &Action) -> Result<Effect, EffectError> {
         let payment_id = payment_of(action)?;
         let Some(money) = &action.amount else {
             return Err(EffectError::Permanent {
-                detail: format!("refund of payment {payment_id} without an amount"),
+                detail: format!("{} of payment {payment_id} without an amount", t.what),
             });
         };
         let currency = money.currency_code.as_str();
-        let RefundPlan {
+        let TakePlan {
             amount,
-            refunded_before,
+            taken_before,
         } = match self
-            .refund_check(payment_id, currency, money.cent_amount)
+            .take_check(t, payment_id, currency, money.cent_amount)
             .await?
         {
             Ok(plan) => plan,
             Err(effect) => return Ok(effect),
         };
         let intent = json!({
-            "action": "refundPayment",
+            "action": t.intent,
             "amount": {"centAmount": amount, "currencyCode": currency},
             "merchantReference": action.key,
         });
-        self.call("refund", payment_id, &intent, || async {
-            // After a 500: refunded if Refunds now take what we asked for on top of what they
-            // took before the call (someone else's refund is not ours).
+        self.call(t.what, payment_id, &intent, || async {
+            // After a 500: made if what is taken grew by what we asked for on top of what it
+            // was before the call (an earlier partial capture or someone's refund is not ours).
             let payment = self.read(payment_id).await?;
             Ok(
-                (payment.refunded(currency) >= refunded_before.saturating_add(amount))
-                    .then(|| Effect::applied("the refund happened despite the 500")),
+                ((t.taken)(&payment, currency) >= taken_before.saturating_add(amount))
+                    .then(|| Effect::applied(format!("the {} happened despite the 500", t.what))),
             )
         })
         .await

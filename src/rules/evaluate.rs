@@ -190,7 +190,9 @@ impl Engine {
             return Ok(None);
         }
         let authorized = authorized_for_cancel(read);
-        let order_creation_failed = self.order_creation_failed(read, authorized).await?;
+        let order_creation_failed = self
+            .order_creation_failed(read, self.rules.cancel.enabled, authorized)
+            .await?;
         let reason = match self.cancel_check(read, authorized, order_creation_failed, grace_expired)
         {
             Ok(reason) => reason,
@@ -254,15 +256,17 @@ impl Engine {
         )
     }
 
-    /// Whether Checkout's order-creation failure counts for the payment. The marker is read
-    /// only when it can matter: money reserved and no order at all.
+    /// Whether Checkout's order-creation failure counts for the payment, for a rule (on or
+    /// off) weighing `money` of it (authorized for the cancel, refundable for the refund). The
+    /// marker is read only when it can matter: the rule on, money there and no order at all.
     pub(super) async fn order_creation_failed(
         &self,
         read: &PaymentRead,
-        authorized: i64,
+        rule_on: bool,
+        money: i64,
     ) -> Result<bool, EngineError> {
-        Ok(self.rules.cancel.enabled
-            && authorized > 0
+        Ok(rule_on
+            && money > 0
             && read.orders.is_empty()
             && self
                 .settled(&order_creation_failed_key(&read.payment.id))
@@ -301,7 +305,9 @@ impl Engine {
         }
         let p = &read.payment;
         let amount = refundable(read);
-        let order_creation_failed = self.refund_order_creation_failed(read, amount).await?;
+        let order_creation_failed = self
+            .order_creation_failed(read, self.rules.refund_orphaned.enabled, amount)
+            .await?;
         let reason = match self.refund_check(read, amount, order_creation_failed, grace_expired) {
             Ok(reason) => reason,
             // A refund claimed but not recorded was decided: it is carried out even if an order
@@ -343,21 +349,6 @@ impl Engine {
             amount: money_of(p, TransactionType::Charge, amount),
             reason: Some(reason),
         }))
-    }
-
-    /// Whether Checkout's order-creation failure counts for the payment's charged money. The
-    /// marker is read only when it can matter: money to refund and no order at all.
-    pub(super) async fn refund_order_creation_failed(
-        &self,
-        read: &PaymentRead,
-        refundable: i64,
-    ) -> Result<bool, EngineError> {
-        Ok(self.rules.refund_orphaned.enabled
-            && refundable > 0
-            && read.orders.is_empty()
-            && self
-                .settled(&order_creation_failed_key(&read.payment.id))
-                .await?)
     }
 
     /// The refund rules' answer for a payment as read: why it is refunded, or why not.

@@ -179,13 +179,17 @@ impl Engine {
             return Ok(None);
         };
         let authorized = authorized_for_cancel(&read);
-        let order_creation_failed = self.order_creation_failed(&read, authorized).await?;
+        let order_creation_failed = self
+            .order_creation_failed(&read, self.rules.cancel.enabled, authorized)
+            .await?;
         let cancel = |grace_expired| {
             self.cancel_check(&read, authorized, order_creation_failed, grace_expired)
         };
         let (cancel_on_message, cancel_at_grace_check) = (cancel(false), cancel(true));
         let refundable = refundable(&read);
-        let refund_ocf = self.refund_order_creation_failed(&read, refundable).await?;
+        let refund_ocf = self
+            .order_creation_failed(&read, self.rules.refund_orphaned.enabled, refundable)
+            .await?;
         let refund = |grace_expired| {
             if read.refund_settled() {
                 return Err("payrules' refund of it is settled (refund:… in the ledger)");

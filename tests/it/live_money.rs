@@ -27,7 +27,8 @@ async fn setup() -> (Admin, Engine) {
     setup_with(Rules::default()).await
 }
 
-async fn setup_with(rules: Rules) -> (Admin, Engine) {
+/// commercetools-mock with a fresh project client, and an engine over its live view.
+pub(crate) async fn setup_with(rules: Rules) -> (Admin, Engine) {
     let mock = peers::shared_commercetools_mock().await;
     let admin = Admin::new(mock, PROJECT).await;
     let settings = ctadmin::client_settings(mock, PROJECT, "http://127.0.0.1:9");
@@ -62,7 +63,7 @@ async fn payment(admin: &Admin, txs: &[(&str, &str, i64)]) -> (String, Vec<Strin
 }
 
 /// Applies update actions to a resource (`payments/ID` or `orders/ID`) at its current version.
-async fn update(admin: &Admin, path: &str, actions: Value) -> Value {
+pub(crate) async fn update(admin: &Admin, path: &str, actions: Value) -> Value {
     let current = admin.get(path).await;
     admin
         .post(

@@ -7,37 +7,24 @@
 use crate::support::ctadmin;
 use crate::support::peers;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
 use payrules::action::{Action, ActionKind, Reason, RuleName};
-use payrules::commerce::{CtpClient, LiveView};
+use payrules::commerce::CtpClient;
 use payrules::effects::{EffectError, PaymentIntents};
 use payrules::message::decode;
 use payrules::model::Money;
 use payrules::rules::{Engine, RefundOnOrderCancelledRule, Rules};
-use payrules::store::{MemoryStore, Timer};
+use payrules::store::Timer;
 use serde_json::{Value, json};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
+use crate::live_money::{setup_with, update};
 use ctadmin::Admin;
 
 const PROJECT: &str = "payrules-refunds";
-
-async fn engine_with(rules: Rules) -> (Admin, Engine) {
-    let mock = peers::shared_commercetools_mock().await;
-    let admin = Admin::new(mock, PROJECT).await;
-    let settings = ctadmin::client_settings(mock, PROJECT, "http://127.0.0.1:9");
-    let client = CtpClient::with_retry(settings, 3, Duration::from_millis(20)).expect("client");
-    let engine = Engine::new(
-        Arc::new(LiveView::new(client)),
-        Arc::new(MemoryStore::new()),
-        rules,
-    );
-    (admin, engine)
-}
 
 /// A payment with these (type, state, cents) EUR transactions, Checkout's own; its id.
 async fn payment(admin: &Admin, txs: &[(&str, &str, i64)]) -> String {
@@ -54,17 +41,6 @@ async fn payment(admin: &Admin, txs: &[(&str, &str, i64)]) -> String {
         )
         .await;
     p["id"].as_str().expect("id").to_string()
-}
-
-/// Applies update actions to `payments/ID` or `orders/ID` at its current version.
-async fn update(admin: &Admin, path: &str, actions: Value) {
-    let current = admin.get(path).await;
-    admin
-        .post(
-            path,
-            json!({"version": current["version"], "actions": actions}),
-        )
-        .await;
 }
 
 /// An imported order of `cents` EUR in `state`, referencing the payment.
@@ -117,7 +93,7 @@ fn cents(a: &Action) -> Option<i64> {
 
 #[tokio::test]
 async fn orphaned_charges_are_refunded_at_the_grace_check_for_what_is_refundable() {
-    let (admin, engine) = engine_with(Rules::default()).await;
+    let (admin, engine) = setup_with(Rules::default()).await;
     // Auto-captured, no order: the refund takes it all, and no cancel is proposed.
     let auto = payment(
         &admin,
@@ -175,7 +151,7 @@ async fn a_cancelled_orders_charge_is_refunded_only_with_the_rule_on() {
         ..Rules::default()
     };
     for (rules, want) in [(Rules::default(), None), (on, Some(4000))] {
-        let (admin, engine) = engine_with(rules).await;
+        let (admin, engine) = setup_with(rules).await;
         let p = payment(&admin, &[("Charge", "Success", 4000)]).await;
         let o = order(&admin, 4000, "Cancelled", &p).await;
         let actions = engine

@@ -214,23 +214,13 @@ impl Engine {
                 return Ok(None);
             }
         };
-        let order_id = (reason == Reason::OrderCancelled)
-            .then(|| read.orders.iter().min_by_key(|o| o.allocation_key()))
-            .flatten()
-            .map(|o| o.id.clone());
-        Ok(Some(Action {
-            action: ActionKind::CancelPayment,
-            rule: reason.cancel_rule(),
-            key: Action::cancel_key(pid),
-            payment_id: Some(pid.to_string()),
-            order_id,
-            message_id: cause.message_id.map(str::to_string),
-            at: cause.at,
-            order_number: None,
-            payment_ids: Vec::new(),
-            amount: authorized_money(&read.payment, authorized),
-            reason: Some(reason),
-        }))
+        Ok(Some(payment_action(
+            ActionKind::CancelPayment,
+            reason,
+            read,
+            cause,
+            authorized_money(&read.payment, authorized),
+        )))
     }
 
     /// Why a cancel or refund claimed earlier was decided, as far as what is read now tells:
@@ -332,23 +322,13 @@ impl Engine {
                 return Ok(None);
             }
         };
-        let order_id = (reason == Reason::OrderCancelled)
-            .then(|| read.orders.iter().min_by_key(|o| o.allocation_key()))
-            .flatten()
-            .map(|o| o.id.clone());
-        Ok(Some(Action {
-            action: ActionKind::RefundPayment,
-            rule: reason.refund_rule(),
-            key: Action::refund_key(&p.id),
-            payment_id: Some(p.id.clone()),
-            order_id,
-            message_id: cause.message_id.map(str::to_string),
-            at: cause.at,
-            order_number: None,
-            payment_ids: Vec::new(),
-            amount: money_of(p, TransactionType::Charge, amount),
-            reason: Some(reason),
-        }))
+        Ok(Some(payment_action(
+            ActionKind::RefundPayment,
+            reason,
+            read,
+            cause,
+            money_of(p, TransactionType::Charge, amount),
+        )))
     }
 
     /// The refund rules' answer for a payment as read: why it is refunded, or why not.
@@ -436,6 +416,40 @@ pub(super) fn authorized_for_cancel(read: &PaymentRead) -> i64 {
     read.payment.currency().map_or(0, |c| {
         coverage::effective_authorized(&read.payment, c, read.cancel_done())
     })
+}
+
+/// A cancel or refund of the payment read, for `reason`: its rule and key follow from the kind,
+/// and for a cancelled order the (earliest) one is named.
+fn payment_action(
+    kind: ActionKind,
+    reason: Reason,
+    read: &PaymentRead,
+    cause: &Cause<'_>,
+    amount: Option<Money>,
+) -> Action {
+    let pid = read.payment.id.as_str();
+    let (rule, key) = if kind == ActionKind::RefundPayment {
+        (reason.refund_rule(), Action::refund_key(pid))
+    } else {
+        (reason.cancel_rule(), Action::cancel_key(pid))
+    };
+    let order_id = (reason == Reason::OrderCancelled)
+        .then(|| read.orders.iter().min_by_key(|o| o.allocation_key()))
+        .flatten()
+        .map(|o| o.id.clone());
+    Action {
+        action: kind,
+        rule,
+        key,
+        payment_id: Some(pid.to_string()),
+        order_id,
+        message_id: cause.message_id.map(str::to_string),
+        at: cause.at,
+        order_number: None,
+        payment_ids: Vec::new(),
+        amount,
+        reason: Some(reason),
+    }
 }
 
 /// refundable(P) in the payment's own currency.

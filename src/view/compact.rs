@@ -175,19 +175,22 @@ impl Amount {
     }
 }
 
-/// An order's lines and custom lines, packed into one byte string: per line a flag byte, the
-/// id (16 bytes for a UUID, else its length and text), the quantity, the total price's cents
-/// and, when taxed, the gross cents (varints), and — only when they differ from the order's —
-/// the currency code and fraction digits. A line of the usual kind takes 21 to 25 bytes.
-/// Orders do not change their lines (Order Edits aside), so the view keeps them as the
+/// What an order snapshot says that no message changes, packed into one byte string: the
+/// order number (its length plus one, then its text; 0 for none), then per line a flag byte,
+/// the id (16 bytes for a UUID, else its length and text), the quantity, the total price's
+/// cents and, when taxed and different, the gross cents (varints), and — only when they differ
+/// from the order's — the currency code and fraction digits. A line of the usual kind takes 21
+/// bytes. Orders do not change their lines (Order Edits aside), so the view keeps them as the
 /// snapshot listed them.
 #[derive(Debug, Default)]
-pub(super) struct PackedLines(Box<[u8]>);
+pub(super) struct PackedOrder(Box<[u8]>);
 
 const CUSTOM: u8 = 1;
 const UUID_ID: u8 = 2;
 const TAXED: u8 = 4;
 const OWN_UNIT: u8 = 8;
+/// Taxed, with the gross equal to the total price (prices that include the tax).
+const GROSS_IS_TOTAL: u8 = 16;
 
 fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
@@ -215,6 +218,7 @@ fn same_unit(a: &Money, b: &Money) -> bool {
 fn pack_line(out: &mut Vec<u8>, line: &Line, custom: bool, unit: &Money) {
     let uuid = parse_uuid(&line.id);
     let gross = line.taxed_price.as_ref().map(|t| &t.total_gross);
+    let gross_is_total = gross == Some(&line.total_price);
     let own_unit =
         !same_unit(&line.total_price, unit) || gross.is_some_and(|g| !same_unit(g, unit));
     let flags = [
@@ -222,9 +226,11 @@ fn pack_line(out: &mut Vec<u8>, line: &Line, custom: bool, unit: &Money) {
         (uuid.is_some(), UUID_ID),
         (gross.is_some(), TAXED),
         (own_unit, OWN_UNIT),
+        (gross_is_total, GROSS_IS_TOTAL),
     ]
     .iter()
     .fold(0, |f, &(on, bit)| if on { f | bit } else { f });
+    let gross = gross.filter(|_| !gross_is_total);
     out.push(flags);
     match uuid {
         Some(bytes) => out.extend_from_slice(&bytes),
@@ -240,17 +246,17 @@ fn pack_line(out: &mut Vec<u8>, line: &Line, custom: bool, unit: &Money) {
     }
 }
 
-/// Reads what [`PackedLines::new`] wrote; `None` only if the bytes were cut short.
+/// Reads what [`PackedOrder::new`] wrote; `None` only if the bytes were cut short.
 struct Reader<'a>(&'a [u8]);
 
-impl Reader<'_> {
+impl<'a> Reader<'a> {
     fn byte(&mut self) -> Option<u8> {
         let (&b, rest) = self.0.split_first()?;
         self.0 = rest;
         Some(b)
     }
 
-    fn bytes(&mut self, n: usize) -> Option<&[u8]> {
+    fn bytes(&mut self, n: usize) -> Option<&'a [u8]> {
         let (head, rest) = (self.0.get(..n)?, self.0.get(n..)?);
         self.0 = rest;
         Some(head)
@@ -306,13 +312,12 @@ impl Reader<'_> {
         let quantity = self.varint()?;
         let own_unit = flags & OWN_UNIT != 0;
         let total_price = self.money(own_unit, unit)?;
-        let taxed_price = if flags & TAXED != 0 {
-            Some(TaxedPrice {
-                total_gross: self.money(own_unit, unit)?,
-            })
-        } else {
-            None
-        };
+        let taxed_price = match (flags & TAXED != 0, flags & GROSS_IS_TOTAL != 0) {
+            (false, _) => None,
+            (true, true) => Some(total_price.clone()),
+            (true, false) => Some(self.money(own_unit, unit)?),
+        }
+        .map(|total_gross| TaxedPrice { total_gross });
         let line = Line {
             id,
             quantity,
@@ -323,14 +328,26 @@ impl Reader<'_> {
     }
 }
 
-impl PackedLines {
-    /// Packs the lines; `unit` is the order's total price, whose currency and fraction digits
-    /// the lines share.
-    pub(super) fn new(lines: &[Line], custom: &[Line], unit: &Money) -> Self {
-        if lines.is_empty() && custom.is_empty() {
+impl PackedOrder {
+    /// Packs the order number and the lines; `unit` is the order's total price, whose
+    /// currency and fraction digits the lines share.
+    pub(super) fn new(
+        order_number: Option<&str>,
+        lines: &[Line],
+        custom: &[Line],
+        unit: &Money,
+    ) -> Self {
+        if order_number.is_none() && lines.is_empty() && custom.is_empty() {
             return Self::default();
         }
         let mut out = Vec::new();
+        match order_number {
+            Some(n) => {
+                put_varint(&mut out, n.len() as u64 + 1);
+                out.extend_from_slice(n.as_bytes());
+            }
+            None => out.push(0),
+        }
         for (line, is_custom) in lines
             .iter()
             .map(|l| (l, false))
@@ -341,12 +358,28 @@ impl PackedLines {
         Self(out.into_boxed_slice())
     }
 
-    /// The lines and the custom lines, in their order; `unit` as given to [`PackedLines::new`].
-    pub(super) fn unpack(&self, unit: &Money) -> (Vec<Line>, Vec<Line>) {
-        let (mut lines, mut custom) = (Vec::new(), Vec::new());
+    /// The order number, and a reader at the first line.
+    fn split(&self) -> (Option<&str>, Reader<'_>) {
         let mut r = Reader(&self.0);
+        // The view wrote these bytes itself: a short read cannot happen; nothing follows if
+        // it does.
+        let number = match r.varint().and_then(|n| usize::try_from(n).ok()) {
+            None | Some(0) => None,
+            Some(n) => r.bytes(n - 1).and_then(|b| std::str::from_utf8(b).ok()),
+        };
+        (number, r)
+    }
+
+    /// The order number.
+    pub(super) fn order_number(&self) -> Option<&str> {
+        self.split().0
+    }
+
+    /// The lines and the custom lines, in their order; `unit` as given to [`PackedOrder::new`].
+    pub(super) fn lines(&self, unit: &Money) -> (Vec<Line>, Vec<Line>) {
+        let (mut lines, mut custom) = (Vec::new(), Vec::new());
+        let mut r = self.split().1;
         while !r.0.is_empty() {
-            // The view wrote these bytes itself: a short read cannot happen; stop if it does.
             let Some((line, is_custom)) = r.line(unit) else {
                 break;
             };
@@ -449,12 +482,23 @@ mod tests {
                 Some(eur(i64::MAX, None)),
             ),
         ];
-        let custom = vec![line("c", 1, eur(0, Some(2)), None)];
-        let packed = PackedLines::new(&lines, &custom, &unit);
-        assert_eq!(packed.unpack(&unit), (lines.clone(), custom));
-        // The usual line: one flag byte, the id, the quantity and two amounts.
-        let one = PackedLines::new(&lines[..1], &[], &unit);
-        assert_eq!(one.0.len(), 1 + 16 + 1 + 3 + 3);
-        assert_eq!(PackedLines::new(&[], &[], &unit).0.len(), 0);
+        let custom = vec![
+            line("c", 1, eur(0, Some(2)), None),
+            line("ü", 2, eur(990, Some(2)), Some(eur(990, Some(2)))),
+        ];
+        for number in [None, Some(""), Some("100052317")] {
+            let packed = PackedOrder::new(number, &lines, &custom, &unit);
+            assert_eq!(packed.order_number(), number);
+            assert_eq!(packed.lines(&unit), (lines.clone(), custom.clone()));
+        }
+        // The usual line: one flag byte, the id, the quantity and its amounts (the gross only
+        // when it is not the total).
+        let one = PackedOrder::new(None, &lines[..1], &[], &unit);
+        assert_eq!(one.0.len(), 1 + (1 + 16 + 1 + 3 + 3));
+        let gross_is_total = PackedOrder::new(None, &custom[1..], &[], &unit);
+        assert_eq!(gross_is_total.0.len(), 1 + (1 + 1 + 2 + 1 + 2));
+        let empty = PackedOrder::new(None, &[], &[], &unit);
+        assert_eq!((empty.0.len(), empty.order_number()), (0, None));
+        assert_eq!(empty.lines(&unit), (Vec::new(), Vec::new()));
     }
 }

@@ -335,16 +335,7 @@ fn message(raw: Raw<'_>, embedded: Embedded, format: Format) -> Result<Message, 
                         .ok_or_else(|| DecodeError::missing("shipmentState", &kind))?,
                 ))
             }
-            MessageType::OrderEditApplied => {
-                let result: RawEditResult = field("result", raw.result, &kind)?;
-                let after = result
-                    .excerpt_after_edit
-                    .ok_or_else(|| DecodeError::missing("result.excerptAfterEdit", &kind))?;
-                Body::OrderEditApplied {
-                    total_price: after.total_price,
-                    taxed_price: after.taxed_price,
-                }
-            }
+            MessageType::OrderEditApplied => edit_applied_body(&kind, raw.result)?,
             MessageType::ReturnInfoAdded
             | MessageType::ReturnInfoSet
             | MessageType::OrderReturnShipmentStateChanged => return_body(
@@ -369,6 +360,18 @@ fn message(raw: Raw<'_>, embedded: Embedded, format: Format) -> Result<Message, 
         created_at,
         project_key: raw.project_key,
         body,
+    })
+}
+
+/// The body of `OrderEditApplied`: the totals of `result.excerptAfterEdit`.
+fn edit_applied_body(kind: &MessageType, result: Option<&RawValue>) -> Result<Body, DecodeError> {
+    let result: RawEditResult = field("result", result, kind)?;
+    let after = result
+        .excerpt_after_edit
+        .ok_or_else(|| DecodeError::missing("result.excerptAfterEdit", kind))?;
+    Ok(Body::OrderEditApplied {
+        total_price: after.total_price,
+        taxed_price: after.taxed_price,
     })
 }
 

@@ -133,6 +133,29 @@ lenient_enum!(
     }
 );
 
+lenient_enum!(
+    /// Where the goods of a return item stand (`ReturnShipmentState`): `Advised` (announced,
+    /// not refundable yet), `Returned` (received, refundable), then `BackInStock` or `Unusable`.
+    ReturnShipmentState {
+        Advised,
+        Returned,
+        BackInStock,
+        Unusable,
+    }
+);
+
+lenient_enum!(
+    /// Whether the money of a return item was given back (`ReturnPaymentState`):
+    /// `NonRefundable` (goods only advised), `Initial` (refundable, not refunded yet),
+    /// `Refunded` or `NotRefunded`.
+    ReturnPaymentState {
+        NonRefundable,
+        Initial,
+        Refunded,
+        NotRefunded,
+    }
+);
+
 /// One transaction of a Payment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -249,6 +272,156 @@ pub struct Order {
     /// The payments that pay for this order.
     #[serde(default)]
     pub payment_info: Option<PaymentInfo>,
+    /// The order's `lineItems`.
+    #[serde(
+        default,
+        deserialize_with = "null_as_empty",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub line_items: Vec<Line>,
+    /// The order's `customLineItems`.
+    #[serde(
+        default,
+        deserialize_with = "null_as_empty",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub custom_line_items: Vec<Line>,
+    /// The order's `returnInfo`: one entry per `addReturnInfo`, or what `setReturnInfo` set.
+    #[serde(
+        default,
+        deserialize_with = "null_as_empty",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub return_info: Vec<ReturnInfo>,
+}
+
+/// An absent or `null` list as an empty one.
+fn null_as_empty<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Vec<T>, D::Error> {
+    Ok(Option::<Vec<T>>::deserialize(d)?.unwrap_or_default())
+}
+
+/// A line of an order: a `LineItem` or a `CustomLineItem`. One type for both: payrules reads
+/// the same fields of each (`id`, `quantity`, `totalPrice`, `taxedPrice.totalGross`), and
+/// which list a line is in says which kind it is (a [`ReturnedLine`] names the list).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Line {
+    /// Unique among the order's lines of its kind; return items refer to it.
+    pub id: String,
+    /// How many of the product (or custom line) the order has.
+    #[serde(default = "one")]
+    pub quantity: u64,
+    /// The line's total after discounts (`quantity` × the discounted price); net or gross as
+    /// the tax rate's `includedInPrice` says.
+    pub total_price: Money,
+    /// The line's taxed total (a `TaxedItemPrice`), once a tax rate is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub taxed_price: Option<TaxedPrice>,
+}
+
+fn one() -> u64 {
+    1
+}
+
+impl Line {
+    /// What the customer pays for the line, after discounts: `taxedPrice.totalGross` when
+    /// present, else `totalPrice` (net when the prices are net), like [`Order::gross_total`].
+    pub fn gross(&self) -> &Money {
+        self.taxed_price
+            .as_ref()
+            .map_or(&self.total_price, |t| &t.total_gross)
+    }
+}
+
+/// One `ReturnInfo` of an order: the items of one return.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReturnInfo {
+    /// The returned items.
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub items: Vec<ReturnItem>,
+}
+
+/// The line a return item returns, by the item's `type`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ReturnedLine {
+    /// A `LineItemReturnItem`: its `lineItemId`.
+    LineItem(String),
+    /// A `CustomLineItemReturnItem`: its `customLineItemId`.
+    CustomLineItem(String),
+    /// Another `type`, or one without the id its type calls for.
+    Unknown,
+}
+
+/// One item of a return (`LineItemReturnItem` or `CustomLineItemReturnItem`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "ReturnItemJson", into = "ReturnItemJson")]
+pub struct ReturnItem {
+    /// Unique among the order's return items; the state change messages refer to it.
+    /// `setReturnInfo` gives every item a new one.
+    pub id: String,
+    /// How many of the line are returned.
+    pub quantity: u64,
+    /// Which line.
+    pub line: ReturnedLine,
+    /// Where the goods stand.
+    pub shipment_state: ReturnShipmentState,
+    /// Whether the money was given back.
+    pub payment_state: ReturnPaymentState,
+}
+
+/// A return item as commercetools writes it: the line's id in the field its `type` names.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ReturnItemJson {
+    id: String,
+    quantity: u64,
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    line_item_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    custom_line_item_id: Option<String>,
+    shipment_state: ReturnShipmentState,
+    payment_state: ReturnPaymentState,
+}
+
+const LINE_ITEM_RETURN_ITEM: &str = "LineItemReturnItem";
+const CUSTOM_LINE_ITEM_RETURN_ITEM: &str = "CustomLineItemReturnItem";
+
+impl From<ReturnItemJson> for ReturnItem {
+    fn from(j: ReturnItemJson) -> Self {
+        let line = match (j.kind.trim(), j.line_item_id, j.custom_line_item_id) {
+            (LINE_ITEM_RETURN_ITEM, Some(id), _) => ReturnedLine::LineItem(id),
+            (CUSTOM_LINE_ITEM_RETURN_ITEM, _, Some(id)) => ReturnedLine::CustomLineItem(id),
+            _ => ReturnedLine::Unknown,
+        };
+        Self {
+            id: j.id,
+            quantity: j.quantity,
+            line,
+            shipment_state: j.shipment_state,
+            payment_state: j.payment_state,
+        }
+    }
+}
+
+impl From<ReturnItem> for ReturnItemJson {
+    fn from(r: ReturnItem) -> Self {
+        let (kind, line_item_id, custom_line_item_id) = match r.line {
+            ReturnedLine::LineItem(id) => (LINE_ITEM_RETURN_ITEM, Some(id), None),
+            ReturnedLine::CustomLineItem(id) => (CUSTOM_LINE_ITEM_RETURN_ITEM, None, Some(id)),
+            ReturnedLine::Unknown => ("Unknown", None, None),
+        };
+        Self {
+            id: r.id,
+            quantity: r.quantity,
+            kind: kind.to_string(),
+            line_item_id,
+            custom_line_item_id,
+            shipment_state: r.shipment_state,
+            payment_state: r.payment_state,
+        }
+    }
 }
 
 /// The `taxedPrice` of an Order, reduced to the total the customer pays.
@@ -264,6 +437,21 @@ fn default_order_state() -> OrderState {
 }
 
 impl Order {
+    /// Every return item of the order, over all its `returnInfo`s, in order.
+    pub fn return_items(&self) -> impl Iterator<Item = &ReturnItem> {
+        self.return_info.iter().flat_map(|r| r.items.iter())
+    }
+
+    /// The line a return item returns, if the order has it.
+    pub fn returned_line(&self, line: &ReturnedLine) -> Option<&Line> {
+        let (lines, id) = match line {
+            ReturnedLine::LineItem(id) => (&self.line_items, id),
+            ReturnedLine::CustomLineItem(id) => (&self.custom_line_items, id),
+            ReturnedLine::Unknown => return None,
+        };
+        lines.iter().find(|l| &l.id == id)
+    }
+
     /// Ids of the payments referenced by `paymentInfo`, in order.
     pub fn payment_ids(&self) -> impl Iterator<Item = &str> {
         self.payment_info
@@ -537,5 +725,92 @@ mod tests {
         .unwrap();
         assert_eq!(o.order_state, OrderState::Open);
         assert_eq!(o.payment_ids().count(), 0);
+        assert!(o.line_items.is_empty() && o.custom_line_items.is_empty());
+        assert!(o.return_info.is_empty());
+    }
+
+    fn money(cents: i64) -> serde_json::Value {
+        serde_json::json!({"type": "centPrecision", "currencyCode": "EUR", "centAmount": cents,
+            "fractionDigits": 2})
+    }
+
+    #[test]
+    fn a_lines_gross_is_its_taxed_gross_else_its_total_price() {
+        let taxed: Line = serde_json::from_value(serde_json::json!({
+            "id": "l1", "quantity": 2, "totalPrice": money(1000),
+            "taxedPrice": {"totalNet": money(1000), "totalGross": money(1190)}
+        }))
+        .unwrap();
+        assert_eq!((taxed.quantity, taxed.gross().cent_amount), (2, 1190));
+        let untaxed: Line =
+            serde_json::from_value(serde_json::json!({"id": "l2", "totalPrice": money(500)}))
+                .unwrap();
+        assert_eq!((untaxed.quantity, untaxed.gross().cent_amount), (1, 500));
+        assert_eq!(untaxed.gross().currency_code, "EUR");
+    }
+
+    #[test]
+    fn return_items_name_their_line_by_type() {
+        let o: Order = serde_json::from_value(serde_json::json!({
+            "id": "o", "version": 9, "totalPrice": money(1500),
+            "lineItems": [{"id": "li", "quantity": 3, "totalPrice": money(1000)}],
+            "customLineItems": [{"id": "cli", "quantity": 1, "totalPrice": money(500),
+                "taxedPrice": {"totalNet": money(420), "totalGross": money(500)}}],
+            "returnInfo": [{"returnTrackingId": "t", "items": [
+                {"type": "LineItemReturnItem", "id": "r1", "quantity": 2, "lineItemId": "li",
+                 "shipmentState": "Returned", "paymentState": "Initial",
+                 "createdAt": "2026-01-01T00:00:00Z", "lastModifiedAt": "2026-01-01T00:00:00Z"},
+                {"type": "CustomLineItemReturnItem", "id": "r2", "quantity": 1,
+                 "customLineItemId": "cli", "shipmentState": "Advised",
+                 "paymentState": "NonRefundable"}]},
+                {"items": [{"type": "GiftReturnItem", "id": "r3", "quantity": 1,
+                 "shipmentState": "Lost", "paymentState": "Refunded"}]}]
+        }))
+        .unwrap();
+        let items: Vec<_> = o.return_items().collect();
+        assert_eq!(items.len(), 3);
+        assert_eq!(items[0].line, ReturnedLine::LineItem("li".into()));
+        assert_eq!(items[0].quantity, 2);
+        assert_eq!(items[0].shipment_state, ReturnShipmentState::Returned);
+        assert_eq!(items[0].payment_state, ReturnPaymentState::Initial);
+        assert_eq!(items[1].line, ReturnedLine::CustomLineItem("cli".into()));
+        assert_eq!(items[1].payment_state, ReturnPaymentState::NonRefundable);
+        assert_eq!(items[2].line, ReturnedLine::Unknown);
+        assert_eq!(items[2].shipment_state, ReturnShipmentState::Unknown);
+        let gross = |i: usize| {
+            o.returned_line(&items[i].line)
+                .map(|l| l.gross().cent_amount)
+        };
+        assert_eq!(
+            (gross(0), gross(1), gross(2)),
+            (Some(1000), Some(500), None)
+        );
+        // And back: the commercetools shape, which decodes to the same order.
+        let again: Order = serde_json::from_value(serde_json::to_value(&o).unwrap()).unwrap();
+        assert_eq!(again, o);
+    }
+
+    #[test]
+    fn null_lists_decode_as_empty() {
+        let o: Order = serde_json::from_value(serde_json::json!({
+            "id": "o", "version": 1, "totalPrice": money(0),
+            "lineItems": null, "customLineItems": null, "returnInfo": null
+        }))
+        .unwrap();
+        assert!(o.line_items.is_empty() && o.return_info.is_empty());
+    }
+
+    #[test]
+    fn the_order_fixture_has_its_lines() {
+        let text = include_str!("../fixtures/messages/OrderCreated.json");
+        let v: serde_json::Value = serde_json::from_str(text).unwrap();
+        let o: Order = serde_json::from_value(v["order"].clone()).unwrap();
+        let lines: Vec<_> = o
+            .line_items
+            .iter()
+            .map(|l| (l.quantity, l.gross().cent_amount))
+            .collect();
+        assert_eq!(lines, [(1, 12990), (2, 3980)]);
+        assert!(o.custom_line_items.is_empty() && o.return_info.is_empty());
     }
 }

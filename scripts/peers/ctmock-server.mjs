@@ -14,6 +14,15 @@
 // `changeDestination`, `setMessages`, `setEvents` and `setChanges`; and an order created from a
 // cart marks the cart `Ordered`, as commercetools does.
 //
+// Returns (always): the mock has only the order update action `addReturnInfo`, and gives every
+// item paymentState `Initial`; commercetools gives `NonRefundable` to items that are `Advised`
+// and `Initial` to items `Returned` (ReturnShipmentState/ReturnPaymentState in the API reference).
+// Added: that rule for `addReturnInfo`, and `setReturnInfo` {items?: ReturnInfoDraft[]} (replaces
+// every return; new item ids; empty or absent removes them), `setReturnShipmentState` and
+// `setReturnPaymentState` {returnItemId | returnItemKey, shipmentState | paymentState}
+// (400 InvalidOperation for an unknown item; `setReturnShipmentState` only moves an item from
+// `Returned` to `BackInStock` or `Unusable`, as the reference says — the error code is the mock's).
+//
 // Env CTMOCK_MESSAGES=1 adds what the mock lacks for Subscriptions (off by default):
 //   - Messages: every write of a payment or order (whatever the route: create, update, import,
 //     order from cart) is diffed against the stored resource before it, and Messages are generated
@@ -25,7 +34,12 @@
 //                PaymentStatusStateTransition {state, force}
 //       order:   OrderCreated {order} (from a cart) / OrderImported {order} (no cart),
 //                OrderStateChanged {orderState, oldOrderState}, OrderPaymentStateChanged,
-//                OrderShipmentStateChanged, OrderPaymentAdded {paymentRef}, OrderStateTransition
+//                OrderShipmentStateChanged, OrderPaymentAdded {paymentRef}, OrderStateTransition,
+//                then, in the order of the update's actions: ReturnInfoAdded {returnInfo}
+//                (addReturnInfo), ReturnInfoSet {returnInfo, absent when none is left}
+//                (setReturnInfo), OrderReturnShipmentStateChanged {returnItemId,
+//                returnShipmentState} (setReturnShipmentState); setReturnPaymentState produces no
+//                Message (the API reference lists none)
 //     One update with several actions gives its messages in the order above, all with the
 //     resource's new version. Not generated: OrderEditApplied, OrderDeleted, Checkout Events.
 //   - Delivery: each Message goes to every stored Subscription of the project whose `messages`
@@ -142,9 +156,23 @@ function diff(typeId, before, after) {
       if (s0) fields.oldState = { typeId: "state", id: s0.id };
       out.push(["OrderStateTransition", fields]);
     }
+    out.push(...takeReturnMessages(after.id));
     return out;
   }
   return out;
+}
+
+/**
+ * The return Messages of the order update being applied, by order id: the return actions say
+ * which of them they are (a diff cannot tell `setReturnInfo` on an order without returns from
+ * `addReturnInfo`). Reset when an update starts, dropped when it fails, taken by `diff`.
+ */
+const returnMessages = new Map();
+
+function takeReturnMessages(orderId) {
+  const pending = returnMessages.get(orderId) ?? [];
+  returnMessages.delete(orderId);
+  return pending;
 }
 
 /** Last sequenceNumber per `${projectKey}/${typeId}/${id}`. */
@@ -434,6 +462,83 @@ orderRepository.createFromCart = async (context, cartReference, ...rest) => {
   }
   return order;
 };
+
+// Order returns (see the header): the payment state commercetools derives, and the actions the
+// mock lacks.
+const orderActions = ct._repositories.order.actions;
+const addReturnInfo = orderActions.addReturnInfo.bind(orderActions);
+const orderApply = orderActions.apply.bind(orderActions);
+
+/** The ReturnPaymentState commercetools gives a new item in `shipmentState`. */
+const initialPaymentState = (shipmentState) => (shipmentState === "Advised" ? "NonRefundable" : "Initial");
+
+/** Adds one ReturnInfo from its draft (the mock builds the items), with commercetools' payment states. */
+async function addOneReturnInfo(context, resource, draft) {
+  await addReturnInfo(context, resource, { items: [], ...draft });
+  const info = resource.returnInfo[resource.returnInfo.length - 1];
+  for (const item of info.items) item.paymentState = initialPaymentState(item.shipmentState);
+  return info;
+}
+
+/** The return item an action names by `returnItemId` or `returnItemKey`; 400 if there is none. */
+function returnItem(resource, { returnItemId, returnItemKey }) {
+  for (const info of resource.returnInfo ?? []) {
+    for (const item of info.items ?? []) {
+      if ((returnItemId && item.id === returnItemId) || (returnItemKey && item.key === returnItemKey)) return item;
+    }
+  }
+  throw apiError(
+    "InvalidOperation",
+    `The order has no return item with ${returnItemId ? `id '${returnItemId}'` : `key '${returnItemKey}'`}.`,
+  );
+}
+
+const pushReturnMessage = (resource, type, fields) => {
+  if (!returnMessages.has(resource.id)) returnMessages.set(resource.id, []);
+  returnMessages.get(resource.id).push([type, fields]);
+};
+
+Object.assign(orderActions, {
+  async apply(context, resource, version, actions) {
+    returnMessages.delete(resource.id);
+    try {
+      return await orderApply(context, resource, version, actions);
+    } catch (e) {
+      returnMessages.delete(resource.id);
+      throw e;
+    }
+  },
+  async addReturnInfo(context, resource, draft) {
+    const info = await addOneReturnInfo(context, resource, draft);
+    pushReturnMessage(resource, "ReturnInfoAdded", { returnInfo: structuredClone(info) });
+  },
+  async setReturnInfo(context, resource, { items }) {
+    resource.returnInfo = [];
+    for (const draft of items ?? []) await addOneReturnInfo(context, resource, draft);
+    const fields = resource.returnInfo.length > 0 ? { returnInfo: structuredClone(resource.returnInfo) } : {};
+    pushReturnMessage(resource, "ReturnInfoSet", fields);
+  },
+  setReturnShipmentState(_context, resource, action) {
+    const item = returnItem(resource, action);
+    if (item.shipmentState !== "Returned" || !["BackInStock", "Unusable"].includes(action.shipmentState)) {
+      throw apiError(
+        "InvalidOperation",
+        `A return item can only go from Returned to BackInStock or Unusable, not from ${item.shipmentState} to ${action.shipmentState}.`,
+      );
+    }
+    item.shipmentState = action.shipmentState;
+    item.lastModifiedAt = new Date().toISOString();
+    pushReturnMessage(resource, "OrderReturnShipmentStateChanged", {
+      returnItemId: item.id,
+      returnShipmentState: item.shipmentState,
+    });
+  },
+  setReturnPaymentState(_context, resource, action) {
+    const item = returnItem(resource, action);
+    item.paymentState = action.paymentState;
+    item.lastModifiedAt = new Date().toISOString();
+  },
+});
 
 if (messagesOn) {
   const storage = ct._storage;

@@ -12,7 +12,9 @@ use super::{
     Body, CheckoutError, DecodeError, Format, Message, MessageType, Money, NotificationType,
     OrderState, Timestamp,
 };
-use crate::model::{Order, Payment, Reference, ShipmentState, TaxedPrice};
+use crate::model::{
+    Order, Payment, Reference, ReturnInfo, ReturnShipmentState, ShipmentState, TaxedPrice,
+};
 
 /// Declares the struct of every top-level field payrules reads, of all shapes at once, with
 /// the embedded Payment and Order either kept raw or decoded in the same pass.
@@ -54,6 +56,11 @@ macro_rules! raw_fields {
             shipment_state: Option<String>,
             #[serde(borrow)]
             result: Option<&'a RawValue>,
+            #[serde(borrow)]
+            return_info: Option<&'a RawValue>,
+            return_item_id: Option<String>,
+            #[serde(borrow)]
+            return_shipment_state: Option<Cow<'a, str>>,
             // Events and CloudEvents.
             #[serde(borrow)]
             data: Option<&'a RawValue>,
@@ -114,6 +121,9 @@ impl<'a> RawTyped<'a> {
             payment_state: self.payment_state,
             shipment_state: self.shipment_state,
             result: self.result,
+            return_info: self.return_info,
+            return_item_id: self.return_item_id,
+            return_shipment_state: self.return_shipment_state,
             data: self.data,
             specversion: self.specversion,
         };
@@ -325,16 +335,15 @@ fn message(raw: Raw<'_>, embedded: Embedded, format: Format) -> Result<Message, 
                         .ok_or_else(|| DecodeError::missing("shipmentState", &kind))?,
                 ))
             }
-            MessageType::OrderEditApplied => {
-                let result: RawEditResult = field("result", raw.result, &kind)?;
-                let after = result
-                    .excerpt_after_edit
-                    .ok_or_else(|| DecodeError::missing("result.excerptAfterEdit", &kind))?;
-                Body::OrderEditApplied {
-                    total_price: after.total_price,
-                    taxed_price: after.taxed_price,
-                }
-            }
+            MessageType::OrderEditApplied => edit_applied_body(&kind, raw.result)?,
+            MessageType::ReturnInfoAdded
+            | MessageType::ReturnInfoSet
+            | MessageType::OrderReturnShipmentStateChanged => return_body(
+                &kind,
+                raw.return_info,
+                raw.return_item_id,
+                raw.return_shipment_state.as_deref(),
+            )?,
             _ => Body::None,
         };
         (kind, body)
@@ -351,6 +360,47 @@ fn message(raw: Raw<'_>, embedded: Embedded, format: Format) -> Result<Message, 
         created_at,
         project_key: raw.project_key,
         body,
+    })
+}
+
+/// The body of `OrderEditApplied`: the totals of `result.excerptAfterEdit`.
+fn edit_applied_body(kind: &MessageType, result: Option<&RawValue>) -> Result<Body, DecodeError> {
+    let result: RawEditResult = field("result", result, kind)?;
+    let after = result
+        .excerpt_after_edit
+        .ok_or_else(|| DecodeError::missing("result.excerptAfterEdit", kind))?;
+    Ok(Body::OrderEditApplied {
+        total_price: after.total_price,
+        taxed_price: after.taxed_price,
+    })
+}
+
+/// The body of the return messages: `ReturnInfoAdded`, `ReturnInfoSet` (its `returnInfo` may be
+/// absent or `null`: no returns) and `OrderReturnShipmentStateChanged`.
+fn return_body(
+    kind: &MessageType,
+    return_info: Option<&RawValue>,
+    return_item_id: Option<String>,
+    return_shipment_state: Option<&str>,
+) -> Result<Body, DecodeError> {
+    Ok(match kind {
+        MessageType::ReturnInfoAdded => {
+            Body::ReturnInfoAdded(field("returnInfo", return_info, kind)?)
+        }
+        MessageType::ReturnInfoSet => Body::ReturnInfoSet(match return_info {
+            Some(v) => serde_json::from_str::<Option<Vec<ReturnInfo>>>(v.get())
+                .map_err(|e| DecodeError::in_field("returnInfo", e))?
+                .unwrap_or_default(),
+            None => Vec::new(),
+        }),
+        _ => Body::ReturnShipmentStateChanged {
+            return_item_id: return_item_id
+                .ok_or_else(|| DecodeError::missing("returnItemId", kind))?,
+            state: ReturnShipmentState::parse(
+                return_shipment_state
+                    .ok_or_else(|| DecodeError::missing("returnShipmentState", kind))?,
+            ),
+        },
     })
 }
 

@@ -13,8 +13,8 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 use crate::model::{
-    Money, Order, OrderState, Payment, Reference, ShipmentState, TaxedPrice, Transaction,
-    TransactionState,
+    Money, Order, OrderState, Payment, Reference, ReturnInfo, ReturnShipmentState, ShipmentState,
+    TaxedPrice, Transaction, TransactionState,
 };
 
 /// A point in time, always UTC.
@@ -203,6 +203,9 @@ message_types!(
     CheckoutPaymentRefunded,
     CheckoutPaymentRefundFailed,
     OrderEditApplied,
+    ReturnInfoAdded,
+    ReturnInfoSet,
+    OrderReturnShipmentStateChanged,
     ResourceCreated,
     ResourceUpdated,
     ResourceDeleted,
@@ -259,6 +262,19 @@ pub enum Body {
         total_price: Money,
         /// `taxedPrice` after the edit, when the order is taxed.
         taxed_price: Option<TaxedPrice>,
+    },
+    /// `ReturnInfoAdded` (`addReturnInfo`): one more return of the order.
+    ReturnInfoAdded(ReturnInfo),
+    /// `ReturnInfoSet` (`setReturnInfo`): the order's returns replaced by these (none when the
+    /// message has no `returnInfo`); every item has a new id.
+    ReturnInfoSet(Vec<ReturnInfo>),
+    /// `OrderReturnShipmentStateChanged` (`setReturnShipmentState`): one return item's goods.
+    /// (`setReturnPaymentState` produces no Message.)
+    ReturnShipmentStateChanged {
+        /// Which return item of the order.
+        return_item_id: String,
+        /// Its new shipment state.
+        state: ReturnShipmentState,
     },
     /// `CheckoutOrderCreationFailed`: Checkout could not create the order for these payments.
     CheckoutOrderCreationFailed {

@@ -150,3 +150,107 @@ fn escaped_strings_decode() {
     assert_eq!(m.id.as_deref(), Some("m1"));
     assert_eq!(m.body, Body::OrderStateChanged(OrderState::Confirmed));
 }
+
+fn message_fixture(name: &str) -> Message {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/messages")
+        .join(format!("{name}.json"));
+    decode(&std::fs::read(&path).unwrap()).unwrap()
+}
+
+#[test]
+fn return_info_added_carries_the_return() {
+    use crate::model::{ReturnPaymentState, ReturnedLine};
+    let m = message_fixture("ReturnInfoAdded");
+    assert_eq!(m.kind, MessageType::ReturnInfoAdded);
+    assert_eq!(m.order_id(), Some("5a5709de-26e8-47c5-ab8a-4e7953b072d1"));
+    assert_eq!((m.resource_version, m.sequence_number), (Some(6), Some(6)));
+    let Body::ReturnInfoAdded(info) = &m.body else {
+        panic!("{:?}", m.body)
+    };
+    let [item] = info.items.as_slice() else {
+        panic!("{info:?}")
+    };
+    assert_eq!(item.id, "6f1d7b52-3c0e-4f5a-a1d3-0b8e6c2f4a90");
+    assert_eq!(item.quantity, 1);
+    assert_eq!(
+        item.line,
+        ReturnedLine::LineItem("fd9b4c96-4d17-4a13-aa09-3586fca08896".into())
+    );
+    assert_eq!(item.shipment_state, ReturnShipmentState::Returned);
+    assert_eq!(item.payment_state, ReturnPaymentState::Initial);
+}
+
+#[test]
+fn return_info_set_carries_every_return_and_may_carry_none() {
+    use crate::model::{ReturnPaymentState, ReturnedLine};
+    let m = message_fixture("ReturnInfoSet");
+    assert_eq!(m.kind, MessageType::ReturnInfoSet);
+    let Body::ReturnInfoSet(infos) = &m.body else {
+        panic!("{:?}", m.body)
+    };
+    let items: Vec<_> = infos.iter().flat_map(|i| &i.items).collect();
+    assert_eq!(items.len(), 2);
+    assert_eq!(items[0].quantity, 2);
+    assert_eq!(
+        items[1].line,
+        ReturnedLine::CustomLineItem("4e5f6a7b-8c9d-4e0f-a1b2-c3d4e5f6a7b8".into())
+    );
+    assert_eq!(items[1].shipment_state, ReturnShipmentState::Advised);
+    assert_eq!(items[1].payment_state, ReturnPaymentState::NonRefundable);
+    // `returnInfo` is optional: absent or null, the order has no returns left.
+    for extra in ["", r#","returnInfo":null"#, r#","returnInfo":[]"#] {
+        let json = format!(
+            r#"{{"notificationType":"Message","id":"m","resource":{{"typeId":"order","id":"o"}},"type":"ReturnInfoSet"{extra}}}"#
+        );
+        assert_eq!(
+            decode(json.as_bytes()).unwrap().body,
+            Body::ReturnInfoSet(Vec::new()),
+            "{json}"
+        );
+    }
+}
+
+#[test]
+fn return_shipment_state_changed_names_the_item() {
+    let m = message_fixture("OrderReturnShipmentStateChanged");
+    assert_eq!(m.kind, MessageType::OrderReturnShipmentStateChanged);
+    assert_eq!(
+        m.body,
+        Body::ReturnShipmentStateChanged {
+            return_item_id: "6f1d7b52-3c0e-4f5a-a1d3-0b8e6c2f4a90".into(),
+            state: ReturnShipmentState::BackInStock,
+        }
+    );
+    let err = decode(
+        br#"{"notificationType":"Message","id":"m","resource":{"typeId":"order","id":"o"},"type":"OrderReturnShipmentStateChanged","returnShipmentState":"Returned"}"#,
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "missing field `returnItemId` in OrderReturnShipmentStateChanged"
+    );
+    let m = decode(
+        br#"{"notificationType":"Message","id":"m","resource":{"typeId":"order","id":"o"},"type":"OrderReturnShipmentStateChanged","returnItemId":"r","returnShipmentState":"Lost "}"#,
+    )
+    .unwrap();
+    assert!(matches!(
+        m.body,
+        Body::ReturnShipmentStateChanged {
+            state: ReturnShipmentState::Unknown,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn a_return_info_added_without_its_return_is_reported() {
+    let err = decode(
+        br#"{"notificationType":"Message","id":"m","resource":{"typeId":"order","id":"o"},"type":"ReturnInfoAdded"}"#,
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "missing field `returnInfo` in ReturnInfoAdded message"
+    );
+}

@@ -56,6 +56,8 @@ const INERT_TYPES: &[&str] = &[
     "OrderCustomFieldRemoved",
     "ReturnInfoAdded",
     "ReturnInfoSet",
+    // Decoded since the returns data path; as inert as the two above until a rule reads returns.
+    "OrderReturnShipmentStateChanged",
     "CheckoutPaymentAuthorizationFailed",
     "CheckoutPaymentAuthorizationCancelled",
     "CheckoutPaymentChargeFailed",

@@ -19,12 +19,13 @@ use async_trait::async_trait;
 /// fast (seeded) hasher, not SipHash.
 type HashMap<K, V> = StdHashMap<K, V, foldhash::fast::RandomState>;
 
-use super::compact::{Amount, Id};
+use super::compact::{Amount, Id, PackedOrder};
 use super::{CommerceView, ViewError};
 use crate::message::{Body, Message};
 use crate::model::{
-    Money, Order, OrderState, Payment, PaymentInfo, Reference, ShipmentState, TaxedPrice,
-    Transaction, TransactionState, TransactionType,
+    Money, Order, OrderState, Payment, PaymentInfo, Reference, ReturnInfo, ReturnItem,
+    ReturnPaymentState, ReturnShipmentState, ReturnedLine, ShipmentState, TaxedPrice, Transaction,
+    TransactionState, TransactionType,
 };
 
 /// (resourceVersion, sequenceNumber): what set a field. Snapshots use `u64::MAX` as the
@@ -163,8 +164,221 @@ impl PaymentEntry {
 #[derive(Debug)]
 struct OrderBase {
     stamp: Stamp,
-    order_number: Option<Box<str>>,
     created_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// The order number, the line items and the custom line items, in one allocation (no
+    /// message changes them; an Order Edit's `OrderEditApplied` carries only the totals).
+    fixed: PackedOrder,
+}
+
+/// The line a return item returns: which list, and the line's id there.
+#[derive(Debug)]
+struct ReturnedLineEntry {
+    custom: bool,
+    id: Option<Id>,
+}
+
+impl ReturnedLineEntry {
+    fn new(line: &ReturnedLine) -> Self {
+        match line {
+            ReturnedLine::LineItem(id) => Self {
+                custom: false,
+                id: Some(Id::new(id)),
+            },
+            ReturnedLine::CustomLineItem(id) => Self {
+                custom: true,
+                id: Some(Id::new(id)),
+            },
+            ReturnedLine::Unknown => Self {
+                custom: false,
+                id: None,
+            },
+        }
+    }
+
+    fn to_line(&self) -> ReturnedLine {
+        match (&self.id, self.custom) {
+            (Some(id), false) => ReturnedLine::LineItem(id.to_text()),
+            (Some(id), true) => ReturnedLine::CustomLineItem(id.to_text()),
+            (None, _) => ReturnedLine::Unknown,
+        }
+    }
+}
+
+/// What the message that created a return item says of it, and where it stands in that
+/// message's `returnInfo` (so items list in commercetools' order, whatever the arrival order).
+#[derive(Debug)]
+struct ReturnItemBase {
+    /// The stamp of the message (or snapshot) that listed the item last.
+    created: Stamp,
+    /// (index of its `ReturnInfo` in that message, index in its `items`).
+    position: (u32, u32),
+    quantity: u64,
+    line: ReturnedLineEntry,
+}
+
+/// One return item: its base once a message listing it arrived (a state change can come
+/// first), and its states with the stamps that set them.
+#[derive(Debug)]
+struct ReturnEntry {
+    id: Id,
+    base: Option<ReturnItemBase>,
+    shipment: Option<Versioned<ReturnShipmentState>>,
+    payment: Option<Versioned<ReturnPaymentState>>,
+}
+
+impl ReturnEntry {
+    /// The newest stamp anything of the entry was set with.
+    fn newest(&self) -> Stamp {
+        let states = [
+            self.shipment.as_ref().map(|v| v.stamp),
+            self.payment.as_ref().map(|v| v.stamp),
+        ];
+        states
+            .into_iter()
+            .flatten()
+            .chain(self.base.as_ref().map(|b| b.created))
+            .max()
+            .unwrap_or_default()
+    }
+
+    fn to_item(&self) -> Option<ReturnItem> {
+        let base = self.base.as_ref()?;
+        Some(ReturnItem {
+            id: self.id.to_text(),
+            quantity: base.quantity,
+            line: base.line.to_line(),
+            shipment_state: self.shipment.as_ref()?.value,
+            payment_state: self.payment.as_ref()?.value,
+        })
+    }
+}
+
+/// An order's return items, kept apart from the order (in [`State::returns`]) so orders
+/// without returns cost nothing. `ReturnInfoAdded` adds items; `ReturnInfoSet` (and a
+/// snapshot) replaces them all: an item counts only if the message that listed it is not older
+/// than the newest replacement. Items are kept by id, so a duplicate adds nothing, and a state
+/// change applies when it is newer than the state the item has (an entry waits for the item
+/// when the change comes first).
+#[derive(Debug, Default)]
+struct Returns {
+    /// The stamp of the newest `ReturnInfoSet`.
+    set_at: Stamp,
+    items: Vec<ReturnEntry>,
+}
+
+impl Returns {
+    /// The stamp of the newest replacement of the items: the newest `ReturnInfoSet`, or the
+    /// newest snapshot (`snapshot_at`).
+    fn replaced_at(&self, snapshot_at: Stamp) -> Stamp {
+        self.set_at.max(snapshot_at)
+    }
+
+    /// The `returnInfo` of the snapshot at `stamp`, the newest being at `snapshot_at`.
+    fn apply_snapshot(&mut self, infos: &[ReturnInfo], stamp: Stamp, snapshot_at: Stamp) {
+        let replaced_at = self.replaced_at(snapshot_at);
+        self.forget_before(replaced_at);
+        if stamp >= replaced_at {
+            self.list(infos, stamp);
+        }
+    }
+
+    /// `ReturnInfoAdded`: one more return, unless a newer replacement removed it.
+    fn add(&mut self, info: &ReturnInfo, stamp: Stamp, snapshot_at: Stamp) {
+        if stamp >= self.replaced_at(snapshot_at) {
+            self.list(std::slice::from_ref(info), stamp);
+        }
+    }
+
+    /// `ReturnInfoSet`: every return replaced, unless a newer replacement came first.
+    fn set(&mut self, infos: &[ReturnInfo], stamp: Stamp, snapshot_at: Stamp) {
+        self.set_at = self.set_at.max(stamp);
+        self.apply_snapshot(infos, stamp, snapshot_at);
+    }
+
+    /// `OrderReturnShipmentStateChanged`: one item's shipment state. Older than the newest
+    /// replacement, it is about an item that replacement removed (or listed, with a state at
+    /// least as new).
+    fn set_shipment(
+        &mut self,
+        item_id: &str,
+        state: ReturnShipmentState,
+        stamp: Stamp,
+        snapshot_at: Stamp,
+    ) {
+        if stamp >= self.replaced_at(snapshot_at) {
+            offer(&mut self.entry(item_id).shipment, state, stamp);
+        }
+    }
+
+    fn entry(&mut self, id: &str) -> &mut ReturnEntry {
+        let id = Id::new(id);
+        let at = match self.items.iter().position(|e| e.id == id) {
+            Some(at) => at,
+            None => {
+                self.items.push(ReturnEntry {
+                    id,
+                    base: None,
+                    shipment: None,
+                    payment: None,
+                });
+                self.items.len() - 1
+            }
+        };
+        &mut self.items[at]
+    }
+
+    /// Drops what a replacement at `replaced_at` removed: entries nothing newer than it has
+    /// touched (items it did not list, state changes of those). An item listed before it
+    /// and changed after it is one the replacement lists again (a snapshot keeps the ids):
+    /// kept, so the newer state survives the replacement.
+    fn forget_before(&mut self, replaced_at: Stamp) {
+        self.items.retain(|e| e.newest() >= replaced_at);
+    }
+
+    /// Lists the items of `infos` as of `stamp` (a message's or a snapshot's).
+    fn list(&mut self, infos: &[ReturnInfo], stamp: Stamp) {
+        for (i, info) in infos.iter().enumerate() {
+            for (j, item) in info.items.iter().enumerate() {
+                let e = self.entry(&item.id);
+                if e.base.as_ref().is_none_or(|b| stamp > b.created) {
+                    e.base = Some(ReturnItemBase {
+                        created: stamp,
+                        position: (
+                            u32::try_from(i).unwrap_or(u32::MAX),
+                            u32::try_from(j).unwrap_or(u32::MAX),
+                        ),
+                        quantity: item.quantity,
+                        line: ReturnedLineEntry::new(&item.line),
+                    });
+                }
+                offer(&mut e.shipment, item.shipment_state, stamp);
+                offer(&mut e.payment, item.payment_state, stamp);
+            }
+        }
+    }
+
+    /// The `returnInfo` as of now, given the newest replacement `replaced_at`: the items
+    /// grouped by the message that listed them, in commercetools' order.
+    fn to_return_info(&self, replaced_at: Stamp) -> Vec<ReturnInfo> {
+        let mut live: Vec<(&ReturnItemBase, ReturnItem)> = self
+            .items
+            .iter()
+            .filter_map(|e| Some((e.base.as_ref()?, e.to_item()?)))
+            .filter(|(b, _)| b.created >= replaced_at)
+            .collect();
+        live.sort_by_key(|(b, _)| (b.created, b.position));
+        let mut infos: Vec<ReturnInfo> = Vec::new();
+        let mut group = None;
+        for (b, item) in live {
+            let key = (b.created, b.position.0);
+            match infos.last_mut() {
+                Some(info) if group == Some(key) => info.items.push(item),
+                _ => infos.push(ReturnInfo { items: vec![item] }),
+            }
+            group = Some(key);
+        }
+        infos
+    }
 }
 
 /// A payment reference of an order; `type_id` only when it is not `payment`.
@@ -210,24 +424,37 @@ impl OrderEntry {
         }
     }
 
-    fn to_order(&self, id: String) -> Option<Order> {
+    /// The stamp of the newest snapshot ((0, 0) before the first).
+    fn snapshot_at(&self) -> Stamp {
+        self.base.as_ref().map(|b| b.stamp).unwrap_or_default()
+    }
+
+    /// The order, with its `returns` (kept in [`State::returns`]).
+    fn to_order(&self, id: String, returns: Option<&Returns>) -> Option<Order> {
         let base = self.base.as_ref()?;
         // A snapshot sets the state, shipment and totals along with the base.
         let totals = &self.totals.as_ref()?.value;
+        let total_price = totals.0.to_money();
+        let (line_items, custom_line_items) = base.fixed.lines(&total_price);
         Some(Order {
             id,
             version: self.version,
-            order_number: base.order_number.as_deref().map(str::to_string),
-            total_price: totals.0.to_money(),
+            order_number: base.fixed.order_number().map(str::to_string),
             taxed_price: totals.1.as_ref().map(|g| TaxedPrice {
                 total_gross: g.to_money(),
             }),
+            total_price,
             order_state: self.state.as_ref()?.value,
             shipment_state: self.shipment.as_ref()?.value,
             created_at: base.created_at,
             payment_info: Some(PaymentInfo {
                 payments: self.payments.iter().map(PaymentRef::to_reference).collect(),
             }),
+            line_items,
+            custom_line_items,
+            return_info: returns
+                .map(|r| r.to_return_info(r.replaced_at(self.snapshot_at())))
+                .unwrap_or_default(),
         })
     }
 }
@@ -239,6 +466,8 @@ struct State {
     /// payment id → ids of the orders referencing it, sorted (as text) so the answer does
     /// not depend on arrival order.
     orders_by_payment: HashMap<Id, Vec<Id>>,
+    /// order id → its return items, for the orders that have (had) returns.
+    returns: HashMap<Id, Returns>,
 }
 
 /// Offers a value to a field that may not be set yet.
@@ -278,9 +507,25 @@ impl State {
         if entry.base.as_ref().is_none_or(|b| stamp > b.stamp) {
             entry.base = Some(OrderBase {
                 stamp,
-                order_number: o.order_number.as_deref().map(Into::into),
                 created_at: o.created_at,
+                fixed: PackedOrder::new(
+                    o.order_number.as_deref(),
+                    &o.line_items,
+                    &o.custom_line_items,
+                    &o.total_price,
+                ),
             });
+        }
+        let snapshot_at = entry.snapshot_at();
+        let oid = Id::new(&o.id);
+        match self.returns.get_mut(&oid) {
+            Some(r) => r.apply_snapshot(&o.return_info, stamp, snapshot_at),
+            None if !o.return_info.is_empty() => self
+                .returns
+                .entry(oid)
+                .or_default()
+                .apply_snapshot(&o.return_info, stamp, snapshot_at),
+            None => {}
         }
         offer(&mut entry.state, o.order_state, stamp);
         offer(&mut entry.shipment, o.shipment_state, stamp);
@@ -294,6 +539,14 @@ impl State {
         for pid in o.payment_ids() {
             self.index(pid, &o.id);
         }
+    }
+
+    /// The return items of the order `m` is about, with the stamp of its newest snapshot; the
+    /// order's version raised to the message's.
+    fn returns_changed_by(&mut self, m: &Message, stamp: Stamp) -> Option<(&mut Returns, Stamp)> {
+        let snapshot_at = self.order_changed_by(m, stamp)?.snapshot_at();
+        let returns = entry_mut(&mut self.returns, m.order_id()?);
+        Some((returns, snapshot_at))
     }
 
     /// The entry of the order `m` is about, its version raised to the message's.
@@ -350,6 +603,24 @@ impl State {
                 if let Some(e) = self.order_changed_by(m, stamp) {
                     let totals = totals_of(total_price, taxed_price.as_ref());
                     offer(&mut e.totals, totals, stamp);
+                }
+            }
+            Body::ReturnInfoAdded(info) => {
+                if let Some((r, snapshot_at)) = self.returns_changed_by(m, stamp) {
+                    r.add(info, stamp, snapshot_at);
+                }
+            }
+            Body::ReturnInfoSet(infos) => {
+                if let Some((r, snapshot_at)) = self.returns_changed_by(m, stamp) {
+                    r.set(infos, stamp, snapshot_at);
+                }
+            }
+            Body::ReturnShipmentStateChanged {
+                return_item_id,
+                state,
+            } => {
+                if let Some((r, snapshot_at)) = self.returns_changed_by(m, stamp) {
+                    r.set_shipment(return_item_id, *state, stamp, snapshot_at);
                 }
             }
             _ => {}
@@ -472,11 +743,12 @@ impl CommerceView for StreamView {
     }
 
     async fn order(&self, id: &str) -> Result<Option<Order>, ViewError> {
-        Ok(self
-            .lock()
+        let state = self.lock();
+        let oid = Id::new(id);
+        Ok(state
             .orders
-            .get(&Id::new(id))
-            .and_then(|e| e.to_order(id.to_string())))
+            .get(&oid)
+            .and_then(|e| e.to_order(id.to_string(), state.returns.get(&oid))))
     }
 
     async fn orders_for_payment(&self, payment_id: &str) -> Result<Vec<Order>, ViewError> {
@@ -486,7 +758,12 @@ impl CommerceView for StreamView {
             .get(&Id::new(payment_id))
             .into_iter()
             .flatten()
-            .filter_map(|oid| state.orders.get(oid)?.to_order(oid.to_text()))
+            .filter_map(|oid| {
+                state
+                    .orders
+                    .get(oid)?
+                    .to_order(oid.to_text(), state.returns.get(oid))
+            })
             .collect();
         Ok(found)
     }
@@ -593,5 +870,315 @@ mod tests {
                 .await
                 .has_successful_authorization()
         );
+    }
+
+    fn order_msg(seq: u64, version: u64, body: &str) -> Message {
+        let json = format!(
+            r#"{{"notificationType":"Message","id":"om{seq}","resource":{{"typeId":"order","id":"o"}},
+            "resourceVersion":{version},"sequenceNumber":{seq},"createdAt":"2026-01-01T00:00:0{seq}.000Z",{body}}}"#
+        );
+        decode(json.as_bytes()).unwrap()
+    }
+
+    fn eur(cents: i64) -> String {
+        format!(
+            r#"{{"type":"centPrecision","currencyCode":"EUR","centAmount":{cents},"fractionDigits":2}}"#
+        )
+    }
+
+    fn order_created() -> Message {
+        order_msg(
+            1,
+            1,
+            &format!(
+                r#""type":"OrderCreated","order":{{"id":"o","version":1,"orderState":"Open",
+                "totalPrice":{t},"taxedPrice":{{"totalNet":{n},"totalGross":{t}}},
+                "lineItems":[{{"id":"3a6a164f-56f2-4df8-b025-aafecb0f8251","quantity":2,
+                  "totalPrice":{a},"taxedPrice":{{"totalNet":{an},"totalGross":{a}}}}}],
+                "customLineItems":[{{"id":"shipping-fee","quantity":1,"totalPrice":{c}}}]}}"#,
+                t = eur(5990),
+                n = eur(5034),
+                a = eur(4990),
+                an = eur(4193),
+                c = eur(1000)
+            ),
+        )
+    }
+
+    fn item(id: &str, line: &str, quantity: u64, shipment: &str, payment: &str) -> String {
+        let (kind, field) = if line.starts_with("shipping") {
+            ("CustomLineItemReturnItem", "customLineItemId")
+        } else {
+            ("LineItemReturnItem", "lineItemId")
+        };
+        format!(
+            r#"{{"type":"{kind}","id":"{id}","quantity":{quantity},"{field}":"{line}",
+            "shipmentState":"{shipment}","paymentState":"{payment}"}}"#
+        )
+    }
+
+    const LINE: &str = "3a6a164f-56f2-4df8-b025-aafecb0f8251";
+
+    /// `ReturnInfoAdded` at version 2: one pair of shoes back, refundable.
+    fn return_added() -> Message {
+        let i = item("r1", LINE, 1, "Returned", "Initial");
+        order_msg(
+            2,
+            2,
+            &format!(r#""type":"ReturnInfoAdded","returnInfo":{{"items":[{i}]}}"#),
+        )
+    }
+
+    /// `ReturnInfoAdded` at version 3: the custom line, only advised.
+    fn second_return_added() -> Message {
+        let i = item("r2", "shipping-fee", 1, "Advised", "NonRefundable");
+        order_msg(
+            3,
+            3,
+            &format!(r#""type":"ReturnInfoAdded","returnInfo":{{"items":[{i}]}}"#),
+        )
+    }
+
+    /// `OrderReturnShipmentStateChanged` at version 4: r1 is back in stock.
+    fn r1_back_in_stock() -> Message {
+        order_msg(
+            4,
+            4,
+            r#""type":"OrderReturnShipmentStateChanged","returnItemId":"r1","returnShipmentState":"BackInStock""#,
+        )
+    }
+
+    /// `ReturnInfoSet` at version 5: both returns replaced by one, with new ids.
+    fn returns_set() -> Message {
+        let a = item("n1", LINE, 2, "Returned", "Initial");
+        let b = item("n2", "shipping-fee", 1, "Returned", "Initial");
+        order_msg(
+            5,
+            5,
+            &format!(r#""type":"ReturnInfoSet","returnInfo":[{{"items":[{a},{b}]}}]"#),
+        )
+    }
+
+    /// `OrderReturnShipmentStateChanged` at version 6: n2 unusable.
+    fn n2_unusable() -> Message {
+        order_msg(
+            6,
+            6,
+            r#""type":"OrderReturnShipmentStateChanged","returnItemId":"n2","returnShipmentState":"Unusable""#,
+        )
+    }
+
+    async fn order_after(messages: &[&Message]) -> Order {
+        let view = StreamView::new();
+        for m in messages {
+            view.observe(m);
+        }
+        view.order("o").await.unwrap().unwrap()
+    }
+
+    /// (item id, quantity, line, shipment, payment) of every return item, in order.
+    fn items_of(o: &Order) -> Vec<(String, u64, ReturnedLine, &'static str, &'static str)> {
+        o.return_items()
+            .map(|i| {
+                (
+                    i.id.clone(),
+                    i.quantity,
+                    i.line.clone(),
+                    i.shipment_state.as_str(),
+                    i.payment_state.as_str(),
+                )
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn an_order_keeps_its_lines() {
+        let o = order_after(&[&order_created()]).await;
+        let created = match order_created().body {
+            Body::OrderCreated(o) => o,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(o.line_items, created.line_items);
+        assert_eq!(o.custom_line_items, created.custom_line_items);
+        assert_eq!(o.line_items[0].gross().cent_amount, 4990);
+        assert_eq!(o.line_items[0].quantity, 2);
+        assert_eq!(o.custom_line_items[0].gross().cent_amount, 1000);
+        assert!(o.return_info.is_empty());
+    }
+
+    #[tokio::test]
+    async fn return_info_added_appends_and_states_change_by_item() {
+        let o = order_after(&[&order_created(), &return_added()]).await;
+        assert_eq!(
+            items_of(&o),
+            [(
+                "r1".into(),
+                1,
+                ReturnedLine::LineItem(LINE.into()),
+                "Returned",
+                "Initial"
+            )]
+        );
+        assert_eq!(o.version, 2);
+        let o = order_after(&[
+            &order_created(),
+            &return_added(),
+            &second_return_added(),
+            &r1_back_in_stock(),
+        ])
+        .await;
+        assert_eq!(o.return_info.len(), 2, "one ReturnInfo per addReturnInfo");
+        assert_eq!(
+            items_of(&o),
+            [
+                (
+                    "r1".into(),
+                    1,
+                    ReturnedLine::LineItem(LINE.into()),
+                    "BackInStock",
+                    "Initial"
+                ),
+                (
+                    "r2".into(),
+                    1,
+                    ReturnedLine::CustomLineItem("shipping-fee".into()),
+                    "Advised",
+                    "NonRefundable"
+                ),
+            ]
+        );
+        let line = o.returned_line(&o.return_info[0].items[0].line);
+        assert_eq!(line.map(|l| l.gross().cent_amount), Some(4990));
+    }
+
+    #[tokio::test]
+    async fn return_info_set_replaces_every_item() {
+        let o = order_after(&[
+            &order_created(),
+            &return_added(),
+            &second_return_added(),
+            &r1_back_in_stock(),
+            &returns_set(),
+            &n2_unusable(),
+        ])
+        .await;
+        assert_eq!(o.return_info.len(), 1);
+        assert_eq!(
+            items_of(&o),
+            [
+                (
+                    "n1".into(),
+                    2,
+                    ReturnedLine::LineItem(LINE.into()),
+                    "Returned",
+                    "Initial"
+                ),
+                (
+                    "n2".into(),
+                    1,
+                    ReturnedLine::CustomLineItem("shipping-fee".into()),
+                    "Unusable",
+                    "Initial"
+                ),
+            ]
+        );
+        // A set without returnInfo removes them all.
+        let cleared = order_msg(7, 7, r#""type":"ReturnInfoSet""#);
+        let o = order_after(&[&order_created(), &returns_set(), &cleared]).await;
+        assert!(o.return_info.is_empty());
+    }
+
+    #[tokio::test]
+    async fn return_messages_converge_whatever_the_order_and_duplicates() {
+        let (c, a1, a2, s1, set, s2) = (
+            order_created(),
+            return_added(),
+            second_return_added(),
+            r1_back_in_stock(),
+            returns_set(),
+            n2_unusable(),
+        );
+        let before_set = order_after(&[&c, &a1, &a2, &s1]).await;
+        for order in [
+            vec![&s1, &a1, &c, &a2],
+            vec![&a2, &s1, &a1, &c, &a1, &s1],
+            vec![&c, &a1, &a1, &a2, &s1, &s1, &a2],
+        ] {
+            assert_eq!(order_after(&order).await, before_set, "{order:?}");
+        }
+        let after_set = order_after(&[&c, &a1, &a2, &s1, &set, &s2]).await;
+        for order in [
+            vec![&s2, &set, &s1, &a2, &a1, &c],
+            vec![&set, &c, &a1, &s2, &a2, &s1],
+            vec![&a1, &s1, &s2, &c, &set, &a2, &set, &a1, &s2],
+            vec![&c, &a1, &a2, &set, &s1, &s2, &s1, &a1],
+        ] {
+            assert_eq!(order_after(&order).await, after_set, "{order:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_with_returns_keeps_newer_changes() {
+        // A `--state` snapshot at version 3 lists both returns; r1 changes at version 4.
+        let snapshot: Order = serde_json::from_value(serde_json::json!({
+            "id": "o", "version": 3, "orderState": "Open",
+            "totalPrice": {"currencyCode": "EUR", "centAmount": 5990},
+            "lineItems": [{"id": LINE, "quantity": 2,
+                "totalPrice": {"currencyCode": "EUR", "centAmount": 4990}}],
+            "returnInfo": [
+                {"items": [{"type": "LineItemReturnItem", "id": "r1", "quantity": 1,
+                    "lineItemId": LINE, "shipmentState": "Returned", "paymentState": "Refunded"}]},
+                {"items": [{"type": "LineItemReturnItem", "id": "r3", "quantity": 1,
+                    "lineItemId": LINE, "shipmentState": "Advised",
+                    "paymentState": "NonRefundable"}]}]
+        }))
+        .unwrap();
+        for late_change_first in [false, true] {
+            let view = StreamView::new();
+            if late_change_first {
+                view.observe(&r1_back_in_stock());
+                view.observe(&return_added());
+            }
+            view.add_order_snapshot(&snapshot);
+            view.observe(&return_added());
+            view.observe(&r1_back_in_stock());
+            let o = view.order("o").await.unwrap().unwrap();
+            assert_eq!(
+                items_of(&o),
+                [
+                    (
+                        "r1".into(),
+                        1,
+                        ReturnedLine::LineItem(LINE.into()),
+                        "BackInStock",
+                        "Refunded"
+                    ),
+                    (
+                        "r3".into(),
+                        1,
+                        ReturnedLine::LineItem(LINE.into()),
+                        "Advised",
+                        "NonRefundable"
+                    ),
+                ],
+                "late change first: {late_change_first}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_order_takes_192_bytes_its_lines_apart() {
+        // What the returns data path added is in the packed base (order number and lines, one
+        // allocation) and in `State::returns`, for orders with returns only.
+        assert_eq!(std::mem::size_of::<OrderEntry>(), 192);
+    }
+
+    #[test]
+    fn an_order_without_returns_holds_no_return_state() {
+        let view = StreamView::new();
+        view.observe(&order_created());
+        let state = view.lock();
+        assert!(state.orders.contains_key(&Id::new("o")));
+        assert!(state.returns.is_empty());
     }
 }

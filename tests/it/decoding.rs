@@ -41,6 +41,12 @@ fn every_message_fixture_decodes_to_its_type() {
             "OrderShipmentStateChanged.json",
             MessageType::OrderShipmentStateChanged,
         ),
+        ("ReturnInfoAdded.json", MessageType::ReturnInfoAdded),
+        ("ReturnInfoSet.json", MessageType::ReturnInfoSet),
+        (
+            "OrderReturnShipmentStateChanged.json",
+            MessageType::OrderReturnShipmentStateChanged,
+        ),
         (
             "CheckoutOrderCreationFailed.json",
             MessageType::CheckoutOrderCreationFailed,

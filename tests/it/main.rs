@@ -25,6 +25,7 @@ mod pubsub;
 mod reconcile;
 mod refunds;
 mod replay_pipeline;
+mod returns;
 mod run_file;
 mod scenarios;
 mod sqs;

@@ -17,11 +17,9 @@ use tokio::io::AsyncReadExt;
 const PG_ADMIN: &str = "postgres://postgres@127.0.0.1:5432/test";
 
 async fn fresh_database() -> String {
-    let name = format!(
-        "payrules_ops_{}_{}",
-        std::process::id(),
-        Instant::now().elapsed().as_nanos()
-    );
+    // Unique across runs too: a process id comes back in a later run, and a database of an
+    // earlier run is not always dropped.
+    let name = peers::unique_name("payrules_ops").replace('-', "_");
     let admin = sqlx::PgPool::connect(PG_ADMIN)
         .await
         .unwrap_or_else(|e| panic!("PostgreSQL at {PG_ADMIN}: {e}"));

@@ -48,6 +48,8 @@ pub enum RuleName {
     RefundOrphanedCharge,
     /// Charged money held only by cancelled orders is refunded (opt-in).
     RefundOnOrderCancelled,
+    /// Money for returned lines is refunded (opt-in).
+    RefundOnReturn,
 }
 
 impl RuleName {
@@ -60,6 +62,7 @@ impl RuleName {
             RuleName::CaptureOnShipment => "capture_on_shipment",
             RuleName::RefundOrphanedCharge => "refund_orphaned_charge",
             RuleName::RefundOnOrderCancelled => "refund_on_order_cancelled",
+            RuleName::RefundOnReturn => "refund_on_return",
         }
     }
 }
@@ -74,6 +77,8 @@ pub enum Reason {
     OrderCreationFailed,
     /// Every order referencing the payment is cancelled.
     OrderCancelled,
+    /// Goods of the order came back (refund_on_return).
+    Returned,
 }
 
 impl Reason {
@@ -83,6 +88,7 @@ impl Reason {
             Reason::GracePeriodExpired => "grace_period_expired",
             Reason::OrderCreationFailed => "order_creation_failed",
             Reason::OrderCancelled => "order_cancelled",
+            Reason::Returned => "returned",
         }
     }
 
@@ -98,6 +104,7 @@ impl Reason {
     pub fn refund_rule(self) -> RuleName {
         match self {
             Reason::OrderCancelled => RuleName::RefundOnOrderCancelled,
+            Reason::Returned => RuleName::RefundOnReturn,
             _ => RuleName::RefundOrphanedCharge,
         }
     }
@@ -140,6 +147,19 @@ pub struct Action {
     /// For a cancel or refund: why.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<Reason>,
+    /// For a refund of returned goods: the line and how many of its units are refunded in all
+    /// (`line_id`, `returned_quantity` in the output line).
+    #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
+    pub returned: Option<ReturnedUnits>,
+}
+
+/// The returned line a refund is for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReturnedUnits {
+    /// The line item's (or custom line item's) id.
+    pub line_id: String,
+    /// returned(L): the line's units refunded once this refund is made.
+    pub returned_quantity: u64,
 }
 
 impl Action {
@@ -162,6 +182,22 @@ impl Action {
     /// is refunded this way at most once.
     pub fn refund_key(payment_id: &str) -> String {
         format!("refund:{payment_id}")
+    }
+
+    /// The prefix of every return refund key of an order's line.
+    pub fn line_refund_prefix(order_id: &str, line_id: &str) -> String {
+        format!("refund:{order_id}:{line_id}:")
+    }
+
+    /// The idempotency key of the refund from `payment_id` for a line's units returned up to
+    /// `returned`: one per (line, level, payment), so the same units are refunded once.
+    pub fn line_refund_key(
+        order_id: &str,
+        line_id: &str,
+        returned: u64,
+        payment_id: &str,
+    ) -> String {
+        format!("refund:{order_id}:{line_id}:{returned}:{payment_id}")
     }
 
     /// The replay output line (compact JSON, no newline).

@@ -171,6 +171,7 @@ pub fn needed_scopes(settings: &Settings, project: &str) -> Vec<String> {
         || r.capture.enabled
         || r.refund_orphaned.enabled
         || r.refund_on_order_cancelled.enabled
+        || r.refund_on_return.enabled
     {
         needed.push(format!("manage_checkout_payment_intents:{project}"));
     }

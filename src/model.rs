@@ -189,6 +189,10 @@ pub struct Payment {
     /// through Checkout.
     #[serde(default, skip_serializing_if = "PaymentMethodInfo::is_empty")]
     pub payment_method_info: PaymentMethodInfo,
+    /// When commercetools created it: an order's refunds for returned goods come from its
+    /// earliest-created payments first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// The `paymentMethodInfo` of a Payment, as far as payrules reads it.

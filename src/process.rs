@@ -584,6 +584,7 @@ mod tests {
             payment_ids: vec!["p1".into()],
             amount: None,
             reason: None,
+            returned: None,
         };
         // Before, the second met the first's claim and failed "claimed by another worker",
         // and its message went back to the broker.
@@ -711,6 +712,7 @@ mod tests {
             payment_ids: vec!["p1".into()],
             amount: None,
             reason: None,
+            returned: None,
         }
     }
 

@@ -84,7 +84,7 @@ class Stream:
                          f"{p}/{t}/{state}")
 
     def order(self, o, at, total, payments, gross=None, state="Open", shipment="Pending",
-              typ="OrderCreated", number=None):
+              typ="OrderCreated", number=None, lines=()):
         body = {
             "type": "Order",
             "id": uid(f"{self.name}/{o}"),
@@ -96,7 +96,10 @@ class Stream:
             "orderState": state,
             "paymentState": "Pending",
             "paymentInfo": {"payments": [{"typeId": "payment", "id": uid(f"{self.name}/{p}")} for p in payments]},
-            "lineItems": [],
+            "lineItems": [
+                {"id": uid(f"{self.name}/{o}/{l}"), "quantity": qty, "totalPrice": money(cents)}
+                for (l, qty, cents) in lines
+            ],
         }
         if shipment is not None:
             body["shipmentState"] = shipment
@@ -123,6 +126,28 @@ class Stream:
         edit = {"typeId": "order-edit", "id": uid(f"{self.name}/{o}/edit")}
         return self._msg("OrderEditApplied", uid(f"{self.name}/{o}"), "order", at,
                          {"edit": edit, "result": result}, f"{o}/edit/{total}")
+
+    def return_item(self, o, item, line, qty, shipment="Returned", payment="Initial", rev=""):
+        """A LineItemReturnItem; `rev` makes a new id for the same item (setReturnInfo)."""
+        return {"type": "LineItemReturnItem", "id": uid(f"{self.name}/{o}/ri/{item}{rev}"),
+                "quantity": qty, "lineItemId": uid(f"{self.name}/{o}/{line}"),
+                "shipmentState": shipment, "paymentState": payment,
+                "createdAt": ts("10:00:00"), "lastModifiedAt": ts("10:00:00")}
+
+    def return_added(self, o, items, at, name):
+        info = {"items": items, "returnDate": ts(at)}
+        return self._msg("ReturnInfoAdded", uid(f"{self.name}/{o}"), "order", at,
+                         {"returnInfo": info}, f"{o}/return/{name}")
+
+    def return_set(self, o, infos, at, name):
+        return self._msg("ReturnInfoSet", uid(f"{self.name}/{o}"), "order", at,
+                         {"returnInfo": [{"items": items} for items in infos]},
+                         f"{o}/return-set/{name}")
+
+    def return_state(self, o, item, state, at, rev=""):
+        return self._msg("OrderReturnShipmentStateChanged", uid(f"{self.name}/{o}"), "order", at,
+                         {"returnItemId": uid(f"{self.name}/{o}/ri/{item}{rev}"),
+                          "returnShipmentState": state}, f"{o}/ri/{item}{rev}/{state}")
 
     def event(self, typ, at, data, name):
         e = {"notificationType": "Event", "id": uid(f"{self.name}/{name}"), "type": typ,
@@ -154,6 +179,16 @@ class Stream:
         self.expect("refund_payment", rule, "refund_payment", p, order, message_id, at)
         self.expected[-1]["amount"] = money(cents)
         self.expected[-1]["reason"] = reason
+
+    def line_refund(self, p, o, line, returned, message_id, at, cents):
+        """A refund_on_return refund of `returned` units of `line` in all, from P."""
+        pid, oid = uid(f"{self.name}/{p}"), uid(f"{self.name}/{o}")
+        lid = uid(f"{self.name}/{o}/{line}")
+        self.expected.append({"action": "refund_payment", "rule": "refund_on_return",
+                              "key": f"refund:{oid}:{lid}:{returned}:{pid}", "payment_id": pid,
+                              "order_id": oid, "message_id": message_id, "at": ts(at),
+                              "amount": money(cents), "reason": "returned", "line_id": lid,
+                              "returned_quantity": returned})
 
     def write(self, toml=None):
         with open(os.path.join(OUT, f"{self.name}.jsonl"), "w") as f:
@@ -546,6 +581,90 @@ def s44():
     s.write()
 
 
+RETURNS = "[rules.refund_on_return]\nenabled = true\n"
+
+
+def shipped_order(s, lines, total, payments):
+    """O, paid by `payments` (each (name, charged cents, created at)) captured in full, released
+    and shipped. Returns nothing: the release is expected here."""
+    for (p, cents, at) in payments:
+        s.payment(p, at, amount=cents, txs=[("a", "Authorization", cents, "Success"),
+                                            ("c", "Charge", cents, "Success")])
+    m = s.order("O", "10:00:10", total, [p for (p, _, _) in payments], lines=lines)
+    s.release("O", payments[-1][0], m, "10:00:10")
+    s.shipment("O", "Shipped", "10:01:00")
+
+
+def s45():
+    # refund_on_return: a line of 3 for 1000 (P charged 1500 with a line of 1 for 500). One unit
+    # comes back: 333 (⌊1000 × 1 / 3⌋). A second: 666 in all, so 333 more. The third: exactly
+    # 1000 in all, so 334. An item only announced (Advised, NonRefundable) refunds nothing; the
+    # line of 1 is never returned. Shipping is not refunded (there is none here).
+    s = Stream("45-return-refunds-per-line-rounding-down")
+    shipped_order(s, [("L", 3, 1000), ("M", 1, 500)], 1500, [("P", 1500, "10:00:00")])
+    m = s.return_added("O", [s.return_item("O", "r1", "L", 1)], "11:00:00", "r1")
+    s.line_refund("P", "O", "L", 1, m, "11:00:00", 333)
+    s.return_added("O", [s.return_item("O", "r2", "L", 1, shipment="Advised", payment="NonRefundable")],
+                   "11:30:00", "r2")
+    m = s.return_state("O", "r2", "Returned", "12:00:00")
+    s.line_refund("P", "O", "L", 2, m, "12:00:00", 333)
+    m = s.return_added("O", [s.return_item("O", "r3", "L", 1)], "13:00:00", "r3")
+    s.line_refund("P", "O", "L", 3, m, "13:00:00", 334)
+    s.write(toml=RETURNS)
+
+
+def s46():
+    # A return split across two payments: O (a line of 2 for 3000) is paid by a gift card G
+    # (1000, created first) and a card C (2000). Both units come back at once: 3000 is due,
+    # 1000 from G (all it has) and 2000 from C. Then setReturnInfo rewrites the return info with
+    # new item ids for the same units: nothing more is due (no second refund).
+    s = Stream("46-return-split-across-two-payments")
+    shipped_order(s, [("L", 2, 3000)], 3000, [("G", 1000, "10:00:00"), ("C", 2000, "10:00:05")])
+    m = s.return_added("O", [s.return_item("O", "r1", "L", 2)], "11:00:00", "r1")
+    s.line_refund("G", "O", "L", 2, m, "11:00:00", 1000)
+    s.line_refund("C", "O", "L", 2, m, "11:00:00", 2000)
+    s.return_set("O", [[s.return_item("O", "r1", "L", 2, rev="-rewritten")]], "12:00:00", "rewritten")
+    s.write(toml=RETURNS)
+
+
+def s47():
+    # Items someone decided: one refunded by hand (paymentState Refunded) and one not to refund
+    # (NotRefunded) are left out; a third unit Returned is refunded: 250 of a line of 4 for 1000.
+    # With on = "BackInStock", the Returned item waits until it is back in stock.
+    s = Stream("47-return-leaves-out-decided-items-and-waits-for-stock")
+    shipped_order(s, [("L", 4, 1000)], 1000, [("P", 1000, "10:00:00")])
+    s.return_added("O", [s.return_item("O", "r1", "L", 1, payment="Refunded"),
+                         s.return_item("O", "r2", "L", 1, payment="NotRefunded"),
+                         s.return_item("O", "r3", "L", 1)], "11:00:00", "r")
+    m = s.return_state("O", "r3", "BackInStock", "12:00:00")
+    s.line_refund("P", "O", "L", 1, m, "12:00:00", 250)
+    s.write(toml='[rules.refund_on_return]\nenabled = true\non = "BackInStock"\n')
+
+
+def s48():
+    # refund_on_return is off by default: returned goods refund nothing.
+    s = Stream("48-return-refunds-nothing-by-default")
+    shipped_order(s, [("L", 1, 1000)], 1000, [("P", 1000, "10:00:00")])
+    s.return_added("O", [s.return_item("O", "r1", "L", 1)], "11:00:00", "r1")
+    s.write()
+
+
+def s49():
+    # Not refundable in full: P was charged 600 of a line of 1 for 1000 (a partial capture;
+    # 400 of the authorization still open). The return refunds the 600 charged and reports the
+    # 400 short (payrules_returns_not_refundable_total); nothing is refunded twice later.
+    s = Stream("49-return-not-fully-refundable")
+    s.payment("P", "10:00:00", amount=1000, txs=[("a", "Authorization", 1000, "Success"),
+                                                 ("c", "Charge", 600, "Success")])
+    m = s.order("O", "10:00:10", 1000, ["P"], lines=[("L", 1, 1000)])
+    s.release("O", "P", m, "10:00:10")
+    s.shipment("O", "Shipped", "10:01:00")
+    m = s.return_added("O", [s.return_item("O", "r1", "L", 1)], "11:00:00", "r1")
+    s.line_refund("P", "O", "L", 1, m, "11:00:00", 600)
+    s.return_state("O", "r1", "BackInStock", "12:00:00")
+    s.write(toml=RETURNS)
+
+
 for f in (s22, s23, s24, s25, s26, s27, s28, s29, s30, s31, s32, s33, s34, s35, s36, s37, s38, s39,
-          s40, s41, s42, s43, s44):
+          s40, s41, s42, s43, s44, s45, s46, s47, s48, s49):
     f()

@@ -51,6 +51,7 @@ impl FileConfig {
             &mut problems,
         );
         let capture_on = self.capture_on(&mut problems);
+        let returns = self.return_rule(&mut problems);
         let shutdown_timeout = self.duration(
             &self.worker.shutdown_timeout,
             &["worker", "shutdown_timeout"],
@@ -98,7 +99,7 @@ impl FileConfig {
                 dry_run: self.dry_run,
                 state_url: self.state.url.clone(),
                 claim_lease,
-                rules: self.rules_with(grace_period, capture_on),
+                rules: self.rules_with(grace_period, capture_on, returns),
                 webhook,
                 order_update,
                 payment_intent_action: intent,
@@ -361,6 +362,10 @@ impl FileConfig {
                 (
                     r.refund_on_order_cancelled.enabled,
                     ["rules", "refund_on_order_cancelled", "enabled"],
+                ),
+                (
+                    r.refund_on_return.enabled,
+                    ["rules", "refund_on_return", "enabled"],
                 ),
             ] {
                 if on {

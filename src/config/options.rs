@@ -173,6 +173,16 @@ pub const OPTIONS: &[OptionSpec] = &[
         Bool
     ),
     opt!(
+        ["rules", "refund_on_return", "enabled"],
+        "PAYRULES_REFUND_ON_RETURN",
+        Bool
+    ),
+    opt!(
+        ["rules", "refund_on_return", "on"],
+        "PAYRULES_REFUND_ON_RETURN_ON",
+        Str
+    ),
+    opt!(
         ["release", "webhook_url"],
         "PAYRULES_RELEASE_WEBHOOK_URL",
         Str

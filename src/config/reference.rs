@@ -154,6 +154,16 @@ pub const OPTION_DOCS: &[OptionDoc] = &[
         "refund charged money held only by cancelled orders",
     ),
     doc(
+        "PAYRULES_REFUND_ON_RETURN",
+        "`false`",
+        "refund returned lines (per line, rounding down)",
+    ),
+    doc(
+        "PAYRULES_REFUND_ON_RETURN_ON",
+        "`Returned`",
+        "or `BackInStock`: the return shipment state that makes goods refundable",
+    ),
+    doc(
         "PAYRULES_RELEASE_WEBHOOK_URL",
         "—",
         "the fulfillment team's webhook",

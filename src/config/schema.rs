@@ -207,6 +207,43 @@ pub struct RulesSection {
     /// `[rules.refund_on_order_cancelled]`.
     #[serde(default)]
     pub refund_on_order_cancelled: RefundOnOrderCancelledSettings,
+    /// `[rules.refund_on_return]`.
+    #[serde(default)]
+    pub refund_on_return: RefundOnReturnSettings,
+}
+
+/// `[rules.refund_on_return]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RefundOnReturnSettings {
+    /// The rule is on (off by default: many merchants decide a return's refund by hand).
+    #[serde(default)]
+    pub enabled: bool,
+    /// The return shipment state that makes goods refundable: `Returned` or `BackInStock`.
+    #[serde(default = "default_return_on")]
+    pub on: String,
+    /// Return items in these payment states are left out (someone refunded them, or decided
+    /// not to).
+    #[serde(default = "default_skip_payment_states")]
+    pub skip_payment_states: Vec<String>,
+}
+
+impl Default for RefundOnReturnSettings {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            on: default_return_on(),
+            skip_payment_states: default_skip_payment_states(),
+        }
+    }
+}
+
+pub(crate) fn default_return_on() -> String {
+    "Returned".into()
+}
+
+pub(crate) fn default_skip_payment_states() -> Vec<String> {
+    vec!["Refunded".into(), "NotRefunded".into()]
 }
 
 /// `[rules.refund_orphaned_charge]`.

@@ -7,6 +7,8 @@ use super::{
     OrderCancelledRule, Problems, RefundOnOrderCancelledRule, RefundOrphanedRule, ReleaseRule,
     Rules, ShipmentState, UrlKind, get, insert, mask_url,
 };
+use crate::model::ReturnPaymentState;
+use crate::rules::{ReturnOn, ReturnRule};
 
 /// Parses `10m`, `2s`, `1h 30m`, `500ms`.
 ///
@@ -143,10 +145,11 @@ impl FileConfig {
             &mut problems,
         );
         let capture_on = self.capture_on(&mut problems);
+        let returns = self.return_rule(&mut problems);
         if !problems.is_empty() {
             return Err(problems.into());
         }
-        Ok(self.rules_with(grace_period, capture_on))
+        Ok(self.rules_with(grace_period, capture_on, returns))
     }
 
     /// `rules.capture_on_shipment.on`: Shipped or Delivered.
@@ -164,7 +167,46 @@ impl FileConfig {
         }
     }
 
-    pub(crate) fn rules_with(&self, grace_period: Duration, capture_on: ShipmentState) -> Rules {
+    /// `[rules.refund_on_return]`: `on` is Returned or BackInStock, `skip_payment_states`
+    /// names return payment states.
+    pub(crate) fn return_rule(&self, problems: &mut Problems) -> ReturnRule {
+        let r = &self.rules.refund_on_return;
+        let on = match r.on.trim() {
+            "Returned" => ReturnOn::Returned,
+            "BackInStock" => ReturnOn::BackInStock,
+            other => {
+                problems.add(
+                    &["rules", "refund_on_return", "on"],
+                    format!("{other:?} is not Returned or BackInStock"),
+                );
+                ReturnOn::Returned
+            }
+        };
+        let mut skip = Vec::new();
+        for s in &r.skip_payment_states {
+            match ReturnPaymentState::parse(s) {
+                ReturnPaymentState::Unknown => problems.add(
+                    &["rules", "refund_on_return", "skip_payment_states"],
+                    format!(
+                        "{s:?} is not a return payment state (NonRefundable, Initial, Refunded, NotRefunded)"
+                    ),
+                ),
+                state => skip.push(state),
+            }
+        }
+        ReturnRule {
+            enabled: r.enabled,
+            on,
+            skip_payment_states: skip,
+        }
+    }
+
+    pub(crate) fn rules_with(
+        &self,
+        grace_period: Duration,
+        capture_on: ShipmentState,
+        returns: ReturnRule,
+    ) -> Rules {
         let r = &self.rules.release_for_fulfillment;
         Rules {
             release: ReleaseRule {
@@ -188,6 +230,7 @@ impl FileConfig {
             refund_on_order_cancelled: RefundOnOrderCancelledRule {
                 enabled: self.rules.refund_on_order_cancelled.enabled,
             },
+            refund_on_return: returns,
         }
     }
 

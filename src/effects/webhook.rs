@@ -591,6 +591,7 @@ mod tests {
             payment_ids: vec!["p-1".into()],
             amount,
             reason: None,
+            returned: None,
         }
     }
 

@@ -15,6 +15,7 @@ pub(super) fn reason_words(reason: Reason) -> &'static str {
         Reason::GracePeriodExpired => "no order referenced it when its grace period ran out",
         Reason::OrderCreationFailed => "Checkout could not create the order for it",
         Reason::OrderCancelled => "every order referencing it is cancelled",
+        Reason::Returned => "goods of its order were returned",
     }
 }
 

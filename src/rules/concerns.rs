@@ -42,7 +42,8 @@ pub(super) fn concern(m: &Message) -> Concern<'_> {
 }
 
 /// Message types that change nothing any rule reads (custom states, interface ids,
-/// interactions, custom fields, returns, the payment state the shop keeps).
+/// interactions, custom fields, the payment state the shop keeps). Return messages are not
+/// among them: refund_on_return reads returns.
 const INERT_TYPES: &[&str] = &[
     "PaymentStatusStateTransition",
     "PaymentStatusInterfaceCodeSet",
@@ -54,10 +55,6 @@ const INERT_TYPES: &[&str] = &[
     "OrderCustomFieldAdded",
     "OrderCustomFieldChanged",
     "OrderCustomFieldRemoved",
-    "ReturnInfoAdded",
-    "ReturnInfoSet",
-    // Decoded since the returns data path; as inert as the two above until a rule reads returns.
-    "OrderReturnShipmentStateChanged",
     "CheckoutPaymentAuthorizationFailed",
     "CheckoutPaymentAuthorizationCancelled",
     "CheckoutPaymentChargeFailed",

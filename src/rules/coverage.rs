@@ -127,6 +127,7 @@ mod tests {
             amount_planned: None,
             transactions: txs,
             payment_method_info: Default::default(),
+            created_at: None,
         }
     }
 

@@ -125,6 +125,7 @@ impl Engine {
             payment_ids: r.payment_ids,
             amount: Some(order.gross_total().clone()),
             reason: None,
+            returned: None,
         }))
     }
 
@@ -399,6 +400,7 @@ impl Engine {
                     fraction_digits: order.gross_total().fraction_digits,
                 }),
                 reason: None,
+                returned: None,
             });
         }
         Ok(actions)
@@ -449,6 +451,7 @@ fn payment_action(
         payment_ids: Vec::new(),
         amount,
         reason: Some(reason),
+        returned: None,
     }
 }
 

@@ -31,14 +31,17 @@ mod capture;
 mod concerns;
 pub mod coverage;
 mod evaluate;
+mod evaluate_returns;
 pub mod explain;
 pub mod refund;
 pub mod release;
+pub mod returns;
 
 pub use cancel::{CancelRule, OrderCancelledRule};
 pub use capture::CaptureRule;
 pub use refund::{RefundOnOrderCancelledRule, RefundOrphanedRule};
 pub use release::ReleaseRule;
+pub use returns::{ReturnOn, ReturnRule};
 
 use concerns::{Concern, can_enable, concern, reports_failure};
 use evaluate::{authorized_for_cancel, refundable};
@@ -58,6 +61,8 @@ pub struct Rules {
     pub refund_orphaned: RefundOrphanedRule,
     /// refund_on_order_cancelled.
     pub refund_on_order_cancelled: RefundOnOrderCancelledRule,
+    /// refund_on_return.
+    pub refund_on_return: ReturnRule,
 }
 
 impl Rules {
@@ -105,6 +110,15 @@ pub enum EngineError {
         /// The marker's ledger key.
         key: String,
     },
+    /// A return refund's ledger entry does not say how much it refunded: what the order's
+    /// lines are still due cannot be known, so nothing more is refunded for it.
+    #[error(
+        "ledger entry {key} does not record the amount it refunded: the order's return refunds stop until someone looks"
+    )]
+    UnreadableRefund {
+        /// The ledger key.
+        key: String,
+    },
 }
 
 impl EngineError {
@@ -113,6 +127,7 @@ impl EngineError {
         match self {
             EngineError::View(e) => e.is_retryable(),
             EngineError::Store(_) | EngineError::MarkerClaimed { .. } => true,
+            EngineError::UnreadableRefund { .. } => false,
         }
     }
 }
@@ -483,7 +498,8 @@ impl Engine {
         if self.rules.capture.enabled && cause.reports_failure {
             self.report_failed_capture(&read, cause.message_id).await?;
         }
-        if read.refund_settled() && cause.reports_failure {
+        let ours = read.refund_settled() || self.rules.refund_on_return.enabled;
+        if ours && cause.reports_failure {
             self.report_failed_refund(&read, cause.message_id).await?;
         }
         self.schedule_grace_check(&read, cause).await?;
@@ -499,6 +515,7 @@ impl Engine {
             if self.rules.capture.enabled {
                 actions.extend(self.evaluate_capture(order, Some(&read), cause).await?);
             }
+            actions.extend(self.evaluate_returns(order, Some(&read), cause).await?);
         }
         Ok(())
     }
@@ -521,6 +538,7 @@ impl Engine {
         if self.rules.capture.enabled {
             actions.extend(self.evaluate_capture(&order, None, cause).await?);
         }
+        actions.extend(self.evaluate_returns(&order, None, cause).await?);
         Ok(())
     }
 

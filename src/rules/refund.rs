@@ -133,6 +133,7 @@ mod tests {
                 })
                 .collect(),
             payment_method_info: Default::default(),
+            created_at: None,
         }
     }
 

@@ -90,6 +90,24 @@ pub struct TimerEntry {
     pub fired: bool,
 }
 
+/// A ledger entry that carries a note (see [`Store::noted`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Noted {
+    /// The key.
+    pub key: String,
+    /// Where it stands.
+    pub status: LedgerStatus,
+    /// The note its claim carries.
+    pub note: String,
+}
+
+/// The amount a claim's note records (`amount=N`, among other `name=value` words).
+pub fn claim_note_amount(note: &str) -> Option<i64> {
+    note.split_whitespace()
+        .find_map(|w| w.strip_prefix("amount="))
+        .and_then(|v| v.parse().ok())
+}
+
 /// A store failure.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
@@ -210,6 +228,15 @@ pub trait Store: Send + Sync {
     /// the claim is no longer ours (it ran out and another worker took it over).
     async fn renew(&self, _key: &str) -> Result<bool, StoreError> {
         Ok(true)
+    }
+
+    /// Every ledger entry whose key starts with `prefix` and that carries a note, in key order
+    /// (an order's return refunds and the amounts they took). A store that keeps no notes
+    /// fails: a rule reading it would otherwise take "no entry" for "nothing refunded".
+    async fn noted(&self, prefix: &str) -> Result<Vec<Noted>, StoreError> {
+        Err(StoreError::Failed(format!(
+            "this state store keeps no notes (asked for {prefix}…)"
+        )))
     }
 }
 

@@ -68,6 +68,8 @@ pub const MONEY_IN_FLIGHT_TOO_LONG: &str = "payrules_money_in_flight_too_long_to
 /// Payments with charged money whose orders are all cancelled, while refund_on_order_cancelled
 /// is off.
 pub const CHARGED_ON_CANCELLED_ORDERS: &str = "payrules_charged_on_cancelled_orders_total";
+/// Returned lines whose due refund exceeds what the order's payments have left to refund.
+pub const RETURNS_NOT_REFUNDABLE: &str = "payrules_returns_not_refundable_total";
 
 /// Every metric, for the `# HELP` lines and the table of `docs/operating.md`.
 pub const METRICS: &[MetricSpec] = &[
@@ -178,6 +180,12 @@ pub const METRICS: &[MetricSpec] = &[
         kind: MetricKind::Counter,
         labels: &[],
         help: "Payments with charged money that only cancelled orders reference, each payment once, while refund_on_order_cancelled is off: payrules does not refund them (merchants may keep a fee); someone should decide.",
+    },
+    MetricSpec {
+        name: RETURNS_NOT_REFUNDABLE,
+        kind: MetricKind::Counter,
+        labels: &[],
+        help: "Returned lines (each line and returned quantity once) whose due refund exceeds what the order's payments still have to refund (refund_on_return): payrules refunded what it could; someone must give back the rest. Each also logs one ERROR line `returned goods not fully refundable`.",
     },
     MetricSpec {
         name: MONEY_IN_FLIGHT_TOO_LONG,

@@ -329,6 +329,38 @@ impl ChargedOnCancelledOrders<'_> {
     }
 }
 
+/// refund_on_return found more due for a returned line than the order's payments have left to
+/// refund: what could be refunded was, the rest needs a person. Reported once per line and
+/// returned quantity.
+#[derive(Debug, Clone, Copy)]
+pub struct ReturnNotRefundable<'a> {
+    /// The order.
+    pub order_id: &'a str,
+    /// The returned line.
+    pub line_id: &'a str,
+    /// returned(L).
+    pub returned: u64,
+    /// What could not be refunded, in `currency` cents.
+    pub short: i64,
+    /// The order's currency.
+    pub currency: &'a str,
+}
+
+impl ReturnNotRefundable<'_> {
+    /// Counts it and logs it at error.
+    pub fn emit(self) {
+        ::metrics::counter!(names::RETURNS_NOT_REFUNDABLE).increment(1);
+        error!(
+            order_id = self.order_id,
+            line_id = self.line_id,
+            returned = self.returned,
+            short = self.short,
+            currency = self.currency,
+            "returned goods not fully refundable: the order's payments have less left to refund than is due; refund the rest by hand"
+        );
+    }
+}
+
 /// A grace-period check found a payment's money in flight (a Charge or Authorization still
 /// Initial or Pending, no order) at every recheck for about a day, and stops looking: payrules
 /// will not cancel that authorization by itself. Reported once per payment.

@@ -93,6 +93,8 @@ struct PaymentEntry {
     /// Transactions by id, in the order first seen (commercetools' order for snapshots). A
     /// payment has a handful: a list is smaller and faster than a map.
     txs: Vec<(Id, TxEntry)>,
+    /// The payment's `createdAt`, from the first snapshot that carries it (it never changes).
+    created_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl PaymentEntry {
@@ -126,6 +128,7 @@ impl PaymentEntry {
     fn apply_snapshot(&mut self, p: &Payment) {
         let stamp = snapshot_stamp(p.version);
         self.version = self.version.max(p.version);
+        self.created_at = self.created_at.or(p.created_at);
         if let Some(m) = &p.amount_planned {
             match &mut self.amount_planned {
                 Some(v) => v.offer(Amount::from(m), stamp),
@@ -156,6 +159,7 @@ impl PaymentEntry {
             amount_planned: self.amount_planned.as_ref().map(|v| v.value.to_money()),
             transactions,
             payment_method_info: Default::default(),
+            created_at: self.created_at,
         }
     }
 }

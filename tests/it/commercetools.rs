@@ -63,6 +63,7 @@ fn release(order: &Value, payment_id: &str) -> Action {
         payment_ids: vec![payment_id.into()],
         amount: None,
         reason: None,
+        returned: None,
     }
 }
 

@@ -153,6 +153,7 @@ fn full_release(order_id: &str) -> Action {
             fraction_digits: Some(2),
         }),
         reason: None,
+        returned: None,
     }
 }
 

@@ -23,6 +23,7 @@ pub(crate) fn cancel(payment_id: &str) -> Action {
         payment_ids: Vec::new(),
         amount: None,
         reason: Some(Reason::GracePeriodExpired),
+        returned: None,
     }
 }
 

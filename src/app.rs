@@ -88,9 +88,13 @@ pub fn build_processor(
             (Some(u), Some(c)) => Some(OrderUpdater::new(c.clone(), u.clone())),
             _ => None,
         };
+        // The store the processor claims in: a capture or refund notes its baseline on its own
+        // claim before calling Checkout (no idempotency key there), so a takeover after a
+        // crash, or the retry after a 500, does not take part of a payment's money twice.
         let cancel = client.as_ref().map(|c| {
             PaymentIntents::new(c.clone(), settings.payment_intent_action.clone())
                 .with_interfaces(settings.checkout_interfaces.clone())
+                .with_store(store.clone())
         });
         // Validation (config::load) made sure every enabled rule has an executor.
         Arc::new(LiveExecutor {

@@ -630,6 +630,9 @@ mod tests {
         async fn unclaim(&self, key: &str) -> Result<(), StoreError> {
             self.inner.unclaim(key).await
         }
+        async fn note(&self, key: &str, note: &str) -> Result<(), StoreError> {
+            self.inner.note(key, note).await
+        }
         async fn schedule(&self, timer: Timer) -> Result<bool, StoreError> {
             self.inner.schedule(timer).await
         }

@@ -1,21 +1,33 @@
 //! Cancelling, capturing and refunding through the Checkout Payment Intents API.
 //!
-//! The API documents no idempotency key, so right before each call the payment is re-read and
+//! The API documents no idempotency key (`merchantReference` is carried for reconciliation
+//! only, not documented to dedupe anything), so right before each call the payment is re-read and
 //! the call is skipped when the amounts say it already happened (maybe by an earlier attempt of
 //! ours): for a cancel, no authorized money is left (a CancelAuthorization takes it), or a
 //! Charge in Initial, Pending or Success is there (too late to cancel); for a capture, such
 //! Charges already take the authorization; for a refund, Refunds in Initial, Pending or Success
 //! already take the charged money (never more than refundable(P) is asked for). After a 500
 //! the payment is re-read too: the call may have happened.
+//!
+//! That is enough for a capture or refund of *all* the money, but not for part of it: after
+//! an earlier attempt's call, money is still available, and a pre-check reading the payment
+//! afresh cannot tell the earlier call's Refund from one made before it. So, with a store
+//! ([`PaymentIntents::with_store`]), a capture or refund writes a note on its claim before the
+//! call — what the payment showed taken then, and the amount asked for — and every later
+//! attempt under the same key (a takeover after a crash, the retry after a 500) measures
+//! against that durable baseline instead of a new one.
 
 use serde_json::{Value, json};
 use tracing::{info, warn};
+
+use std::sync::Arc;
 
 use super::order_update::effect_error;
 use super::{Effect, EffectError};
 use crate::action::Action;
 use crate::commerce::{CtpClient, Retry};
 use crate::model::Payment;
+use crate::store::Store;
 
 /// Cancels authorizations, captures and refunds payments.
 pub struct PaymentIntents {
@@ -25,6 +37,11 @@ pub struct PaymentIntents {
     intent_action: String,
     /// The `paymentInterface`s whose payments Checkout manages; `None`: any.
     interfaces: Option<Vec<String>>,
+    /// The ledger the process claims the actions in, where a capture or refund notes its
+    /// baseline before its call ([`TakeNote`]): the API has no idempotency key, so only this
+    /// durable note lets a later attempt tell a partial capture or refund made from one not
+    /// made. `None` (tests, tools): no note, the pre-check alone decides.
+    store: Option<Arc<dyn Store>>,
 }
 
 /// A Payment Intents action that takes an amount of money: a capture (from the open
@@ -73,6 +90,59 @@ struct TakePlan {
     taken_before: i64,
 }
 
+/// What a capture or refund writes on its claim before the call, and a later attempt under
+/// the same key reads: it measures whether the call happened against this baseline, never
+/// against a new one (which would count the earlier attempt's Refund as someone else's and
+/// ask again). Stored as text: `taken_before=N amount=M currency=EUR`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct TakeNote {
+    /// What the payment showed taken (Charges for a capture, Refunds for a refund) before the
+    /// call.
+    taken_before: i64,
+    /// What the call asked for.
+    amount: i64,
+    /// The currency of both amounts.
+    currency: String,
+}
+
+impl TakeNote {
+    /// The note as stored.
+    fn text(&self) -> String {
+        format!(
+            "taken_before={} amount={} currency={}",
+            self.taken_before, self.amount, self.currency
+        )
+    }
+
+    /// Reads a stored note; `None` for anything but the three fields, each once, with a
+    /// non-negative baseline, a positive amount and a currency code of capital letters.
+    fn parse(text: &str) -> Option<Self> {
+        let (mut taken_before, mut amount, mut currency) = (None, None, None);
+        for field in text.split_whitespace() {
+            let (name, value) = field.split_once('=')?;
+            let slot = match name {
+                "taken_before" => &mut taken_before,
+                "amount" => &mut amount,
+                "currency" => &mut currency,
+                _ => return None,
+            };
+            if slot.replace(value).is_some() {
+                return None;
+            }
+        }
+        let taken_before: i64 = taken_before?.parse().ok()?;
+        let amount: i64 = amount?.parse().ok()?;
+        let currency = currency?;
+        let currency_ok =
+            (1..=8).contains(&currency.len()) && currency.bytes().all(|b| b.is_ascii_uppercase());
+        (taken_before >= 0 && amount > 0 && currency_ok).then(|| Self {
+            taken_before,
+            amount,
+            currency: currency.to_string(),
+        })
+    }
+}
+
 /// What a pre-check found.
 enum Check {
     /// Make the call.
@@ -88,7 +158,17 @@ impl PaymentIntents {
             client,
             intent_action,
             interfaces: None,
+            store: None,
         }
+    }
+
+    /// Captures and refunds note their baseline on their claim in `store` before calling, and
+    /// read an earlier attempt's note first (see [`TakeNote`]). `store` must be the one the
+    /// actions are claimed in: only the claim's owner may write the note.
+    #[must_use]
+    pub fn with_store(mut self, store: Arc<dyn Store>) -> Self {
+        self.store = Some(store);
+        self
     }
 
     /// Only payments with one of these `paymentInterface`s are sent to Checkout; any other is
@@ -151,18 +231,29 @@ impl PaymentIntents {
     }
 
     /// Re-reads the payment: how much to take and what is taken already, or the effect when
-    /// nothing may be taken (no call).
+    /// nothing may be taken (no call). With an `earlier` attempt's note its amount and
+    /// baseline stand instead of `wanted` and what is taken now: taken beyond the baseline by
+    /// the amount, the call was made (no second one); otherwise it is made with that amount.
     async fn take_check(
         &self,
         t: &Taking,
         payment_id: &str,
         currency: &str,
         wanted: i64,
+        earlier: Option<&TakeNote>,
     ) -> Result<Result<TakePlan, Effect>, EffectError> {
         let payment = self.read(payment_id).await?;
         self.managed_by_checkout(&payment, t.what)?;
         let available = (t.available)(&payment, currency);
         let taken = (t.taken)(&payment, currency);
+        if let Some(n) = earlier
+            && taken >= n.taken_before.saturating_add(n.amount)
+        {
+            return Ok(Err(Effect::applied(format!(
+                "the {} of {} {currency} was made by an earlier attempt ({taken} taken now, {} before it); no call made",
+                t.what, n.amount, n.taken_before
+            ))));
+        }
         if available <= 0 {
             return Ok(Err(if taken > 0 {
                 Effect::applied(t.already)
@@ -170,10 +261,71 @@ impl PaymentIntents {
                 Effect::skipped(t.nothing)
             }));
         }
+        let (wanted, taken_before) =
+            earlier.map_or((wanted, taken), |n| (n.amount, n.taken_before));
         Ok(Ok(TakePlan {
             amount: available.min(wanted),
-            taken_before: taken,
+            taken_before,
         }))
+    }
+
+    /// The note an earlier attempt wrote on `action`'s claim, if any (none without a store).
+    /// A note that does not read as one, or is for another currency, is an earlier attempt
+    /// that may have called with who knows what: refused for good, never called again.
+    async fn earlier_note(
+        &self,
+        t: &Taking,
+        action: &Action,
+        currency: &str,
+    ) -> Result<Option<TakeNote>, EffectError> {
+        let Some(store) = &self.store else {
+            return Ok(None);
+        };
+        let entry = store
+            .ledger_entry(&action.key)
+            .await
+            .map_err(|e| EffectError::Transient {
+                detail: format!(
+                    "reading the note on {} before the {}; no call made: {e}",
+                    action.key, t.what
+                ),
+                retry_after: None,
+            })?;
+        let Some(text) = entry.and_then(|e| e.note) else {
+            return Ok(None);
+        };
+        match TakeNote::parse(&text) {
+            Some(note) if note.currency == currency => Ok(Some(note)),
+            _ => Err(EffectError::Permanent {
+                detail: format!(
+                    "the claim on {} carries a note an earlier attempt wrote before its {} call that this version cannot use ({text:?}): that call may have been made, so none is made again; check the payment by hand",
+                    action.key, t.what
+                ),
+            }),
+        }
+    }
+
+    /// Writes `note` on `action`'s claim before the call (nothing without a store). Failing,
+    /// no call is made: an attempt after it would have no baseline to go by.
+    async fn write_note(
+        &self,
+        t: &Taking,
+        action: &Action,
+        note: &TakeNote,
+    ) -> Result<(), EffectError> {
+        let Some(store) = &self.store else {
+            return Ok(());
+        };
+        store
+            .note(&action.key, &note.text())
+            .await
+            .map_err(|e| EffectError::Transient {
+                detail: format!(
+                    "writing the note on {} before the {}; no call made: {e}",
+                    action.key, t.what
+                ),
+                retry_after: None,
+            })
     }
 
     /// Sends one Payment Intents action and maps its outcome; after a 500, `recheck` decides
@@ -287,7 +439,8 @@ impl PaymentIntents {
     }
 
     /// Takes `action.amount` (at most what is available) of `action`'s payment: a capture or
-    /// a refund.
+    /// a refund. With a store, an earlier attempt's note decides first; without one, the
+    /// note is written before the call (see [`TakeNote`]).
     async fn take(&self, t: &Taking, action: &Action) -> Result<Effect, EffectError> {
         let payment_id = payment_of(action)?;
         let Some(money) = &action.amount else {
@@ -296,16 +449,25 @@ impl PaymentIntents {
             });
         };
         let currency = money.currency_code.as_str();
+        let earlier = self.earlier_note(t, action, currency).await?;
         let TakePlan {
             amount,
             taken_before,
         } = match self
-            .take_check(t, payment_id, currency, money.cent_amount)
+            .take_check(t, payment_id, currency, money.cent_amount, earlier.as_ref())
             .await?
         {
             Ok(plan) => plan,
             Err(effect) => return Ok(effect),
         };
+        if earlier.is_none() {
+            let note = TakeNote {
+                taken_before,
+                amount,
+                currency: currency.to_string(),
+            };
+            self.write_note(t, action, &note).await?;
+        }
         let intent = json!({
             "action": t.intent,
             "amount": {"centAmount": amount, "currencyCode": currency},
@@ -314,6 +476,7 @@ impl PaymentIntents {
         self.call(t.what, payment_id, &intent, || async {
             // After a 500: made if what is taken grew by what we asked for on top of what it
             // was before the call (an earlier partial capture or someone's refund is not ours).
+            // The baseline is the note's when an earlier attempt wrote one.
             let payment = self.read(payment_id).await?;
             Ok(
                 ((t.taken)(&payment, currency) >= taken_before.saturating_add(amount))
@@ -341,4 +504,43 @@ fn payment_of(action: &Action) -> Result<&str, EffectError> {
                 action.key
             ),
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TakeNote;
+
+    #[test]
+    fn a_note_reads_back_as_written() {
+        let note = TakeNote {
+            taken_before: 0,
+            amount: 333,
+            currency: "EUR".into(),
+        };
+        assert_eq!(note.text(), "taken_before=0 amount=333 currency=EUR");
+        assert_eq!(TakeNote::parse(&note.text()), Some(note));
+        assert!(TakeNote::parse("currency=EUR  amount=5 taken_before=12").is_some());
+    }
+
+    /// Anything but the three fields, each once and in range, is not a note this version can
+    /// go by: the executor then refuses for good rather than call again.
+    #[test]
+    fn anything_else_is_not_a_note() {
+        for text in [
+            "",
+            "garbage",
+            "taken_before=0 amount=333",
+            "taken_before=0 amount=333 currency=EUR currency=EUR",
+            "taken_before=0 amount=333 currency=EUR extra=1",
+            "taken_before=-1 amount=333 currency=EUR",
+            "taken_before=0 amount=0 currency=EUR",
+            "taken_before=0 amount=3.5 currency=EUR",
+            "taken_before=0 amount=99999999999999999999 currency=EUR",
+            "taken_before=0 amount=333 currency=eur",
+            "taken_before=0 amount=333 currency=",
+            "taken_before=0 amount=333 currency=EUR=1",
+        ] {
+            assert_eq!(TakeNote::parse(text), None, "{text:?}");
+        }
+    }
 }

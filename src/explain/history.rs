@@ -253,6 +253,9 @@ impl Store for Recording {
     async fn unclaim(&self, key: &str) -> Result<(), StoreError> {
         self.inner.unclaim(key).await
     }
+    async fn note(&self, key: &str, note: &str) -> Result<(), StoreError> {
+        self.inner.note(key, note).await
+    }
     async fn schedule(&self, timer: Timer) -> Result<bool, StoreError> {
         let (payment_id, due) = (timer.payment_id.clone(), timer.due);
         let new = self.inner.schedule(timer).await?;

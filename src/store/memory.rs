@@ -9,13 +9,27 @@ use std::sync::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
 
-use super::{Claim, Decided, LedgerStatus, Store, StoreError, Timer};
+use super::{Claim, Decided, LedgerEntry, LedgerStatus, Store, StoreError, Timer};
 use crate::message::Timestamp;
+
+/// A note on a ledger key ([`Store::note`]).
+#[derive(Debug)]
+struct Note {
+    /// What the attempt wrote.
+    text: Box<str>,
+    /// The claim was given back ([`Store::unclaim`]) with this note on it: the key stays
+    /// claimed, the next claim takes it over at once, and no note is written until then.
+    released: bool,
+}
 
 #[derive(Debug, Default)]
 struct Inner {
     /// `Box<str>` keys (not `String`): a replay holds one or two per payment story.
     ledger: HashMap<Box<str>, LedgerStatus>,
+    /// Notes of the keys that have one, apart from `ledger`: only captures and refunds with
+    /// a store write them (never in a replay), so the ledger's entries stay as small as they
+    /// were.
+    notes: HashMap<Box<str>, Note>,
     /// Payments that ever had a timer: "first seen authorized" happens once.
     scheduled: HashSet<Box<str>>,
     /// Pending timers ordered by (due, payment id): deterministic firing order.
@@ -59,8 +73,16 @@ impl Store for MemoryStore {
 
     async fn claim(&self, key: &str) -> Result<Claim, StoreError> {
         let mut g = self.lock();
-        if let Some(status) = g.ledger.get(key) {
-            return Ok(Claim::Exists(*status));
+        if let Some(status) = g.ledger.get(key).copied() {
+            // A claim given back with its note is taken over at once, the note kept.
+            if status == LedgerStatus::Claimed
+                && let Some(note) = g.notes.get_mut(key)
+                && note.released
+            {
+                note.released = false;
+                return Ok(Claim::Acquired);
+            }
+            return Ok(Claim::Exists(status));
         }
         g.ledger.insert(key.into(), LedgerStatus::Claimed);
         Ok(Claim::Acquired)
@@ -79,9 +101,45 @@ impl Store for MemoryStore {
     async fn unclaim(&self, key: &str) -> Result<(), StoreError> {
         let mut g = self.lock();
         if g.ledger.get(key) == Some(&LedgerStatus::Claimed) {
-            g.ledger.remove(key);
+            match g.notes.get_mut(key) {
+                // Kept, with its note, for the next attempt to read (see `Store::unclaim`).
+                Some(note) => note.released = true,
+                None => {
+                    g.ledger.remove(key);
+                }
+            }
         }
         Ok(())
+    }
+
+    async fn note(&self, key: &str, note: &str) -> Result<(), StoreError> {
+        let mut g = self.lock();
+        // One process, one owner: a live claim is a claimed key not given back.
+        let released = g.notes.get(key).is_some_and(|n| n.released);
+        if g.ledger.get(key) != Some(&LedgerStatus::Claimed) || released {
+            return Err(StoreError::ClaimLost {
+                key: key.to_string(),
+            });
+        }
+        g.notes.insert(
+            key.into(),
+            Note {
+                text: note.into(),
+                released: false,
+            },
+        );
+        Ok(())
+    }
+
+    async fn ledger_entry(&self, key: &str) -> Result<Option<LedgerEntry>, StoreError> {
+        let g = self.lock();
+        Ok(g.ledger.get(key).map(|status| LedgerEntry {
+            status: *status,
+            at: None,
+            message_id: None,
+            reason: None,
+            note: g.notes.get(key).map(|n| n.text.to_string()),
+        }))
     }
 
     async fn schedule(&self, timer: Timer) -> Result<bool, StoreError> {

@@ -75,6 +75,11 @@ pub struct LedgerEntry {
     pub message_id: Option<String>,
     /// The action's reason, where it has one and the store knows it.
     pub reason: Option<String>,
+    /// What an attempt wrote on its claim before acting ([`Store::note`]): a capture's or
+    /// refund's baseline, so that a later attempt (a takeover after a crash, the retry after a
+    /// 500) can tell whether the call was made. `None` when nothing was written, or where the
+    /// store keeps no notes.
+    pub note: Option<String>,
 }
 
 /// What the store remembers of one payment's grace-period check, for `payrules explain`.
@@ -148,7 +153,18 @@ pub trait Store: Send + Sync {
     ) -> Result<(), StoreError>;
 
     /// Gives a claimed key back (the action failed transiently and will be decided again).
+    /// A key without a note is forgotten. A key with a note ([`Store::note`]) is kept, note and
+    /// all, with its lease released: the next claim takes it over at once, and the note tells
+    /// that attempt what an earlier one may have done. Until then it reads as claimed.
     async fn unclaim(&self, key: &str) -> Result<(), StoreError>;
+
+    /// Writes `note` onto this worker's live claim of `key`, replacing any note there: what
+    /// the attempt is about to do, durable before it does it. Only the claim's owner writes
+    /// it, and only while its lease runs; otherwise (no claim, another worker's, settled, given
+    /// back, or the lease passed) [`StoreError::ClaimLost`] and nothing is written. The note
+    /// survives a takeover of the claim, [`Store::unclaim`] and [`Store::record`], and is read
+    /// back with [`Store::ledger_entry`].
+    async fn note(&self, key: &str, note: &str) -> Result<(), StoreError>;
 
     /// Schedules `timer` unless a timer for that payment was ever scheduled; says whether it
     /// was new.
@@ -197,14 +213,15 @@ pub trait Store: Send + Sync {
     /// The latest sequenceNumber seen for a resource.
     async fn latest_sequence(&self, resource_id: &str) -> Result<Option<u64>, StoreError>;
 
-    /// The ledger entry for `key` with its time and message, as far as this store keeps them
-    /// (by default only the status).
+    /// The ledger entry for `key` with its time, message and note, as far as this store keeps
+    /// them (by default only the status).
     async fn ledger_entry(&self, key: &str) -> Result<Option<LedgerEntry>, StoreError> {
         Ok(self.ledger_status(key).await?.map(|status| LedgerEntry {
             status,
             at: None,
             message_id: None,
             reason: None,
+            note: None,
         }))
     }
 

@@ -1161,3 +1161,201 @@ async fn a_renewed_timer_is_not_taken_over_by_another_replica() {
         "without renewals the timer is taken over"
     );
 }
+
+/// A capture's or refund's note on its claim (`Store::note`): only the claim's live owner
+/// writes it; it is read back with the ledger entry; giving the claim back keeps the key (it
+/// reads as claimed) and its note, and the next claim takes it over at once; recording keeps
+/// it too; a key without a note is given back as before (forgotten). The same on every store.
+async fn notes_outlive_their_claim(store: &dyn Store) {
+    use payrules::store::StoreError;
+    let lost = |r: Result<(), StoreError>| matches!(r, Err(StoreError::ClaimLost { .. }));
+    let key = "refund:p-note";
+    assert!(
+        lost(store.note(key, "taken_before=0").await),
+        "no claim, no note"
+    );
+    assert_eq!(
+        store.ledger_entry(key).await.unwrap(),
+        None,
+        "nothing written"
+    );
+
+    assert_eq!(store.claim(key).await.unwrap(), Claim::Acquired);
+    let first = "taken_before=0 amount=333 currency=EUR";
+    store.note(key, first).await.unwrap();
+    let entry = store.ledger_entry(key).await.unwrap().unwrap();
+    assert_eq!(
+        (entry.status, entry.note.as_deref()),
+        (LedgerStatus::Claimed, Some(first))
+    );
+    assert_eq!(
+        store.ledger_status(key).await.unwrap(),
+        Some(LedgerStatus::Claimed)
+    );
+
+    store.unclaim(key).await.unwrap();
+    assert_eq!(
+        store.ledger_status(key).await.unwrap(),
+        Some(LedgerStatus::Claimed),
+        "a noted key given back reads as claimed, not absent"
+    );
+    assert_eq!(
+        store
+            .ledger_entry(key)
+            .await
+            .unwrap()
+            .unwrap()
+            .note
+            .as_deref(),
+        Some(first),
+        "giving the claim back keeps its note"
+    );
+    assert!(
+        lost(store.note(key, "overwritten").await),
+        "a claim given back is no one's to write on"
+    );
+    assert_eq!(
+        store.claim(key).await.unwrap(),
+        Claim::Acquired,
+        "taken over at once, no lease to wait for"
+    );
+    assert_eq!(
+        store.claim(key).await.unwrap(),
+        Claim::Exists(LedgerStatus::Claimed),
+        "and held again"
+    );
+    assert_eq!(
+        store
+            .ledger_entry(key)
+            .await
+            .unwrap()
+            .unwrap()
+            .note
+            .as_deref(),
+        Some(first),
+        "the retry reads the first attempt's note"
+    );
+    store
+        .record(key, LedgerStatus::Done, Decided::default())
+        .await
+        .unwrap();
+    let done = store.ledger_entry(key).await.unwrap().unwrap();
+    assert_eq!(
+        (done.status, done.note.as_deref()),
+        (LedgerStatus::Done, Some(first)),
+        "recording keeps the note"
+    );
+    assert!(lost(store.note(key, "late").await), "settled: no note");
+    assert_eq!(
+        store.claim(key).await.unwrap(),
+        Claim::Exists(LedgerStatus::Done)
+    );
+
+    let plain = "refund:p-plain";
+    assert_eq!(store.claim(plain).await.unwrap(), Claim::Acquired);
+    store.unclaim(plain).await.unwrap();
+    assert_eq!(
+        store.ledger_status(plain).await.unwrap(),
+        None,
+        "without a note, forgotten as before"
+    );
+}
+
+#[tokio::test]
+async fn memory_store_keeps_notes_on_claims() {
+    notes_outlive_their_claim(&payrules::store::MemoryStore::new()).await;
+}
+
+#[tokio::test]
+async fn sqlite_store_keeps_notes_on_claims() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqlStore::connect(&sqlite_url(&dir), Duration::from_secs(60))
+        .await
+        .unwrap();
+    notes_outlive_their_claim(&store).await;
+}
+
+#[tokio::test]
+async fn postgres_store_keeps_notes_on_claims() {
+    let url = fresh_pg().await;
+    let store = SqlStore::connect(&url, Duration::from_secs(60))
+        .await
+        .unwrap();
+    notes_outlive_their_claim(&store).await;
+}
+
+/// A worker claims a refund, notes its baseline and dies (kill -9) before recording. Another
+/// worker may not write on the live claim; once the lease passes it takes the claim over and
+/// reads the dead one's note, which the dead one can no longer write. On PostgreSQL two
+/// replicas side by side; on SQLite (one worker per file) a restart.
+#[tokio::test]
+async fn a_note_survives_the_takeover_of_a_dead_workers_claim() {
+    use payrules::store::StoreError;
+    let lease = Duration::from_millis(300);
+    let key = "refund:p-dead";
+    let note = "taken_before=100 amount=333 currency=EUR";
+
+    let url = fresh_pg().await;
+    let dead = SqlStore::connect(&url, lease).await.unwrap();
+    let survivor = SqlStore::connect(&url, lease).await.unwrap();
+    assert_eq!(dead.claim(key).await.unwrap(), Claim::Acquired);
+    dead.note(key, note).await.unwrap();
+    assert!(
+        matches!(
+            survivor.note(key, "not mine").await,
+            Err(StoreError::ClaimLost { .. })
+        ),
+        "only the claim's owner writes its note"
+    );
+    tokio::time::sleep(lease + Duration::from_millis(200)).await;
+    assert!(
+        matches!(
+            dead.note(key, "lease passed").await,
+            Err(StoreError::ClaimLost { .. })
+        ),
+        "not once its lease has passed"
+    );
+    assert_eq!(survivor.claim(key).await.unwrap(), Claim::Acquired);
+    let entry = survivor.ledger_entry(key).await.unwrap().unwrap();
+    assert_eq!(entry.note.as_deref(), Some(note), "the takeover keeps it");
+    assert!(
+        matches!(
+            dead.note(key, "too late").await,
+            Err(StoreError::ClaimLost { .. })
+        ),
+        "the claim is the survivor's now"
+    );
+    survivor.note(key, note).await.unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let crashed = SqlStore::connect(&sqlite_url(&dir), lease).await.unwrap();
+        assert_eq!(crashed.claim(key).await.unwrap(), Claim::Acquired);
+        crashed.note(key, note).await.unwrap();
+        // Dropped without recording: a crash.
+    }
+    let restarted = SqlStore::connect(&sqlite_url(&dir), lease).await.unwrap();
+    assert!(
+        matches!(
+            restarted.note(key, "not mine").await,
+            Err(StoreError::ClaimLost { .. })
+        ),
+        "the dead worker's live claim is not the restarted one's"
+    );
+    assert_eq!(
+        restarted.claim(key).await.unwrap(),
+        Claim::Exists(LedgerStatus::Claimed)
+    );
+    tokio::time::sleep(lease + Duration::from_millis(200)).await;
+    assert_eq!(restarted.claim(key).await.unwrap(), Claim::Acquired);
+    assert_eq!(
+        restarted
+            .ledger_entry(key)
+            .await
+            .unwrap()
+            .unwrap()
+            .note
+            .as_deref(),
+        Some(note)
+    );
+}

@@ -113,7 +113,17 @@ impl Backend {
         })
     }
 
-    /// Deletes `owner`'s claim on `key`, if it is one.
+    /// Writes `note` on `owner`'s claim of `key` if its lease has not passed (`now` on SQLite,
+    /// the server's clock on PostgreSQL, as in [`Self::claim`]); whether it was written.
+    pub(super) async fn note(&self, key: &str, owner: &str, note: &str, now: i64) -> Result<bool> {
+        Ok(match self {
+            Self::Sqlite(l) => l.note(key, owner, note, now)?,
+            Self::Postgres(p) => p.note(key, owner, note).await?,
+        })
+    }
+
+    /// Gives back `owner`'s claim on `key`, if it is one: deleted, or, when it carries a note,
+    /// kept with its lease released (taken over by the next claim at once).
     pub(super) async fn unclaim(&self, key: &str, owner: &str) -> Result<()> {
         match self {
             Self::Sqlite(l) => l.unclaim(key, owner).map_err(Into::into),

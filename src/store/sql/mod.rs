@@ -176,6 +176,9 @@ pub(super) struct LedgerRow {
     pub(super) message_id: Option<String>,
     /// The action's reason, where it has one.
     pub(super) reason: Option<String>,
+    /// What an attempt wrote on its claim ([`Store::note`]); `None` when nothing was, or for
+    /// rows older than the column.
+    pub(super) note: Option<String>,
 }
 
 /// A grace-period timer's row, as `payrules explain` reads it.
@@ -529,6 +532,7 @@ impl Store for SqlStore {
             at: Some(from_ms(r.at)),
             message_id: r.message_id,
             reason: r.reason,
+            note: r.note,
         }))
     }
 
@@ -565,11 +569,30 @@ impl Store for SqlStore {
             .unclaim(key, &self.owner)
             .await
             .map_err(self.fail(RELEASE));
-        // Deleted only if the claim was ours: the row's fate is not known here.
+        // Deleted only if the claim was ours and had no note; kept, still `claimed`, if it had
+        // one: the row's fate is not known here, so it is read again (a noted key given back
+        // must read as claimed, not absent: the rules count its money as given back).
         let mut known = self.known();
         known.unsettled.remove(key);
         known.writes += 1;
         result
+    }
+
+    async fn note(&self, key: &str, note: &str) -> Result<(), StoreError> {
+        const NOTE: &str = "writing a note on a claim";
+        let written = self
+            .backend
+            .note(key, &self.owner, note, self.now_ms())
+            .await
+            .map_err(self.fail(NOTE))?;
+        // The status is unchanged, so what `known` remembers still holds.
+        if written {
+            Ok(())
+        } else {
+            Err(StoreError::ClaimLost {
+                key: key.to_string(),
+            })
+        }
     }
 
     async fn schedule(&self, timer: Timer) -> Result<bool, StoreError> {

@@ -188,14 +188,42 @@ impl Pg {
         .map(|r| r.rows_affected() == 1)
     }
 
-    /// Deletes `owner`'s claim on `key`, if it is one.
+    /// Writes `note` on `owner`'s claim of `key` if its lease has not passed by the server's
+    /// clock; whether it was written.
+    pub(super) async fn note(
+        &self,
+        key: &str,
+        owner: &str,
+        note: &str,
+    ) -> Result<bool, sqlx::Error> {
+        sqlx::query(concat!(
+            "UPDATE ledger SET note = $3 WHERE key = $1 AND status = 'claimed' AND owner = $2 AND claimed_until > ",
+            db_now_ms!()
+        ))
+        .bind(key)
+        .bind(owner)
+        .bind(note)
+        .execute(&self.pool)
+        .await
+        .map(|r| r.rows_affected() == 1)
+    }
+
+    /// Gives back `owner`'s claim on `key`, if it is one, in one statement: deleted, or, when
+    /// it carries a note, kept with its lease released (`claimed_until = 0`: the next claim
+    /// takes it over) and its note. The two parts match disjoint rows (`note IS NULL` or not).
     pub(super) async fn unclaim(&self, key: &str, owner: &str) -> Result<(), sqlx::Error> {
-        sqlx::query("DELETE FROM ledger WHERE key = $1 AND status = 'claimed' AND owner = $2")
-            .bind(key)
-            .bind(owner)
-            .execute(&self.pool)
-            .await
-            .map(|_| ())
+        sqlx::query(
+            "WITH released AS (
+                 UPDATE ledger SET claimed_until = 0
+                 WHERE key = $1 AND status = 'claimed' AND owner = $2 AND note IS NOT NULL
+                 RETURNING key)
+             DELETE FROM ledger WHERE key = $1 AND status = 'claimed' AND owner = $2 AND note IS NULL",
+        )
+        .bind(key)
+        .bind(owner)
+        .execute(&self.pool)
+        .await
+        .map(|_| ())
     }
 
     /// What the ledger holds for `key` (batched with other askers).
@@ -204,19 +232,21 @@ impl Pg {
             .await
     }
 
-    /// The ledger row for `key` (not batched: explain's).
+    /// The ledger row for `key` (not batched: explain's, and a capture's or refund's note).
     pub(super) async fn ledger_entry(&self, key: &str) -> Result<Option<LedgerRow>, sqlx::Error> {
-        let row: Option<(String, i64, Option<String>, Option<String>)> = sqlx::query_as(
-            "SELECT status, updated_at, message_id, reason FROM ledger WHERE key = $1",
+        type Row = (String, i64, Option<String>, Option<String>, Option<String>);
+        let row: Option<Row> = sqlx::query_as(
+            "SELECT status, updated_at, message_id, reason, note FROM ledger WHERE key = $1",
         )
         .bind(key)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.map(|(status, at, message_id, reason)| LedgerRow {
+        Ok(row.map(|(status, at, message_id, reason, note)| LedgerRow {
             status,
             at,
             message_id,
             reason,
+            note,
         }))
     }
 

@@ -202,14 +202,33 @@ impl Lite {
             .map(|changed| changed == 1)
     }
 
-    /// Deletes `owner`'s claim on `key`, if it is one.
-    pub(super) fn unclaim(&self, key: &str, owner: &str) -> Result<()> {
+    /// Writes `note` on `owner`'s claim of `key` if its lease runs past `now`; whether it was.
+    pub(super) fn note(&self, key: &str, owner: &str, note: &str, now: i64) -> Result<bool> {
         self.conn()
             .prepare_cached(
-                "DELETE FROM ledger WHERE key = ?1 AND status = 'claimed' AND owner = ?2",
+                "UPDATE ledger SET note = ?3 WHERE key = ?1 AND status = 'claimed' AND owner = ?2 AND claimed_until > ?4",
             )?
-            .execute(params![key, owner])
-            .map(|_| ())
+            .execute(params![key, owner, note, now])
+            .map(|changed| changed == 1)
+    }
+
+    /// Gives back `owner`'s claim on `key`, if it is one: deletes it, or, when it carries a
+    /// note, releases its lease (`claimed_until = 0`: the next claim takes it over) and keeps
+    /// the note. The common case (no note) is the one statement it always was.
+    pub(super) fn unclaim(&self, key: &str, owner: &str) -> Result<()> {
+        let conn = self.conn();
+        let deleted = conn
+            .prepare_cached(
+                "DELETE FROM ledger WHERE key = ?1 AND status = 'claimed' AND owner = ?2 AND note IS NULL",
+            )?
+            .execute(params![key, owner])?;
+        if deleted == 0 {
+            conn.prepare_cached(
+                "UPDATE ledger SET claimed_until = 0 WHERE key = ?1 AND status = 'claimed' AND owner = ?2 AND note IS NOT NULL",
+            )?
+            .execute(params![key, owner])?;
+        }
+        Ok(())
     }
 
     /// The ledger's status text for `key`.
@@ -224,7 +243,7 @@ impl Lite {
     pub(super) fn ledger_entry(&self, key: &str) -> Result<Option<LedgerRow>> {
         self.conn()
             .prepare_cached(
-                "SELECT status, updated_at, message_id, reason FROM ledger WHERE key = ?1",
+                "SELECT status, updated_at, message_id, reason, note FROM ledger WHERE key = ?1",
             )?
             .query_row([key], |r| {
                 Ok(LedgerRow {
@@ -232,6 +251,7 @@ impl Lite {
                     at: r.get(1)?,
                     message_id: r.get(2)?,
                     reason: r.get(3)?,
+                    note: r.get(4)?,
                 })
             })
             .optional()

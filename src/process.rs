@@ -351,8 +351,35 @@ impl Processor {
                 .emit();
                 Ok(false)
             }
-            Claim::Acquired => Ok(true),
+            Claim::Acquired => {
+                self.note_plan(action).await?;
+                Ok(true)
+            }
         }
+    }
+
+    /// A return refund's amount is noted on its claim before it runs: the rules add up what
+    /// was refunded for each returned line from these notes (no other record of a partial
+    /// refund's amount exists). A claim taken over keeps the note it has (the plan, or the
+    /// executor's baseline). Failing, the claim is given back and the message retried.
+    async fn note_plan(&self, action: &Action) -> Result<(), ProcessError> {
+        let (Some(_), Some(money)) = (&action.returned, &action.amount) else {
+            return Ok(());
+        };
+        let noted = self.store.ledger_entry(&action.key).await;
+        let written = match noted {
+            Ok(Some(entry)) if entry.note.is_some() => Ok(()),
+            Ok(_) => {
+                let plan = crate::store::planned_note(money.cent_amount, &money.currency_code);
+                self.store.note(&action.key, &plan).await
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = written {
+            self.store.unclaim(&action.key).await?;
+            return Err(e.into());
+        }
+        Ok(())
     }
 
     /// Records the execution's outcome in the ledger (done, given back for a retry, or failed

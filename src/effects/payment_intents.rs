@@ -93,12 +93,15 @@ struct TakePlan {
 /// What a capture or refund writes on its claim before the call, and a later attempt under
 /// the same key reads: it measures whether the call happened against this baseline, never
 /// against a new one (which would count the earlier attempt's Refund as someone else's and
-/// ask again). Stored as text: `taken_before=N amount=M currency=EUR`.
+/// ask again). Stored as text: `taken_before=N amount=M currency=EUR`. A note without
+/// `taken_before` is the plan the process wrote when it claimed the action (a return refund's
+/// amount, which the rules add up per line — [`crate::store::planned_note`]): no call was made
+/// under it yet, and the call asks for that amount.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct TakeNote {
     /// What the payment showed taken (Charges for a capture, Refunds for a refund) before the
-    /// call.
-    taken_before: i64,
+    /// call; `None` for a plan (no call made yet).
+    taken_before: Option<i64>,
     /// What the call asked for.
     amount: i64,
     /// The currency of both amounts.
@@ -108,14 +111,23 @@ struct TakeNote {
 impl TakeNote {
     /// The note as stored.
     fn text(&self) -> String {
-        format!(
-            "taken_before={} amount={} currency={}",
-            self.taken_before, self.amount, self.currency
-        )
+        match self.taken_before {
+            Some(before) => format!(
+                "taken_before={before} amount={} currency={}",
+                self.amount, self.currency
+            ),
+            None => crate::store::planned_note(self.amount, &self.currency),
+        }
     }
 
-    /// Reads a stored note; `None` for anything but the three fields, each once, with a
-    /// non-negative baseline, a positive amount and a currency code of capital letters.
+    /// The note of an attempt that reached its call (not a plan).
+    fn called(&self) -> Option<(i64, i64)> {
+        self.taken_before.map(|before| (before, self.amount))
+    }
+
+    /// Reads a stored note; `None` for anything but the three fields (`taken_before` may be
+    /// missing: a plan), each once, with a non-negative baseline, a positive amount and a
+    /// currency code of capital letters.
     fn parse(text: &str) -> Option<Self> {
         let (mut taken_before, mut amount, mut currency) = (None, None, None);
         for field in text.split_whitespace() {
@@ -130,12 +142,16 @@ impl TakeNote {
                 return None;
             }
         }
-        let taken_before: i64 = taken_before?.parse().ok()?;
+        let taken_before: Option<i64> = match taken_before {
+            Some(v) => Some(v.parse().ok()?),
+            None => None,
+        };
         let amount: i64 = amount?.parse().ok()?;
         let currency = currency?;
         let currency_ok =
             (1..=8).contains(&currency.len()) && currency.bytes().all(|b| b.is_ascii_uppercase());
-        (taken_before >= 0 && amount > 0 && currency_ok).then(|| Self {
+        let before_ok = taken_before.is_none_or(|b| b >= 0);
+        (before_ok && amount > 0 && currency_ok).then(|| Self {
             taken_before,
             amount,
             currency: currency.to_string(),
@@ -246,12 +262,13 @@ impl PaymentIntents {
         self.managed_by_checkout(&payment, t.what)?;
         let available = (t.available)(&payment, currency);
         let taken = (t.taken)(&payment, currency);
-        if let Some(n) = earlier
-            && taken >= n.taken_before.saturating_add(n.amount)
+        let called = earlier.and_then(TakeNote::called);
+        if let Some((before, amount)) = called
+            && taken >= before.saturating_add(amount)
         {
             return Ok(Err(Effect::applied(format!(
-                "the {} of {} {currency} was made by an earlier attempt ({taken} taken now, {} before it); no call made",
-                t.what, n.amount, n.taken_before
+                "the {} of {amount} {currency} was made by an earlier attempt ({taken} taken now, {before} before it); no call made",
+                t.what
             ))));
         }
         if available <= 0 {
@@ -261,8 +278,8 @@ impl PaymentIntents {
                 Effect::skipped(t.nothing)
             }));
         }
-        let (wanted, taken_before) =
-            earlier.map_or((wanted, taken), |n| (n.amount, n.taken_before));
+        let wanted = earlier.map_or(wanted, |n| n.amount);
+        let taken_before = called.map_or(taken, |(before, _)| before);
         Ok(Ok(TakePlan {
             amount: available.min(wanted),
             taken_before,
@@ -460,9 +477,9 @@ impl PaymentIntents {
             Ok(plan) => plan,
             Err(effect) => return Ok(effect),
         };
-        if earlier.is_none() {
+        if earlier.as_ref().and_then(TakeNote::called).is_none() {
             let note = TakeNote {
-                taken_before,
+                taken_before: Some(taken_before),
                 amount,
                 currency: currency.to_string(),
             };
@@ -513,13 +530,16 @@ mod tests {
     #[test]
     fn a_note_reads_back_as_written() {
         let note = TakeNote {
-            taken_before: 0,
+            taken_before: Some(0),
             amount: 333,
             currency: "EUR".into(),
         };
         assert_eq!(note.text(), "taken_before=0 amount=333 currency=EUR");
         assert_eq!(TakeNote::parse(&note.text()), Some(note));
         assert!(TakeNote::parse("currency=EUR  amount=5 taken_before=12").is_some());
+        let plan = TakeNote::parse(&crate::store::planned_note(333, "EUR")).expect("a plan");
+        assert_eq!((plan.taken_before, plan.amount), (None, 333));
+        assert_eq!(plan.called(), None);
     }
 
     /// Anything but the three fields, each once and in range, is not a note this version can
@@ -530,6 +550,7 @@ mod tests {
             "",
             "garbage",
             "taken_before=0 amount=333",
+            "amount=333",
             "taken_before=0 amount=333 currency=EUR currency=EUR",
             "taken_before=0 amount=333 currency=EUR extra=1",
             "taken_before=-1 amount=333 currency=EUR",

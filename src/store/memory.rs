@@ -9,7 +9,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
 
-use super::{Claim, Decided, LedgerEntry, LedgerStatus, Store, StoreError, Timer};
+use super::{Claim, Decided, LedgerEntry, LedgerStatus, Noted, Store, StoreError, Timer};
 use crate::message::Timestamp;
 
 /// A note on a ledger key ([`Store::note`]).
@@ -129,6 +129,24 @@ impl Store for MemoryStore {
             },
         );
         Ok(())
+    }
+
+    async fn noted(&self, prefix: &str) -> Result<Vec<Noted>, StoreError> {
+        let g = self.lock();
+        let mut out: Vec<Noted> = g
+            .notes
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .filter_map(|(k, n)| {
+                Some(Noted {
+                    key: k.to_string(),
+                    status: *g.ledger.get(k)?,
+                    note: n.text.to_string(),
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
     }
 
     async fn ledger_entry(&self, key: &str) -> Result<Option<LedgerEntry>, StoreError> {

@@ -106,6 +106,13 @@ pub struct Noted {
     pub note: String,
 }
 
+/// The note the process writes on a claim it plans to take `amount` with (a return refund):
+/// the rules add these up per line; the executor asks for that amount and, before its call,
+/// replaces the note with its baseline.
+pub fn planned_note(amount: i64, currency: &str) -> String {
+    format!("amount={amount} currency={currency}")
+}
+
 /// The amount a claim's note records (`amount=N`, among other `name=value` words).
 pub fn claim_note_amount(note: &str) -> Option<i64> {
     note.split_whitespace()

@@ -64,8 +64,9 @@ async fn every_scenario_plans_exactly_its_expected_actions() {
     );
 }
 
-/// Beyond the contract's fields, an expected line that states an `amount` or a `reason` (the
-/// refund scenarios do: a refund's amount is the money itself) is held to it.
+/// Beyond the contract's fields, an expected line that states an `amount`, a `reason`, a
+/// `line_id` or a `returned_quantity` (the refund scenarios do: a refund's amount is the money
+/// itself, and a return refund's line and quantity are what make its key) is held to it.
 #[tokio::test]
 async fn every_amount_and_reason_a_scenario_states_is_planned() {
     let mut failures = Vec::new();
@@ -81,7 +82,7 @@ async fn every_amount_and_reason_a_scenario_states_is_planned() {
             };
             let got = out.actions.iter().find(|a| a.key == key);
             let got = got.map(|a| serde_json::to_value(a).expect("JSON"));
-            for field in ["amount", "reason"] {
+            for field in ["amount", "reason", "line_id", "returned_quantity"] {
                 let Some(w) = want.get(field) else { continue };
                 checked += 1;
                 let g = got.as_ref().and_then(|g| g.get(field));
@@ -101,7 +102,7 @@ async fn every_amount_and_reason_a_scenario_states_is_planned() {
             }
         }
     }
-    assert!(checked >= 20, "only {checked} amounts and reasons checked");
+    assert!(checked >= 40, "only {checked} amounts, reasons and lines checked");
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 

@@ -147,6 +147,14 @@ impl Backend {
         })
     }
 
+    /// The keys in `[from, to)` that carry a note: key, status text, note.
+    pub(super) async fn noted(&self, from: &str, to: &str) -> Result<Vec<(String, String, String)>> {
+        Ok(match self {
+            Self::Sqlite(l) => l.noted(from, to)?,
+            Self::Postgres(p) => p.noted(from, to).await?,
+        })
+    }
+
     /// The grace-period timer row of `payment_id`.
     pub(super) async fn timer_entry(&self, payment_id: &str) -> Result<Option<TimerRow>> {
         Ok(match self {

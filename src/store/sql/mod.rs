@@ -31,7 +31,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use tracing::{debug, warn};
 
-use super::{Claim, Decided, LedgerEntry, LedgerStatus, Store, StoreError, Timer, TimerEntry};
+use super::{
+    Claim, Decided, LedgerEntry, LedgerStatus, Noted, Store, StoreError, Timer, TimerEntry,
+};
 use crate::message::Timestamp;
 use backend::{Backend, Failure};
 use postgres::Pg;
@@ -207,6 +209,17 @@ pub(super) fn now_ms() -> i64 {
 
 pub(super) fn err(what: &str, display: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Failed(format!("{what} ({display}): {e}"))
+}
+
+/// The first string after every string starting with `prefix` (its last character counted one
+/// up), so `key >= prefix AND key < end` is a range scan of the primary key; `None` for an
+/// empty prefix or one ending in the last character there is.
+fn prefix_end(prefix: &str) -> Option<String> {
+    let last = prefix.chars().last()?;
+    let next = char::from_u32(u32::from(last) + 1)?;
+    let mut end = prefix[..prefix.len() - last.len_utf8()].to_string();
+    end.push(next);
+    Some(end)
 }
 
 pub(super) fn status_of(s: &str) -> LedgerStatus {
@@ -534,6 +547,27 @@ impl Store for SqlStore {
             reason: r.reason,
             note: r.note,
         }))
+    }
+
+    async fn noted(&self, prefix: &str) -> Result<Vec<Noted>, StoreError> {
+        let Some(to) = prefix_end(prefix) else {
+            return Err(StoreError::Failed(format!(
+                "cannot look up ledger keys under {prefix:?}"
+            )));
+        };
+        let rows = self
+            .backend
+            .noted(prefix, &to)
+            .await
+            .map_err(self.fail("reading the notes of an order's return refunds"))?;
+        Ok(rows
+            .into_iter()
+            .map(|(key, status, note)| Noted {
+                key,
+                status: status_of(&status),
+                note,
+            })
+            .collect())
     }
 
     async fn timer_entry(&self, payment_id: &str) -> Result<Option<TimerEntry>, StoreError> {

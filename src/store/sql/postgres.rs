@@ -250,6 +250,21 @@ impl Pg {
         }))
     }
 
+    /// The keys in `[from, to)` that carry a note, with status and note, in key order.
+    pub(super) async fn noted(
+        &self,
+        from: &str,
+        to: &str,
+    ) -> Result<Vec<(String, String, String)>, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT key, status, note FROM ledger WHERE note IS NOT NULL AND (key COLLATE \"C\") >= $1 AND (key COLLATE \"C\") < $2 ORDER BY (key COLLATE \"C\")",
+        )
+        .bind(from)
+        .bind(to)
+        .fetch_all(&self.pool)
+        .await
+    }
+
     /// The timer row for `payment_id`: due, state, scheduled at, fired at (ms).
     pub(super) async fn timer_entry(
         &self,

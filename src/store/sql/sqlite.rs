@@ -257,6 +257,16 @@ impl Lite {
             .optional()
     }
 
+    /// The keys in `[from, to)` that carry a note, with status and note, in key order.
+    pub(super) fn noted(&self, from: &str, to: &str) -> Result<Vec<(String, String, String)>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT key, status, note FROM ledger WHERE key >= ?1 AND key < ?2 AND note IS NOT NULL ORDER BY key",
+        )?;
+        let rows = stmt.query_map([from, to], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        rows.collect()
+    }
+
     /// The timer row for `payment_id`: due, state, scheduled at, fired at (ms).
     pub(super) fn timer_entry(&self, payment_id: &str) -> Result<Option<TimerRow>> {
         self.conn()

@@ -1,0 +1,5 @@
+-- The ledger keys that carry a note, by key in byte order: refund_on_return reads an order's
+-- return refunds (`refund:{order}:…`) and the amounts their notes record with a range scan of
+-- this index. Byte order ("C") whatever the database's collation, so that the range of a
+-- prefix is exactly the keys starting with it. Only noted keys (a few per returned line) are in it.
+CREATE INDEX IF NOT EXISTS ledger_noted ON ledger ((key COLLATE "C")) WHERE note IS NOT NULL;

@@ -183,6 +183,11 @@ pub const OPTIONS: &[OptionSpec] = &[
         Str
     ),
     opt!(
+        ["rules", "refund_on_return", "skip_payment_states"],
+        "PAYRULES_REFUND_ON_RETURN_SKIP_PAYMENT_STATES",
+        Str
+    ),
+    opt!(
         ["release", "webhook_url"],
         "PAYRULES_RELEASE_WEBHOOK_URL",
         Str

@@ -164,6 +164,11 @@ pub const OPTION_DOCS: &[OptionDoc] = &[
         "or `BackInStock`: the return shipment state that makes goods refundable",
     ),
     doc(
+        "PAYRULES_REFUND_ON_RETURN_SKIP_PAYMENT_STATES",
+        "`[\"Refunded\", \"NotRefunded\"]`",
+        "return items in these payment states are left out (a TOML list, or names separated by commas)",
+    ),
+    doc(
         "PAYRULES_RELEASE_WEBHOOK_URL",
         "—",
         "the fulfillment team's webhook",

@@ -223,8 +223,11 @@ pub struct RefundOnReturnSettings {
     #[serde(default = "default_return_on")]
     pub on: String,
     /// Return items in these payment states are left out (someone refunded them, or decided
-    /// not to).
-    #[serde(default = "default_skip_payment_states")]
+    /// not to). A TOML list, or (from the environment) names separated by commas.
+    #[serde(
+        default = "default_skip_payment_states",
+        deserialize_with = "list_or_commas"
+    )]
     pub skip_payment_states: Vec<String>,
 }
 
@@ -240,6 +243,26 @@ impl Default for RefundOnReturnSettings {
 
 pub(crate) fn default_return_on() -> String {
     "Returned".into()
+}
+
+/// A list of names, as a TOML list or as one string of names separated by commas (an
+/// environment variable's form).
+fn list_or_commas<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Names {
+        List(Vec<String>),
+        Commas(String),
+    }
+    Ok(match Names::deserialize(d)? {
+        Names::List(v) => v,
+        Names::Commas(s) => s
+            .split(',')
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .map(str::to_string)
+            .collect(),
+    })
 }
 
 pub(crate) fn default_skip_payment_states() -> Vec<String> {

@@ -320,3 +320,147 @@ async fn the_return_messages_fold_into_the_stream_view_as_the_live_view_reads_th
     assert_eq!(states(&live)[0].1, "Refunded");
     assert_eq!(states(&streamed)[0].1, "Initial");
 }
+
+/// A charged Checkout payment of `cents` EUR; its id.
+async fn charged_payment(admin: &Admin, cents: i64) -> String {
+    let p = admin
+        .post(
+            "payments",
+            json!({"amountPlanned": {"currencyCode": "EUR", "centAmount": cents},
+                   "paymentMethodInfo": {"paymentInterface": "checkout-adyen"},
+                   "transactions": [
+                       {"type": "Authorization", "state": "Success",
+                        "amount": {"currencyCode": "EUR", "centAmount": cents}},
+                       {"type": "Charge", "state": "Success",
+                        "amount": {"currencyCode": "EUR", "centAmount": cents}}]}),
+        )
+        .await;
+    p["id"].as_str().expect("id").to_string()
+}
+
+/// The order's newest Message, decoded as a Subscription would deliver it.
+async fn newest_message(
+    admin: &Admin,
+    project: &str,
+    order_id: &str,
+) -> payrules::message::Message {
+    let messages = messages_of(admin, project, order_id).await;
+    let m = messages.last().expect("a message");
+    decode(&serde_json::to_vec(m).expect("json")).unwrap_or_else(|e| panic!("{e}: {m}"))
+}
+
+/// (payment, amount, line, returned quantity) of each return refund planned (the order's
+/// release aside).
+fn refunds(actions: &[payrules::action::Action]) -> Vec<(String, i64, String, u64)> {
+    use payrules::action::ActionKind;
+    actions
+        .iter()
+        .filter(|a| a.action != ActionKind::ReleaseOrder)
+        .map(|a| {
+            let units = a.returned.as_ref().expect("a return refund names its line");
+            assert_eq!(a.reason, Some(payrules::action::Reason::Returned));
+            (
+                a.payment_id.clone().expect("payment"),
+                a.amount.as_ref().map_or(0, |m| m.cent_amount),
+                units.line_id.clone(),
+                units.returned_quantity,
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_live_path_refunds_returned_lines_as_the_scenarios_do() {
+    use payrules::effects::PlanOnly;
+    use payrules::process::Processor;
+    use payrules::rules::{Engine, ReturnRule, Rules};
+    use payrules::store::{MemoryStore, Store};
+
+    let mock = ctmessages::commercetools_mock_with_messages("127.0.0.1:9").await;
+    let project = peers::unique_name("payrules-return-refunds");
+    let admin = Admin::new(&mock, &project).await;
+    let (order_id, line, custom) = order_with_lines(&admin).await;
+    // A gift card created first takes the first 2000 of any refund; the card the rest.
+    let gift = charged_payment(&admin, 2000).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let card = charged_payment(&admin, 3990).await;
+    for p in [&gift, &card] {
+        update(
+            &admin,
+            &order_id,
+            json!([{"action": "addPayment", "payment": {"typeId": "payment", "id": p}}]),
+        )
+        .await;
+    }
+    let rules = Rules {
+        refund_on_return: ReturnRule {
+            enabled: true,
+            ..ReturnRule::default()
+        },
+        ..Rules::default()
+    };
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let engine = Engine::new(Arc::new(live_view(&mock, &project)), store.clone(), rules);
+    let process = Processor::new(engine, store.clone(), Arc::new(PlanOnly));
+    let now = chrono::Utc::now();
+
+    // One of the line item's two units (gross 4990) comes back: ⌊4990 × 1 / 2⌋ = 2495, split
+    // 2000 from the gift card, 495 from the card. The custom line is only announced.
+    add_returns(&admin, &order_id, &line, &custom).await;
+    let m = newest_message(&admin, &project, &order_id).await;
+    let planned = process.message(&m, now).await.expect("decides");
+    assert_eq!(
+        refunds(&planned),
+        [
+            (gift.clone(), 2000, line.clone(), 1),
+            (card.clone(), 495, line.clone(), 1)
+        ]
+    );
+    for a in planned.iter().filter(|a| a.returned.is_some()) {
+        let note = store
+            .ledger_entry(&a.key)
+            .await
+            .expect("read")
+            .expect("entry")
+            .note;
+        let amount = a.amount.as_ref().map_or(0, |m| m.cent_amount);
+        assert_eq!(
+            note,
+            Some(format!("amount={amount} currency=EUR")),
+            "{}",
+            a.key
+        );
+    }
+    // The same message again, and the return info rewritten with new ids for the same units:
+    // nothing more is due.
+    assert!(process.message(&m, now).await.expect("decides").is_empty());
+    update(
+        &admin,
+        &order_id,
+        json!([{"action": "setReturnInfo", "items": [
+            {"items": [{"quantity": 1, "lineItemId": line, "shipmentState": "Returned"}]},
+            {"items": [{"quantity": 1, "customLineItemId": custom, "shipmentState": "Advised"}]}]}]),
+    )
+    .await;
+    let m = newest_message(&admin, &project, &order_id).await;
+    assert!(
+        process.message(&m, now).await.expect("decides").is_empty(),
+        "setReturnInfo refunds nothing twice"
+    );
+    // The announced custom line (1000) arrives. commercetools moves an item's shipment state
+    // only from Returned on (the mock holds to it), so an announced item is received by
+    // rewriting the return info: the line item's unit again (nothing more due for it) and the
+    // custom line now Returned. The gift card has nothing left (our 2000 of it counts until its
+    // Refund shows), so the card gives it.
+    update(
+        &admin,
+        &order_id,
+        json!([{"action": "setReturnInfo", "items": [
+            {"items": [{"quantity": 1, "lineItemId": line, "shipmentState": "Returned"}]},
+            {"items": [{"quantity": 1, "customLineItemId": custom, "shipmentState": "Returned"}]}]}]),
+    )
+    .await;
+    let m = newest_message(&admin, &project, &order_id).await;
+    let planned = process.message(&m, now).await.expect("decides");
+    assert_eq!(refunds(&planned), [(card.clone(), 1000, custom.clone(), 1)]);
+}

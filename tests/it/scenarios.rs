@@ -102,7 +102,10 @@ async fn every_amount_and_reason_a_scenario_states_is_planned() {
             }
         }
     }
-    assert!(checked >= 40, "only {checked} amounts, reasons and lines checked");
+    assert!(
+        checked >= 40,
+        "only {checked} amounts, reasons and lines checked"
+    );
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 

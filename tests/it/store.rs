@@ -1261,9 +1261,63 @@ async fn notes_outlive_their_claim(store: &dyn Store) {
     );
 }
 
+/// `noted(prefix)` answers exactly the noted keys starting with the prefix, in key order, with
+/// their status: an order's return refunds, never another order's whose id starts the same,
+/// never a key claimed without a note.
+async fn noted_keys_by_prefix(store: &dyn Store) {
+    use payrules::store::{Decided, LedgerStatus};
+    let keys = [
+        "refund:o1:l1:1:p1",
+        "refund:o1:l1:2:p1",
+        "refund:o1:l2:1:p2",
+        "refund:o10:l1:1:p1",
+        "refund:o1",
+        "refund:o1;x",
+    ];
+    for k in keys {
+        assert_eq!(store.claim(k).await.unwrap(), Claim::Acquired);
+        store.note(k, "amount=5 currency=EUR").await.unwrap();
+    }
+    assert_eq!(
+        store.claim("refund:o1:l3:1:p1").await.unwrap(),
+        Claim::Acquired
+    );
+    store
+        .record("refund:o1:l1:1:p1", LedgerStatus::Done, Decided::default())
+        .await
+        .unwrap();
+    let got = store.noted("refund:o1:").await.unwrap();
+    let got: Vec<(&str, LedgerStatus, &str)> = got
+        .iter()
+        .map(|n| (n.key.as_str(), n.status, n.note.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (
+                "refund:o1:l1:1:p1",
+                LedgerStatus::Done,
+                "amount=5 currency=EUR"
+            ),
+            (
+                "refund:o1:l1:2:p1",
+                LedgerStatus::Claimed,
+                "amount=5 currency=EUR"
+            ),
+            (
+                "refund:o1:l2:1:p2",
+                LedgerStatus::Claimed,
+                "amount=5 currency=EUR"
+            ),
+        ]
+    );
+    assert!(store.noted("refund:o2:").await.unwrap().is_empty());
+}
+
 #[tokio::test]
 async fn memory_store_keeps_notes_on_claims() {
     notes_outlive_their_claim(&payrules::store::MemoryStore::new()).await;
+    noted_keys_by_prefix(&payrules::store::MemoryStore::new()).await;
 }
 
 #[tokio::test]
@@ -1273,6 +1327,11 @@ async fn sqlite_store_keeps_notes_on_claims() {
         .await
         .unwrap();
     notes_outlive_their_claim(&store).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqlStore::connect(&sqlite_url(&dir), Duration::from_secs(60))
+        .await
+        .unwrap();
+    noted_keys_by_prefix(&store).await;
 }
 
 #[tokio::test]
@@ -1282,6 +1341,11 @@ async fn postgres_store_keeps_notes_on_claims() {
         .await
         .unwrap();
     notes_outlive_their_claim(&store).await;
+    let url = fresh_pg().await;
+    let store = SqlStore::connect(&url, Duration::from_secs(60))
+        .await
+        .unwrap();
+    noted_keys_by_prefix(&store).await;
 }
 
 /// A worker claims a refund, notes its baseline and dies (kill -9) before recording. Another

@@ -148,7 +148,11 @@ impl Backend {
     }
 
     /// The keys in `[from, to)` that carry a note: key, status text, note.
-    pub(super) async fn noted(&self, from: &str, to: &str) -> Result<Vec<(String, String, String)>> {
+    pub(super) async fn noted(
+        &self,
+        from: &str,
+        to: &str,
+    ) -> Result<Vec<(String, String, String)>> {
         Ok(match self {
             Self::Sqlite(l) => l.noted(from, to)?,
             Self::Postgres(p) => p.noted(from, to).await?,

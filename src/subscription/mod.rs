@@ -60,6 +60,10 @@ pub const SUBSCRIBED_MESSAGES: &[(&str, &[MessageType])] = &[
             MessageType::OrderStateChanged,
             MessageType::OrderShipmentStateChanged,
             MessageType::OrderEditApplied,
+            // refund_on_return reads the returns.
+            MessageType::ReturnInfoAdded,
+            MessageType::ReturnInfoSet,
+            MessageType::OrderReturnShipmentStateChanged,
         ],
     ),
 ];

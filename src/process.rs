@@ -660,6 +660,9 @@ mod tests {
         async fn note(&self, key: &str, note: &str) -> Result<(), StoreError> {
             self.inner.note(key, note).await
         }
+        async fn noted(&self, prefix: &str) -> Result<Vec<crate::store::Noted>, StoreError> {
+            self.inner.noted(prefix).await
+        }
         async fn schedule(&self, timer: Timer) -> Result<bool, StoreError> {
             self.inner.schedule(timer).await
         }

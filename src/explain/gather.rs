@@ -5,7 +5,8 @@ use super::Kind;
 use super::history::{History, status_name};
 use super::report::{
     Decision, Explanation, LedgerLine, OrderExplanation, OrderRef, OrderRulesNow, OrderSummary,
-    OrderVerdict, PaymentExplanation, PaymentLine, PaymentRulesNow, PaymentVerdict,
+    OrderVerdict, PaymentExplanation, PaymentLine, PaymentRulesNow, PaymentVerdict, ReturnLine,
+    ReturnRefund,
 };
 use super::text::{reason_words, untouched_words};
 use crate::action::{Action, Reason, format_timestamp};
@@ -56,6 +57,12 @@ pub(super) async fn explain_order(
         OrderVerdict::NotReleased
     };
     let rules_now = order_rules_now(facts.as_ref());
+    let returns = facts.as_ref().map(return_lines).unwrap_or_default();
+    if let Some(f) = &facts {
+        for (key, _, _, status) in f.returns.iter().flat_map(|l| &l.refunds) {
+            ledger.push(history.line(key.clone(), *status).await?);
+        }
+    }
     let mut because = order_because(id, status, ledger.first(), facts.as_ref());
     let mut allocated = Vec::new();
     let mut elsewhere = Vec::new();
@@ -80,8 +87,61 @@ pub(super) async fn explain_order(
         allocated,
         allocated_elsewhere: elsewhere,
         rules_now,
+        returns,
         ledger,
     })
+}
+
+/// The order's returned lines for the report.
+fn return_lines(f: &OrderFacts) -> Vec<ReturnLine> {
+    f.returns
+        .iter()
+        .map(|r| ReturnLine {
+            line_id: r.line.line_id.clone(),
+            returned_quantity: r.line.returned,
+            due: r.line.due,
+            refunded: r.refunded(),
+            refunds: r
+                .refunds
+                .iter()
+                .map(|(key, payment_id, amount, status)| ReturnRefund {
+                    key: key.clone(),
+                    payment_id: payment_id.clone(),
+                    amount: *amount,
+                    status: status_name(*status),
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+/// refund_on_return's answer for the order now.
+fn return_decision(f: &OrderFacts) -> Decision {
+    if !f.refund_on_return {
+        return Decision::none(if f.returns.is_empty() {
+            "refund_on_return is off"
+        } else {
+            "refund_on_return is off: returned goods are refunded by hand"
+        });
+    }
+    let owed: i64 = f
+        .returns
+        .iter()
+        .map(|r| (r.line.due - r.refunded()).max(0))
+        .sum();
+    if f.returns.is_empty() {
+        Decision::none("no returned goods")
+    } else if owed == 0 {
+        Decision::none("every returned line is refunded as far as it is due")
+    } else {
+        Decision {
+            decision: "refund",
+            reason: Some(Reason::Returned),
+            because: format!(
+                "{owed} cents are due for returned lines beyond what payrules refunded: from the order's payments, earliest created first (never more than each has to refund)"
+            ),
+        }
+    }
 }
 
 /// What the rules decide for the order now: a release, a capture, or why not.
@@ -106,7 +166,13 @@ fn order_rules_now(facts: Option<&OrderFacts>) -> OrderRulesNow {
         Some(Err(why)) => Decision::none(why),
         None => Decision::none("the order is not known"),
     };
-    OrderRulesNow { release, capture }
+    let refund_on_return =
+        facts.map_or_else(|| Decision::none("the order is not known"), return_decision);
+    OrderRulesNow {
+        release,
+        capture,
+        refund_on_return,
+    }
 }
 
 /// The order's verdict in words: what the ledger says, else what the rules decide.

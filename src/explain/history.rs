@@ -256,6 +256,9 @@ impl Store for Recording {
     async fn note(&self, key: &str, note: &str) -> Result<(), StoreError> {
         self.inner.note(key, note).await
     }
+    async fn noted(&self, prefix: &str) -> Result<Vec<crate::store::Noted>, StoreError> {
+        self.inner.noted(prefix).await
+    }
     async fn schedule(&self, timer: Timer) -> Result<bool, StoreError> {
         let (payment_id, due) = (timer.payment_id.clone(), timer.due);
         let new = self.inner.schedule(timer).await?;

@@ -154,6 +154,36 @@ pub struct OrderRulesNow {
     pub release: Decision,
     /// capture_on_shipment.
     pub capture: Decision,
+    /// refund_on_return.
+    pub refund_on_return: Decision,
+}
+
+/// A returned line of an explained order.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReturnLine {
+    /// The line item's (or custom line item's) id.
+    pub line_id: String,
+    /// returned(L): its units that reached the rule's `on`, decided items left out.
+    pub returned_quantity: u64,
+    /// due(L) = ⌊gross × returned ÷ quantity⌋.
+    pub due: i64,
+    /// What payrules refunded (or is refunding) for it, from its ledger keys' amounts.
+    pub refunded: i64,
+    /// Those refunds.
+    pub refunds: Vec<ReturnRefund>,
+}
+
+/// One refund payrules decided for a returned line.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReturnRefund {
+    /// Its key, `refund:{order}:{line}:{returned}:{payment}`.
+    pub key: String,
+    /// The payment refunded.
+    pub payment_id: String,
+    /// The amount its claim recorded.
+    pub amount: i64,
+    /// `claimed`, `done` or `failed`.
+    pub status: &'static str,
 }
 
 /// Why an order was (not) released.
@@ -181,6 +211,9 @@ pub struct OrderExplanation {
     pub allocated_elsewhere: Vec<PaymentLine>,
     /// What the rules decide now.
     pub rules_now: OrderRulesNow,
+    /// Its returned lines and their refunds (empty without returns).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub returns: Vec<ReturnLine>,
     /// `release:{id}` in the ledger.
     pub ledger: Vec<LedgerLine>,
 }

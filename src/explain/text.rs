@@ -286,8 +286,37 @@ fn order_text(o: &OrderExplanation) -> String {
             decision_words("capture", &o.rules_now.capture)
         );
     }
+    if !o.returns.is_empty() {
+        let _ = writeln!(
+            out,
+            "                {}",
+            decision_words("refund_on_return", &o.rules_now.refund_on_return)
+        );
+    }
+    return_lines(&mut out, o);
     ledger_lines(&mut out, &o.ledger);
     out
+}
+
+/// "returns: line L: 2 returned, due 666, refunded by payrules 333 (…)".
+fn return_lines(out: &mut String, o: &OrderExplanation) {
+    for (i, r) in o.returns.iter().enumerate() {
+        let label = if i == 0 { "  returns:" } else { "" };
+        let _ = write!(
+            out,
+            "{label:<16}line {}: {} returned, due {}, refunded by payrules {}",
+            r.line_id, r.returned_quantity, r.due, r.refunded
+        );
+        let parts: Vec<String> = r
+            .refunds
+            .iter()
+            .map(|x| format!("{} from payment {} ({})", x.amount, x.payment_id, x.status))
+            .collect();
+        if !parts.is_empty() {
+            let _ = write!(out, ": {}", parts.join(", "));
+        }
+        out.push('\n');
+    }
 }
 
 fn payment_text(p: &PaymentExplanation) -> String {

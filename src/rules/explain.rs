@@ -33,6 +33,26 @@ pub struct OrderFacts {
     pub release_ledger: Option<LedgerStatus>,
     /// Whether capture_on_shipment applies to the order now, or why not.
     pub capture: Result<(), &'static str>,
+    /// Its returned lines: what each is due and what payrules refunded for it.
+    pub returns: Vec<ReturnFacts>,
+    /// Whether refund_on_return is on.
+    pub refund_on_return: bool,
+}
+
+/// A returned line of an order, as refund_on_return sees it.
+#[derive(Debug, Clone)]
+pub struct ReturnFacts {
+    /// The line's due refund now ([`super::returns::lines_due`]).
+    pub line: super::returns::LineDue,
+    /// The refunds payrules decided for the line: (key, payment, amount, status).
+    pub refunds: Vec<(String, String, i64, LedgerStatus)>,
+}
+
+impl ReturnFacts {
+    /// What payrules refunded (or is refunding) for the line.
+    pub fn refunded(&self) -> i64 {
+        self.refunds.iter().map(|r| r.2).sum()
+    }
 }
 
 /// One payment an order references, as the release rule counts it.
@@ -156,7 +176,10 @@ impl Engine {
             counted.extend(share.counted);
         }
         let release = release::check(&self.rules.release, &order, &counted, None);
+        let returns = self.return_facts(&order).await?;
         Ok(Some(OrderFacts {
+            returns,
+            refund_on_return: self.rules.refund_on_return.enabled,
             covered: release::total_covered(&counted),
             release,
             release_ledger: self
@@ -167,6 +190,43 @@ impl Engine {
             payments,
             order,
         }))
+    }
+
+    /// The order's returned lines with what payrules refunded for each (read only: no marker
+    /// is written, unlike the rule's own evaluation). Lines refunded earlier that are no longer
+    /// returned are listed too.
+    async fn return_facts(&self, order: &Order) -> Result<Vec<ReturnFacts>, EngineError> {
+        let lines = super::returns::lines_due(&self.rules.refund_on_return, order);
+        if lines.is_empty() && order.return_info.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut decided = self.line_refunds(&order.id).await?;
+        let mut out = Vec::new();
+        for line in lines {
+            let refunds = decided.remove(&line.line_id).unwrap_or_default();
+            out.push(ReturnFacts {
+                refunds: refunds
+                    .into_iter()
+                    .map(|r| (r.key, r.payment_id, r.amount, r.status))
+                    .collect(),
+                line,
+            });
+        }
+        for (line_id, refunds) in decided {
+            out.push(ReturnFacts {
+                line: super::returns::LineDue {
+                    line_id,
+                    returned: 0,
+                    due: 0,
+                    currency: order.gross_total().currency_code.clone(),
+                },
+                refunds: refunds
+                    .into_iter()
+                    .map(|r| (r.key, r.payment_id, r.amount, r.status))
+                    .collect(),
+            });
+        }
+        Ok(out)
     }
 
     /// The payment `id` as the rules see it now, with the cancel and capture decisions;

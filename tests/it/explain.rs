@@ -355,3 +355,56 @@ async fn live_a_partly_covered_order_is_not_released_and_says_why() {
     assert!(text.contains("covered 6000 < 10000"), "{text}");
     assert!(text.contains(&pid), "{text}");
 }
+
+#[tokio::test]
+async fn an_order_with_returns_explains_each_lines_due_and_refunds() {
+    // 46: both units of a line of 2 for 3000 returned, refunded 1000 from the gift card and
+    // 2000 from the card; the rewritten return info makes nothing more due.
+    let stream = scenario("46-");
+    let config = config_for(&stream).expect("46 has a config");
+    let (orders, _) = ids(&stream);
+    let order = orders.iter().next().expect("an order");
+    let input = stream.to_string_lossy();
+    let config = config.to_string_lossy();
+    let args = [
+        "order",
+        order.as_str(),
+        "--input",
+        &input,
+        "--config",
+        &config,
+    ];
+    let mut json_args = args.to_vec();
+    json_args.push("--json");
+    let (code, stdout, stderr) = explain_bin(&json_args);
+    assert_eq!(code, 0, "{stderr}");
+    let v: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    let returns = v["returns"].as_array().expect("returns");
+    assert_eq!(returns.len(), 1, "{stdout}");
+    let line = &returns[0];
+    assert_eq!(
+        (&line["returned_quantity"], &line["due"], &line["refunded"]),
+        (&json!(2), &json!(3000), &json!(3000)),
+        "{stdout}"
+    );
+    let amounts: Vec<i64> = line["refunds"]
+        .as_array()
+        .expect("refunds")
+        .iter()
+        .filter_map(|r| r["amount"].as_i64())
+        .collect();
+    let mut amounts = amounts;
+    amounts.sort_unstable();
+    assert_eq!(amounts, [1000, 2000], "{stdout}");
+    assert_eq!(
+        v["rules_now"]["refund_on_return"]["decision"], "none",
+        "{stdout}"
+    );
+    let (code, text, stderr) = explain_bin(&args);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(text.contains("returns:"), "{text}");
+    assert!(
+        text.contains("2 returned, due 3000, refunded by payrules 3000"),
+        "{text}"
+    );
+}

@@ -679,3 +679,112 @@ async fn a_refund_of_ours_that_fails_is_reported_once_and_not_proposed_again() {
         Some(LedgerStatus::Done)
     );
 }
+
+/// Scenario 46's stream: an order of a line of 2 for 3000 paid by a gift card (1000) and a card
+/// (2000); its fifth line returns both units.
+fn scenario_46() -> Vec<Message> {
+    let path = format!(
+        "{}/fixtures/scenarios/46-return-split-across-two-payments.jsonl",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{path}: {e}"))
+        .lines()
+        .map(|l| decode(l.as_bytes()).expect("decodes"))
+        .collect()
+}
+
+/// A worker refunded the gift card's part of a return and died holding the card's claim (its
+/// plan noted): the return is decided again as the claimed part with the amount it noted, and
+/// nothing new — the done part counts, no other payment is asked for it.
+#[tokio::test]
+async fn a_claimed_return_refund_is_carried_out_with_the_amount_it_noted() {
+    let store = Arc::new(MemoryStore::new());
+    let rules = Rules {
+        refund_on_return: ReturnRule {
+            enabled: true,
+            ..ReturnRule::default()
+        },
+        ..Rules::default()
+    };
+    let engine = Engine::new(Arc::new(StreamView::new()), store.clone(), rules);
+    let at = chrono::Utc::now();
+    let messages = scenario_46();
+    let mut planned = Vec::new();
+    for m in &messages[..5] {
+        planned = engine.on_message(m, at).await.expect("decides");
+    }
+    let parts: Vec<(String, i64)> = planned
+        .iter()
+        .map(|a| {
+            (
+                a.key.clone(),
+                a.amount.as_ref().map_or(0, |m| m.cent_amount),
+            )
+        })
+        .collect();
+    assert_eq!(parts.len(), 2, "{planned:?}");
+    assert_eq!((parts[0].1, parts[1].1), (1000, 2000));
+    for (i, (key, amount)) in parts.iter().enumerate() {
+        assert_eq!(store.claim(key).await.unwrap(), Claim::Acquired);
+        store
+            .note(key, &crate::store::planned_note(*amount, "EUR"))
+            .await
+            .unwrap();
+        if i == 0 {
+            store
+                .record(key, LedgerStatus::Done, Decided::default())
+                .await
+                .unwrap();
+        }
+    }
+    let again = engine.on_message(&messages[4], at).await.expect("decides");
+    let again: Vec<(String, i64)> = again
+        .iter()
+        .map(|a| {
+            (
+                a.key.clone(),
+                a.amount.as_ref().map_or(0, |m| m.cent_amount),
+            )
+        })
+        .collect();
+    assert_eq!(again, [parts[1].clone()]);
+    store
+        .record(&parts[1].0, LedgerStatus::Done, Decided::default())
+        .await
+        .unwrap();
+    for m in &messages[4..] {
+        let after = engine.on_message(m, at).await.expect("decides");
+        assert!(after.is_empty(), "{after:?}");
+    }
+}
+
+/// A return refund key whose note records no amount: the order's return refunds stop and the
+/// message fails for good (parked with why), never read as "nothing refunded".
+#[tokio::test]
+async fn a_return_refund_without_an_amount_stops_the_orders_refunds() {
+    let store = Arc::new(MemoryStore::new());
+    let rules = Rules {
+        refund_on_return: ReturnRule {
+            enabled: true,
+            ..ReturnRule::default()
+        },
+        ..Rules::default()
+    };
+    let engine = Engine::new(Arc::new(StreamView::new()), store.clone(), rules);
+    let at = chrono::Utc::now();
+    let messages = scenario_46();
+    for m in &messages[..4] {
+        engine.on_message(m, at).await.expect("decides");
+    }
+    let oid = messages[4].order_id().expect("an order").to_string();
+    let key = format!("refund:{oid}:line:1:payment");
+    assert_eq!(store.claim(&key).await.unwrap(), Claim::Acquired);
+    store.note(&key, "garbled").await.unwrap();
+    let err = engine
+        .on_message(&messages[4], at)
+        .await
+        .expect_err("refuses");
+    assert!(!err.is_retryable(), "{err}");
+    assert!(err.to_string().contains(&key), "{err}");
+}

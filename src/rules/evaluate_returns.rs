@@ -149,6 +149,23 @@ impl Engine {
         Ok(actions)
     }
 
+    /// Whether payrules made a return refund of the payment read (for the order its money
+    /// counts toward): a Refund failing on it may then be ours.
+    pub(super) async fn returns_refunded(&self, read: &PaymentRead) -> Result<bool, EngineError> {
+        if !self.rules.refund_on_return.enabled {
+            return Ok(false);
+        }
+        let Some(order) = super::coverage::allocated(&read.orders) else {
+            return Ok(false);
+        };
+        Ok(self
+            .line_refunds(&order.id)
+            .await?
+            .values()
+            .flatten()
+            .any(|r| r.payment_id == read.payment.id && r.status == LedgerStatus::Done))
+    }
+
     async fn report_return_short(
         &self,
         order: &Order,

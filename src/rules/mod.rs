@@ -498,8 +498,7 @@ impl Engine {
         if self.rules.capture.enabled && cause.reports_failure {
             self.report_failed_capture(&read, cause.message_id).await?;
         }
-        let ours = read.refund_settled() || self.rules.refund_on_return.enabled;
-        if ours && cause.reports_failure {
+        if cause.reports_failure && (read.refund_settled() || self.returns_refunded(&read).await?) {
             self.report_failed_refund(&read, cause.message_id).await?;
         }
         self.schedule_grace_check(&read, cause).await?;

@@ -61,7 +61,7 @@ fn a_matching_subscription_needs_no_update_and_covers_everything() {
     assert_eq!(coverage(&live), Coverage::default());
     // Order of entries and types does not matter.
     live["messages"] = json!([
-        {"resourceTypeId": "order", "types": ["OrderEditApplied", "OrderImported", "OrderCreated", "OrderPaymentAdded", "OrderCreatedFromRecurringOrder", "OrderStateChanged", "OrderShipmentStateChanged"]},
+        {"resourceTypeId": "order", "types": ["ReturnInfoSet", "OrderEditApplied", "OrderImported", "OrderCreated", "OrderPaymentAdded", "OrderCreatedFromRecurringOrder", "OrderReturnShipmentStateChanged", "OrderStateChanged", "OrderShipmentStateChanged", "ReturnInfoAdded"]},
         {"resourceTypeId": "payment", "types": ["PaymentTransactionStateChanged", "PaymentTransactionAdded", "PaymentCreated"]},
     ]);
     assert_eq!(plan_update(&live, &draft()), Ok(vec![]));

@@ -2,8 +2,9 @@
 //! binary consumes a few hundred messages from the Pub/Sub emulator or from moto's SQS, is
 //! killed with SIGKILL at random moments and restarted, and at the end every message is acked,
 //! every cancel, refund and order update ran exactly once, every release was delivered under one key
-//! per order, and no grace-period timer was lost. A second test runs two replicas on one
-//! subscription or queue sharing a PostgreSQL store.
+//! per order, every returned line was refunded once, split over its order's two payments (each
+//! part under its own key, of its own amount), and no grace-period timer was lost. A second test
+//! runs two replicas on one subscription or queue sharing a PostgreSQL store.
 //!
 //! commercetools is @labdigital/commercetools-mock; Checkout is a stub that, like the real
 //! connector, adds a CancelAuthorization (or a Refund) to the payment when it accepts a cancel
@@ -36,16 +37,34 @@ const RELEASES: usize = 50;
 const ORPHANS: usize = 20;
 /// Payments charged (auto-captured) with no order: each is refunded once.
 const CHARGED_ORPHANS: usize = 10;
+/// Shipped orders with a line of 3 units (3000) paid by two charged payments (1000 created
+/// first, then 2000), 2 units returned: refund_on_return refunds ⌊3000 × 2 / 3⌋ = 2000, 1000
+/// from each payment (the first has no more), under `refund:{order}:{line}:2:{payment}`.
+const RETURNS: usize = 8;
+/// The two payments of a return order, in the order they were created, and what each refunds.
+const RETURN_PAYMENTS: [i64; 2] = [1000, 2000];
+const RETURN_REFUNDS: [i64; 2] = [1000, 1000];
 /// Every due effect is done this long after the last kill -9 (issue target: 30 s).
 const CONVERGENCE: Duration = Duration::from_secs(30);
 
-/// Checkout: counts calls per `{action}:{payment}` and, like a connector, records the
-/// CancelAuthorization (for `cancelPayment`) or the Refund (for `refundPayment`, of the amount
-/// asked) on the payment before answering.
+/// Checkout: counts calls per `{action}:{payment}`, keeps every refund asked for (payment,
+/// `merchantReference`, amount) and, like a connector, records the CancelAuthorization (for
+/// `cancelPayment`) or the Refund (for `refundPayment`, of the amount asked) on the payment
+/// before answering.
 struct Checkout {
     calls: Arc<Mutex<BTreeMap<String, usize>>>,
+    refunds: Arc<Mutex<Vec<RefundCall>>>,
     mock_base: String,
     token: String,
+}
+
+/// One `refundPayment` call as Checkout received it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct RefundCall {
+    payment: String,
+    /// `merchantReference`: payrules' idempotency key.
+    key: String,
+    amount: i64,
 }
 
 impl Respond for Checkout {
@@ -66,6 +85,16 @@ impl Respond for Checkout {
             .unwrap()
             .entry(format!("{action}:{pid}"))
             .or_default() += 1;
+        if action == "refundPayment" {
+            self.refunds.lock().unwrap().push(RefundCall {
+                payment: pid.clone(),
+                key: intent["merchantReference"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                amount: intent["amount"]["centAmount"].as_i64().unwrap_or(-1),
+            });
+        }
         let (base, token) = (self.mock_base.clone(), self.token.clone());
         std::thread::spawn(move || {
             tokio::runtime::Runtime::new().unwrap().block_on(async move {
@@ -139,7 +168,138 @@ struct World {
     orphans: Vec<String>,
     /// Auto-captured payments with no order.
     charged: Vec<String>,
+    /// Shipped orders with 2 of 3 units returned.
+    returns: Vec<ReturnOrder>,
+    /// Every `refundPayment` call, in order.
+    refunds: Arc<Mutex<Vec<RefundCall>>>,
     lines: Vec<String>,
+}
+
+/// A shipped order with a returned line, as set up in the mock.
+struct ReturnOrder {
+    order: String,
+    /// The order's version once its return info is in (payrules does not update it).
+    version: u64,
+    line: String,
+    /// Its two payments, earliest created first.
+    payments: [String; 2],
+}
+
+impl ReturnOrder {
+    /// The refunds due, by key: (payment, amount).
+    fn refunds(&self) -> impl Iterator<Item = (String, (String, i64))> + '_ {
+        self.payments.iter().zip(RETURN_REFUNDS).map(|(p, amount)| {
+            (
+                format!("refund:{}:{}:2:{p}", self.order, self.line),
+                (p.clone(), amount),
+            )
+        })
+    }
+}
+
+/// A product whose one variant the return orders' lines are of; its SKU.
+async fn product(admin: &Admin, tag: &str) -> String {
+    let sku = format!("{tag}-sku");
+    let product_type = admin
+        .post(
+            "product-types",
+            json!({"name": format!("{tag}-goods"), "description": "goods"}),
+        )
+        .await;
+    admin
+        .post(
+            "products",
+            json!({"productType": {"typeId": "product-type", "id": product_type["id"]},
+                   "name": {"en": "Trail Runner"}, "slug": {"en": sku},
+                   "masterVariant": {"sku": sku}}),
+        )
+        .await;
+    sku
+}
+
+/// An order of 3 × 1000 (19 % included) imported Confirmed, shipped, paid by two charged
+/// payments (1000 created first, then 2000), then 2 of its 3 units received back
+/// (`addReturnInfo`); and its messages: both PaymentCreated and the ReturnInfoAdded.
+async fn return_order(admin: &Admin, sku: &str, tag: &str, i: usize) -> (ReturnOrder, Vec<String>) {
+    let mut payments = Vec::new();
+    let mut lines = Vec::new();
+    for (n, cents) in RETURN_PAYMENTS.into_iter().enumerate() {
+        if n > 0 {
+            // Earliest created first decides the split: the second one strictly later.
+            tokio::time::sleep(Duration::from_millis(3)).await;
+        }
+        let p = admin
+            .payment_json(
+                cents,
+                &[("Authorization", "Success"), ("Charge", "Success")],
+            )
+            .await;
+        let pid = p["id"].as_str().unwrap().to_string();
+        lines.push(message(
+            format!("{tag}-rp{i}-{n}"),
+            ("payment", &pid),
+            "PaymentCreated",
+            "payment",
+            &p,
+        ));
+        payments.push(p);
+    }
+    let created = |p: &Value| p["createdAt"].as_str().unwrap().to_string();
+    assert!(
+        created(&payments[0]) < created(&payments[1]),
+        "the 1000 payment is created first"
+    );
+    let pid = |p: &Value| p["id"].as_str().unwrap().to_string();
+    let order = admin
+        .post(
+            "orders/import",
+            json!({"orderNumber": format!("{tag}-ret-{i}"), "orderState": "Confirmed",
+                   "totalPrice": {"currencyCode": "EUR", "centAmount": 3000},
+                   "lineItems": [{"name": {"en": "Trail Runner"}, "variant": {"sku": sku},
+                       "price": {"value": {"currencyCode": "EUR", "centAmount": 1000}},
+                       "quantity": 3,
+                       "taxRate": {"name": "19%", "amount": 0.19, "includedInPrice": true,
+                                   "country": "DE"}}]}),
+        )
+        .await;
+    let oid = order["id"].as_str().unwrap().to_string();
+    let line = order["lineItems"][0]["id"].as_str().unwrap().to_string();
+    let order = admin
+        .post(
+            &format!("orders/{oid}"),
+            json!({"version": order["version"], "actions": [
+                {"action": "changeShipmentState", "shipmentState": "Shipped"},
+                {"action": "addPayment", "payment": {"typeId": "payment", "id": pid(&payments[0])}},
+                {"action": "addPayment", "payment": {"typeId": "payment", "id": pid(&payments[1])}}]}),
+        )
+        .await;
+    let order = admin
+        .post(
+            &format!("orders/{oid}"),
+            json!({"version": order["version"], "actions": [
+                {"action": "addReturnInfo", "returnTrackingId": format!("{tag}-rt-{i}"),
+                 "items": [{"quantity": 2, "lineItemId": line, "shipmentState": "Returned"}]}]}),
+        )
+        .await;
+    assert_eq!(order["shipmentState"], "Shipped");
+    assert_eq!(
+        order["lineItems"][0]["taxedPrice"]["totalGross"]["centAmount"],
+        3000
+    );
+    lines.push(message(
+        format!("{tag}-ri{i}"),
+        ("order", &oid),
+        "ReturnInfoAdded",
+        "returnInfo",
+        &order["returnInfo"][0],
+    ));
+    let returned = ReturnOrder {
+        order: oid,
+        version: order["version"].as_u64().unwrap(),
+        line,
+        payments: [pid(&payments[0]), pid(&payments[1])],
+    };
+    (returned, lines)
 }
 
 async fn world() -> World {
@@ -204,15 +364,27 @@ async fn world() -> World {
         ));
         charged.push(pid);
     }
-    // Every message delivered twice (the second copy later in the stream): 300 messages.
+    // The return orders' messages spread over the stream, so the kills meet them too.
+    let sku = product(&admin, &tag).await;
+    let mut returns = Vec::new();
+    let spread = lines.len() / RETURNS;
+    for i in 0..RETURNS {
+        let (r, messages) = return_order(&admin, &sku, &tag, i).await;
+        let at = i * (spread + 3);
+        lines.splice(at..at, messages);
+        returns.push(r);
+    }
+    // Every message delivered twice (the second copy later in the stream): 348 messages.
     let copies = lines.clone();
     lines.extend(copies);
 
     let checkout = MockServer::start().await;
     let cancels = Arc::new(Mutex::new(BTreeMap::new()));
+    let refunds = Arc::new(Mutex::new(Vec::new()));
     Mock::given(method("POST"))
         .respond_with(Checkout {
             calls: cancels.clone(),
+            refunds: refunds.clone(),
             mock_base: admin.base.clone(),
             token: admin.token.clone(),
         })
@@ -242,6 +414,8 @@ async fn world() -> World {
         orders,
         orphans,
         charged,
+        returns,
+        refunds,
         lines,
     }
 }
@@ -271,6 +445,7 @@ impl World {
             ),
             ("PAYRULES_RELEASE_ORDER_UPDATE", "changeOrderState".into()),
             ("PAYRULES_RELEASE_ORDER_STATE", "Confirmed".into()),
+            ("PAYRULES_REFUND_ON_RETURN", "true".into()),
             ("PAYRULES_LOG", "info".into()),
         ]
         .into_iter()
@@ -282,7 +457,40 @@ impl World {
     async fn effects_complete(&self) -> bool {
         let keys: BTreeSet<String> = self.keys.lock().unwrap().iter().cloned().collect();
         let called = self.cancels.lock().unwrap().len();
-        keys.len() >= RELEASES && called >= ORPHANS + CHARGED_ORPHANS
+        let refunded: BTreeSet<String> = self
+            .refunds
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|r| r.key.clone())
+            .collect();
+        let returns_done = self
+            .returns
+            .iter()
+            .flat_map(ReturnOrder::refunds)
+            .all(|(k, _)| refunded.contains(&k));
+        keys.len() >= RELEASES && called >= ORPHANS + CHARGED_ORPHANS + 2 * RETURNS && returns_done
+    }
+
+    /// Return refund keys the log shows carried out by a worker other than the one that made
+    /// the call, or claimed by one and taken over: how often the kills hit a return refund.
+    fn return_refund_interruptions(&self, log: &str) -> (usize, usize) {
+        let keys: Vec<String> = self
+            .returns
+            .iter()
+            .flat_map(ReturnOrder::refunds)
+            .map(|(k, _)| k)
+            .collect();
+        let lines_of = |k: &str, what: &str| log.lines().any(|l| l.contains(k) && l.contains(what));
+        let after_call = keys
+            .iter()
+            .filter(|k| lines_of(k, "made by an earlier attempt"))
+            .count();
+        let claimed = keys
+            .iter()
+            .filter(|k| lines_of(k, "claimed by another worker"))
+            .count();
+        (after_call, claimed)
     }
 
     /// The exactly-once assertions.
@@ -315,10 +523,18 @@ impl World {
                     .iter()
                     .map(|p| (format!("refundPayment:{p}"), 1)),
             )
+            .chain(
+                self.returns
+                    .iter()
+                    .flat_map(|r| r.payments.iter())
+                    .map(|p| (format!("refundPayment:{p}"), 1)),
+            )
             .collect();
+        // First, so that a return refund made twice is reported by key and amount.
+        self.assert_return_refunds(log).await;
         assert_eq!(
             cancels, want_cancels,
-            "every orphan cancelled, every charged orphan refunded, exactly once, no timer lost\n{log}"
+            "every orphan cancelled, every charged orphan refunded, each return order's payments refunded once each, exactly once, no timer lost\n{log}"
         );
         for (oid, version) in &self.orders {
             let o = self.admin.get(&format!("orders/{oid}")).await;
@@ -327,6 +543,69 @@ impl World {
                 o["version"].as_u64(),
                 Some(version + 1),
                 "order {oid} updated exactly once\n{log}"
+            );
+        }
+    }
+
+    /// Every return refund key called exactly once, with its amount; nothing else refunded of
+    /// the return orders' payments (by the calls, and by the Refunds on the payments); the
+    /// orders themselves untouched (shipped: not released).
+    async fn assert_return_refunds(&self, log: &str) {
+        let payments: BTreeSet<&String> = self
+            .returns
+            .iter()
+            .flat_map(|r| r.payments.iter())
+            .collect();
+        let mut calls: BTreeMap<String, Vec<(String, i64)>> = BTreeMap::new();
+        // Calls on these payments, and calls under a return refund's key shape
+        // (`refund:{order}:{line}:{returned}:{payment}`) on any payment.
+        let return_key = |k: &str| k.starts_with("refund:") && k.matches(':').count() == 4;
+        for r in self.refunds.lock().unwrap().iter() {
+            if payments.contains(&r.payment) || return_key(&r.key) {
+                calls
+                    .entry(r.key.clone())
+                    .or_default()
+                    .push((r.payment.clone(), r.amount));
+            }
+        }
+        let want: BTreeMap<String, Vec<(String, i64)>> = self
+            .returns
+            .iter()
+            .flat_map(ReturnOrder::refunds)
+            .map(|(k, part)| (k, vec![part]))
+            .collect();
+        assert_eq!(
+            calls, want,
+            "every return refund key called exactly once, of its payment, with its amount\n{log}"
+        );
+        let (after_call, claimed) = self.return_refund_interruptions(log);
+        eprintln!(
+            "return refunds: {} keys, each called once; {after_call} finished by a later attempt after the call, {claimed} met another worker's claim",
+            want.len()
+        );
+        for r in &self.returns {
+            for (p, want) in r.payments.iter().zip(RETURN_REFUNDS) {
+                let payment = self.admin.get(&format!("payments/{p}")).await;
+                let refunds: Vec<i64> = payment["transactions"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|t| t["type"] == "Refund")
+                    .map(|t| t["amount"]["centAmount"].as_i64().unwrap())
+                    .collect();
+                assert_eq!(
+                    refunds.iter().sum::<i64>(),
+                    want,
+                    "payment {p} of order {} refunded {want} in all: {refunds:?}\n{log}",
+                    r.order
+                );
+            }
+            let o = self.admin.get(&format!("orders/{}", r.order)).await;
+            assert_eq!(
+                o["version"].as_u64(),
+                Some(r.version),
+                "return order {} not updated (shipped: no release)\n{log}",
+                r.order
             );
         }
     }
@@ -548,8 +827,22 @@ async fn wait_for_effects(world: &World, log: &std::path::Path, limit: Duration)
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+    let refunded: BTreeSet<String> = world
+        .refunds
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| r.key.clone())
+        .collect();
+    let missing: Vec<String> = world
+        .returns
+        .iter()
+        .flat_map(ReturnOrder::refunds)
+        .map(|(k, _)| k)
+        .filter(|k| !refunded.contains(k))
+        .collect();
     panic!(
-        "effects incomplete after {limit:?}: {} release keys, {} cancels\n{}",
+        "effects incomplete after {limit:?}: {} release keys, {} cancels, return refunds never called: {missing:?}\n{}",
         world
             .keys
             .lock()
